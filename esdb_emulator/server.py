@@ -1,0 +1,171 @@
+"""The emulator process: a gRPC server speaking EventStoreDB's client protocol.
+
+    with Emulator() as db:                       # plaintext, no auth, free port
+        client = EventStoreDBClient(db.uri)
+
+    with Emulator(tls=True) as db:               # self-signed TLS, admin/changeit
+        client = EventStoreDBClient(db.uri)      # uri carries tlsCaFile=...
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from concurrent import futures
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+from esdbclient.protos.Grpc import gossip_pb2_grpc, persistent_pb2_grpc, streams_pb2_grpc
+
+from esdb_emulator import snapshot
+from esdb_emulator.faults import FaultConfig, FaultInjector
+from esdb_emulator.gossip import GossipService
+from esdb_emulator.persistent import PersistentSubscriptionsService
+from esdb_emulator.security import DEFAULT_USERS, Authenticator, Certificate, generate_self_signed
+from esdb_emulator.store import Store
+from esdb_emulator.streams import StreamsService
+
+log = logging.getLogger(__name__)
+
+# The real server accepts large messages (an append of up to MaxAppendSize plus framing).
+_MESSAGE_LIMIT = 64 * 1024 * 1024
+
+
+class Emulator:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        tls: bool = False,
+        users: dict[str, str] | None = None,
+        faults: FaultConfig | None = None,
+        snapshot_path: str | Path | None = None,
+        seed_system_events: bool = True,
+        max_workers: int = 128,
+        certificate: Certificate | None = None,
+    ) -> None:
+        self.host = host
+        self.requested_port = port
+        self.port = port
+        self.tls = tls
+        # A secure node requires credentials; an insecure one (like `--insecure`) has no auth.
+        self.auth = Authenticator(users if users is not None else (DEFAULT_USERS if tls else None))
+        self.faults = FaultInjector(faults)
+        self.snapshot_path = Path(snapshot_path) if snapshot_path else None
+        self.store = Store(seed_system_events=seed_system_events)
+        self.max_workers = max_workers
+        self.certificate = certificate or (generate_self_signed((host, "localhost")) if tls else None)
+        self._ca_dir: tempfile.TemporaryDirectory[str] | None = None
+        self.ca_file: str | None = None
+        self._server: grpc.Server | None = None
+        self._services: list[object] = []
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> Emulator:
+        if self._server is not None:
+            raise RuntimeError("emulator already started")
+        if self.snapshot_path and self.snapshot_path.exists():
+            count = snapshot.load(self.store, self.snapshot_path)
+            log.info("loaded %d records from %s", count, self.snapshot_path)
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="esdb-emu"),
+            options=[
+                ("grpc.max_receive_message_length", _MESSAGE_LIMIT),
+                ("grpc.max_send_message_length", _MESSAGE_LIMIT),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        address = f"{self.host}:{self.requested_port}"
+        if self.tls:
+            assert self.certificate is not None
+            credentials = grpc.ssl_server_credentials(
+                [(self.certificate.key_pem, self.certificate.cert_pem)]
+            )
+            self.port = server.add_secure_port(address, credentials)
+            self._ca_dir = tempfile.TemporaryDirectory(prefix="esdb-emulator-")
+            ca = Path(self._ca_dir.name) / "ca.pem"
+            ca.write_bytes(self.certificate.cert_pem)
+            self.ca_file = str(ca)
+        else:
+            self.port = server.add_insecure_port(address)
+        if self.port == 0:
+            raise OSError(f"cannot bind the emulator to {address}")
+        streams = StreamsService(self.store, self.guard, self.faults)
+        persistent = PersistentSubscriptionsService(self.store, self.guard)
+        gossip = GossipService(self.host, self.port, self.guard_anonymous)
+        streams_pb2_grpc.add_StreamsServicer_to_server(streams, server)
+        persistent_pb2_grpc.add_PersistentSubscriptionsServicer_to_server(persistent, server)
+        gossip_pb2_grpc.add_GossipServicer_to_server(gossip, server)
+        self._services = [streams, persistent, gossip]
+        server.start()
+        self._server = server
+        log.info("esdb emulator listening on %s:%d (tls=%s)", self.host, self.port, self.tls)
+        return self
+
+    def stop(self, grace: float | None = 0.5) -> None:
+        if self._server is None:
+            return
+        self._server.stop(grace).wait()
+        self._server = None
+        for service in self._services:
+            close = getattr(service, "close", None)
+            if close:
+                close()
+        if self.snapshot_path:
+            snapshot.save(self.store, self.snapshot_path)
+        if self._ca_dir is not None:
+            self._ca_dir.cleanup()
+            self._ca_dir = None
+            self.ca_file = None
+
+    def save_snapshot(self, path: str | Path | None = None) -> int:
+        target = path or self.snapshot_path
+        if target is None:
+            raise ValueError("no snapshot path: pass one or start the emulator with snapshot_path")
+        return snapshot.save(self.store, target)
+
+    def wait(self) -> None:
+        if self._server is not None:
+            self._server.wait_for_termination()
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ per call
+    def guard(self, method: str, context: grpc.ServicerContext) -> None:
+        self.auth.check(context)
+        self.faults.before_call(method, context, (self.host, self.port))
+
+    def guard_anonymous(self, method: str, context: grpc.ServicerContext) -> None:
+        # Gossip is readable without credentials, as on a real node.
+        self.faults.before_call(method, context, (self.host, self.port))
+
+    # ------------------------------------------------------------------ addresses
+    @property
+    def target(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def connection_string(self, *, discover: bool = False, username: str | None = None,
+                          password: str | None = None) -> str:
+        scheme = "esdb+discover" if discover else "esdb"
+        credentials = ""
+        if self.auth.enabled:
+            user = username or next(iter(DEFAULT_USERS))
+            secret = password if password is not None else DEFAULT_USERS.get(user, "")
+            credentials = f"{user}:{secret}@"
+        if self.tls:
+            query = f"?tlsCaFile={self.ca_file}"
+        else:
+            query = "?Tls=false"
+        return f"{scheme}://{credentials}{self.target}{query}"
+
+    @property
+    def uri(self) -> str:
+        return self.connection_string()

@@ -77,7 +77,9 @@ class FaultInjector:
     def _applies(self, method: str) -> bool:
         return not self._config.methods or method in self._config.methods
 
-    def before_call(self, method: str, context: grpc.ServicerContext, leader: tuple[str, int]) -> None:
+    def before_call(
+        self, method: str, context: grpc.ServicerContext, leader: tuple[str, int]
+    ) -> None:
         """Sleep and/or abort the call as configured. Called first in every handler."""
         with self._lock:
             if not self._applies(method):

@@ -22,7 +22,9 @@ class GossipService(gossip_pb2_grpc.GossipServicer):
         self.guard = guard
         self.instance_id = str(uuid.uuid4())
 
-    def Read(self, request: shared_pb2.Empty, context: grpc.ServicerContext) -> gossip_pb2.ClusterInfo:
+    def Read(
+        self, request: shared_pb2.Empty, context: grpc.ServicerContext
+    ) -> gossip_pb2.ClusterInfo:
         self.guard("Gossip.Read", context)
         member = gossip_pb2.MemberInfo(
             instance_id=shared_pb2.UUID(string=self.instance_id),

@@ -80,7 +80,9 @@ class Authenticator:
         if isinstance(header, bytes):
             header = header.decode("latin-1")
         if not self._valid(header):
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, "Bad HTTP status code 401: invalid credentials")
+            context.abort(
+                grpc.StatusCode.UNAUTHENTICATED, "Bad HTTP status code 401: invalid credentials"
+            )
 
     def _valid(self, header: str) -> bool:
         scheme, _, encoded = header.partition(" ")

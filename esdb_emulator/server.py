@@ -1,10 +1,10 @@
 """The emulator process: a gRPC server speaking EventStoreDB's client protocol.
 
-    with Emulator() as db:                       # plaintext, no auth, free port
-        client = EventStoreDBClient(db.uri)
+with Emulator() as db:                       # plaintext, no auth, free port
+    client = EventStoreDBClient(db.uri)
 
-    with Emulator(tls=True) as db:               # self-signed TLS, admin/changeit
-        client = EventStoreDBClient(db.uri)      # uri carries tlsCaFile=...
+with Emulator(tls=True) as db:               # self-signed TLS, admin/changeit
+    client = EventStoreDBClient(db.uri)      # uri carries tlsCaFile=...
 """
 
 from __future__ import annotations
@@ -56,7 +56,9 @@ class Emulator:
         self.snapshot_path = Path(snapshot_path) if snapshot_path else None
         self.store = Store(seed_system_events=seed_system_events)
         self.max_workers = max_workers
-        self.certificate = certificate or (generate_self_signed((host, "localhost")) if tls else None)
+        self.certificate = certificate or (
+            generate_self_signed((host, "localhost")) if tls else None
+        )
         self._ca_dir: tempfile.TemporaryDirectory[str] | None = None
         self.ca_file: str | None = None
         self._server: grpc.Server | None = None
@@ -134,7 +136,10 @@ class Emulator:
         return self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()
 
@@ -152,18 +157,16 @@ class Emulator:
     def target(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def connection_string(self, *, discover: bool = False, username: str | None = None,
-                          password: str | None = None) -> str:
+    def connection_string(
+        self, *, discover: bool = False, username: str | None = None, password: str | None = None
+    ) -> str:
         scheme = "esdb+discover" if discover else "esdb"
         credentials = ""
         if self.auth.enabled:
             user = username or next(iter(DEFAULT_USERS))
             secret = password if password is not None else DEFAULT_USERS.get(user, "")
             credentials = f"{user}:{secret}@"
-        if self.tls:
-            query = f"?tlsCaFile={self.ca_file}"
-        else:
-            query = "?Tls=false"
+        query = f"?tlsCaFile={self.ca_file}" if self.tls else "?Tls=false"
         return f"{scheme}://{credentials}{self.target}{query}"
 
     @property

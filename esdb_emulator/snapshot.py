@@ -35,9 +35,15 @@ def save(store: Store, path: str | os.PathLike[str]) -> int:
             f.write(
                 json.dumps(
                     [
-                        r.stream, r.revision, r.event_id, r.type, r.content_type,
-                        base64.b64encode(r.data).decode(), base64.b64encode(r.metadata).decode(),
-                        r.created, r.position,
+                        r.stream,
+                        r.revision,
+                        r.event_id,
+                        r.type,
+                        r.content_type,
+                        base64.b64encode(r.data).decode(),
+                        base64.b64encode(r.metadata).decode(),
+                        r.created,
+                        r.position,
                     ]
                 )
                 + "\n"
@@ -57,7 +63,17 @@ def load(store: Store, path: str | os.PathLike[str]) -> int:
             for line in f:
                 s, rev, eid, typ, ct, data, meta, created, pos = json.loads(line)
                 records.append(
-                    Record(s, rev, eid, typ, ct, base64.b64decode(data), base64.b64decode(meta), created, pos)
+                    Record(
+                        s,
+                        rev,
+                        eid,
+                        typ,
+                        ct,
+                        base64.b64decode(data),
+                        base64.b64decode(meta),
+                        created,
+                        pos,
+                    )
                 )
     except (OSError, ValueError, TypeError, EOFError) as e:
         raise SnapshotError(f"cannot read snapshot {path}: {e}") from e

@@ -166,9 +166,7 @@ class Store:
             return len(self._log)
 
     # ----------------------------------------------------------------------- writes
-    def append(
-        self, stream: str, expected: int, events: Sequence[ProposedEvent]
-    ) -> WriteResult:
+    def append(self, stream: str, expected: int, events: Sequence[ProposedEvent]) -> WriteResult:
         with self._lock:
             s = self._streams.get(stream)
             current, soft_deleted = self._check_commit(stream, s, expected, events)
@@ -181,8 +179,13 @@ class Store:
             position = self._last_position_of(s)
             for i, event in enumerate(events):
                 record = self._write(
-                    stream, first + i, event.event_id, event.type, event.content_type,
-                    event.data, event.metadata,
+                    stream,
+                    first + i,
+                    event.event_id,
+                    event.type,
+                    event.content_type,
+                    event.data,
+                    event.metadata,
                 )
                 position = record.position
             if events and soft_deleted:
@@ -214,10 +217,15 @@ class Store:
     def tombstone(self, stream: str, expected: int) -> int:
         with self._lock:
             s = self._streams.get(stream)
-            current, _ = self._check_commit(stream, s, expected, [_delete_marker()])
+            _current, _ = self._check_commit(stream, s, expected, [_delete_marker()])
             record = self._write(
-                stream, DELETED_STREAM, str(uuid.uuid4()), TOMBSTONE_EVENT_TYPE, OCTET_STREAM,
-                b"", b"",
+                stream,
+                DELETED_STREAM,
+                str(uuid.uuid4()),
+                TOMBSTONE_EVENT_TYPE,
+                OCTET_STREAM,
+                b"",
+                b"",
             )
             self._streams[stream].tombstoned = True
             self._notify()
@@ -225,7 +233,9 @@ class Store:
 
     def set_metadata(self, stream: str, metadata: dict) -> WriteResult:
         """Convenience for seeding: append a `$metadata` event to `$$stream`."""
-        event = ProposedEvent(str(uuid.uuid4()), METADATA_EVENT_TYPE, JSON, json.dumps(metadata).encode())
+        event = ProposedEvent(
+            str(uuid.uuid4()), METADATA_EVENT_TYPE, JSON, json.dumps(metadata).encode()
+        )
         return self.append(metastream_of(stream), ANY, [event])
 
     def _check_commit(
@@ -254,7 +264,9 @@ class Store:
                 matched.append(found)
             if not matched:
                 return current, soft_deleted
-            return WriteResult(matched[0].revision, matched[-1].revision, matched[-1].position), False
+            return WriteResult(
+                matched[0].revision, matched[-1].revision, matched[-1].position
+            ), False
         if expected < current:
             revision = expected
             matched = []
@@ -271,7 +283,9 @@ class Store:
                 raise WrongExpectedVersion(stream, expected, current)
             if not matched:
                 raise WrongExpectedVersion(stream, expected, current)
-            return WriteResult(matched[0].revision, matched[-1].revision, matched[-1].position), False
+            return WriteResult(
+                matched[0].revision, matched[-1].revision, matched[-1].position
+            ), False
         if expected > current:
             raise WrongExpectedVersion(stream, expected, current)
         return current, soft_deleted
@@ -294,11 +308,19 @@ class Store:
         meta_name = metastream_of(stream)
         meta = self._streams.get(meta_name)
         revision = (meta.last_revision if meta else -1) + 1
-        return self._write(meta_name, revision, str(uuid.uuid4()), METADATA_EVENT_TYPE, JSON, data, b"")
+        return self._write(
+            meta_name, revision, str(uuid.uuid4()), METADATA_EVENT_TYPE, JSON, data, b""
+        )
 
     def _write(
-        self, stream: str, revision: int, event_id: str, type_: str, content_type: str,
-        data: bytes, metadata: bytes,
+        self,
+        stream: str,
+        revision: int,
+        event_id: str,
+        type_: str,
+        content_type: str,
+        data: bytes,
+        metadata: bytes,
     ) -> Record:
         position = self._next_position
         record = Record(
@@ -328,7 +350,11 @@ class Store:
     def _seed_system_events(self) -> None:
         # A fresh EventStoreDB database already holds a few system records in `$all`
         # (the default users and the scavenges stream); a migration tool must skip them.
-        user = {"loginName": "admin", "fullName": "Event Store Administrator", "groups": ["$admins"]}
+        user = {
+            "loginName": "admin",
+            "fullName": "Event Store Administrator",
+            "groups": ["$admins"],
+        }
         for stream, type_, data in (
             ("$users", "$User", b"admin"),
             ("$user-admin", "$UserCreated", json.dumps(user).encode()),

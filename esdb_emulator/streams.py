@@ -115,7 +115,9 @@ class StreamsService(streams_pb2_grpc.StreamsServicer):
         self.faults = faults
 
     # ------------------------------------------------------------------ Read
-    def Read(self, request: streams_pb2.ReadReq, context: grpc.ServicerContext) -> Iterator[streams_pb2.ReadResp]:
+    def Read(
+        self, request: streams_pb2.ReadReq, context: grpc.ServicerContext
+    ) -> Iterator[streams_pb2.ReadResp]:
         self.guard("Read", context)
         options = request.options
         reset_after = self.faults.read_reset_point("Read")  # type: ignore[attr-defined]
@@ -141,7 +143,9 @@ class StreamsService(streams_pb2_grpc.StreamsServicer):
         which = stream_options.WhichOneof("revision_option")
         subscribe = options.WhichOneof("count_option") == "subscription"
         if subscribe:
-            yield from self._subscribe_stream(name, which, stream_options.revision, options, context)
+            yield from self._subscribe_stream(
+                name, which, stream_options.revision, options, context
+            )
             return
         try:
             records = self.store.visible_records(name)
@@ -177,7 +181,9 @@ class StreamsService(streams_pb2_grpc.StreamsServicer):
         backwards = options.read_direction == streams_pb2.ReadReq.Options.Backwards
         event_filter = _Filter(options)
         if options.WhichOneof("count_option") == "subscription":
-            yield from self._subscribe_all(which, all_options.position, event_filter, options, context)
+            yield from self._subscribe_all(
+                which, all_options.position, event_filter, options, context
+            )
             return
         remaining = options.count
         if backwards:
@@ -217,7 +223,9 @@ class StreamsService(streams_pb2_grpc.StreamsServicer):
 
     def _confirmation(self) -> streams_pb2.ReadResp:
         return streams_pb2.ReadResp(
-            confirmation=streams_pb2.ReadResp.SubscriptionConfirmation(subscription_id=str(uuid.uuid4()))
+            confirmation=streams_pb2.ReadResp.SubscriptionConfirmation(
+                subscription_id=str(uuid.uuid4())
+            )
         )
 
     def _subscribe_all(
@@ -286,8 +294,12 @@ class StreamsService(streams_pb2_grpc.StreamsServicer):
             except StreamNotFound:
                 records = []
             except StreamDeleted:
-                context.set_trailing_metadata((("exception", "stream-deleted"), ("stream-name", name)))
-                context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"Event stream '{name}' is deleted.")
+                context.set_trailing_metadata(
+                    (("exception", "stream-deleted"), ("stream-name", name))
+                )
+                context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION, f"Event stream '{name}' is deleted."
+                )
             if not records:
                 if not caught_up:
                     caught_up = True
@@ -306,7 +318,9 @@ class StreamsService(streams_pb2_grpc.StreamsServicer):
         self.guard("Append", context)
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("content") != "options":
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "The first AppendReq must carry options")
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "The first AppendReq must carry options"
+            )
         options = first.options
         stream = options.stream_identifier.stream_name.decode()
         expected = expected_version(options, "revision")
@@ -319,17 +333,26 @@ class StreamsService(streams_pb2_grpc.StreamsServicer):
             size += event.size
             if size > limit:
                 context.set_trailing_metadata(
-                    (("exception", "maximum-append-size-exceeded"), ("maximum-append-size", str(limit)))
+                    (
+                        ("exception", "maximum-append-size-exceeded"),
+                        ("maximum-append-size", str(limit)),
+                    )
                 )
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Maximum Append Size of {limit} Exceeded.")
+                context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"Maximum Append Size of {limit} Exceeded."
+                )
             events.append(event)
         try:
             result = self.store.append(stream, expected, events)
         except WrongExpectedVersion as e:
             return streams_pb2.AppendResp(wrong_expected_version=_append_wev(e, options))
         except StreamDeleted:
-            context.set_trailing_metadata((("exception", "stream-deleted"), ("stream-name", stream)))
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"Event stream '{stream}' is deleted.")
+            context.set_trailing_metadata(
+                (("exception", "stream-deleted"), ("stream-name", stream))
+            )
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION, f"Event stream '{stream}' is deleted."
+            )
         return streams_pb2.AppendResp(success=_append_success(result))
 
     def BatchAppend(
@@ -356,7 +379,10 @@ class StreamsService(streams_pb2_grpc.StreamsServicer):
             if too_big:
                 del pending[correlation]
                 yield _batch_error(
-                    request.correlation_id, stream_id, "MaximumAppendSizeExceeded", "InvalidArgument",
+                    request.correlation_id,
+                    stream_id,
+                    "MaximumAppendSizeExceeded",
+                    "InvalidArgument",
                     shared_pb2.MaximumAppendSizeExceeded(maxAppendSize=limit),
                 )
                 continue
@@ -369,13 +395,19 @@ class StreamsService(streams_pb2_grpc.StreamsServicer):
                 result = self.store.append(stream, expected, events)
             except WrongExpectedVersion as e:
                 yield _batch_error(
-                    request.correlation_id, stream_id, "WrongExpectedVersion", "AlreadyExists",
+                    request.correlation_id,
+                    stream_id,
+                    "WrongExpectedVersion",
+                    "AlreadyExists",
                     _shared_wev(e, options),
                 )
                 continue
             except StreamDeleted:
                 yield _batch_error(
-                    request.correlation_id, stream_id, "StreamDeleted", "NotFound",
+                    request.correlation_id,
+                    stream_id,
+                    "StreamDeleted",
+                    "NotFound",
                     shared_pb2.StreamDeleted(stream_identifier=stream_id),
                 )
                 continue
@@ -393,11 +425,15 @@ class StreamsService(streams_pb2_grpc.StreamsServicer):
             )
 
     # ----------------------------------------------------------------- Delete
-    def Delete(self, request: streams_pb2.DeleteReq, context: grpc.ServicerContext) -> streams_pb2.DeleteResp:
+    def Delete(
+        self, request: streams_pb2.DeleteReq, context: grpc.ServicerContext
+    ) -> streams_pb2.DeleteResp:
         self.guard("Delete", context)
         position = self._delete(request.options, context, "Delete", self.store.delete)
         return streams_pb2.DeleteResp(
-            position=streams_pb2.DeleteResp.Position(commit_position=position, prepare_position=position)
+            position=streams_pb2.DeleteResp.Position(
+                commit_position=position, prepare_position=position
+            )
         )
 
     def Tombstone(
@@ -406,11 +442,16 @@ class StreamsService(streams_pb2_grpc.StreamsServicer):
         self.guard("Tombstone", context)
         position = self._delete(request.options, context, "Tombstone", self.store.tombstone)
         return streams_pb2.TombstoneResp(
-            position=streams_pb2.TombstoneResp.Position(commit_position=position, prepare_position=position)
+            position=streams_pb2.TombstoneResp.Position(
+                commit_position=position, prepare_position=position
+            )
         )
 
     def _delete(
-        self, options: object, context: grpc.ServicerContext, operation: str,
+        self,
+        options: object,
+        context: grpc.ServicerContext,
+        operation: str,
         action: Callable[[str, int], int],
     ) -> int:
         stream = options.stream_identifier.stream_name.decode()  # type: ignore[attr-defined]
@@ -432,14 +473,20 @@ class StreamsService(streams_pb2_grpc.StreamsServicer):
                 f"Expected version: {e.expected}, Actual version: {e.actual}",
             )
         except StreamDeleted:
-            context.set_trailing_metadata((("exception", "stream-deleted"), ("stream-name", stream)))
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"Event stream '{stream}' is deleted.")
+            context.set_trailing_metadata(
+                (("exception", "stream-deleted"), ("stream-name", stream))
+            )
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION, f"Event stream '{stream}' is deleted."
+            )
         raise AssertionError("unreachable")
 
 
 def _checkpoint(position: int) -> streams_pb2.ReadResp:
     return streams_pb2.ReadResp(
-        checkpoint=streams_pb2.ReadResp.Checkpoint(commit_position=position, prepare_position=position)
+        checkpoint=streams_pb2.ReadResp.Checkpoint(
+            commit_position=position, prepare_position=position
+        )
     )
 
 

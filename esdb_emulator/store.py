@@ -241,7 +241,7 @@ class Store:
     def _check_commit(
         self, stream: str, s: _Stream | None, expected: int, events: Sequence[ProposedEvent]
     ) -> tuple[int | WriteResult, bool]:
-        """IndexWriter.CheckCommit: returns (current version, soft deleted) or an idempotent result."""
+        """IndexWriter.CheckCommit: (current version, soft deleted), or an idempotent result."""
         if s is not None and s.tombstoned:
             raise StreamDeleted(stream)
         current = s.last_revision if s else -1

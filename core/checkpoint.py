@@ -1,0 +1,278 @@
+"""Checkpoint store protocol, its models, and the store registry.
+
+One record per job holds the lease (owner, fencing token, expiry) and the checkpoint (position,
+counters, version, and the intent of the batch in flight). Every write that moves the job forward
+is conditional on the lease still being held, so an invocation that lost its lease cannot commit.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from core.errors import ConfigError
+
+Clock = Callable[[], datetime]
+"""Returns the current time, timezone-aware. Stores take one so tests can move time."""
+
+HISTORY_LIMIT = 200
+"""Slice records kept per job; older ones are dropped so the store stays bounded."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+@functools.total_ordering
+class Position(_Frozen):
+    """A position in ``$all``, ordered by (commit, prepare)."""
+
+    commit: int = Field(ge=0)
+    prepare: int = Field(ge=0)
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Position):
+            return NotImplemented
+        return (self.commit, self.prepare) < (other.commit, other.prepare)
+
+    def __str__(self) -> str:
+        return f"C:{self.commit}/P:{self.prepare}"
+
+
+class StreamTail(_Frozen):
+    """The part of the batch in flight that goes to one target stream.
+
+    Saved as intent before the target writes begin, so a resumed run knows which target streams
+    may hold a partial write and what their last event should be.
+    """
+
+    stream: str = Field(min_length=1)
+    first_source_revision: int = Field(ge=0)
+    last_source_revision: int = Field(ge=0)
+    last_event_id: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> StreamTail:
+        if self.last_source_revision < self.first_source_revision:
+            raise ValueError("last_source_revision is below first_source_revision")
+        return self
+
+
+class Checkpoint(_Frozen):
+    """Where a job stands. ``position`` None means the start of ``$all``.
+
+    ``version`` is managed by the store: a commit must carry the stored version and the store
+    saves version + 1. ``last_batch`` is the intent of the batch in flight, or None when no batch
+    is in flight; the target streams' full revision map is never stored (memory stays bounded).
+    """
+
+    job_id: str = Field(min_length=1)
+    position: Position | None = None
+    events_read: int = Field(default=0, ge=0)
+    events_written: int = Field(default=0, ge=0)
+    events_skipped: int = Field(default=0, ge=0)
+    bytes_written: int = Field(default=0, ge=0)
+    updated_at: AwareDatetime = Field(default_factory=utcnow)
+    version: int = Field(default=0, ge=0)
+    last_batch: list[StreamTail] | None = None
+
+
+class Lease(_Frozen):
+    """Exclusive right to advance a job until ``expires_at``.
+
+    ``token`` is a fencing token: it strictly increases with every acquire of the job, so a
+    write carrying an older token is recognisably stale.
+    """
+
+    job_id: str = Field(min_length=1)
+    owner: str = Field(min_length=1)
+    token: int = Field(ge=1)
+    expires_at: AwareDatetime
+
+    def expired(self, now: datetime) -> bool:
+        return now >= self.expires_at
+
+
+class SliceRecord(_Frozen):
+    """One invocation's figures, kept in the job's bounded history for `status`."""
+
+    job_id: str = Field(min_length=1)
+    started_at: AwareDatetime
+    finished_at: AwareDatetime
+    owner: str
+    events_read: int = Field(default=0, ge=0)
+    events_written: int = Field(default=0, ge=0)
+    events_skipped: int = Field(default=0, ge=0)
+    bytes_written: int = Field(default=0, ge=0)
+    from_position: Position | None = None
+    to_position: Position | None = None
+    caught_up: bool = False
+    error: str | None = None
+
+
+@runtime_checkable
+class CheckpointStore(Protocol):
+    """Where jobs keep their lease, checkpoint and slice history.
+
+    Rules every implementation follows (tests/contract/checkpoint_contract.py checks them):
+
+    - A lease is *held* by ``lease`` when the stored owner and token equal the lease's and the
+      stored expiry is after ``now()``. Writes that require the lease raise ``LeaseLostError``
+      and write nothing when it is not held.
+    - The stored checkpoint version is 0 when the job has no checkpoint yet.
+    - Transient failures raise ``StoreUnavailableError``; an unreadable record raises
+      ``CorruptCheckpointError``.
+    """
+
+    def load(self, job_id: str) -> Checkpoint | None:
+        """The job's checkpoint, or None if the job never committed nor saved an intent."""
+        ...
+
+    def acquire(self, job_id: str, owner: str, ttl_seconds: float) -> Lease:
+        """Take the job's lease for ``ttl_seconds``, with a token above every earlier one.
+
+        Succeeds when nobody holds it, it was released, it expired, or ``owner`` holds it;
+        otherwise raises ``LeaseLostError``.
+        """
+        ...
+
+    def renew(self, lease: Lease, ttl_seconds: float) -> Lease:
+        """Extend a held lease to ``now() + ttl_seconds``; same token."""
+        ...
+
+    def commit(self, lease: Lease, checkpoint: Checkpoint) -> Checkpoint:
+        """Store ``checkpoint`` (position, counters, and ``last_batch`` as given: None clears the
+        intent) if the lease is held and ``checkpoint.version`` equals the stored version.
+
+        Returns what was stored: version + 1 and ``updated_at`` = now().
+        """
+        ...
+
+    def save_intent(self, lease: Lease, intent: list[StreamTail]) -> None:
+        """Record the batch about to be written, if the lease is held. Leaves position, counters
+        and version as they are (creates a version-0 checkpoint if there is none)."""
+        ...
+
+    def release(self, lease: Lease) -> bool:
+        """Give the lease up if ``lease`` is still the stored one (owner and token); otherwise do
+        nothing. Idempotent. True if this call released it."""
+        ...
+
+    def record_slice(self, lease_or_job_id: Lease | str, record: SliceRecord) -> None:
+        """Append to the job's history, dropping all but the newest ``HISTORY_LIMIT`` records.
+        Not fenced: a fenced-out or failed invocation still reports what happened."""
+        ...
+
+    def history(self, job_id: str, limit: int = 20) -> list[SliceRecord]:
+        """The newest ``limit`` (at most ``HISTORY_LIMIT``) slice records, newest first."""
+        ...
+
+    def close(self) -> None:
+        """Release connections; the store is not used afterwards."""
+        ...
+
+
+# --- registry -------------------------------------------------------------------------------
+
+StoreFactory = Callable[..., CheckpointStore]
+"""``factory(url: str, *, now: Clock) -> CheckpointStore``."""
+
+_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+# Cloud stores live with their handler so core never imports a cloud SDK; the handler registers
+# its factory when imported.
+_PROVIDED_BY: dict[str, tuple[str, str]] = {
+    "dynamodb": ("aws", "DynamoDB"),
+    "firestore": ("gcp", "Firestore"),
+    "azuretable": ("azure", "Azure Table Storage"),
+}
+
+
+def _open_sqlite(url: str, *, now: Clock = utcnow) -> CheckpointStore:
+    from core.stores.sqlite_store import SqliteCheckpointStore
+
+    return SqliteCheckpointStore.from_url(url, now=now)
+
+
+_FACTORIES: dict[str, StoreFactory] = {"sqlite": _open_sqlite}
+
+
+def register_store(scheme: str, factory: StoreFactory) -> None:
+    """Make ``open_store`` use ``factory`` for URLs of ``scheme`` (replaces an earlier one)."""
+    scheme = scheme.lower()
+    if not re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme):
+        raise ValueError(f"invalid URL scheme {scheme!r}")
+    _FACTORIES[scheme] = factory
+
+
+def known_schemes() -> list[str]:
+    """Every scheme a checkpoint store URL may use, registered or not."""
+    return sorted(set(_FACTORIES) | set(_PROVIDED_BY))
+
+
+def store_scheme(url: str) -> str:
+    """The URL's scheme, lower-cased, if it is a known one; ConfigError otherwise.
+
+    The URL itself is never echoed: cloud store URLs may carry keys.
+    """
+    valid = ", ".join(f"{s}://" for s in known_schemes())
+    match = _SCHEME_RE.match(url)
+    if not match:
+        raise ConfigError(
+            "checkpoint store URL has no scheme",
+            field="checkpoint_store",
+            hint=f"use one of {valid} (e.g. sqlite:///esdb-relay.db)",
+        )
+    scheme = match.group(1).lower()
+    if scheme not in known_schemes():
+        raise ConfigError(
+            f"unknown checkpoint store scheme {scheme!r}",
+            field="checkpoint_store",
+            hint=f"use one of {valid}",
+        )
+    return scheme
+
+
+def open_store(url: str, *, now: Clock = utcnow, **options: Any) -> CheckpointStore:
+    """Open the checkpoint store named by ``url`` (``sqlite:///esdb-relay.db``, ...)."""
+    scheme = store_scheme(url)
+    factory = _FACTORIES.get(scheme)
+    if factory is None:
+        extra, name = _PROVIDED_BY[scheme]
+        raise ConfigError(
+            f"the {name} checkpoint store ({scheme}://) is not available here",
+            field="checkpoint_store",
+            hint=(
+                f"it is provided by handlers/{extra}: install it with "
+                f"`pip install 'esdb-relay[{extra}]'` and run under that handler (importing "
+                f"handlers.{extra} registers it), or use sqlite:///esdb-relay.db locally"
+            ),
+        )
+    return factory(url, now=now, **options)
+
+
+__all__ = [
+    "HISTORY_LIMIT",
+    "Checkpoint",
+    "CheckpointStore",
+    "Clock",
+    "Lease",
+    "Position",
+    "SliceRecord",
+    "StoreFactory",
+    "StreamTail",
+    "known_schemes",
+    "open_store",
+    "register_store",
+    "store_scheme",
+    "utcnow",
+]

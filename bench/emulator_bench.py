@@ -1,0 +1,126 @@
+"""How fast is the emulator with esdbclient as the client, on this machine?
+
+Later benchmarks compare replication strategies against the emulator, so it must not be their
+bottleneck. Measured two ways, in one run:
+- emulator in its own process (`esdb-relay emulator`), client in this one — the set-up of the
+  replication benchmarks (a client process and a server process);
+- emulator in this process — the set-up of the tests (client and server share one GIL).
+
+Figures: single-event appends/s (one `append_to_stream` per event), batch-append events/s
+(100-event batches), `$all` read events/s. Payloads are ~500 bytes of JSON.
+
+    python -m bench.emulator_bench [--events 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from esdbclient import EventStoreDBClient, NewEvent, StreamState
+
+from esdb_emulator import Emulator
+
+PAYLOAD = json.dumps({"pad": "x" * 480}).encode()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def emulator_process() -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "handlers.cli.main", "emulator", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("emulator process did not start")
+        yield f"esdb://127.0.0.1:{port}?Tls=false"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def measure(uri: str, events: int) -> dict[str, float]:
+    client = EventStoreDBClient(uri)
+    try:
+        single = max(500, events // 10)
+        stream = f"single-{uuid.uuid4()}"
+        started = time.perf_counter()
+        for i in range(single):
+            client.append_to_stream(
+                stream,
+                current_version=i - 1 if i else StreamState.NO_STREAM,
+                events=NewEvent(type="Benchmarked", data=PAYLOAD),
+            )
+        single_rate = single / (time.perf_counter() - started)
+
+        batch_size = 100
+        started = time.perf_counter()
+        for b in range(events // batch_size):
+            client.append_to_stream(
+                f"batch-{b % 500}",
+                current_version=StreamState.ANY,
+                events=[NewEvent(type="Benchmarked", data=PAYLOAD) for _ in range(batch_size)],
+            )
+        batch_rate = (events // batch_size) * batch_size / (time.perf_counter() - started)
+
+        started = time.perf_counter()
+        read = sum(1 for _ in client.read_all(filter_exclude=[]))
+        read_rate = read / (time.perf_counter() - started)
+    finally:
+        client.close()
+    return {
+        "single_append_per_s": single_rate,
+        "batch_append_events_per_s": batch_rate,
+        "read_all_events_per_s": read_rate,
+        "read_events": read,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=20_000)
+    args = parser.parse_args()
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    with emulator_process() as uri:
+        separate = measure(uri, args.events)
+    with Emulator() as db:
+        same = measure(db.uri, args.events)
+    print(f"{'figure':32} {'separate process':>18} {'same process':>14} {'ratio':>7}")
+    for key in ("single_append_per_s", "batch_append_events_per_s", "read_all_events_per_s"):
+        print(
+            f"{key:32} {separate[key]:18,.0f} {same[key]:14,.0f} {separate[key] / same[key]:7.2f}"
+        )
+    print(
+        "batch/single append ratio (separate process): "
+        f"{separate['batch_append_events_per_s'] / separate['single_append_per_s']:.1f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()

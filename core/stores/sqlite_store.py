@@ -307,12 +307,20 @@ class SqliteCheckpointStore:
                         raise
                     time.sleep(0.01)
             conn.execute("PRAGMA synchronous=FULL")  # a lost commit would replay written events
-            try:
-                conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+            tables = {
+                name
+                for (name,) in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (?, ?)",
+                    (JOBS, HISTORY),
+                )
+            }
+            if tables != {JOBS, HISTORY}:  # readers need no write lock once the schema exists
+                try:
+                    conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
         except BaseException:
             conn.close()
             raise
@@ -349,8 +357,7 @@ class SqliteCheckpointStore:
                 ) from None
             if _is_busy(exc):
                 raise StoreUnavailableError(
-                    f"checkpoint store {self.path} stayed locked for more than "
-                    f"{self._timeout:g}s",
+                    f"checkpoint store {self.path} stayed locked for more than {self._timeout:g}s",
                     hint="another process holds a long write lock on the file; retry, or raise "
                     "the wait with ?timeout=SECONDS in the store URL",
                 ) from None
@@ -412,9 +419,7 @@ class SqliteCheckpointStore:
             )
         assert row.expires_at is not None
         if row.expires_at <= self._now():
-            raise LeaseLostError(
-                lease.job_id, f"the lease expired at {row.expires_at.isoformat()}"
-            )
+            raise LeaseLostError(lease.job_id, f"the lease expired at {row.expires_at.isoformat()}")
         return row
 
     def _checkpoint(self, job_id: str, row: _JobRow) -> Checkpoint:

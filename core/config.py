@@ -1,0 +1,599 @@
+"""JobConfig: the one schema of a relay job, from env vars, a TOML/YAML/JSON file or a payload.
+
+Connection strings are ``SecretStr``: they never appear in ``repr``, ``str``, JSON dumps or error
+messages. Invalid input raises ``ConfigError`` with one line per problem naming the field and
+the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from collections.abc import Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
+
+from core.checkpoint import store_scheme
+from core.errors import ConfigError
+
+ENV_PREFIX = "ESDB_RELAY_"
+CONNECTION_SCHEMES = ("esdb", "esdb+discover", "kurrentdb", "kurrentdb+discover")
+MIB = 1024 * 1024
+
+_CONNECTION_FIX = (
+    "use e.g. esdb://admin:PASSWORD@host:2113?tls=true (schemes: "
+    + ", ".join(f"{s}://" for s in CONNECTION_SCHEMES)
+    + ")"
+)
+_JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+_TRANSFORM_RE = re.compile(rf"^{_IDENT}(\.{_IDENT})*:{_IDENT}(\.{_IDENT})*$")
+
+
+def _problem(problem: str, fix: str) -> PydanticCustomError:
+    return PydanticCustomError(
+        "relay_config", "{problem} — {fix}", {"problem": problem, "fix": fix}
+    )
+
+
+# --- connection strings -------------------------------------------------------------------
+
+
+def _split_connection_string(value: str) -> tuple[str, str | None, str] | None:
+    """(scheme, userinfo, hosts) of ``scheme://[userinfo@]hosts[/...][?...]``, or None."""
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        return None
+    head = rest.split("?", 1)[0]
+    at = head.rfind("@")
+    if at < 0 and "@" in rest:  # a password holding '?' unencoded: still find the userinfo
+        at = rest.rfind("@")
+        head = rest
+    userinfo = head[:at] if at >= 0 else None
+    hosts = head[at + 1 :].split("/", 1)[0].split("?", 1)[0]
+    return scheme, userinfo, hosts
+
+
+def connection_string_problem(value: str) -> str | None:
+    """What is wrong with an EventStoreDB connection string, without quoting any of it."""
+    if not value.strip():
+        return "is empty"
+    parts = _split_connection_string(value.strip())
+    if parts is None:
+        return "is not an EventStoreDB connection string (no scheme://)"
+    scheme, _userinfo, hosts = parts
+    if scheme.lower() not in CONNECTION_SCHEMES:
+        return "has an unsupported scheme"
+    for host in hosts.split(","):
+        name, port = host, ""
+        if host.startswith("["):  # [IPv6]:port
+            name, _, port = host[1:].partition("]")
+            port = port.removeprefix(":")
+        elif ":" in host:
+            name, _, port = host.rpartition(":")
+        if not name.strip():
+            return "names no host"
+        if port and not (port.isdigit() and 0 < int(port) < 65536):
+            return "has an invalid port"
+    return None
+
+
+def redact_connection_string(value: str) -> str:
+    """The connection string with the password of ``user:password@`` replaced by ``***``."""
+    parts = _split_connection_string(value)
+    if parts is None or parts[1] is None or ":" not in parts[1]:
+        return value
+    scheme, userinfo, _ = parts
+    user = userinfo.split(":", 1)[0]
+    rest = value.partition("://")[2]
+    return f"{scheme}://{user}:***@{rest[len(userinfo) + 1 :]}"
+
+
+def _check_connection_string(value: SecretStr) -> SecretStr:
+    problem = connection_string_problem(value.get_secret_value())
+    if problem:
+        raise _problem(f"the connection string {problem}", _CONNECTION_FIX)
+    return value
+
+
+ConnectionString = Annotated[SecretStr, AfterValidator(_check_connection_string)]
+
+
+# --- sections -----------------------------------------------------------------------------
+
+
+def _check_regex(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise _problem(
+            f"invalid regular expression: {exc}",
+            "fix the pattern (Python `re` syntax; it is searched anywhere in the name, "
+            "anchor it with ^ and $)",
+        ) from None
+    return pattern
+
+
+Regex = Annotated[str, AfterValidator(_check_regex)]
+Prefix = Annotated[str, Field(min_length=1)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+
+class FilterConfig(_Section):
+    """Which events are replicated. Includes: an event passes if it matches any include (or
+    there are none); excludes: it must match none. Regexes are searched (``re.search``)."""
+
+    include_streams: list[Regex] = Field(
+        default_factory=list, description="stream-name regexes; only matching streams are copied"
+    )
+    exclude_streams: list[Regex] = Field(
+        default_factory=list, description="stream-name regexes; matching streams are skipped"
+    )
+    include_stream_prefixes: list[Prefix] = Field(
+        default_factory=list, description="stream-name prefixes; only these streams are copied"
+    )
+    exclude_stream_prefixes: list[Prefix] = Field(
+        default_factory=list, description="stream-name prefixes; these streams are skipped"
+    )
+    include_event_types: list[Regex] = Field(
+        default_factory=list, description="event-type regexes; only matching events are copied"
+    )
+    exclude_event_types: list[Regex] = Field(
+        default_factory=list, description="event-type regexes; matching events are skipped"
+    )
+    scavenge: bool = Field(
+        default=False,
+        description="true or false: drop events a scavenge would remove (deleted streams, "
+        "past $maxAge/$maxCount/$tb)",
+    )
+
+    _compiled: dict[str, list[re.Pattern[str]]] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: Any, /) -> None:
+        for name in (
+            "include_streams",
+            "exclude_streams",
+            "include_event_types",
+            "exclude_event_types",
+        ):
+            self._compiled[name] = [re.compile(p) for p in getattr(self, name)]
+
+    def accepts_stream(self, stream: str) -> bool:
+        c = self._compiled
+        includes = c["include_streams"] or self.include_stream_prefixes
+        if includes and not (
+            any(p.search(stream) for p in c["include_streams"])
+            or stream.startswith(tuple(self.include_stream_prefixes))
+        ):
+            return False
+        return not (
+            any(p.search(stream) for p in c["exclude_streams"])
+            or stream.startswith(tuple(self.exclude_stream_prefixes))
+        )
+
+    def accepts_event_type(self, event_type: str) -> bool:
+        c = self._compiled
+        if c["include_event_types"] and not any(
+            p.search(event_type) for p in c["include_event_types"]
+        ):
+            return False
+        return not any(p.search(event_type) for p in c["exclude_event_types"])
+
+    def accepts(self, stream: str, event_type: str) -> bool:
+        return self.accepts_stream(stream) and self.accepts_event_type(event_type)
+
+
+class BudgetConfig(_Section):
+    """How much one slice may do; it stops cleanly at whichever limit comes first."""
+
+    max_events: int = Field(default=20_000, ge=1, description="events read per slice, >= 1")
+    max_bytes: int = Field(default=64 * MIB, ge=1, description="bytes read per slice, >= 1")
+    deadline_seconds: float = Field(default=600.0, gt=0, description="seconds a slice may run, > 0")
+    safety_margin_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="seconds kept back from the function's remaining time to commit, >= 0",
+    )
+
+    def effective_deadline(self, remaining_seconds: float | None = None) -> float:
+        """Seconds this slice may run given the function's remaining time (None: unlimited)."""
+        if remaining_seconds is None:
+            return self.deadline_seconds
+        return max(0.0, min(self.deadline_seconds, remaining_seconds - self.safety_margin_seconds))
+
+
+class BatchConfig(_Section):
+    """One append to the target. EventStoreDB's default maximum append size is 1,048,576 bytes;
+    the default stays under it."""
+
+    max_events: int = Field(default=500, ge=1, description="events per append, >= 1")
+    max_bytes: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="bytes per append, >= 1 and below the target's MaxAppendSize",
+    )
+
+
+# --- the job ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Which sources the next JobConfig() reads, highest priority first after init kwargs."""
+
+    layers: tuple[Mapping[str, Any], ...] = ()
+    env: bool = True
+    file_layer: Mapping[str, Any] | None = None
+
+
+_PLAN: ContextVar[_Plan | None] = ContextVar("esdb_relay_config_plan", default=None)
+
+
+class _DictSource(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], data: Mapping[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._data = dict(data)
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+class JobConfig(BaseSettings):
+    """A relay job. Env vars: ``ESDB_RELAY_JOB_ID``, ``ESDB_RELAY_BUDGET__MAX_EVENTS``, lists
+    and tables as JSON (``ESDB_RELAY_FILTERS__INCLUDE_STREAMS='["^order-"]'``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        hide_input_in_errors=True,
+    )
+
+    job_id: str = Field(
+        description="1-128 letters, digits, '_', '.' or '-', starting with a letter or digit"
+    )
+    source: ConnectionString = Field(description="source EventStoreDB connection string")
+    target: ConnectionString = Field(description="target EventStoreDB connection string")
+    mode: Literal["ordered", "partitioned"] = Field(
+        default="ordered", description="'ordered' or 'partitioned'"
+    )
+    partitions: int = Field(
+        default=1, ge=1, le=256, description="number of writers, 1-256 (partitioned mode)"
+    )
+    filters: FilterConfig = Field(default_factory=FilterConfig, description="event filters")
+    transform: str | None = Field(
+        default=None, description="optional hook 'module:function', e.g. 'my_pkg.hooks:fix'"
+    )
+    original_metadata: bool = Field(
+        default=True,
+        description="true or false: add $originalStreamRevision/$originalPosition/"
+        "$originalCreated to JSON metadata",
+    )
+    budget: BudgetConfig = Field(default_factory=BudgetConfig, description="slice budget")
+    batch: BatchConfig = Field(default_factory=BatchConfig, description="append batch limits")
+    dead_letter: bool = Field(
+        default=False,
+        description="true or false: record oversize events in a dead-letter record and go on",
+    )
+    lease_ttl_seconds: float = Field(
+        default=900.0, gt=0, description="seconds an invocation's lease lasts, > 0"
+    )
+    checkpoint_store: str = Field(
+        default="sqlite:///esdb-relay.db",
+        description="checkpoint store URL, e.g. sqlite:///esdb-relay.db or dynamodb://TABLE",
+    )
+
+    @field_validator("job_id")
+    @classmethod
+    def _job_id(cls, value: str) -> str:
+        if not _JOB_ID_RE.match(value):
+            raise _problem(
+                "not a valid job id",
+                "use 1-128 letters, digits, '_', '.' or '-', starting with a letter or digit "
+                "(e.g. orders-migration)",
+            )
+        return value
+
+    @field_validator("partitions")
+    @classmethod
+    def _partitions(cls, value: int, info: ValidationInfo) -> int:
+        if value > 1 and info.data.get("mode") == "ordered":
+            raise _problem(
+                "more than one partition needs partitioned mode",
+                "set mode = 'partitioned', or partitions = 1 to keep the global order",
+            )
+        return value
+
+    @field_validator("transform")
+    @classmethod
+    def _transform(cls, value: str | None) -> str | None:
+        if value is not None and not _TRANSFORM_RE.match(value):
+            raise _problem(
+                "not of the form module:function",
+                "name an importable function, e.g. my_package.transforms:rename_types",
+            )
+        return value
+
+    @field_validator("checkpoint_store")
+    @classmethod
+    def _checkpoint_store(cls, value: str) -> str:
+        try:
+            if store_scheme(value) == "sqlite":
+                from core.stores.sqlite_store import parse_sqlite_url
+
+                parse_sqlite_url(value)
+        except ConfigError as exc:
+            raise _problem(exc.message, exc.hint) from None
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        plan = _PLAN.get() or _Plan()
+        sources: list[PydanticBaseSettingsSource] = [init_settings]
+        sources += [_DictSource(settings_cls, layer) for layer in plan.layers]
+        if plan.env:
+            sources.append(env_settings)
+        if plan.file_layer is not None:
+            sources.append(_DictSource(settings_cls, plan.file_layer))
+        return tuple(sources)
+
+    # --- loading --------------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        file: str | Path | None = None,
+        payload: Mapping[str, Any] | None = None,
+    ) -> JobConfig:
+        """Env vars, plus a config file and an invocation payload when given; a payload value
+        wins over an env var, which wins over the file (tables are merged key by key)."""
+        return cls._build(
+            _Plan(
+                layers=(_payload(payload),) if payload is not None else (),
+                env=True,
+                file_layer=read_config_file(file) if file is not None else None,
+            )
+        )
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> JobConfig:
+        """The file alone (env vars ignored; use ``load(file=...)`` to combine)."""
+        return cls._build(_Plan(env=False, file_layer=read_config_file(path)))
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> JobConfig:
+        """The payload alone (env vars ignored; use ``load(payload=...)`` to combine)."""
+        return cls._build(_Plan(layers=(_payload(payload),), env=False))
+
+    @classmethod
+    def from_env(cls) -> JobConfig:
+        return cls._build(_Plan())
+
+    @classmethod
+    def _build(cls, plan: _Plan) -> JobConfig:
+        token = _PLAN.set(plan)
+        try:
+            return cls()
+        except ValidationError as exc:
+            # `from None`: the chained ValidationError would carry the raw input on tracebacks.
+            raise config_error(exc, cls) from None
+        except SettingsError as exc:
+            raise ConfigError(
+                f"invalid job configuration: {exc}",
+                hint=f"lists and tables in {ENV_PREFIX}* env vars must be JSON, e.g. "
+                f"{ENV_PREFIX}FILTERS__INCLUDE_STREAMS='[\"^order-\"]'",
+            ) from None
+        finally:
+            _PLAN.reset(token)
+
+
+def _payload(payload: Any) -> Mapping[str, Any]:
+    if not isinstance(payload, Mapping):
+        raise ConfigError(
+            f"the invocation payload must be an object of settings, not {type(payload).__name__}",
+            hint='send e.g. {"job_id": "orders-migration", "budget": {"max_events": 5000}}',
+        )
+    return payload
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The settings in a .toml, .yaml/.yml or .json file; ConfigError naming the file."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".toml", ".yaml", ".yml", ".json"):
+        raise ConfigError(
+            f"config file {path}: unsupported file type {suffix or '(none)'!r}",
+            hint="use a .toml, .yaml, .yml or .json file",
+        )
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist", hint="check the path") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {exc.start})",
+            hint="save it as UTF-8",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"config file {path} cannot be read: {exc.strerror or exc}",
+            hint="check the path and its permissions",
+        ) from None
+    # Parser messages may quote the offending line, which may hold a password: report only
+    # what is wrong and where.
+    try:
+        if suffix == ".toml":
+            data: Any = tomllib.loads(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not valid TOML: {exc}", hint="fix the TOML syntax"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not valid JSON: {exc.msg} at line {exc.lineno}, "
+            f"column {exc.colno}",
+            hint="fix the JSON syntax",
+        ) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise ConfigError(
+            f"config file {path} is not valid YAML: {problem}{where}",
+            hint="fix the YAML syntax",
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config file {path} must hold a table of settings, not a {type(data).__name__}",
+            hint="write key = value pairs (TOML) or key: value pairs (YAML) at the top level",
+        )
+    return data
+
+
+# --- error reporting ----------------------------------------------------------------------
+
+_FIXES: dict[str, str] = {
+    "int_type": "use a whole number",
+    "int_parsing": "use a whole number",
+    "int_from_float": "use a whole number",
+    "float_type": "use a number",
+    "float_parsing": "use a number",
+    "bool_type": "use true or false",
+    "bool_parsing": "use true or false",
+    "string_type": "use a text value",
+    "list_type": "use a list",
+    "literal_error": "use one of the values listed",
+    "string_too_short": "use a non-empty value",
+}
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(job)"
+
+
+def _model_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model class holding the field at ``loc[-1]``."""
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def _field(model: type[BaseModel], loc: tuple[int | str, ...]) -> FieldInfo | None:
+    names = [p for p in loc if isinstance(p, str)]
+    holder = _model_at(model, tuple(names))
+    return holder.model_fields.get(names[-1]) if holder and names else None
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    return ENV_PREFIX + "__".join(str(p).upper() for p in loc if isinstance(p, str))
+
+
+def _line(error: Any, model: type[BaseModel]) -> str:
+    loc = tuple(error["loc"])
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind == "relay_config":
+        what, fix = ctx["problem"], ctx["fix"]
+    elif kind == "missing":
+        what = "required"
+        fix = f"set it in the payload or config file, or env {_env_name(loc)}"
+    elif kind == "extra_forbidden":
+        what = "unknown setting"
+        holder = _model_at(model, loc)
+        valid = ", ".join(holder.model_fields) if holder else ""
+        fix = "remove it or fix its spelling" + (f"; valid settings here: {valid}" if valid else "")
+    else:
+        msg = str(error["msg"])
+        what = msg[:1].lower() + msg[1:]
+        field = _field(model, loc)
+        fix = _FIXES.get(kind) or (
+            f"expected {field.description}" if field and field.description else "fix the value"
+        )
+    return f"{_path(loc)}: {what} — {fix}"
+
+
+def format_validation_error(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
+    """One line per problem, ``field.path: what is wrong — how to fix``; never any input."""
+    model = model or JobConfig
+    return "\n".join(
+        _line(error, model)
+        for error in exc.errors(include_url=False, include_input=False, include_context=True)
+    )
+
+
+def config_error(exc: ValidationError, model: type[BaseModel] | None = None) -> ConfigError:
+    lines = format_validation_error(exc, model).splitlines()
+    first = lines[0].split(":", 1)[0] if lines else None
+    return ConfigError(
+        "invalid job configuration:\n" + "\n".join(f"  {line}" for line in lines),
+        hint="fix the settings above (payload, config file or ESDB_RELAY_* env vars)",
+        field=first,
+        problems=lines,
+    )
+
+
+__all__ = [
+    "CONNECTION_SCHEMES",
+    "BatchConfig",
+    "BudgetConfig",
+    "FilterConfig",
+    "JobConfig",
+    "config_error",
+    "connection_string_problem",
+    "format_validation_error",
+    "read_config_file",
+    "redact_connection_string",
+]

@@ -176,7 +176,12 @@ class Store:
                 original_stream_of(stream)
             )
             first = current + 1
-            position = self._last_position_of(s)
+            # An empty append still writes an (invisible) empty prepare in the real server
+            # (StorageWriterService WriteEvents: "else prepares.Add(... -1 ...)"), so it gets a
+            # position of its own rather than the stream's last position (-1 for a new stream).
+            position = self._next_position
+            if not events:
+                self._next_position += _RECORD_OVERHEAD + len(stream.encode())
             for i, event in enumerate(events):
                 record = self._write(
                     stream,
@@ -188,7 +193,7 @@ class Store:
                     event.metadata,
                 )
                 position = record.position
-            if events and soft_deleted:
+            if soft_deleted:  # even for an empty append (StorageWriterService: IsSoftDeleted)
                 self._soft_undelete(stream, recreate_from=current + 1)
             elif undelete_original:
                 original = self._streams.get(original_stream_of(stream))
@@ -339,9 +344,6 @@ class Store:
             self._event_index[event_id] = record
         return record
 
-    def _last_position_of(self, s: _Stream | None) -> int:
-        return s.records[-1].position if s and s.records else -1
-
     def _notify(self) -> None:
         self.changed.notify_all()
         for callback in list(self._listeners):
@@ -390,6 +392,12 @@ class Store:
             s = self._streams.get(stream)
             if s is not None and s.tombstoned:
                 raise StreamDeleted(stream)
+            if is_metastream(stream):
+                # IndexReader.GetStreamLastEventNumberCached: "if this is metastream -- check if
+                # original stream was deleted, if yes -- metastream is deleted as well".
+                original = self._streams.get(original_stream_of(stream))
+                if original is not None and original.tombstoned:
+                    raise StreamDeleted(stream)
             if s is None or not s.records:
                 raise StreamNotFound(stream)
             if is_metastream(stream):

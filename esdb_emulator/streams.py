@@ -504,7 +504,10 @@ def _proposed(message: object, context: grpc.ServicerContext) -> ProposedEvent:
     except ValueError:
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"'{event_id}' is not a valid Uuid")
     if not metadata["type"]:
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Empty eventType provided.")
+        # The real server's `new Event(...)` throws ArgumentException("Empty eventType
+        # provided.") (src/EventStore.Core/Data/Event.cs), an unhandled exception that
+        # ASP.NET Core gRPC reports as UNKNOWN "Exception was thrown by handler.".
+        context.abort(grpc.StatusCode.UNKNOWN, "Exception was thrown by handler.")
     return ProposedEvent(
         event_id=event_id,
         type=metadata["type"],

@@ -702,7 +702,10 @@ class Probe:
         expect(info.consumer_strategy == "DispatchToSingle", info.consumer_strategy)
         all_info = self.db.get_subscription_info(self.group, timeout=CALL_TIMEOUT)
         expect(all_info.event_source == "$all", f"event_source {all_info.event_source}")
-        # The real server renders $all positions as C:<commit>/P:<prepare>.
+        # start_from is the settings' position ToString(): the revision for a stream and
+        # C:<commit>/P:<prepare> for $all (EventStore src/EventStore.Core/Services/
+        # PersistentSubscription/PersistentSubscription{SingleStream,AllStream}Position.cs).
+        # kurrentdbclient parses that format back in update_subscription_to_all.
         expect(
             all_info.start_from == f"C:{self.positions[0]}/P:{self.positions[0]}",
             f"$all start_from {all_info.start_from!r}",
@@ -720,13 +723,22 @@ class Probe:
             },
         }
 
-    def persistent_update(self) -> str:
+    def persistent_update(self) -> dict[str, str]:
         self.db.update_subscription_to_stream(
             self.group, self.stream, max_retry_count=3, timeout=CALL_TIMEOUT
         )
         info = self.db.get_subscription_info(self.group, self.stream, timeout=CALL_TIMEOUT)
         expect(info.max_retry_count == 3, f"max_retry_count after update {info.max_retry_count}")
-        return f"max_retry_count {info.max_retry_count}, start_from {info.start_from}"
+        # The client re-sends the start position it read from get_info: it must survive.
+        expect(info.start_from == "1", f"start_from after update {info.start_from!r}")
+        self.db.update_subscription_to_all(self.group, max_retry_count=4, timeout=CALL_TIMEOUT)
+        all_info = self.db.get_subscription_info(self.group, timeout=CALL_TIMEOUT)
+        expect(all_info.max_retry_count == 4, f"$all max_retry_count {all_info.max_retry_count}")
+        expect(
+            all_info.start_from == f"C:{self.positions[0]}/P:{self.positions[0]}",
+            f"$all start_from after update {all_info.start_from!r}",
+        )
+        return {"stream": info.start_from, "all": all_info.start_from}
 
     def persistent_delete(self) -> str:
         self.db.delete_subscription(self.group, self.stream, timeout=CALL_TIMEOUT)

@@ -331,9 +331,7 @@ class Store:
         record = Record(
             stream, revision, event_id, type_, content_type, data, metadata, now_ticks(), position
         )
-        self._next_position += (
-            _RECORD_OVERHEAD + len(stream.encode()) + len(type_) + len(data) + len(metadata)
-        )
+        self._next_position += _record_size(record)
         self._log.append(record)
         self._positions.append(position)
         s = self._streams.get(stream)
@@ -432,6 +430,21 @@ class Store:
         with self._lock:
             return bisect.bisect_left(self._positions, position) - 1
 
+    def all_index_ending_by(self, position: int) -> int:
+        """Index of the last record that ends at or before `position` (-1 if none).
+
+        Where a backwards `$all` read from `position` starts: AllReader.
+        ReadAllEventsBackwardInternal takes records whose post-position is <= pos, so the
+        record *at* `position` is excluded.
+        """
+        import bisect
+
+        with self._lock:
+            index = bisect.bisect_left(self._positions, position) - 1
+            if index >= 0 and self._positions[index] + _record_size(self._log[index]) > position:
+                index -= 1
+            return index
+
     def log_slice(self, start: int, stop: int) -> list[Record]:
         with self._lock:
             return self._log[start:stop]
@@ -489,6 +502,16 @@ class Store:
                     self._event_index[r.event_id] = r
             self._next_position = next_position
             self._notify()
+
+
+def _record_size(record: Record) -> int:
+    return (
+        _RECORD_OVERHEAD
+        + len(record.stream.encode())
+        + len(record.type)
+        + len(record.data)
+        + len(record.metadata)
+    )
 
 
 def _compact_json(value: dict) -> bytes:

@@ -99,13 +99,31 @@ class _Filter:
         self.checkpoint_interval = self.window * multiplier
 
     def matches(self, record: Record) -> bool:
+        if not _allowed_in_all(record):
+            return False
         if not self.active:
             return True
         value = record.stream if self.by_stream else record.type
-        if self.prefixes and value.startswith(self.prefixes):
-            return True
-        # EventStoreDB uses .NET Regex.IsMatch, i.e. a search, not a full match.
-        return bool(self.regex and self.regex.search(value))
+        # Streams.Read ConvertToEventFilter: a non-empty regex wins; otherwise the prefixes.
+        if self.regex is not None:
+            # EventStoreDB uses .NET Regex.Match(...).Success, i.e. a search, not a full match.
+            return bool(self.regex.search(value))
+        return bool(self.prefixes) and value.startswith(self.prefixes)
+
+
+def _allowed_in_all(record: Record) -> bool:
+    """EventFilter.DefaultAllFilter, applied by the real server to every `$all` read (filtered
+    or not): `$epoch-information` and the checkpoint / parked-message streams of persistent
+    subscriptions to `$all` never appear in `$all`."""
+    stream = record.stream
+    if not stream.startswith("$"):
+        return True
+    if stream == "$epoch-information":
+        return False
+    return not (
+        stream.startswith("$persistentsubscription-$all::")
+        and (stream.endswith("-checkpoint") or stream.endswith("-parked"))
+    )
 
 
 class StreamsService(streams_pb2_grpc.StreamsServicer):
@@ -188,7 +206,10 @@ class StreamsService(streams_pb2_grpc.StreamsServicer):
         remaining = options.count
         if backwards:
             if which == "position":
-                index = self.store.all_index_from(all_options.position.commit_position + 1) - 1
+                # Exclusive of the record at the position (AllReader.ReadAllEventsBackwardInternal;
+                # esdbclient test_read_all_filter_default: "backwards here doesn't include event
+                # at commit position").
+                index = self.store.all_index_ending_by(all_options.position.commit_position)
             elif which == "start":
                 index = -1
             else:

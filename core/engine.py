@@ -1,0 +1,424 @@
+"""run_slice: one invocation's work — lease, checkpoint, bounded read, filter, write, commit.
+
+Exactly once, without an atomic write across the checkpoint store and the target:
+- events keep their ids and go to the target in `$all` order with exact expected revisions;
+- the first time a slice touches a target stream it reads the stream's last event and the
+  source position recorded in it (`$originalPosition`), and skips every pending event at or
+  before that position: a crashed run, or an invocation that lost its lease mid-write, may have
+  written them already. Without that metadata it searches the tail for the pending ids;
+- an append that meets another revision than expected resynchronises the same way once, then
+  stops with a ConflictError rather than write a duplicate;
+- the checkpoint is committed under the lease (fencing token + version), only after every write
+  up to it succeeded, and only at a source-event boundary.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+from core import rules
+from core.checkpoint import Checkpoint, CheckpointStore, Lease, Position, SliceRecord
+from core.config import JobConfig
+from core.errors import ConflictError, LeaseLostError, OversizeEventError, RelayError
+from core.eventstore import (
+    NO_STREAM,
+    AppendTooLarge,
+    Event,
+    EventStore,
+    OutEvent,
+    WrongExpectedRevision,
+)
+
+
+@dataclass(frozen=True)
+class Budget:
+    max_events: int
+    max_bytes: int
+    deadline: float  # time.monotonic() value after which no new batch starts
+
+    @classmethod
+    def from_job(cls, job: JobConfig, remaining_seconds: float | None = None) -> Budget:
+        seconds = job.budget.effective_deadline(remaining_seconds)
+        return cls(job.budget.max_events, job.budget.max_bytes, time.monotonic() + seconds)
+
+
+@dataclass
+class SliceResult:
+    job_id: str
+    status: Literal["ok", "busy", "failed"]
+    events_read: int = 0
+    events_written: int = 0
+    events_skipped: int = 0
+    bytes_written: int = 0
+    from_position: int | None = None
+    position: int | None = None
+    caught_up: bool = False
+    lag_bytes: int | None = None  # source log bytes not yet replicated
+    next_action: Literal["continue", "idle", "stop"] = "idle"
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class _Op:
+    """The target writes one source record turns into."""
+
+    source: Event
+    kind: rules.Kind
+    events: list[OutEvent] = field(default_factory=list)
+
+
+class _StreamState:
+    """What one slice knows of a target stream: its revision and how far it already goes."""
+
+    def __init__(self, revision: int, marker: int) -> None:
+        self.revision = revision  # expected revision for the next append (NO_STREAM if none)
+        self.marker = marker  # source position at or before which events are already there
+
+
+def run_slice(
+    job: JobConfig,
+    source: EventStore,
+    target: EventStore,
+    store: CheckpointStore,
+    budget: Budget,
+    *,
+    owner: str | None = None,
+    transform: rules.Transform | None = None,
+) -> SliceResult:
+    owner = owner or f"relay-{uuid.uuid4().hex[:12]}"
+    started_at = datetime.now(UTC)
+    started = time.monotonic()
+    result = SliceResult(job.job_id, "ok")
+    try:
+        lease = store.acquire(job.job_id, owner, job.lease_ttl_seconds)
+    except LeaseLostError as e:
+        result.status = "busy"
+        result.error = str(e)
+        result.next_action = "stop"
+        return result
+    checkpoint = store.load(job.job_id) or Checkpoint(job_id=job.job_id)
+    result.from_position = checkpoint.position.commit if checkpoint.position else None
+    try:
+        _Slice(job, source, target, store, lease, checkpoint, budget, result, transform).run()
+    except RelayError as e:
+        result.status = "failed"
+        result.error = str(e)
+        result.next_action = "stop"
+        raise
+    finally:
+        result.seconds = time.monotonic() - started
+        _record(store, lease, result, started_at)
+        store.release(lease)
+    return result
+
+
+def _record(
+    store: CheckpointStore, lease: Lease, result: SliceResult, started_at: datetime
+) -> None:
+    def pos(value: int | None) -> Position | None:
+        return Position(commit=value, prepare=value) if value is not None else None
+
+    try:
+        store.record_slice(
+            lease,
+            SliceRecord(
+                job_id=result.job_id,
+                started_at=started_at,
+                finished_at=datetime.now(UTC),
+                owner=lease.owner,
+                events_read=result.events_read,
+                events_written=result.events_written,
+                events_skipped=result.events_skipped,
+                bytes_written=result.bytes_written,
+                from_position=pos(result.from_position),
+                to_position=pos(result.position),
+                caught_up=result.caught_up,
+                error=result.error,
+            ),
+        )
+    except RelayError:
+        pass  # history is informational; the checkpoint itself was committed or not already
+
+
+class _Slice:
+    def __init__(
+        self,
+        job: JobConfig,
+        source: EventStore,
+        target: EventStore,
+        store: CheckpointStore,
+        lease: Lease,
+        checkpoint: Checkpoint,
+        budget: Budget,
+        result: SliceResult,
+        transform: rules.Transform | None,
+    ) -> None:
+        self.job = job
+        self.source = source
+        self.target = target
+        self.store = store
+        self.lease = lease
+        self.checkpoint = checkpoint
+        self.budget = budget
+        self.result = result
+        self.transform = transform
+        self.streams: dict[str, _StreamState] = {}
+        self.meta_markers: dict[str, int] = {}
+
+    # ---------------------------------------------------------------- the slice
+    def run(self) -> None:
+        after = self.checkpoint.position.commit if self.checkpoint.position else None
+        events, exhausted = self._read(after)
+        self.result.events_read = len(events)
+        ops = [self._plan(e) for e in events]
+        done_position = after
+        written = skipped = size = 0
+        for group in _runs(ops, self.job.batch.max_events, self.job.batch.max_bytes):
+            if time.monotonic() > self.budget.deadline:
+                exhausted = False
+                break
+            self._check_lease()
+            n, b = self._write(group)
+            written += n
+            size += b
+            skipped += sum(1 for op in group if not op.events and op.kind is rules.Kind.EVENT)
+            skipped += sum(1 for op in group if op.kind is rules.Kind.SKIP)
+            done_position = group[-1].source.commit_position
+        self.result.events_written = written
+        self.result.events_skipped = skipped
+        self.result.bytes_written = size
+        self.result.position = done_position
+        self.result.caught_up = exhausted and done_position == (
+            events[-1].commit_position if events else after
+        )
+        if done_position != after:
+            self._commit(done_position, written, size, skipped)
+        head = self.source.head_position()
+        self.result.lag_bytes = max(0, head - (done_position or 0))
+        self.result.next_action = "idle" if self.result.caught_up else "continue"
+
+    def _read(self, after: int | None) -> tuple[list[Event], bool]:
+        events: list[Event] = []
+        size = 0
+        limit = self.budget.max_events
+        for event in self.source.read_all_after(after, limit):
+            events.append(event)
+            size += event.size
+            if size >= self.budget.max_bytes or time.monotonic() > self.budget.deadline:
+                return events, False
+        return events, len(events) < limit
+
+    def _plan(self, event: Event) -> _Op:
+        kind = rules.classify(event)
+        if kind is rules.Kind.SKIP:
+            return _Op(event, kind)
+        stream = event.stream[2:] if kind is rules.Kind.METADATA else event.stream
+        if not self.job.filters.accepts_stream(stream):
+            return _Op(event, rules.Kind.SKIP)
+        if kind is rules.Kind.TOMBSTONE:
+            return _Op(event, kind)
+        if kind is rules.Kind.METADATA:
+            return _Op(event, kind, [self._metadata_event(event)])
+        if not self.job.filters.accepts_event_type(event.type):
+            return _Op(event, rules.Kind.SKIP)
+        outputs = rules.apply_transform(self.transform, event) if self.transform else [event]
+        with_original = self.job.original_metadata
+        return _Op(event, kind, [rules.out_event(o, with_original=with_original) for o in outputs])
+
+    def _metadata_event(self, event: Event) -> OutEvent:
+        # The source position goes into the event's own metadata (the server ignores it),
+        # never into the stream metadata JSON, so users' stream metadata is unchanged.
+        marker = rules.add_original_metadata(b"", event)
+        return OutEvent(event.event_id, "$metadata", event.content_type, event.data, marker)
+
+    def _check_lease(self) -> None:
+        # Stop before a batch if less than a third of the lease is left: an invocation paused
+        # past its lease can then write at most one batch, which the next owner's tail check
+        # detects.
+        margin = self.job.lease_ttl_seconds / 3
+        remaining = (self.lease.expires_at - datetime.now(UTC)).total_seconds()
+        if remaining < margin:
+            self.lease = self.store.renew(self.lease, self.job.lease_ttl_seconds)
+
+    # ---------------------------------------------------------------- writes
+    def _write(self, group: list[_Op]) -> tuple[int, int]:
+        head = group[0]
+        if head.kind is rules.Kind.SKIP or (
+            head.kind is rules.Kind.EVENT and not any(op.events for op in group)
+        ):
+            return 0, 0
+        if head.kind is rules.Kind.TOMBSTONE:
+            self.target.tombstone(head.source.stream)
+            self.streams.pop(head.source.stream, None)
+            return 0, 0
+        if head.kind is rules.Kind.METADATA:
+            return self._write_metadata(head)
+        return self._append(head.source.stream, group)
+
+    def _write_metadata(self, op: _Op) -> tuple[int, int]:
+        stream = op.source.stream[2:]
+        marker = self.meta_markers.get(stream)
+        if marker is None:
+            tail = self.target.stream_tail(op.source.stream, 1)
+            last = tail.events[-1] if tail.events else None
+            marker = (rules.read_original_position(last.metadata) if last else None) or -1
+        if op.source.commit_position <= marker:
+            return 0, 0
+        event = op.events[0]
+        data = self._translate_tb(stream, event.data)
+        self.target.append_any(
+            op.source.stream,
+            [OutEvent(event.event_id, event.type, event.content_type, data, event.metadata)],
+        )
+        self.meta_markers[stream] = op.source.commit_position
+        self.streams.pop(stream, None)  # a soft delete/undelete moves the target's revisions
+        return 1, event.size
+
+    def _translate_tb(self, stream: str, data: bytes) -> bytes:
+        """`$tb` names a source revision; the target's revisions differ, so map it."""
+        import json
+
+        try:
+            metadata = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            return data
+        if not isinstance(metadata, dict):
+            return data
+        tb = metadata.get("$tb")
+        if not isinstance(tb, int) or tb == rules.DELETED_STREAM or tb <= 0:
+            return data
+        translated = self._target_revision_for(stream, tb)
+        if translated == tb:
+            return data
+        metadata["$tb"] = translated
+        return json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def _target_revision_for(self, stream: str, source_revision: int) -> int:
+        """Target revision of the first replicated event whose source revision >= the given."""
+        tail = self.target.stream_tail(stream, 4096)
+        if not tail.events:
+            # Hidden (soft deleted) or empty: the next event written will be the first kept.
+            return max(0, tail.last_revision + 1) if tail.last_revision >= 0 else 0
+        answer = tail.last_revision + 1
+        for event in reversed(tail.events):
+            original = rules.read_original_revision(event.metadata)
+            if original is None:
+                self.result.warnings.append(
+                    f"$tb of {stream!r} kept as source revision {source_revision}: target events "
+                    "carry no $originalStreamRevision (original_metadata off or non-JSON metadata)"
+                )
+                return source_revision
+            if original < source_revision:
+                break
+            answer = event.revision
+        return answer
+
+    def _append(self, stream: str, group: list[_Op]) -> tuple[int, int]:
+        state = self.streams.get(stream) or self._sync(stream, group)
+        pending = [op for op in group if op.source.commit_position > state.marker]
+        events = [e for op in pending for e in op.events]
+        if not events:
+            return 0, 0
+        for attempt in (1, 2):
+            try:
+                self.target.append(stream, state.revision, events)
+                break
+            except WrongExpectedRevision:
+                if attempt == 2:
+                    raise ConflictError(stream, state.revision, None) from None
+                state = self._sync(stream, pending)
+                pending = [op for op in pending if op.source.commit_position > state.marker]
+                events = [e for op in pending for e in op.events]
+                if not events:
+                    return 0, 0
+            except AppendTooLarge:
+                if len(events) == 1:
+                    op = pending[0]
+                    raise OversizeEventError(
+                        stream, op.source.revision, events[0].size, self.job.batch.max_bytes
+                    ) from None
+                raise
+        state.revision = (state.revision if state.revision >= 0 else -1) + len(events)
+        state.marker = pending[-1].source.commit_position
+        return len(events), sum(e.size for e in events)
+
+    def _sync(self, stream: str, group: list[_Op]) -> _StreamState:
+        """Learn the target stream's revision and how far it already goes (see module doc)."""
+        tail = self.target.stream_tail(stream, 1)
+        if tail.tombstoned:
+            state = _StreamState(NO_STREAM, group[-1].source.commit_position)
+        elif tail.events:
+            last = tail.events[-1]
+            marker = rules.read_original_position(last.metadata)
+            if marker is None:
+                marker = self._search_ids(stream, group)
+            state = _StreamState(tail.last_revision, marker)
+        else:
+            meta = self.target.stream_tail("$$" + stream, 1)
+            last_meta = meta.events[-1] if meta.events else None
+            marker = rules.read_original_position(last_meta.metadata) if last_meta else None
+            state = _StreamState(NO_STREAM, -1 if marker is None else marker)
+        self.streams[stream] = state
+        return state
+
+    def _search_ids(self, stream: str, group: list[_Op]) -> int:
+        pending_ids = {e.event_id: op.source.commit_position for op in group for e in op.events}
+        depth = len(pending_ids) + self.job.batch.max_events
+        tail = self.target.stream_tail(stream, depth)
+        marker = -1
+        for event in tail.events:
+            if event.event_id in pending_ids:
+                marker = max(marker, pending_ids[event.event_id])
+        return marker
+
+    def _commit(self, position: int | None, written: int, size: int, skipped: int) -> None:
+        if position is None:
+            return
+        c = self.checkpoint
+        stored = self.store.commit(
+            self.lease,
+            c.model_copy(
+                update={
+                    "position": Position(commit=position, prepare=position),
+                    "events_read": c.events_read + self.result.events_read,
+                    "events_written": c.events_written + written,
+                    "events_skipped": c.events_skipped + skipped,
+                    "bytes_written": c.bytes_written + size,
+                    "updated_at": datetime.now(UTC),
+                    "last_batch": None,
+                }
+            ),
+        )
+        self.checkpoint = stored
+
+
+def _runs(ops: list[_Op], max_events: int, max_bytes: int) -> Iterable[list[_Op]]:
+    """Consecutive ops of one kind and stream, split by the batch limits."""
+    group: list[_Op] = []
+    events = size = 0
+    for op in ops:
+        n = len(op.events)
+        b = sum(e.size for e in op.events)
+        same = (
+            group
+            and op.kind is rules.Kind.EVENT
+            and group[0].kind is rules.Kind.EVENT
+            and group[0].source.stream == op.source.stream
+            and events + n <= max_events
+            and size + b <= max_bytes
+        )
+        if group and not same:
+            yield group
+            group, events, size = [], 0, 0
+        group.append(op)
+        events += n
+        size += b
+    if group:
+        yield group

@@ -1,0 +1,168 @@
+"""What is replicated, and how each source record becomes target writes.
+
+- user events (stream and type not `$`-prefixed) are copied with id, type, data, content type
+  and metadata kept byte for byte; `$original*` keys are appended to JSON-object metadata;
+- `$metadata` events of user streams become `$metadata` events of the target's metastream,
+  with `$tb` (a source revision) translated by the engine;
+- `$streamDeleted` (tombstones) of user streams become tombstones;
+- everything else (links `$>`, system streams, other system events) is skipped: system
+  projections re-create links on the target.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import uuid
+from collections.abc import Callable
+from enum import Enum
+
+from core.errors import ConfigError, TransformError
+from core.eventstore import Event, OutEvent
+
+ORIGINAL_REVISION = "$originalStreamRevision"
+ORIGINAL_POSITION = "$originalPosition"
+ORIGINAL_CREATED = "$originalCreated"
+DELETED_STREAM = 2**63 - 1
+
+
+class Kind(Enum):
+    EVENT = "event"
+    METADATA = "metadata"
+    TOMBSTONE = "tombstone"
+    SKIP = "skip"
+
+
+def classify(event: Event) -> Kind:
+    if event.type == "$metadata" and event.stream.startswith("$$"):
+        return Kind.SKIP if event.stream[2:].startswith("$") else Kind.METADATA
+    if event.type == "$streamDeleted" and not event.stream.startswith("$"):
+        return Kind.TOMBSTONE
+    if event.stream.startswith("$") or event.type.startswith("$"):
+        return Kind.SKIP
+    return Kind.EVENT
+
+
+def original_metadata(event: Event) -> dict[str, object]:
+    created = event.created.isoformat() if event.created else None
+    return {
+        ORIGINAL_REVISION: event.revision,
+        ORIGINAL_POSITION: event.commit_position,
+        ORIGINAL_CREATED: created,
+    }
+
+
+def add_original_metadata(metadata: bytes, event: Event) -> bytes:
+    """Append `$original*` keys to JSON-object metadata, keeping the user's bytes verbatim.
+
+    Empty metadata counts as an empty object. Metadata that is not a JSON object is returned
+    unchanged, and a key the user already has is never overwritten.
+    """
+    if not metadata.strip():
+        existing: dict[str, object] = {}
+        body = b"{"
+    else:
+        try:
+            existing = json.loads(metadata)
+        except (ValueError, UnicodeDecodeError):
+            return metadata
+        if not isinstance(existing, dict):
+            return metadata
+        body = metadata.rstrip()[:-1].rstrip()  # the user's bytes up to the closing brace
+    extra = {k: v for k, v in original_metadata(event).items() if k not in existing}
+    if not extra:
+        return metadata
+    added = json.dumps(extra, separators=(",", ":"), ensure_ascii=False)[1:-1].encode()
+    separator = b"," if existing else b""
+    return body + separator + added + b"}"
+
+
+def read_original_position(metadata: bytes) -> int | None:
+    """The source position recorded in a target event's metadata, if any."""
+    value = _metadata_value(metadata, ORIGINAL_POSITION)
+    return value if isinstance(value, int) else None
+
+
+def read_original_revision(metadata: bytes) -> int | None:
+    value = _metadata_value(metadata, ORIGINAL_REVISION)
+    return value if isinstance(value, int) else None
+
+
+def _metadata_value(metadata: bytes, key: str) -> object:
+    if key.encode() not in metadata:
+        return None
+    try:
+        value = json.loads(metadata)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return value.get(key) if isinstance(value, dict) else None
+
+
+def out_event(event: Event, *, with_original: bool) -> OutEvent:
+    metadata = add_original_metadata(event.metadata, event) if with_original else event.metadata
+    return OutEvent(event.event_id, event.type, event.content_type, event.data, metadata)
+
+
+def derive_id(source_id: uuid.UUID, index: int) -> uuid.UUID:
+    """A stable id for the index-th event a transform makes from one source event."""
+    return uuid.uuid5(source_id, str(index))
+
+
+Transform = Callable[[Event], object]
+
+
+def load_transform(spec: str | None) -> Transform | None:
+    if not spec:
+        return None
+    module_name, _, function_name = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:
+        raise ConfigError(
+            f"transform: cannot import module {module_name!r}: {type(e).__name__}: {e}",
+            field="transform",
+            hint="make the module importable (on PYTHONPATH or packaged with the function)",
+        ) from None
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise ConfigError(
+            f"transform: {module_name!r} has no function {function_name!r}",
+            field="transform",
+            hint="use module:function naming a callable that takes one event",
+        )
+    return function
+
+
+def apply_transform(transform: Transform, event: Event) -> list[Event]:
+    """Run the user's hook: it returns None (drop), one Event, or a list of Events.
+
+    Outputs keep the source's stream/position fields they are given; outputs beyond the first
+    that reuse the source id get a derived id, so a replay produces the same ids.
+    """
+    try:
+        result = transform(event)
+    except Exception as e:
+        raise TransformError(
+            f"transform failed on event {event.revision} of {event.stream!r} "
+            f"(position {event.commit_position}): {type(e).__name__}: {e}"
+        ) from e
+    if result is None:
+        return []
+    outputs = [result] if isinstance(result, Event) else result
+    if not isinstance(outputs, list) or not all(isinstance(o, Event) for o in outputs):
+        raise TransformError(
+            f"transform returned {type(result).__name__} for event {event.revision} of "
+            f"{event.stream!r}; expected None, an Event or a list of Events"
+        )
+    fixed = []
+    for i, output in enumerate(outputs):
+        if i > 0 and output.event_id == event.event_id:
+            output = _replace_id(output, derive_id(event.event_id, i))
+        fixed.append(output)
+    return fixed
+
+
+def _replace_id(event: Event, new_id: uuid.UUID) -> Event:
+    from dataclasses import replace
+
+    return replace(event, event_id=new_id)

@@ -14,6 +14,7 @@ Exactly once, without an atomic write across the checkpoint store and the target
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Iterable
@@ -125,7 +126,8 @@ def _record(
     def pos(value: int | None) -> Position | None:
         return Position(commit=value, prepare=value) if value is not None else None
 
-    try:
+    # History is informational: a failure to record it must not hide the slice's own outcome.
+    with contextlib.suppress(RelayError):
         store.record_slice(
             lease,
             SliceRecord(
@@ -143,8 +145,6 @@ def _record(
                 error=result.error,
             ),
         )
-    except RelayError:
-        pass  # history is informational; the checkpoint itself was committed or not already
 
 
 class _Slice:

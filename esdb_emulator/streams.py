@@ -269,12 +269,21 @@ class StreamsService(streams_pb2_grpc.StreamsServicer):
         considered = 0
         caught_up = False
         last_position: int | None = None
+        # Enumerator.AllSubscriptionFiltered drops a checkpoint that is not after the previous
+        # one ("possible to receive the same checkpoint twice"), e.g. when the interval ends on
+        # the last record and the going-live checkpoint would repeat it.
+        checkpointed = -1
         while context.is_active():
             page = self.store.log_slice(index, index + min(_PAGE, event_filter.window))
             if not page:
                 if not caught_up:
                     caught_up = True
-                    if event_filter.active and last_position is not None:
+                    if (
+                        event_filter.active
+                        and last_position is not None
+                        and last_position > checkpointed
+                    ):
+                        checkpointed = last_position
                         yield _checkpoint(last_position)
                     yield streams_pb2.ReadResp(caught_up=streams_pb2.ReadResp.CaughtUp())
                 with self.store.changed:
@@ -290,6 +299,7 @@ class StreamsService(streams_pb2_grpc.StreamsServicer):
                     considered += 1
                     if considered >= event_filter.checkpoint_interval:
                         considered = 0
+                        checkpointed = record.position
                         yield _checkpoint(record.position)
 
     def _subscribe_stream(

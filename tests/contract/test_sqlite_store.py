@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from core.checkpoint import CheckpointStore, open_store
+from core.checkpoint import HISTORY_LIMIT, CheckpointStore, open_store
 from core.errors import (
     CorruptCheckpointError,
     LeaseLostError,
@@ -167,6 +167,18 @@ def test_foreign_or_damaged_rows_are_corrupt(
             db.load("job")
         else:
             db.acquire("job", "b", TTL)
+
+
+def test_history_rows_are_pruned(
+    db: SqliteCheckpointStore, tmp_path: Path, clock: FakeClock
+) -> None:
+    for n in range(HISTORY_LIMIT + 7):
+        db.record_slice("job", slice_record("job", n, clock()))
+    db.record_slice("other", slice_record("other", 1, clock()))
+    conn = sqlite3.connect(tmp_path / "relay.db")
+    counts = dict(conn.execute(f"SELECT job_id, count(*) FROM {HISTORY} GROUP BY job_id"))
+    conn.close()
+    assert counts == {"job": HISTORY_LIMIT, "other": 1}
 
 
 def test_corrupt_history_record(

@@ -1,8 +1,9 @@
 """TLS certificates and basic authentication for the emulator.
 
 Like EventStoreDB: a secure node requires TLS and credentials; `--insecure` turns off both.
-Bad credentials are rejected as UNAUTHENTICATED (the real server answers HTTP 401) and a call
-without credentials is refused with PERMISSION_DENIED "Access Denied" (RpcExceptions.AccessDenied).
+Bad credentials are rejected as UNAUTHENTICATED "Unauthenticated" for every call (the real
+server's AuthenticationMiddleware) and a call without credentials runs as anonymous, which the
+handlers refuse with PERMISSION_DENIED "Access Denied" (RpcExceptions.AccessDenied).
 """
 
 from __future__ import annotations
@@ -70,19 +71,29 @@ class Authenticator:
     def enabled(self) -> bool:
         return self._users is not None
 
-    def check(self, context: grpc.ServicerContext) -> None:
+    def is_anonymous(self, context: grpc.ServicerContext) -> bool:
+        """True when auth is on and the call carries no credentials at all."""
+        return (
+            self._users is not None
+            and dict(context.invocation_metadata()).get("authorization") is None
+        )
+
+    def check(self, context: grpc.ServicerContext, *, allow_anonymous: bool = False) -> None:
+        """Abort on bad credentials; on none, abort unless the handler authorizes itself."""
         if self._users is None:
             return
         header = dict(context.invocation_metadata()).get("authorization")
         if header is None:
+            if allow_anonymous:
+                return
             context.set_trailing_metadata((("exception", "access-denied"),))
             context.abort(grpc.StatusCode.PERMISSION_DENIED, "Access Denied")
         if isinstance(header, bytes):
             header = header.decode("latin-1")
         if not self._valid(header):
-            context.abort(
-                grpc.StatusCode.UNAUTHENTICATED, "Bad HTTP status code 401: invalid credentials"
-            )
+            # AuthenticationMiddleware.HandleAsGrpcAsync: a gRPC call whose credentials do not
+            # authenticate ends with Status(StatusCode.Unauthenticated, "Unauthenticated").
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "Unauthenticated")
 
     def _valid(self, header: str) -> bool:
         scheme, _, encoded = header.partition(" ")

@@ -94,7 +94,7 @@ class Emulator:
             self.port = server.add_insecure_port(address)
         if self.port == 0:
             raise OSError(f"cannot bind the emulator to {address}")
-        streams = StreamsService(self.store, self.guard, self.faults)
+        streams = StreamsService(self.store, self.guard, self.faults, self.auth.is_anonymous)
         persistent = PersistentSubscriptionsService(self.store, self.guard)
         gossip = GossipService(self.host, self.port, self.guard_anonymous)
         streams_pb2_grpc.add_StreamsServicer_to_server(streams, server)
@@ -145,11 +145,15 @@ class Emulator:
 
     # ------------------------------------------------------------------ per call
     def guard(self, method: str, context: grpc.ServicerContext) -> None:
-        self.auth.check(context)
+        # BatchAppend authorizes each write itself and answers Status.AccessDenied in the
+        # response (Streams.BatchAppend.cs Receive: CheckAccessAsync per request).
+        self.auth.check(context, allow_anonymous=method == "BatchAppend")
         self.faults.before_call(method, context, (self.host, self.port))
 
     def guard_anonymous(self, method: str, context: grpc.ServicerContext) -> None:
-        # Gossip is readable without credentials, as on a real node.
+        # Gossip is readable without credentials, as on a real node; bad credentials are still
+        # refused, as the real server authenticates every gRPC call first.
+        self.auth.check(context, allow_anonymous=True)
         self.faults.before_call(method, context, (self.host, self.port))
 
     # ------------------------------------------------------------------ addresses

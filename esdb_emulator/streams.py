@@ -127,10 +127,17 @@ def _allowed_in_all(record: Record) -> bool:
 
 
 class StreamsService(streams_pb2_grpc.StreamsServicer):
-    def __init__(self, store: Store, guard: Guard, faults: object) -> None:
+    def __init__(
+        self,
+        store: Store,
+        guard: Guard,
+        faults: object,
+        is_anonymous: Callable[[grpc.ServicerContext], bool] = lambda context: False,
+    ) -> None:
         self.store = store
         self.guard = guard
         self.faults = faults
+        self.is_anonymous = is_anonymous
 
     # ------------------------------------------------------------------ Read
     def Read(
@@ -390,11 +397,21 @@ class StreamsService(streams_pb2_grpc.StreamsServicer):
         self, request_iterator: Iterator[streams_pb2.BatchAppendReq], context: grpc.ServicerContext
     ) -> Iterator[streams_pb2.BatchAppendResp]:
         self.guard("BatchAppend", context)
+        anonymous = self.is_anonymous(context)
         pending: dict[str, tuple[streams_pb2.BatchAppendReq.Options, list[ProposedEvent], int]] = {}
         limit = self.faults.max_append_size  # type: ignore[attr-defined]
         for request in request_iterator:
             correlation = request.correlation_id.string
             if request.HasField("options"):
+                if anonymous:  # anonymous stream access is off by default (ClusterVNodeOptions)
+                    yield _batch_error(
+                        request.correlation_id,
+                        request.options.stream_identifier,
+                        "AccessDenied",
+                        "PermissionDenied",
+                        shared_pb2.AccessDenied(),
+                    )
+                    continue
                 pending[correlation] = (request.options, [], 0)
             if correlation not in pending:
                 continue

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -171,6 +172,9 @@ class _Slice:
         self.transform = transform
         self.streams: dict[str, _StreamState] = {}
         self.meta_markers: dict[str, int] = {}
+        # This slice's events by id and per stream (bounded by the slice budget).
+        self.positions_by_id: dict[uuid.UUID, int] = {}
+        self.events_per_stream: Counter[str] = Counter()
 
     # ---------------------------------------------------------------- the slice
     def run(self) -> None:
@@ -178,6 +182,11 @@ class _Slice:
         events, exhausted = self._read(after)
         self.result.events_read = len(events)
         ops = [self._plan(e) for e in events]
+        for op in ops:
+            if op.kind is rules.Kind.EVENT:
+                self.events_per_stream[op.source.stream] += len(op.events)
+                for e in op.events:
+                    self.positions_by_id[e.event_id] = op.source.commit_position
         done_position = after
         written = skipped = size = 0
         for group in _runs(ops, self.job.batch.max_events, self.job.batch.max_bytes):
@@ -264,12 +273,8 @@ class _Slice:
 
     def _write_metadata(self, op: _Op) -> tuple[int, int]:
         stream = op.source.stream[2:]
-        marker = self.meta_markers.get(stream)
-        if marker is None:
-            tail = self.target.stream_tail(op.source.stream, 1)
-            last = tail.events[-1] if tail.events else None
-            marker = (rules.read_original_position(last.metadata) if last else None) or -1
-        if op.source.commit_position <= marker:
+        state = self.streams.get(stream) or self._sync(stream)
+        if op.source.commit_position <= state.marker:
             return 0, 0
         event = op.events[0]
         data = self._translate_tb(stream, event.data)
@@ -277,8 +282,9 @@ class _Slice:
             op.source.stream,
             [OutEvent(event.event_id, event.type, event.content_type, data, event.metadata)],
         )
+        # A soft delete or undelete moves the target's revisions: learn them again next time.
+        self.streams.pop(stream, None)
         self.meta_markers[stream] = op.source.commit_position
-        self.streams.pop(stream, None)  # a soft delete/undelete moves the target's revisions
         return 1, event.size
 
     def _translate_tb(self, stream: str, data: bytes) -> bytes:
@@ -321,7 +327,7 @@ class _Slice:
         return answer
 
     def _append(self, stream: str, group: list[_Op]) -> tuple[int, int]:
-        state = self.streams.get(stream) or self._sync(stream, group)
+        state = self.streams.get(stream) or self._sync(stream)
         pending = [op for op in group if op.source.commit_position > state.marker]
         events = [e for op in pending for e in op.events]
         if not events:
@@ -333,7 +339,7 @@ class _Slice:
             except WrongExpectedRevision:
                 if attempt == 2:
                     raise ConflictError(stream, state.revision, None) from None
-                state = self._sync(stream, pending)
+                state = self._sync(stream)
                 pending = [op for op in pending if op.source.commit_position > state.marker]
                 events = [e for op in pending for e in op.events]
                 if not events:
@@ -349,34 +355,42 @@ class _Slice:
         state.marker = pending[-1].source.commit_position
         return len(events), sum(e.size for e in events)
 
-    def _sync(self, stream: str, group: list[_Op]) -> _StreamState:
-        """Learn the target stream's revision and how far it already goes (see module doc)."""
+    def _sync(self, stream: str) -> _StreamState:
+        """Learn the target stream's revision and how far it already goes (see module doc).
+
+        The marker covers the stream and its metadata: both are written in `$all` order, so a
+        later record of either means every earlier record of the stream is on the target.
+        """
         tail = self.target.stream_tail(stream, 1)
         if tail.tombstoned:
-            state = _StreamState(NO_STREAM, group[-1].source.commit_position)
-        elif tail.events:
-            last = tail.events[-1]
-            marker = rules.read_original_position(last.metadata)
-            if marker is None:
-                marker = self._search_ids(stream, group)
-            state = _StreamState(tail.last_revision, marker)
-        else:
-            meta = self.target.stream_tail("$$" + stream, 1)
-            last_meta = meta.events[-1] if meta.events else None
-            marker = rules.read_original_position(last_meta.metadata) if last_meta else None
-            state = _StreamState(NO_STREAM, -1 if marker is None else marker)
+            # Nothing of a stream can follow its tombstone in the source: all of it is there.
+            state = _StreamState(NO_STREAM, rules.DELETED_STREAM)
+            self.streams[stream] = state
+            return state
+        marker = self.meta_markers.get(stream, -1)
+        meta = self.target.stream_tail("$$" + stream, 1)
+        if meta.events:
+            marker = max(marker, rules.read_original_position(meta.events[-1].metadata) or -1)
+        if tail.events:
+            found = rules.read_original_position(tail.events[-1].metadata)
+            marker = max(marker, self._search_ids(stream) if found is None else found)
+        state = _StreamState(tail.last_revision, marker)
         self.streams[stream] = state
         return state
 
-    def _search_ids(self, stream: str, group: list[_Op]) -> int:
-        pending_ids = {e.event_id: op.source.commit_position for op in group for e in op.events}
-        depth = len(pending_ids) + self.job.batch.max_events
+    def _search_ids(self, stream: str) -> int:
+        """Without `$originalPosition` on the target: the newest tail event that is one of
+        this slice's events marks how far the stream goes. Events of the stream later than
+        ours imply all of ours (per-stream order), so the tail need only reach back over this
+        slice's events of the stream plus one batch an invocation fenced out could still write.
+        """
+        depth = self.events_per_stream.get(stream, 0) + self.job.batch.max_events
         tail = self.target.stream_tail(stream, depth)
-        marker = -1
-        for event in tail.events:
-            if event.event_id in pending_ids:
-                marker = max(marker, pending_ids[event.event_id])
-        return marker
+        for event in reversed(tail.events):
+            position = self.positions_by_id.get(event.event_id)
+            if position is not None:
+                return position
+        return -1
 
     def _commit(self, position: int | None, written: int, size: int, skipped: int) -> None:
         if position is None:

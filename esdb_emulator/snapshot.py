@@ -57,8 +57,15 @@ def load(store: Store, path: str | os.PathLike[str]) -> int:
     try:
         with gzip.open(path, "rt", encoding="utf-8") as f:
             header = json.loads(f.readline())
-            if header.get("format") != FORMAT or header.get("version") != VERSION:
+            if (
+                not isinstance(header, dict)
+                or header.get("format") != FORMAT
+                or header.get("version") != VERSION
+            ):
                 raise SnapshotError(f"{path} is not an esdb-emulator snapshot (version {VERSION})")
+            next_position = header["next_position"]
+            if not isinstance(next_position, int):
+                raise TypeError(f"next_position is {next_position!r}")
             records = []
             for line in f:
                 s, rev, eid, typ, ct, data, meta, created, pos = json.loads(line)
@@ -69,13 +76,13 @@ def load(store: Store, path: str | os.PathLike[str]) -> int:
                         eid,
                         typ,
                         ct,
-                        base64.b64decode(data),
-                        base64.b64decode(meta),
+                        base64.b64decode(data, validate=True),
+                        base64.b64decode(meta, validate=True),
                         created,
                         pos,
                     )
                 )
-    except (OSError, ValueError, TypeError, EOFError) as e:
-        raise SnapshotError(f"cannot read snapshot {path}: {e}") from e
-    store.load_records(records, header["next_position"])
+    except (OSError, ValueError, TypeError, KeyError, EOFError) as e:
+        raise SnapshotError(f"cannot read snapshot {path}: {e!r}") from e
+    store.load_records(records, next_position)
     return len(records)

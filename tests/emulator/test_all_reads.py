@@ -7,6 +7,7 @@ Streams.Read.cs (ConvertToEventFilter).
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Sequence
 
@@ -14,6 +15,7 @@ import grpc
 import pytest
 from esdbclient import EventStoreDBClient, NewEvent, StreamState
 from esdbclient.client import ESDB_SYSTEM_EVENTS_REGEX
+from esdbclient.exceptions import GrpcDeadlineExceeded
 from esdbclient.protos.Grpc import shared_pb2, streams_pb2, streams_pb2_grpc
 
 from esdb_emulator import Emulator
@@ -90,6 +92,14 @@ def test_read_all_can_be_stopped(client: EventStoreDBClient, two_streams) -> Non
     response = client.read_all()
     response.stop()
     assert list(response) == []
+
+
+def test_read_all_raises_deadline_exceeded(client: EventStoreDBClient, two_streams) -> None:
+    # esdbclient test_read_all_raises_deadline_exceeded: the client's own deadline.
+    response = client.read_all(timeout=0.001)
+    time.sleep(0.05)
+    with pytest.raises(GrpcDeadlineExceeded):
+        list(response)
 
 
 def test_metadata_events_in_all(client: EventStoreDBClient) -> None:

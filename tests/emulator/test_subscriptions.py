@@ -294,6 +294,26 @@ def test_live_checkpoints(client: EventStoreDBClient) -> None:
     assert checkpoint.commit_position <= client.get_commit_position(filter_exclude=[])
 
 
+def test_unfiltered_subscription_has_no_checkpoints(client: EventStoreDBClient) -> None:
+    # Checkpoints come from the filtered enumerator only (Enumerator.AllSubscription, used when
+    # the request has no filter, sends events and CaughtUp but no checkpoints).
+    client.append_to_stream(
+        new_stream(), current_version=StreamState.NO_STREAM, events=[ev() for _ in range(10)]
+    )
+    subscription = client.subscribe_to_all(
+        filter_exclude=[],
+        include_checkpoints=True,
+        include_caught_up=True,
+        window_size=1,
+        checkpoint_interval_multiplier=1,
+        timeout=TIMEOUT,
+    )
+    items = take_until(subscription, lambda e: isinstance(e, CaughtUp))
+    subscription.stop()
+    assert not any(isinstance(e, Checkpoint) for e in items)
+    assert len(items) == 3 + 10 + 1
+
+
 def test_subscribe_to_all_raises_deadline_exceeded(client: EventStoreDBClient) -> None:
     # esdbclient test_subscribe_to_all_raises_deadline_exceeded.
     client.append_to_stream(new_stream(), current_version=StreamState.NO_STREAM, events=[ev()])

@@ -142,7 +142,9 @@ def test_subscribe_to_all_from_commit_position_is_exclusive(client: EventStoreDB
 
 
 def test_subscribe_to_all_from_commit_position_zero(client: EventStoreDBClient) -> None:
-    # Position 0 is the first record (`$users`), so it is skipped as well.
+    # Position 0 is the first record (`$users`). The server turns an explicit position, even
+    # (0, 0), into a checkpoint (ReadReq.cs ToSubscriptionPosition; only `start` maps to null),
+    # so the record at 0 is skipped as well.
     subscription = client.subscribe_to_all(commit_position=0, filter_exclude=[], timeout=TIMEOUT)
     assert take(subscription, 1)[0].stream_name == "$user-admin"
     subscription.stop()
@@ -437,6 +439,20 @@ def test_subscribe_to_tombstoned_stream(client: EventStoreDBClient) -> None:
     subscription = client.subscribe_to_stream(stream, timeout=TIMEOUT)
     with pytest.raises(StreamIsDeleted):
         list(subscription)
+
+
+def test_live_stream_subscription_ends_when_stream_is_tombstoned(
+    client: EventStoreDBClient,
+) -> None:
+    # Enumerator.StreamSubscription: a `$streamDeleted` event on the stream throws
+    # ReadResponseException.StreamDeleted.
+    stream = new_stream()
+    client.append_to_stream(stream, current_version=StreamState.NO_STREAM, events=[ev()])
+    subscription = client.subscribe_to_stream(stream, timeout=TIMEOUT)
+    assert len(take(subscription, 1)) == 1
+    client.tombstone_stream(stream, current_version=0)
+    with pytest.raises(StreamIsDeleted):
+        next(iter(subscription))
 
 
 def test_subscribe_to_stream_resolves_links(client: EventStoreDBClient) -> None:

@@ -106,6 +106,8 @@ def run_slice(
         result.next_action = "stop"
         return result
     checkpoint = store.load(job.job_id) or Checkpoint(job_id=job.job_id)
+    # Transient failures are retried with backoff, but never past the slice's deadline.
+    source.retry_deadline = target.retry_deadline = budget.deadline
     result.from_position = checkpoint.position.commit if checkpoint.position else None
     try:
         _Slice(job, source, target, store, lease, checkpoint, budget, result, transform).run()

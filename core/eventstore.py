@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 from uuid import UUID
 
 import grpc
 from esdbclient import EventStoreDBClient, NewEvent, StreamState
 from esdbclient import exceptions as esdb
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
 
 from core.errors import PermanentError, RelayError, TransientError
+
+T = TypeVar("T")
+_DEFAULT_ATTEMPTS = 4
 
 NO_STREAM = -1
 DELETED_STREAM = 2**63 - 1  # the revision of a tombstone record
@@ -139,11 +145,26 @@ def _event(recorded: object) -> Event:
 
 
 class EventStore:
-    """A connection to one EventStoreDB (the source or the target of a job)."""
+    """A connection to one EventStoreDB (the source or the target of a job).
 
-    def __init__(self, connection_string: str, *, side: str, timeout: float = 30.0) -> None:
+    Transient failures (unavailable, deadline exceeded, not leader) are retried with
+    exponential backoff until `retry_deadline` (a `time.monotonic()` value; None = a few
+    attempts). A retried append is harmless: the server treats the repeat of an append that did
+    land as idempotent, because it carries the same event ids at the same expected revision.
+    """
+
+    def __init__(
+        self,
+        connection_string: str,
+        *,
+        side: str,
+        timeout: float = 30.0,
+        retry_deadline: float | None = None,
+    ) -> None:
         self.side = side
         self.timeout = timeout
+        self.retry_deadline = retry_deadline
+        self.retries = 0
         try:
             self._client = EventStoreDBClient(connection_string)
         except ValueError as e:
@@ -163,75 +184,133 @@ class EventStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _retrying(self) -> Retrying:
+        def stop(state: RetryCallState) -> bool:
+            if self.retry_deadline is None:
+                return state.attempt_number >= _DEFAULT_ATTEMPTS
+            upcoming = state.next_action.sleep if state.next_action else 0.0
+            return time.monotonic() + upcoming >= self.retry_deadline
+
+        def count(_: RetryCallState) -> None:
+            self.retries += 1
+
+        return Retrying(
+            retry=retry_if_exception_type(TransientError),
+            wait=wait_exponential(multiplier=0.05, max=2.0),
+            stop=stop,
+            before_sleep=count,
+            reraise=True,
+        )
+
+    def _call(self, action: str, fn: Callable[[], T]) -> T:
+        def attempt() -> T:
+            try:
+                return fn()
+            except esdb.EventStoreDBClientException as e:
+                raise _translate(e, self.side, action) from None
+
+        return self._retrying()(attempt)
+
     # ------------------------------------------------------------------ reads
     def read_all_after(self, position: int | None, limit: int) -> Iterator[Event]:
         """Up to `limit` records of `$all` strictly after `position` (None = from the start).
 
-        Nothing is filtered server-side: system records ($metadata, tombstones) are needed.
+        Nothing is filtered server-side: system records ($metadata, tombstones) are needed. A
+        read broken off by a transient error resumes after the last record it yielded.
         """
-        try:
-            if position is None:
-                reader = self._client.read_all(filter_exclude=[], limit=limit, timeout=self.timeout)
-                for recorded in reader:
-                    yield _event(recorded)
-                return
-            # read_all is inclusive of the given position; ask for one more and drop it.
-            reader = self._client.read_all(
-                commit_position=position, filter_exclude=[], limit=limit + 1, timeout=self.timeout
-            )
-            sent = 0
-            for recorded in reader:
-                if recorded.commit_position == position:
-                    continue
-                if sent == limit:
-                    break
-                sent += 1
+        sent = 0
+        last = position
+        for attempt in self._retrying():
+            with attempt:
+                try:
+                    for event in self._read_all_once(last, limit - sent):
+                        sent += 1
+                        last = event.commit_position
+                        yield event
+                    return
+                except esdb.EventStoreDBClientException as e:
+                    raise _translate(e, self.side, "read $all") from None
+
+    def _read_all_once(self, position: int | None, limit: int) -> Iterator[Event]:
+        if limit <= 0:
+            return
+        if position is None:
+            for recorded in self._client.read_all(
+                filter_exclude=[], limit=limit, timeout=self.timeout
+            ):
                 yield _event(recorded)
-        except esdb.EventStoreDBClientException as e:
-            raise _translate(e, self.side, "read $all") from None
+            return
+        # read_all is inclusive of the given position; ask for one more and drop it.
+        sent = 0
+        for recorded in self._client.read_all(
+            commit_position=position, filter_exclude=[], limit=limit + 1, timeout=self.timeout
+        ):
+            if recorded.commit_position == position:
+                continue
+            if sent == limit:
+                return
+            sent += 1
+            yield _event(recorded)
 
     def head_position(self) -> int:
         """Commit position of the last record in `$all` (0 for an empty database)."""
-        try:
-            return self._client.get_commit_position(filter_exclude=[], timeout=self.timeout)
-        except esdb.EventStoreDBClientException as e:
-            raise _translate(e, self.side, "read the head of $all") from None
+        return self._call(
+            "read the head of $all",
+            lambda: self._client.get_commit_position(filter_exclude=[], timeout=self.timeout),
+        )
+
+    def last_events(self, count: int) -> list[Event]:
+        """The newest `count` records of `$all`, newest first."""
+        return self._call(
+            "read the end of $all",
+            lambda: [
+                _event(r)
+                for r in self._client.read_all(
+                    backwards=True, filter_exclude=[], limit=count, timeout=self.timeout
+                )
+            ],
+        )
 
     def stream_tail(self, stream: str, limit: int) -> StreamTail:
-        try:
-            recorded = self._client.get_stream(
-                stream, backwards=True, limit=max(1, limit), timeout=self.timeout
-            )
-        except esdb.NotFound:
-            return StreamTail((), NO_STREAM)
-        except esdb.StreamIsDeleted:
-            return StreamTail((), DELETED_STREAM, tombstoned=True)
-        except esdb.EventStoreDBClientException as e:
-            raise _translate(e, self.side, f"read the tail of {stream!r}") from None
-        events = tuple(_event(r) for r in reversed(recorded))
-        return StreamTail(events, events[-1].revision if events else NO_STREAM)
+        def read() -> StreamTail:
+            try:
+                recorded = self._client.get_stream(
+                    stream, backwards=True, limit=max(1, limit), timeout=self.timeout
+                )
+            except esdb.NotFound:
+                return StreamTail((), NO_STREAM)
+            except esdb.StreamIsDeleted:
+                return StreamTail((), DELETED_STREAM, tombstoned=True)
+            events = tuple(_event(r) for r in reversed(recorded))
+            return StreamTail(events, events[-1].revision if events else NO_STREAM)
+
+        return self._call(f"read the tail of {stream!r}", read)
 
     def read_stream(
         self, stream: str, *, from_revision: int = 0, limit: int = sys.maxsize
     ) -> list[Event]:
-        try:
-            recorded = self._client.get_stream(
-                stream, stream_position=from_revision, limit=limit, timeout=self.timeout
-            )
-        except esdb.NotFound:
-            return []
-        except esdb.EventStoreDBClientException as e:
-            raise _translate(e, self.side, f"read {stream!r}") from None
-        return [_event(r) for r in recorded]
+        """A stream's visible events; [] if it does not exist; StreamTombstoned if hard-deleted."""
+
+        def read() -> list[Event]:
+            try:
+                recorded = self._client.get_stream(
+                    stream, stream_position=from_revision, limit=limit, timeout=self.timeout
+                )
+            except esdb.NotFound:
+                return []
+            return [_event(r) for r in recorded]
+
+        return self._call(f"read {stream!r}", read)
 
     def stream_metadata(self, stream: str) -> dict:
-        try:
-            metadata, _ = self._client.get_stream_metadata(stream, timeout=self.timeout)
-        except json.JSONDecodeError:
-            return {}
-        except esdb.EventStoreDBClientException as e:
-            raise _translate(e, self.side, f"read the metadata of {stream!r}") from None
-        return metadata
+        def read() -> dict:
+            try:
+                metadata, _ = self._client.get_stream_metadata(stream, timeout=self.timeout)
+            except json.JSONDecodeError:
+                return {}
+            return metadata
+
+        return self._call(f"read the metadata of {stream!r}", read)
 
     # ----------------------------------------------------------------- writes
     def append(self, stream: str, expected: int, events: Sequence[OutEvent]) -> int:
@@ -242,24 +321,12 @@ class EventStore:
         idempotence by event id), which makes replays after a crash harmless.
         """
         current: int | StreamState = StreamState.NO_STREAM if expected == NO_STREAM else expected
-        new_events = [
-            NewEvent(
-                id=e.event_id,
-                type=e.type,
-                data=e.data,
-                metadata=e.metadata,
-                content_type=e.content_type,
-            )
-            for e in events
-        ]
-        try:
-            return self._client.append_to_stream(
-                stream, current_version=current, events=new_events, timeout=self.timeout
-            )
-        except esdb.EventStoreDBClientException as e:
-            raise _translate(e, self.side, f"append to {stream!r}") from None
+        return self._append(stream, current, events)
 
     def append_any(self, stream: str, events: Sequence[OutEvent]) -> int:
+        return self._append(stream, StreamState.ANY, events)
+
+    def _append(self, stream: str, current: int | StreamState, events: Sequence[OutEvent]) -> int:
         new_events = [
             NewEvent(
                 id=e.event_id,
@@ -270,23 +337,25 @@ class EventStore:
             )
             for e in events
         ]
-        try:
-            return self._client.append_to_stream(
-                stream, current_version=StreamState.ANY, events=new_events, timeout=self.timeout
-            )
-        except esdb.EventStoreDBClientException as e:
-            raise _translate(e, self.side, f"append to {stream!r}") from None
+        return self._call(
+            f"append to {stream!r}",
+            lambda: self._client.append_to_stream(
+                stream, current_version=current, events=new_events, timeout=self.timeout
+            ),
+        )
 
     def tombstone(self, stream: str) -> None:
         """Hard-delete a stream; a stream already tombstoned counts as done."""
-        try:
-            self._client.tombstone_stream(
-                stream, current_version=StreamState.ANY, timeout=self.timeout
-            )
-        except esdb.StreamIsDeleted:
-            return
-        except esdb.EventStoreDBClientException as e:
-            raise _translate(e, self.side, f"tombstone {stream!r}") from None
+
+        def tombstone() -> None:
+            try:
+                self._client.tombstone_stream(
+                    stream, current_version=StreamState.ANY, timeout=self.timeout
+                )
+            except esdb.StreamIsDeleted:
+                return
+
+        self._call(f"tombstone {stream!r}", tombstone)
 
 
 def _first_line(error: Exception) -> str:

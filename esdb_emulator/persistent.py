@@ -946,7 +946,11 @@ class _Subscription:
         if original.revision:
             meta["subscriptionEventNumber"] = original.revision
         event = ProposedEvent(
-            str(uuid.uuid4()), LINK_EVENT_TYPE, OCTET_STREAM, data, json.dumps(meta).encode()
+            str(uuid.uuid4()),
+            LINK_EVENT_TYPE,
+            OCTET_STREAM,
+            data,
+            json.dumps(meta, indent=2).encode(),
         )
         try:
             result = self.store.append(self.parked_stream, ANY, [event])
@@ -1033,8 +1037,10 @@ class _Subscription:
             difference >= settings.min_checkpoint_count and is_time_check
         ) or difference >= settings.max_checkpoint_count:
             self.last_checkpoint_time = now
+            unchanged = sequence == self.last_checkpointed_seq and position == self.stats_checkpoint
             self.last_checkpointed_seq = sequence
-            self._write_checkpoint(position)
+            if not unchanged:  # the server would write the same checkpoint again
+                self._write_checkpoint(position)
             self.stats_checkpoint = position
 
     def _write_checkpoint(self, position: Pos) -> None:
@@ -1240,6 +1246,7 @@ class PersistentSubscriptionsService(persistent_pb2_grpc.PersistentSubscriptions
         self._topics: dict[str, list[_Subscription]] = {}
         self._entries: list[dict] = []
         self._closed = threading.Event()
+        self._wakeup = threading.Event()  # set when groups are added, and on close
         with self._lock:
             self._load_configuration()
         self._thread = threading.Thread(target=self._run, name="esdb-emu-persistent", daemon=True)
@@ -1250,6 +1257,7 @@ class PersistentSubscriptionsService(persistent_pb2_grpc.PersistentSubscriptions
         if self._closed.is_set():
             return
         self._closed.set()
+        self._wakeup.set()
         with self.store.changed:
             self.store.changed.notify_all()
         self._thread.join(timeout=5)
@@ -1262,6 +1270,14 @@ class PersistentSubscriptionsService(persistent_pb2_grpc.PersistentSubscriptions
         next_tick = time.monotonic() + self.tick_seconds
         seen = -1
         while not self._closed.is_set():
+            with self._lock:
+                idle = not self._subscriptions
+            if idle:
+                # Nothing to deliver: do not wake up on every append (benchmarks append a lot).
+                self._wakeup.wait()
+                self._wakeup.clear()
+                seen = -1
+                continue
             with self.store.changed:
                 if len(self.store) == seen:
                     self.store.changed.wait(max(0.0, next_tick - time.monotonic()))
@@ -1361,6 +1377,7 @@ class PersistentSubscriptionsService(persistent_pb2_grpc.PersistentSubscriptions
     def _add(self, subscription: _Subscription) -> None:
         self._subscriptions[subscription.key] = subscription
         self._topics.setdefault(subscription.source.stream, []).append(subscription)
+        self._wakeup.set()
 
     # ------------------------------------------------------------------ request parsing
     def _stream_and_start(self, options: object, context: grpc.ServicerContext) -> tuple[str, int]:
@@ -1710,7 +1727,9 @@ class PersistentSubscriptionsService(persistent_pb2_grpc.PersistentSubscriptions
             if subscription.max_clients_reached:
                 _max_subscribers(context, stream, group)
             subscription.connect(client)
-        context.add_callback(lambda: self._disconnect(client))
+        if not context.add_callback(lambda: self._disconnect(client)):
+            self._disconnect(client)  # the call has already ended
+            return
         # Acks and nacks arrive on the request stream while events are written to the
         # response stream: one reader thread per call, ending with the call.
         threading.Thread(

@@ -732,6 +732,8 @@ class _Subscription:
             records = self.store.visible_records(self.checkpoint_stream)
         except (StreamNotFound, StreamDeleted):
             return None
+        if not records:
+            return None
         last = records[-1]
         if last.type not in ("SubscriptionCheckpoint", CHECKPOINT_EVENT_TYPE):
             return None
@@ -745,6 +747,8 @@ class _Subscription:
         try:
             records = self.store.visible_records(self.parked_stream)
         except (StreamNotFound, StreamDeleted):
+            return
+        if not records:  # everything was replayed ($tb past the end)
             return
         self.parked_last = records[-1].revision
         self.parked_truncate_before = records[0].revision
@@ -957,8 +961,8 @@ class _Subscription:
             self.parked_last = result.last_revision
         except (StreamDeleted, WrongExpectedVersion) as e:
             log.error("%s: unable to park message %s: %s", self.key, message.event_id, e)
+        # The server completes the park asynchronously; callers push once they are done.
         self._forget(message.event_id)
-        self.push()
 
     def ack(self, event_ids: list[str]) -> None:
         # AcknowledgeMessagesProcessed
@@ -1059,6 +1063,8 @@ class _Subscription:
         try:
             records = self.store.visible_records(self.parked_stream)
         except (StreamNotFound, StreamDeleted):
+            return
+        if not records:
             return
         end = records[-1].revision
         stop = min(stop_at, end + 1) if stop_at is not None else end + 1
@@ -1307,6 +1313,8 @@ class PersistentSubscriptionsService(persistent_pb2_grpc.PersistentSubscriptions
         try:
             records = self.store.visible_records(CONFIG_STREAM)
         except (StreamNotFound, StreamDeleted):
+            return
+        if not records:
             return
         try:
             config = json.loads(records[-1].data)

@@ -524,6 +524,35 @@ def test_nack_skip_forgets_the_message(client: EventStoreDBClient) -> None:
     assert (info.parked_message_count, info.retry_buffer_count) == (0, 0)
 
 
+def test_nack_unknown_retries_and_nack_stop_forgets(client: EventStoreDBClient) -> None:
+    stream, group = new_stream(), new_group()
+    append(client, stream, events(3))
+    client.create_subscription_to_stream(group, stream, max_checkpoint_count=1, **FAST)
+    with client.read_subscription_to_stream(
+        group, stream, event_buffer_size=1, timeout=READ_DEADLINE
+    ) as sub:
+        [first] = take(sub, 1, ack=False)
+        sub.nack(first, action="unknown")  # NakAction.Unknown is handled as Retry
+        [again] = take(sub, 1, ack=False)
+        assert (again.id, again.retry_count) == (first.id, 1)
+        # NakAction.Stop: the server's StopSubscription() does nothing, the message is only
+        # forgotten (PersistentSubscription.NotAcknowledgeMessagesProcessed).
+        sub.nack(again, action="stop")
+        assert [e.stream_position for e in take(sub, 2)] == [1, 2]
+        wait_for(lambda: checkpoint_of(client, group, stream) == "2")
+
+
+def test_update_drops_connected_consumers(client: EventStoreDBClient) -> None:
+    stream, group = new_stream(), new_group()
+    client.create_subscription_to_stream(group, stream)
+    subscription = client.read_subscription_to_stream(group, stream, timeout=READ_DEADLINE)
+    client.update_subscription_to_stream(group, stream, max_retry_count=3)
+    with pytest.raises(GrpcError):
+        next(subscription)
+    subscription.stop()
+    assert client.get_subscription_info(group, stream).max_retry_count == 3
+
+
 # ---------------------------------------------------------------- timeouts / retry counts
 def test_message_timeout_redelivers_with_retry_count(client: EventStoreDBClient) -> None:
     stream, group = new_stream(), new_group()

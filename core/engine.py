@@ -76,6 +76,13 @@ class _Op:
     events: list[OutEvent] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _Limits:
+    start_after: int | None
+    stop_at: int | None
+    dry_run: bool
+
+
 class _StreamState:
     """What one slice knows of a target stream: its revision and how far it already goes."""
 
@@ -93,11 +100,26 @@ def run_slice(
     *,
     owner: str | None = None,
     transform: rules.Transform | None = None,
+    start_after: int | None = None,
+    stop_at: int | None = None,
+    dry_run: bool = False,
 ) -> SliceResult:
+    """One invocation's work. `start_after` is where a job with no checkpoint yet begins
+    (exclusive; None = the start of `$all`), `stop_at` the last position a backfill copies
+    (inclusive). A dry run reads and plans but neither writes nor commits."""
     owner = owner or f"relay-{uuid.uuid4().hex[:12]}"
     started_at = datetime.now(UTC)
     started = time.monotonic()
     result = SliceResult(job.job_id, "ok")
+    limits = _Limits(start_after, stop_at, dry_run)
+    if dry_run:
+        checkpoint = store.load(job.job_id) or Checkpoint(job_id=job.job_id)
+        source.retry_deadline = target.retry_deadline = budget.deadline
+        _Slice(
+            job, source, target, store, None, checkpoint, budget, result, transform, limits
+        ).run()
+        result.seconds = time.monotonic() - started
+        return result
     try:
         lease = store.acquire(job.job_id, owner, job.lease_ttl_seconds)
     except LeaseLostError as e:
@@ -110,7 +132,9 @@ def run_slice(
     source.retry_deadline = target.retry_deadline = budget.deadline
     result.from_position = checkpoint.position.commit if checkpoint.position else None
     try:
-        _Slice(job, source, target, store, lease, checkpoint, budget, result, transform).run()
+        _Slice(
+            job, source, target, store, lease, checkpoint, budget, result, transform, limits
+        ).run()
     except RelayError as e:
         result.status = "failed"
         result.error = str(e)
@@ -157,11 +181,12 @@ class _Slice:
         source: EventStore,
         target: EventStore,
         store: CheckpointStore,
-        lease: Lease,
+        lease: Lease | None,
         checkpoint: Checkpoint,
         budget: Budget,
         result: SliceResult,
         transform: rules.Transform | None,
+        limits: _Limits,
     ) -> None:
         self.job = job
         self.source = source
@@ -172,6 +197,7 @@ class _Slice:
         self.budget = budget
         self.result = result
         self.transform = transform
+        self.limits = limits
         self.streams: dict[str, _StreamState] = {}
         self.meta_markers: dict[str, int] = {}
         # This slice's events by id and per stream (bounded by the slice budget).
@@ -180,10 +206,16 @@ class _Slice:
 
     # ---------------------------------------------------------------- the slice
     def run(self) -> None:
-        after = self.checkpoint.position.commit if self.checkpoint.position else None
+        if self.checkpoint.position:
+            after = self.checkpoint.position.commit
+        else:
+            after = self.limits.start_after
         events, exhausted = self._read(after)
         self.result.events_read = len(events)
         ops = [self._plan(e) for e in events]
+        if self.limits.dry_run:
+            self._report_dry_run(ops, after, exhausted)
+            return
         for op in ops:
             if op.kind is rules.Kind.EVENT:
                 self.events_per_stream[op.source.stream] += len(op.events)
@@ -215,11 +247,22 @@ class _Slice:
         self.result.lag_bytes = max(0, head - (done_position or 0))
         self.result.next_action = "idle" if self.result.caught_up else "continue"
 
+    def _report_dry_run(self, ops: list[_Op], after: int | None, exhausted: bool) -> None:
+        self.result.events_written = sum(len(op.events) for op in ops)
+        self.result.events_skipped = sum(1 for op in ops if not op.events)
+        self.result.position = ops[-1].source.commit_position if ops else after
+        self.result.caught_up = exhausted
+        self.result.next_action = "stop"
+        self.result.warnings.append("dry run: nothing was written or committed")
+
     def _read(self, after: int | None) -> tuple[list[Event], bool]:
         events: list[Event] = []
         size = 0
         limit = self.budget.max_events
+        stop_at = self.limits.stop_at
         for event in self.source.read_all_after(after, limit):
+            if stop_at is not None and event.commit_position > stop_at:
+                return events, True
             events.append(event)
             size += event.size
             if size >= self.budget.max_bytes or time.monotonic() > self.budget.deadline:
@@ -250,6 +293,7 @@ class _Slice:
         return OutEvent(event.event_id, "$metadata", event.content_type, event.data, marker)
 
     def _check_lease(self) -> None:
+        assert self.lease is not None
         # Stop before a batch if less than a third of the lease is left: an invocation paused
         # past its lease can then write at most one batch, which the next owner's tail check
         # detects.
@@ -398,6 +442,7 @@ class _Slice:
         if position is None:
             return
         c = self.checkpoint
+        assert self.lease is not None
         stored = self.store.commit(
             self.lease,
             c.model_copy(

@@ -1,0 +1,63 @@
+"""Structured logs: one JSON object per line, secrets scrubbed from every message.
+
+`configure("json")` for machines (CloudWatch, Cloud Logging, Application Insights),
+`configure("text")` for people. `log_slice(result)` writes the one line per slice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+# user:password@ in any URL-like text; passwords never reach a log line.
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]+):[^@/\s]*@", re.I)
+_STANDARD = set(vars(logging.makeLogRecord({})))
+
+logger = logging.getLogger("esdb_relay")
+
+
+def scrub(text: str) -> str:
+    return _CREDENTIALS.sub(r"\g<scheme>\g<user>:***@", text)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": scrub(record.getMessage()),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                entry[key] = scrub(value) if isinstance(value, str) else value
+        if record.exc_info:
+            entry["exception"] = scrub(self.formatException(record.exc_info))
+        return json.dumps(entry, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub(super().format(record))
+
+
+def configure(fmt: Literal["json", "text"] = "text", level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter() if fmt == "json" else TextFormatter("%(asctime)s %(levelname)s %(message)s")
+    )
+    logger.handlers[:] = [handler]
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+def log_slice(result: object) -> None:
+    """The one line per slice, with all its figures."""
+    fields = asdict(result)  # type: ignore[call-overload]
+    level = logging.ERROR if fields.get("status") == "failed" else logging.INFO
+    logger.log(level, "slice %s", fields.get("status"), extra={"slice": fields})

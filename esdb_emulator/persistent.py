@@ -1739,7 +1739,8 @@ class PersistentSubscriptionsService(persistent_pb2_grpc.PersistentSubscriptions
             self._disconnect(client)  # the call has already ended
             return
         # Acks and nacks arrive on the request stream while events are written to the
-        # response stream: one reader thread per call, ending with the call.
+        # response stream: one reader thread per call, ending with the call (so bounded by the
+        # server's worker pool, which runs this generator).
         threading.Thread(
             target=self._pump_requests,
             args=(request_iterator, client),

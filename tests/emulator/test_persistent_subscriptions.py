@@ -682,6 +682,21 @@ def test_pinned_keeps_a_stream_on_one_consumer(client: EventStoreDBClient) -> No
     assert got1 | got2 == {a, b}
 
 
+def test_consumer_threads_end_with_their_calls(client: EventStoreDBClient) -> None:
+    stream, group = new_stream(), new_group()
+    client.create_subscription_to_stream(group, stream)
+    consumers = [client.read_subscription_to_stream(group, stream) for _ in range(3)]
+
+    def ack_readers() -> int:
+        return sum(name == "esdb-emu-persistent-acks" for name in _our_threads())
+
+    wait_for(lambda: ack_readers() == 3)
+    for consumer in consumers:
+        consumer.stop()
+    wait_for(lambda: ack_readers() == 0)
+    assert client.get_subscription_info(group, stream).total_in_flight_messages == 0
+
+
 # -------------------------------------------------------------------------- subsystem
 def test_restart_subsystem_keeps_groups_and_checkpoints(client: EventStoreDBClient) -> None:
     stream, group = new_stream(), new_group()

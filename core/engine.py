@@ -18,7 +18,7 @@ import contextlib
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -76,11 +76,16 @@ class _Op:
     events: list[OutEvent] = field(default_factory=list)
 
 
+def _no_step(_: str) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class _Limits:
     start_after: int | None
     stop_at: int | None
     dry_run: bool
+    on_step: Callable[[str], None]
 
 
 class _StreamState:
@@ -103,15 +108,18 @@ def run_slice(
     start_after: int | None = None,
     stop_at: int | None = None,
     dry_run: bool = False,
+    on_step: Callable[[str], None] | None = None,
 ) -> SliceResult:
     """One invocation's work. `start_after` is where a job with no checkpoint yet begins
     (exclusive; None = the start of `$all`), `stop_at` the last position a backfill copies
-    (inclusive). A dry run reads and plans but neither writes nor commits."""
+    (inclusive). A dry run reads and plans but neither writes nor commits. `on_step` is
+    called at each step boundary ("read", "append", "written", "commit", "committed"): tests
+    use it to kill the process at exact points."""
     owner = owner or f"relay-{uuid.uuid4().hex[:12]}"
     started_at = datetime.now(UTC)
     started = time.monotonic()
     result = SliceResult(job.job_id, "ok")
-    limits = _Limits(start_after, stop_at, dry_run)
+    limits = _Limits(start_after, stop_at, dry_run, on_step or _no_step)
     if dry_run:
         checkpoint = store.load(job.job_id) or Checkpoint(job_id=job.job_id)
         source.retry_deadline = target.retry_deadline = budget.deadline
@@ -198,6 +206,7 @@ class _Slice:
         self.result = result
         self.transform = transform
         self.limits = limits
+        self.on_step = limits.on_step
         self.streams: dict[str, _StreamState] = {}
         self.meta_markers: dict[str, int] = {}
         # This slice's events by id and per stream (bounded by the slice budget).
@@ -211,6 +220,7 @@ class _Slice:
         else:
             after = self.limits.start_after
         events, exhausted = self._read(after)
+        self.on_step("read")
         self.result.events_read = len(events)
         ops = [self._plan(e) for e in events]
         if self.limits.dry_run:
@@ -229,6 +239,7 @@ class _Slice:
                 break
             self._check_lease()
             n, b = self._write(group)
+            self.on_step("written")
             written += n
             size += b
             skipped += sum(1 for op in group if not op.events and op.kind is rules.Kind.EVENT)
@@ -242,7 +253,9 @@ class _Slice:
             events[-1].commit_position if events else after
         )
         if done_position != after:
+            self.on_step("commit")
             self._commit(done_position, written, size, skipped)
+            self.on_step("committed")
         head = self.source.head_position()
         self.result.lag_bytes = max(0, head - (done_position or 0))
         self.result.next_action = "idle" if self.result.caught_up else "continue"
@@ -380,6 +393,7 @@ class _Slice:
             return 0, 0
         for attempt in (1, 2):
             try:
+                self.on_step("append")
                 self.target.append(stream, state.revision, events)
                 break
             except WrongExpectedRevision:

@@ -49,9 +49,11 @@ class Relay:
         store: CheckpointStore | None = None,
         owner: str | None = None,
         timeout: float = 30.0,
+        on_step: Callable[[str], None] | None = None,
     ) -> None:
         self.job = job
         self.owner = owner
+        self.on_step = on_step
         self.transform = rules.load_transform(job.transform)
         self.store = store or open_store(job.checkpoint_store)
         self.source = EventStore(job.source.get_secret_value(), side="source", timeout=timeout)
@@ -93,6 +95,7 @@ class Relay:
             start_after=start_after,
             stop_at=stop_at,
             dry_run=dry_run,
+            on_step=self.on_step,
         )
         log_slice(result)
         return result

@@ -1,0 +1,646 @@
+"""verify: prove the target holds exactly what the (filtered) source holds, stream by stream.
+
+What is compared, per user stream the job's stream filters accept:
+- state: tombstoned / soft-deleted (`$tb` = long.MaxValue) / live, on both sides;
+- the visible events, in order: event id, type, content type, a sha256 of the data and the
+  metadata, which must be byte-equal to what the relay writes (`$original*` keys added when
+  `job.original_metadata` is on). The expected target events are derived from the source's
+  visible events exactly as the engine derives them: system/link events skipped, event-type
+  filters applied, then the job's transform (if any) applied;
+- the effective stream metadata (`$maxCount`, `$maxAge`, `$acl`, custom keys…), except `$tb`:
+  `$tb` names source revisions on the source and translated revisions on the target, so it is
+  compared by its effect — the visible events, which are compared anyway;
+- with no sample: streams on the target that are not in the filtered source ("extra").
+
+Streams are discovered by scanning the source's `$all` (user events, `$metadata` of user
+streams, tombstones; see rules.classify). Only the set of stream names is kept; events are read
+one stream at a time, page by page, and compared in lock step, holding one page per side. Only
+when a stream diverges are the rest of its events held, as small fingerprints, to classify the
+differences (missing, extra, different, out of order).
+
+Where a stream read on the source cannot show everything the target legitimately shows, the
+extra target events are counted as `events_unverified` with a note rather than reported:
+- `$maxAge`: the target's copies are younger than the source's events, so the target still
+  shows events the source already hides by age;
+- `$maxCount` with event-type filters or a transform: the source counts events the relay does
+  not copy (or counts one event where the transform made several), so the target's window
+  reaches further back than the source's.
+In both cases only target events *before* the first expected event are tolerated.
+
+Verify is meant for a quiet source (after catch-up, at cutover): events the source receives
+while verify runs and the relay has not copied yet show up as differences.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import StrEnum
+from itertools import pairwise, zip_longest
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+
+from core import rules
+from core.config import JobConfig
+from core.eventstore import Event, EventStore, StreamTombstoned
+
+PAGE = 1000  # records per read, for `$all` and stream reads
+DEFAULT_MAX_DIFFERENCES = 1000
+_MAX_NOTES = 100
+_DIGEST_HEX = 12  # hex characters of a sha256 shown in a detail
+
+
+class DifferenceKind(StrEnum):
+    MISSING_STREAM = "missing_stream"
+    EXTRA_STREAM = "extra_stream"
+    MISSING_EVENT = "missing_event"
+    EXTRA_EVENT = "extra_event"
+    DIFFERENT_EVENT = "different_event"
+    ORDER = "order"
+    DELETED_STATE = "deleted_state"
+    METADATA = "metadata"
+
+
+class Difference(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    stream: str
+    kind: DifferenceKind
+    source_revision: int | None = None
+    target_revision: int | None = None
+    event_id: str | None = None
+    detail: str = ""
+
+
+class VerifyReport(BaseModel):
+    job_id: str
+    sample: int | None = Field(default=None, description="sample size asked for, None = all")
+    seed: int = 0
+    transform: str | None = Field(
+        default=None, description="the job's transform, applied to source events before comparing"
+    )
+    original_metadata: bool = True
+    streams_in_source: int = Field(default=0, description="user streams the job's filters accept")
+    sampled_streams: list[str] | None = Field(
+        default=None, description="the streams a sample checked, sorted (None without a sample)"
+    )
+    streams_checked: int = 0
+    streams_equal: int = 0
+    streams_differing: int = 0
+    extra_streams: int = Field(default=0, description="target streams not in the filtered source")
+    extra_streams_checked: bool = Field(
+        default=False, description="whether the target was scanned for extra streams (no sample)"
+    )
+    events_compared: int = 0
+    events_unverified: int = Field(
+        default=0, description="target events the source no longer shows ($maxAge, $maxCount)"
+    )
+    differences_total: int = 0
+    max_differences: int = DEFAULT_MAX_DIFFERENCES
+    differences: list[Difference] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    seconds: float = 0.0
+    events_per_second: float = 0.0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def ok(self) -> bool:
+        return self.differences_total == 0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def differences_truncated(self) -> bool:
+        return self.differences_total > len(self.differences)
+
+
+Progress = Callable[[int, int], None]
+
+
+def verify(
+    job: JobConfig,
+    source: EventStore,
+    target: EventStore,
+    *,
+    sample: int | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+    max_differences: int = DEFAULT_MAX_DIFFERENCES,
+    workers: int = 1,
+) -> VerifyReport:
+    """Compare the target with the job's filtered source; see the module doc for the rules.
+
+    `sample=N` checks a deterministic (per `seed`) random sample of N streams and skips the
+    scan for extra target streams. `progress(done, total)` is called as streams are checked.
+    At most `max_differences` differences are listed (all are counted). `workers > 1` checks
+    that many streams concurrently (each holds one page of events per side at a time); the
+    report is the same as with one worker.
+    """
+    if sample is not None and sample < 0:
+        raise ValueError("sample must be >= 0")
+    if workers < 1:
+        raise ValueError("workers must be >= 1")
+    verifier = _Verifier(job, source, target, max_differences, workers)
+    return verifier.run(sample, seed, progress)
+
+
+# ----------------------------------------------------------------------------- internals
+@dataclass(frozen=True, slots=True)
+class _Print:
+    """What is compared of one event, without holding its payload."""
+
+    event_id: str
+    revision: int
+    type: str
+    content_type: str
+    data_sha: bytes
+    data_len: int
+    metadata_sha: bytes
+    metadata_len: int
+
+    @classmethod
+    def of(cls, event: Event, metadata: bytes | None = None) -> _Print:
+        metadata = event.metadata if metadata is None else metadata
+        return cls(
+            str(event.event_id),
+            event.revision,
+            event.type,
+            event.content_type,
+            hashlib.sha256(event.data).digest(),
+            len(event.data),
+            hashlib.sha256(metadata).digest(),
+            len(metadata),
+        )
+
+    def mismatch(self, other: _Print) -> str | None:
+        """What differs between the expected event (self) and the target's (other)."""
+        parts = []
+        if self.type != other.type:
+            parts.append(f"type {_short(self.type)} != {_short(other.type)}")
+        if self.content_type != other.content_type:
+            parts.append(
+                f"content type {_short(self.content_type)} != {_short(other.content_type)}"
+            )
+        if self.data_sha != other.data_sha:
+            parts.append(
+                f"data sha256 {self.data_sha.hex()[:_DIGEST_HEX]} ({self.data_len} B) != "
+                f"{other.data_sha.hex()[:_DIGEST_HEX]} ({other.data_len} B)"
+            )
+        if self.metadata_sha != other.metadata_sha:
+            parts.append(
+                f"metadata sha256 {self.metadata_sha.hex()[:_DIGEST_HEX]} ({self.metadata_len} B)"
+                f" != {other.metadata_sha.hex()[:_DIGEST_HEX]} ({other.metadata_len} B)"
+            )
+        return "; ".join(parts) or None
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@dataclass(slots=True)
+class _Side:
+    """One side's view of a stream: its state, metadata and first page of visible events."""
+
+    tombstoned: bool = False
+    metadata: dict[str, Any] = field(default_factory=dict)
+    first_page: list[Event] = field(default_factory=list)
+
+    @property
+    def soft_deleted(self) -> bool:
+        return not self.tombstoned and self.metadata.get("$tb") == rules.DELETED_STREAM
+
+    @property
+    def state(self) -> str:
+        if self.tombstoned:
+            return "tombstoned"
+        return "soft-deleted" if self.soft_deleted else "live"
+
+
+class _Differences:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.items: list[Difference] = []
+        self.total = 0
+
+    def add(self, stream: str, kind: DifferenceKind, detail: str, **fields: Any) -> None:
+        if len(self.items) < self.limit:
+            self.append(Difference(stream=stream, kind=kind, detail=detail, **fields))
+        else:
+            self.total += 1
+
+    def append(self, difference: Difference) -> None:
+        self.total += 1
+        if len(self.items) < self.limit:
+            self.items.append(difference)
+
+
+class _Verifier:
+    def __init__(
+        self,
+        job: JobConfig,
+        source: EventStore,
+        target: EventStore,
+        max_differences: int,
+        workers: int,
+    ) -> None:
+        self.job = job
+        self.source = source
+        self.target = target
+        self.max_differences = max_differences
+        self.workers = workers
+        self.transform = rules.load_transform(job.transform)
+        self.diffs = _Differences(max_differences)
+        self.report = VerifyReport(
+            job_id=job.job_id,
+            transform=job.transform,
+            original_metadata=job.original_metadata,
+            max_differences=max_differences,
+        )
+        self.has_type_filters = bool(
+            job.filters.include_event_types or job.filters.exclude_event_types
+        )
+
+    # ---------------------------------------------------------------------- the run
+    def run(self, sample: int | None, seed: int, progress: Progress | None) -> VerifyReport:
+        started = time.monotonic()
+        report = self.report
+        report.sample, report.seed = sample, seed
+        streams = self._user_streams(self.source, self.job.filters.accepts_stream)
+        report.streams_in_source = len(streams)
+        ordered = sorted(streams)
+        if sample is not None:
+            ordered = sorted(random.Random(seed).sample(ordered, min(sample, len(ordered))))
+            report.sampled_streams = list(ordered)
+        else:
+            self._find_extra_streams(streams)
+        del streams
+        if self.transform is not None:
+            report.notes.append(
+                f"transform {self.job.transform} applied to the source events before comparing"
+            )
+        if self.job.filters.scavenge:
+            report.notes.append(
+                "scavenge filter on: a deleted source stream absent from the target counts as equal"
+            )
+        total = len(ordered)
+        if progress:
+            progress(0, total)
+        for done, check in enumerate(self._checks(ordered), 1):
+            self._merge(check)
+            if progress:
+                progress(done, total)
+        report.differences = self.diffs.items
+        report.differences_total = self.diffs.total
+        report.seconds = time.monotonic() - started
+        report.events_per_second = (
+            report.events_compared / report.seconds if report.seconds > 0 else 0.0
+        )
+        return report
+
+    def _check(self, name: str) -> _StreamCheck:
+        check = _StreamCheck(self)
+        check.run(name)
+        return check
+
+    def _checks(self, names: list[str]) -> Iterator[_StreamCheck]:
+        """The checks of `names`, in order; with workers, a bounded window runs concurrently."""
+        if self.workers <= 1:
+            for name in names:
+                yield self._check(name)
+            return
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="verify") as pool:
+            window: deque[Future[_StreamCheck]] = deque()
+            for name in names:
+                window.append(pool.submit(self._check, name))
+                if len(window) >= 2 * self.workers:
+                    yield window.popleft().result()
+            while window:
+                yield window.popleft().result()
+
+    def _merge(self, check: _StreamCheck) -> None:
+        report = self.report
+        report.streams_checked += 1
+        if check.diffs.total:
+            report.streams_differing += 1
+        else:
+            report.streams_equal += 1
+        report.events_compared += check.events_compared
+        report.events_unverified += check.events_unverified
+        report.notes.extend(check.notes[: max(0, _MAX_NOTES - len(report.notes))])
+        self.diffs.total += check.diffs.total - len(check.diffs.items)
+        for difference in check.diffs.items:
+            self.diffs.append(difference)
+
+    # ------------------------------------------------------------------ discovery
+    def _scan(self, store: EventStore) -> Iterator[Event]:
+        position: int | None = None
+        while True:
+            n = 0
+            for event in store.read_all_after(position, PAGE):
+                n += 1
+                position = event.commit_position
+                yield event
+            if n < PAGE:
+                return
+
+    def _user_streams(self, store: EventStore, accepts: Callable[[str], bool]) -> set[str]:
+        names: set[str] = set()
+        for event in self._scan(store):
+            name = _user_stream_of(event)
+            if name is not None and name not in names and accepts(name):
+                names.add(name)
+        return names
+
+    def _find_extra_streams(self, expected: set[str]) -> None:
+        self.report.extra_streams_checked = True
+        seen: set[str] = set()
+        for event in self._scan(self.target):
+            name = _user_stream_of(event)
+            if name is None or name in expected or name in seen:
+                continue
+            seen.add(name)
+            self.diffs.add(
+                name,
+                DifferenceKind.EXTRA_STREAM,
+                "on the target but not in the source"
+                + ("" if self.job.filters.accepts_stream(name) else " (excluded by the filters)"),
+            )
+        self.report.extra_streams = len(seen)
+
+
+class _StreamCheck:
+    """The comparison of one stream; its own differences and counts, merged by the caller."""
+
+    def __init__(self, verifier: _Verifier) -> None:
+        self.job = verifier.job
+        self.source = verifier.source
+        self.target = verifier.target
+        self.transform = verifier.transform
+        self.has_type_filters = verifier.has_type_filters
+        self.diffs = _Differences(verifier.max_differences)
+        self.events_compared = 0
+        self.events_unverified = 0
+        self.notes: list[str] = []
+
+    def _open(self, store: EventStore, name: str) -> _Side:
+        try:
+            first = store.read_stream(name, limit=PAGE)
+            metadata = store.stream_metadata(name)
+        except StreamTombstoned:
+            return _Side(tombstoned=True)
+        return _Side(False, metadata if isinstance(metadata, dict) else {}, first)
+
+    def run(self, name: str) -> None:
+        src = self._open(self.source, name)
+        tgt = self._open(self.target, name)
+        if src.state != tgt.state:
+            if (
+                self.job.filters.scavenge
+                and src.state != "live"
+                and tgt.state == "live"
+                and not tgt.first_page
+                and not tgt.metadata
+            ):
+                return
+            detail = f"source is {src.state}, target is {tgt.state}"
+            if tgt.state == "live":
+                detail += f" ({'with' if tgt.first_page else 'no'} visible events)"
+            self.diffs.add(name, DifferenceKind.DELETED_STATE, detail)
+            return
+        if src.tombstoned:
+            return
+        self._compare_metadata(name, src.metadata, tgt.metadata)
+        if src.soft_deleted:
+            return
+        self._compare_events(name, src, tgt)
+
+    def _compare_metadata(self, name: str, source: dict, target: dict) -> None:
+        keys = sorted((set(source) | set(target)) - {"$tb"})
+        different = [k for k in keys if source.get(k, _ABSENT) != target.get(k, _ABSENT)]
+        if not different:
+            return
+        parts = []
+        for key in different[:5]:
+            s, t = source.get(key, _ABSENT), target.get(key, _ABSENT)
+            parts.append(f"{key}: {_short(s, 30)} != {_short(t, 30)}")
+        more = f" (+{len(different) - 5} more keys)" if len(different) > 5 else ""
+        self.diffs.add(name, DifferenceKind.METADATA, "; ".join(parts) + more)
+
+    # ------------------------------------------------------------------- events
+    def _visible(self, store: EventStore, name: str, first: list[Event]) -> Iterator[Event]:
+        page = first
+        while True:
+            yield from page
+            if len(page) < PAGE:
+                return
+            page = store.read_stream(name, from_revision=page[-1].revision + 1, limit=PAGE)
+
+    def _expected(self, name: str, first: list[Event]) -> Iterator[_Print]:
+        """The source's visible events as the relay writes them to the target."""
+        filters = self.job.filters
+        with_original = self.job.original_metadata
+        for event in self._visible(self.source, name, first):
+            if rules.classify(event) is not rules.Kind.EVENT:
+                continue
+            if not filters.accepts_event_type(event.type):
+                continue
+            outputs = rules.apply_transform(self.transform, event) if self.transform else [event]
+            for output in outputs:
+                out = rules.out_event(output, with_original=with_original)
+                yield _Print(
+                    str(out.event_id),
+                    event.revision,
+                    out.type,
+                    out.content_type,
+                    hashlib.sha256(out.data).digest(),
+                    len(out.data),
+                    hashlib.sha256(out.metadata).digest(),
+                    len(out.metadata),
+                )
+
+    def _actual(self, name: str, first: list[Event]) -> Iterator[_Print]:
+        for event in self._visible(self.target, name, first):
+            yield _Print.of(event)
+
+    def _tolerates_leading_extras(self, metadata: dict) -> bool:
+        max_age = metadata.get("$maxAge")
+        if isinstance(max_age, int) and max_age > 0:
+            return True
+        max_count = metadata.get("$maxCount")
+        reshaped = self.has_type_filters or self.transform is not None
+        return reshaped and isinstance(max_count, int) and max_count > 0
+
+    def _compare_events(self, name: str, src: _Side, tgt: _Side) -> None:
+        expected = self._expected(name, src.first_page)
+        actual = self._actual(name, tgt.first_page)
+        matched = 0
+        rest_expected: list[_Print] = []
+        rest_actual: list[_Print] = []
+        for e, a in zip_longest(expected, actual):
+            if e is not None and a is not None and e.event_id == a.event_id:
+                matched += 1
+                problem = e.mismatch(a)
+                if problem:
+                    self._different(name, e, a, problem)
+                continue
+            rest_expected = [e] if e is not None else []
+            rest_actual = [a] if a is not None else []
+            rest_expected.extend(expected)
+            rest_actual.extend(actual)
+            break
+        self.events_compared += matched + max(len(rest_expected), len(rest_actual))
+        if not rest_expected and not rest_actual:
+            return
+        if matched == 0 and not rest_actual:
+            first = rest_expected[0]
+            self.diffs.add(
+                name,
+                DifferenceKind.MISSING_STREAM,
+                f"{len(rest_expected)} event(s) expected from source revision {first.revision}; "
+                "the target shows none",
+                source_revision=first.revision,
+                event_id=first.event_id,
+            )
+            return
+        if matched == 0 and self._tolerates_leading_extras(src.metadata):
+            wanted = {p.event_id for p in rest_expected}
+            skip = 0
+            while skip < len(rest_actual) and rest_actual[skip].event_id not in wanted:
+                skip += 1
+            if skip:
+                self.events_unverified += skip
+                self.notes.append(
+                    f"{name}: {skip} older target event(s) not verifiable: the source stream no "
+                    "longer shows them ($maxAge, or $maxCount with filters/transform)"
+                )
+                del rest_actual[:skip]
+        self._classify(name, rest_expected, rest_actual)
+
+    def _different(self, name: str, e: _Print, a: _Print, detail: str) -> None:
+        self.diffs.add(
+            name,
+            DifferenceKind.DIFFERENT_EVENT,
+            detail,
+            source_revision=e.revision,
+            target_revision=a.revision,
+            event_id=e.event_id,
+        )
+
+    def _classify(self, name: str, expected: list[_Print], actual: list[_Print]) -> None:
+        """Name the differences of two diverging event sequences.
+
+        Events in both, in the longest run that keeps the source order, are anchors; the other
+        common events are out of order. Between two anchors, source-only and target-only events
+        are paired as different events (another id at that place); the rest are missing/extra.
+        """
+        index = {p.event_id: i for i, p in enumerate(expected)}
+        seen: set[str] = set()
+        common: list[tuple[int, int]] = []  # (position in actual, position in expected)
+        duplicates: set[int] = set()
+        for j, p in enumerate(actual):
+            if p.event_id in seen:
+                duplicates.add(j)
+                continue
+            seen.add(p.event_id)
+            if p.event_id in index:
+                common.append((j, index[p.event_id]))
+        anchors = _longest_increasing(common)
+        anchor_set = set(anchors)
+        for j, i in common:
+            if (j, i) in anchor_set:
+                problem = expected[i].mismatch(actual[j])
+                if problem:
+                    self._different(name, expected[i], actual[j], problem)
+            else:
+                self.diffs.add(
+                    name,
+                    DifferenceKind.ORDER,
+                    f"out of order: source revision {expected[i].revision} is at another place "
+                    "on the target",
+                    source_revision=expected[i].revision,
+                    target_revision=actual[j].revision,
+                    event_id=expected[i].event_id,
+                )
+        in_actual = {i for _, i in common}
+        bounds = [(-1, -1), *anchors, (len(actual), len(expected))]
+        for (j0, i0), (j1, i1) in pairwise(bounds):
+            only_expected = [expected[i] for i in range(i0 + 1, i1) if i not in in_actual]
+            only_actual = [
+                actual[j]
+                for j in range(j0 + 1, j1)
+                if actual[j].event_id not in index and j not in duplicates
+            ]
+            for e, a in zip(only_expected, only_actual, strict=False):
+                detail = f"another event at this place: target holds {a.event_id}"
+                problem = e.mismatch(a)
+                self._different(name, e, a, detail + (f" ({problem})" if problem else ""))
+            for e in only_expected[len(only_actual) :]:
+                self.diffs.add(
+                    name,
+                    DifferenceKind.MISSING_EVENT,
+                    f"source revision {e.revision} is not on the target",
+                    source_revision=e.revision,
+                    event_id=e.event_id,
+                )
+            for a in only_actual[len(only_expected) :]:
+                self.diffs.add(
+                    name,
+                    DifferenceKind.EXTRA_EVENT,
+                    f"target revision {a.revision} is not in the source",
+                    target_revision=a.revision,
+                    event_id=a.event_id,
+                )
+        for j in sorted(duplicates):
+            self.diffs.add(
+                name,
+                DifferenceKind.EXTRA_EVENT,
+                f"target revision {actual[j].revision} repeats an event id already in the stream",
+                target_revision=actual[j].revision,
+                event_id=actual[j].event_id,
+            )
+
+
+class _Absent:
+    def __repr__(self) -> str:
+        return "(absent)"
+
+
+_ABSENT: Any = _Absent()
+
+
+def _user_stream_of(event: Event) -> str | None:
+    kind = rules.classify(event)
+    if kind is rules.Kind.SKIP:
+        return None
+    return event.stream[2:] if kind is rules.Kind.METADATA else event.stream
+
+
+def _longest_increasing(pairs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The longest subsequence of `pairs` (ordered by their first item) whose second items
+    increase: the common events that keep the source's order."""
+    tails: list[int] = []  # smallest last second-item of an increasing run of each length
+    tail_at: list[int] = []  # index in pairs of that last item
+    previous: list[int] = [-1] * len(pairs)
+    for k, (_, i) in enumerate(pairs):
+        n = bisect.bisect_left(tails, i)
+        if n == len(tails):
+            tails.append(i)
+            tail_at.append(k)
+        else:
+            tails[n] = i
+            tail_at[n] = k
+        previous[k] = tail_at[n - 1] if n > 0 else -1
+    out: list[tuple[int, int]] = []
+    k = tail_at[-1] if tail_at else -1
+    while k >= 0:
+        out.append(pairs[k])
+        k = previous[k]
+    return out[::-1]

@@ -1,0 +1,177 @@
+"""`esdb-relay verify`: compare the target with the job's filtered source, stream by stream.
+
+Exit codes: 0 the target holds exactly what the source holds, 1 differences were found,
+2 the job could not be verified (configuration, connection or transform error).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from core.config import JobConfig, redact_connection_string
+from core.errors import ConfigError, RelayError
+from core.eventstore import EventStore
+from core.verify import VerifyReport
+from core.verify import verify as run_verify
+
+EXIT_EQUAL = 0
+EXIT_DIFFERENT = 1
+EXIT_ERROR = 2
+
+
+def verify(
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        "-c",
+        help="Job file (.toml, .yaml, .json); ESDB_RELAY_* env vars override it.",
+    ),
+    sample: int | None = typer.Option(
+        None,
+        "--sample",
+        min=1,
+        help="Check a random sample of this many streams (no scan for extra target streams).",
+    ),
+    seed: int = typer.Option(
+        0, "--seed", help="Seed of the sample: the same seed, the same streams."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+    show: int = typer.Option(
+        50, "--show", min=0, help="Differences listed in the table (--json lists up to 1000)."
+    ),
+    workers: int = typer.Option(
+        1, "--workers", min=1, max=64, help="Streams checked concurrently."
+    ),
+) -> None:
+    """Prove the target holds exactly what the source holds: ids, types, data, order, deletes.
+
+    Exits 0 when equal, 1 on any difference, 2 when the job cannot be verified.
+    """
+    out = Console(highlight=False)
+    err = Console(stderr=True, highlight=False)
+    try:
+        job = JobConfig.load(file=config)
+    except ConfigError as e:
+        err.print(f"[red]{escape(str(e))}[/]")
+        raise typer.Exit(EXIT_ERROR) from None
+    if not json_out:
+        out.print(
+            f"verifying job [bold]{escape(job.job_id)}[/]: "
+            f"{escape(_endpoint(job.source.get_secret_value()))} → "
+            f"{escape(_endpoint(job.target.get_secret_value()))}"
+        )
+    try:
+        report = _run(job, sample, seed, workers, err)
+    except RelayError as e:
+        err.print(f"[red]verify failed: {escape(str(e))}[/]")
+        raise typer.Exit(EXIT_ERROR) from None
+    if json_out:
+        sys.stdout.write(report.model_dump_json(indent=2) + "\n")
+        sys.stdout.flush()
+    else:
+        _print_report(out, report, show)
+    raise typer.Exit(EXIT_EQUAL if report.ok else EXIT_DIFFERENT)
+
+
+def _endpoint(connection_string: str) -> str:
+    """Scheme and hosts only: no credentials, no query parameters (they may name key files)."""
+    redacted = redact_connection_string(connection_string)
+    scheme, _, rest = redacted.partition("://")
+    hosts = rest.split("?", 1)[0].split("/", 1)[0].rsplit("@", 1)[-1]
+    return f"{scheme}://{hosts}"
+
+
+def _run(job: JobConfig, sample: int | None, seed: int, workers: int, err: Console) -> VerifyReport:
+    with (
+        EventStore(job.source.get_secret_value(), side="source") as source,
+        EventStore(job.target.get_secret_value(), side="target") as target,
+        Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+        ) as bar,
+    ):
+        scan = "scanning $all" if sample is not None else "scanning source and target $all"
+        task = bar.add_task(scan, total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, description="checking streams", completed=done, total=total)
+
+        return run_verify(
+            job, source, target, sample=sample, seed=seed, progress=progress, workers=workers
+        )
+
+
+def _print_report(out: Console, report: VerifyReport, show: int) -> None:
+    summary = Table(title="verify", show_header=False)
+    summary.add_column("what")
+    summary.add_column("value", justify="right")
+    checked = f"{report.streams_checked:,}"
+    if report.sample is not None:
+        checked += f" (sample of {report.streams_in_source:,}, seed {report.seed})"
+    summary.add_row("streams in source (filtered)", f"{report.streams_in_source:,}")
+    summary.add_row("streams checked", checked)
+    summary.add_row("streams equal", f"{report.streams_equal:,}")
+    summary.add_row("streams differing", f"{report.streams_differing:,}")
+    extra = f"{report.extra_streams:,}" if report.extra_streams_checked else "not checked (sample)"
+    summary.add_row("extra streams on target", extra)
+    summary.add_row("events compared", f"{report.events_compared:,}")
+    if report.events_unverified:
+        summary.add_row("target events not verifiable", f"{report.events_unverified:,}")
+    summary.add_row("differences", f"{report.differences_total:,}")
+    summary.add_row("time", f"{report.seconds:.1f}s ({report.events_per_second:,.0f} events/s)")
+    out.print(summary)
+    for note in report.notes:
+        out.print(f"[dim]note: {escape(note)}[/]")
+    if report.differences:
+        table = Table(title="differences")
+        for column in ("stream", "kind", "source rev", "target rev", "event id", "detail"):
+            table.add_column(column, overflow="fold")
+        for d in report.differences[:show]:
+            table.add_row(
+                escape(d.stream),
+                d.kind.value,
+                _revision(d.source_revision),
+                _revision(d.target_revision),
+                d.event_id or "",
+                escape(d.detail),
+            )
+        if show:
+            out.print(table)
+        hidden = report.differences_total - min(show, len(report.differences))
+        if hidden > 0:
+            out.print(
+                f"… and {hidden:,} more difference(s); --json lists up to "
+                f"{report.max_differences:,}"
+            )
+    if report.ok:
+        out.print("[bold green]OK[/]: the target holds exactly what the source holds")
+    else:
+        out.print(
+            f"[bold red]DIFFERENT[/]: {report.differences_total:,} difference(s) in "
+            f"{report.streams_differing + report.extra_streams:,} stream(s)"
+        )
+
+
+def _revision(value: int | None) -> str:
+    return "" if value is None else str(value)

@@ -15,6 +15,7 @@ Exactly once, without an atomic write across the checkpoint store and the target
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 import uuid
 from collections import Counter
@@ -35,6 +36,7 @@ from core.eventstore import (
     OutEvent,
     WrongExpectedRevision,
 )
+from core.scavenge import ScavengeFilter
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class SliceResult:
     next_action: Literal["continue", "idle", "stop"] = "idle"
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
+    dead_letters: int = 0
     seconds: float = 0.0
 
 
@@ -212,6 +215,8 @@ class _Slice:
         # This slice's events by id and per stream (bounded by the slice budget).
         self.positions_by_id: dict[uuid.UUID, int] = {}
         self.events_per_stream: Counter[str] = Counter()
+        self.first_revision: dict[str, int] = {}
+        self.scavenge = ScavengeFilter(source) if job.filters.scavenge else None
 
     # ---------------------------------------------------------------- the slice
     def run(self) -> None:
@@ -228,6 +233,7 @@ class _Slice:
             return
         for op in ops:
             if op.kind is rules.Kind.EVENT:
+                self.first_revision.setdefault(op.source.stream, op.source.revision)
                 self.events_per_stream[op.source.stream] += len(op.events)
                 for e in op.events:
                     self.positions_by_id[e.event_id] = op.source.commit_position
@@ -295,6 +301,8 @@ class _Slice:
             return _Op(event, kind, [self._metadata_event(event)])
         if not self.job.filters.accepts_event_type(event.type):
             return _Op(event, rules.Kind.SKIP)
+        if self.scavenge is not None and self.scavenge.removes(event):
+            return _Op(event, rules.Kind.SKIP)
         outputs = rules.apply_transform(self.transform, event) if self.transform else [event]
         with_original = self.job.original_metadata
         return _Op(event, kind, [rules.out_event(o, with_original=with_original) for o in outputs])
@@ -348,8 +356,6 @@ class _Slice:
 
     def _translate_tb(self, stream: str, data: bytes) -> bytes:
         """`$tb` names a source revision; the target's revisions differ, so map it."""
-        import json
-
         try:
             metadata = json.loads(data)
         except (ValueError, UnicodeDecodeError):
@@ -388,32 +394,85 @@ class _Slice:
     def _append(self, stream: str, group: list[_Op]) -> tuple[int, int]:
         state = self.streams.get(stream) or self._sync(stream)
         pending = [op for op in group if op.source.commit_position > state.marker]
-        events = [e for op in pending for e in op.events]
+        if not pending or not any(op.events for op in pending):
+            return 0, 0
+        try:
+            return self._append_ops(stream, state, pending)
+        except WrongExpectedRevision:
+            # Someone moved the stream (an invocation that lost its lease, or a crash replay
+            # the first check could not see): learn it again and skip what is already there.
+            state = self._sync(stream)
+            pending = [op for op in pending if op.source.commit_position > state.marker]
+            if not pending:
+                return 0, 0
+            try:
+                return self._append_ops(stream, state, pending)
+            except WrongExpectedRevision:
+                raise ConflictError(stream, state.revision, None) from None
+
+    def _append_ops(self, stream: str, state: _StreamState, ops: list[_Op]) -> tuple[int, int]:
+        """Append the ops' events in one call; split in halves if the server finds it too big."""
+        events = [e for op in ops for e in op.events]
         if not events:
             return 0, 0
-        for attempt in (1, 2):
-            try:
-                self.on_step("append")
-                self.target.append(stream, state.revision, events)
-                break
-            except WrongExpectedRevision:
-                if attempt == 2:
-                    raise ConflictError(stream, state.revision, None) from None
-                state = self._sync(stream)
-                pending = [op for op in pending if op.source.commit_position > state.marker]
-                events = [e for op in pending for e in op.events]
-                if not events:
-                    return 0, 0
-            except AppendTooLarge:
-                if len(events) == 1:
-                    op = pending[0]
-                    raise OversizeEventError(
-                        stream, op.source.revision, events[0].size, self.job.batch.max_bytes
-                    ) from None
-                raise
+        try:
+            self.on_step("append")
+            self.target.append(stream, state.revision, events)
+        except AppendTooLarge as e:
+            if len(ops) > 1:
+                half = len(ops) // 2
+                n1, b1 = self._append_ops(stream, state, ops[:half])
+                n2, b2 = self._append_ops(stream, state, ops[half:])
+                return n1 + n2, b1 + b2
+            op = ops[0]
+            if self.job.dead_letter:
+                self._dead_letter(stream, op, sum(x.size for x in events), e.limit)
+                state.marker = op.source.commit_position
+                return 0, 0
+            raise OversizeEventError(
+                stream,
+                op.source.revision,
+                sum(x.size for x in events),
+                e.limit or 0,
+                hint=f"at source position {op.source.commit_position}; raise the target's "
+                "MaxAppendSize or shrink the event with a transform",
+            ) from None
         state.revision = (state.revision if state.revision >= 0 else -1) + len(events)
-        state.marker = pending[-1].source.commit_position
+        state.marker = ops[-1].source.commit_position
         return len(events), sum(e.size for e in events)
+
+    def _dead_letter(self, stream: str, op: _Op, size: int, limit: int | None) -> None:
+        """Record an event the target refuses, instead of stopping (`dead_letter = true`).
+
+        The record goes to the target's `$esdb-relay-dead-letters-<job>` system stream, with
+        where to find the event in the source; the payload itself stays in the source.
+        """
+        record = {
+            "stream": stream,
+            "revision": op.source.revision,
+            "position": op.source.commit_position,
+            "eventId": str(op.source.event_id),
+            "type": op.source.type,
+            "size": size,
+            "limit": limit,
+            "reason": "over the target's maximum append size",
+        }
+        self.target.append_any(
+            f"$esdb-relay-dead-letters-{self.job.job_id}",
+            [
+                OutEvent(
+                    rules.derive_id(op.source.event_id, 1_000_000),
+                    "DeadLetter",
+                    "application/json",
+                    json.dumps(record).encode(),
+                    b"",
+                )
+            ],
+        )
+        self.result.dead_letters += 1
+        self.result.warnings.append(
+            f"event {op.source.revision} of {stream!r} ({size} bytes) dead-lettered"
+        )
 
     def _sync(self, stream: str) -> _StreamState:
         """Learn the target stream's revision and how far it already goes (see module doc).
@@ -432,11 +491,37 @@ class _Slice:
         if meta.events:
             marker = max(marker, rules.read_original_position(meta.events[-1].metadata) or -1)
         if tail.events:
-            found = rules.read_original_position(tail.events[-1].metadata)
-            marker = max(marker, self._search_ids(stream) if found is None else found)
+            last = tail.events[-1]
+            found = rules.read_original_position(last.metadata)
+            if found is None:
+                found = self._search_ids(stream)
+                if found < 0 and self._foreign(stream, last):
+                    raise ConflictError(
+                        stream,
+                        None,
+                        tail.last_revision,
+                        message=(
+                            f"target stream {stream!r} already holds events this job did not "
+                            f"write (last: revision {last.revision}, type {last.type!r}, id "
+                            f"{last.event_id}); nothing was written to it"
+                        ),
+                    )
+            marker = max(marker, found)
         state = _StreamState(tail.last_revision, marker)
         self.streams[stream] = state
         return state
+
+    def _foreign(self, stream: str, last: Event) -> bool:
+        """Is the target's last event not one of ours? Ours carry `$originalPosition` when the
+        job adds it and the metadata allows it; and a stream whose first source event is in
+        this slice must be empty on the target unless our events are there."""
+        if (
+            self.job.original_metadata
+            and rules.add_original_metadata(b"", last)
+            and (_is_json_object(last.metadata) or not last.metadata.strip())
+        ):
+            return True
+        return self.first_revision.get(stream) == 0
 
     def _search_ids(self, stream: str) -> int:
         """Without `$originalPosition` on the target: the newest tail event that is one of
@@ -472,6 +557,13 @@ class _Slice:
             ),
         )
         self.checkpoint = stored
+
+
+def _is_json_object(data: bytes) -> bool:
+    try:
+        return isinstance(json.loads(data), dict)
+    except (ValueError, UnicodeDecodeError):
+        return False
 
 
 def _runs(ops: list[_Op], max_events: int, max_bytes: int) -> Iterable[list[_Op]]:

@@ -8,6 +8,7 @@ into core.errors here; connection strings never appear in a message.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -84,7 +85,11 @@ class StreamTombstoned(RelayError):
 
 
 class AppendTooLarge(PermanentError):
-    """The append is over the server's maximum append size."""
+    """The append is over the server's maximum append size (`limit`, when it says)."""
+
+    def __init__(self, message: str, limit: int | None = None) -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 def _translate(error: Exception, side: str, action: str) -> Exception:
@@ -93,7 +98,8 @@ def _translate(error: Exception, side: str, action: str) -> Exception:
     if isinstance(error, esdb.StreamIsDeleted):
         return StreamTombstoned(f"{side}: {action}: stream is deleted")
     if isinstance(error, esdb.MaximumAppendSizeExceededError):
-        return AppendTooLarge(f"{side}: {action}: {error}")
+        limit = re.search(r"(\d+)", str(error))
+        return AppendTooLarge(f"{side}: {action}: {error}", int(limit.group(1)) if limit else None)
     if isinstance(error, esdb.SSLError):
         return PermanentError(
             f"{side}: TLS handshake failed",

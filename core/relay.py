@@ -7,6 +7,7 @@ with Relay(job) as relay:
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -49,6 +50,7 @@ class Relay:
         store: CheckpointStore | None = None,
         owner: str | None = None,
         timeout: float = 30.0,
+        connect_timeout: float = 10.0,
         on_step: Callable[[str], None] | None = None,
     ) -> None:
         self.job = job
@@ -62,6 +64,17 @@ class Relay:
         except Exception:
             self.source.close()
             raise
+        try:
+            self.check_connections(connect_timeout)
+        except Exception:
+            self.close()
+            raise
+
+    def check_connections(self, timeout: float) -> None:
+        """Fail fast, with the side named, when an endpoint cannot be reached or refuses us."""
+        for side in (self.source, self.target):
+            side.retry_deadline = time.monotonic() + timeout
+            side.head_position()
 
     def close(self) -> None:
         self.source.close()

@@ -17,7 +17,7 @@ import pytest
 
 from esdb_emulator import Emulator
 from esdb_emulator.workload import Workload, generate
-from tests.engine.test_ordered_replication import differences, user_event_count
+from tests.engine.helpers import differences, user_event_count
 
 CHILD = Path(__file__).with_name("relay_child.py")
 ROOT = Path(__file__).parents[2]

@@ -67,7 +67,7 @@ def verify(
     try:
         job = JobConfig.load(file=config)
     except ConfigError as e:
-        err.print(f"[red]{escape(str(e))}[/]")
+        err.print(f"[red]{escape(str(e))}[/]", soft_wrap=True)
         raise typer.Exit(EXIT_ERROR) from None
     if not json_out:
         out.print(
@@ -78,7 +78,7 @@ def verify(
     try:
         report = _run(job, sample, seed, workers, err)
     except RelayError as e:
-        err.print(f"[red]verify failed: {escape(str(e))}[/]")
+        err.print(f"[red]verify failed: {escape(str(e))}[/]", soft_wrap=True)
         raise typer.Exit(EXIT_ERROR) from None
     if json_out:
         sys.stdout.write(report.model_dump_json(indent=2) + "\n")
@@ -145,16 +145,17 @@ def _print_report(out: Console, report: VerifyReport, show: int) -> None:
         out.print(f"[dim]note: {escape(note)}[/]")
     if report.differences:
         table = Table(title="differences")
-        for column in ("stream", "kind", "source rev", "target rev", "event id", "detail"):
-            table.add_column(column, overflow="fold")
+        table.add_column("stream", overflow="fold", ratio=1)
+        table.add_column("kind", no_wrap=True)
+        table.add_column("rev src→tgt", no_wrap=True)
+        table.add_column("detail", overflow="fold", ratio=2)
         for d in report.differences[:show]:
+            detail = escape(d.detail) + (f"\n[dim]event {d.event_id}[/]" if d.event_id else "")
             table.add_row(
                 escape(d.stream),
                 d.kind.value,
-                _revision(d.source_revision),
-                _revision(d.target_revision),
-                d.event_id or "",
-                escape(d.detail),
+                f"{_revision(d.source_revision)}→{_revision(d.target_revision)}",
+                detail,
             )
         if show:
             out.print(table)
@@ -174,4 +175,4 @@ def _print_report(out: Console, report: VerifyReport, show: int) -> None:
 
 
 def _revision(value: int | None) -> str:
-    return "" if value is None else str(value)
+    return "-" if value is None else str(value)

@@ -1,0 +1,643 @@
+"""verify (core.verify and `esdb-relay verify`) against real emulators, no mocks.
+
+A source history is migrated once with run_slice into a "golden" target; each test starts a
+fresh target emulator loaded with the golden records, corrupts it in one way and checks that
+verify reports exactly that, with the right kind, and that the command exits non-zero.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from core import rules
+from core.checkpoint import open_store
+from core.config import JobConfig
+from core.engine import Budget, run_slice
+from core.eventstore import EventStore
+from core.verify import DifferenceKind, VerifyReport, verify
+from esdb_emulator import Emulator
+from esdb_emulator.security import DEFAULT_USERS
+from esdb_emulator.store import ANY, DELETED_STREAM, ProposedEvent, Record, Store
+from esdb_emulator.workload import Workload, generate
+from handlers.cli.verify_cmd import verify as verify_command
+
+WORKLOAD = Workload(
+    events=900,
+    streams=40,
+    seed=21,
+    soft_deleted=0.1,
+    tombstoned=0.1,
+    with_metadata=0.2,
+    non_json_metadata=0.05,
+)
+
+app = typer.Typer()
+app.command("verify")(verify_command)
+app.command("other")(lambda: None)  # two commands: `verify` is then invoked by name
+runner = CliRunner()
+
+
+# ------------------------------------------------------------------------------ helpers
+def job_for(source: Emulator, target: Emulator, tmp_path: Path, **overrides: object) -> JobConfig:
+    payload = {
+        "job_id": "verify-test",
+        "source": source.uri,
+        "target": target.uri,
+        "checkpoint_store": f"sqlite:///{tmp_path}/checkpoints-{uuid.uuid4().hex[:8]}.db",
+        "budget": {"max_events": 5000},
+        **overrides,
+    }
+    return JobConfig.from_payload(payload)
+
+
+def migrate(job: JobConfig) -> None:
+    store = open_store(job.checkpoint_store)
+    transform = rules.load_transform(job.transform)
+    with (
+        EventStore(job.source.get_secret_value(), side="source") as source,
+        EventStore(job.target.get_secret_value(), side="target") as target,
+    ):
+        for _ in range(100):
+            result = run_slice(
+                job, source, target, store, Budget.from_job(job), transform=transform
+            )
+            if result.caught_up:
+                return
+    raise AssertionError("migration did not catch up")
+
+
+def check(job: JobConfig, **kwargs: object) -> VerifyReport:
+    with (
+        EventStore(job.source.get_secret_value(), side="source") as source,
+        EventStore(job.target.get_secret_value(), side="target") as target,
+    ):
+        return verify(job, source, target, **kwargs)
+
+
+def kinds(report: VerifyReport) -> dict[str, set[DifferenceKind]]:
+    out: dict[str, set[DifferenceKind]] = {}
+    for d in report.differences:
+        out.setdefault(d.stream, set()).add(d.kind)
+    return out
+
+
+def write_config(tmp_path: Path, job: JobConfig) -> Path:
+    path = tmp_path / f"job-{uuid.uuid4().hex[:6]}.json"
+    data = json.loads(job.model_dump_json())
+    data["source"] = job.source.get_secret_value()
+    data["target"] = job.target.get_secret_value()
+    path.write_text(json.dumps(data))
+    return path
+
+
+def run_cli(*args: str):
+    return runner.invoke(app, ["verify", *args])
+
+
+def user_streams(store: Store) -> list[str]:
+    return sorted(
+        {
+            r.stream
+            for r in store.iter_all()
+            if not r.stream.startswith("$") and not r.type.startswith("$")
+        }
+    )
+
+
+def live_streams(store: Store, *, min_events: int = 1) -> list[str]:
+    """Source streams with at least `min_events` visible events, no $maxCount/$tb/deletes."""
+    out = []
+    for name in user_streams(store):
+        meta = store.stream_metadata(name)
+        if meta or store.stream_state(name)[1]:
+            continue
+        if len(store.visible_records(name)) >= min_events:
+            out.append(name)
+    return out
+
+
+def deleted_streams(store: Store) -> tuple[list[str], list[str]]:
+    soft, hard = [], []
+    for name in user_streams(store):
+        if store.stream_state(name)[1]:
+            hard.append(name)
+        elif store.stream_metadata(name).get("$tb") == DELETED_STREAM:
+            soft.append(name)
+    return soft, hard
+
+
+def proposed(type_: str = "Injected", data: bytes = b'{"x":1}') -> ProposedEvent:
+    return ProposedEvent(str(uuid.uuid4()), type_, "application/json", data, b"{}")
+
+
+# ------------------------------------------------------------------------------ fixtures
+@pytest.fixture(autouse=True)
+def _no_env_config(monkeypatch):
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("ESDB_RELAY_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="module")
+def source():
+    with Emulator() as db:
+        counts = generate(db.store, WORKLOAD)
+        assert counts["soft_deleted"] and counts["tombstoned"] and counts["metadata"]
+        yield db
+
+
+@pytest.fixture(scope="module")
+def golden(source, tmp_path_factory) -> tuple[list[Record], int]:
+    """The records of a target the relay migrated the source into (original metadata on)."""
+    with Emulator() as target:
+        migrate(job_for(source, target, tmp_path_factory.mktemp("golden")))
+        return target.store.export_records(), target.store.head_position
+
+
+def load_target(records: list[Record], next_position: int) -> Emulator:
+    """An emulator (not started yet: use it in `with`) holding these records."""
+    db = Emulator()
+    db.store.load_records(records, next_position)
+    return db
+
+
+@pytest.fixture
+def target(golden):
+    with load_target(*golden) as db:
+        yield db
+
+
+@pytest.fixture
+def job(source, target, tmp_path) -> JobConfig:
+    return job_for(source, target, tmp_path)
+
+
+def rebuilt_target(golden: tuple[list[Record], int], change) -> Emulator:
+    """A target holding the golden records as `change(records)` returns them."""
+    records, next_position = golden
+    return load_target(change(list(records)), next_position)
+
+
+# ------------------------------------------------------------------------------ equal
+def test_equal_after_migration(source, job):
+    calls: list[tuple[int, int]] = []
+    report = check(job, progress=lambda done, total: calls.append((done, total)))
+    assert report.ok, report.differences[:5]
+    names = user_streams(source.store)
+    soft, hard = deleted_streams(source.store)
+    assert report.streams_in_source == report.streams_checked == len(names)
+    assert report.streams_equal == len(names) and report.streams_differing == 0
+    assert report.extra_streams_checked and report.extra_streams == 0
+    visible = sum(
+        len(source.store.visible_records(n)) for n in names if n not in soft and n not in hard
+    )
+    assert report.events_compared == visible > 0
+    assert report.seconds > 0 and report.events_per_second > 0
+    assert soft and hard  # deleted states were compared too
+    assert calls[0] == (0, len(names)) and calls[-1] == (len(names), len(names))
+    assert len(calls) == len(names) + 1
+
+
+def test_cli_exits_zero_when_equal(job, tmp_path):
+    result = run_cli("--config", str(write_config(tmp_path, job)))
+    assert result.exit_code == 0, result.output
+    assert "OK" in result.stdout
+    assert "streams checked" in result.stdout
+
+
+def test_workers_give_the_same_report(source, golden, tmp_path):
+    records, next_position = golden
+    name = live_streams(source.store, min_events=3)[0]
+    victim = next(r for r in records if r.stream == name and r.revision == 1)
+    changed = [
+        dataclasses.replace(r, data=b'{"tampered":true}') if r is victim else r for r in records
+    ]
+    with load_target(changed, next_position) as target:
+        job = job_for(source, target, tmp_path)
+        one = check(job)
+        many = check(job, workers=6)
+    assert not one.ok
+    assert one.differences == many.differences
+    assert one.events_compared == many.events_compared
+    assert one.streams_equal == many.streams_equal
+
+
+# ------------------------------------------------------------------------------ corruptions
+def test_extra_event_on_target(source, target, job, tmp_path):
+    name = live_streams(source.store)[0]
+    last = target.store.stream_state(name)[0]
+    target.store.append(name, ANY, [proposed()])
+    report = check(job)
+    assert not report.ok
+    assert kinds(report) == {name: {DifferenceKind.EXTRA_EVENT}}
+    [d] = report.differences
+    assert d.target_revision == last + 1 and d.source_revision is None
+    assert report.streams_differing == 1
+    assert run_cli("--config", str(write_config(tmp_path, job))).exit_code == 1
+
+
+def test_tombstoned_target_stream(source, target, job, tmp_path):
+    name = live_streams(source.store)[1]
+    target.store.tombstone(name, ANY)
+    report = check(job)
+    assert kinds(report) == {name: {DifferenceKind.DELETED_STATE}}
+    assert "source is live, target is tombstoned" in report.differences[0].detail
+    result = run_cli("--config", str(write_config(tmp_path, job)))
+    assert result.exit_code == 1
+    assert "deleted_state" in result.stdout
+
+
+def test_soft_deleted_target_stream(source, target, job):
+    name = live_streams(source.store)[2]
+    target.store.delete(name, ANY)
+    report = check(job)
+    assert kinds(report) == {name: {DifferenceKind.DELETED_STATE}}
+    assert "target is soft-deleted" in report.differences[0].detail
+
+
+def test_tombstone_missing_on_target(source, golden, tmp_path):
+    _, hard = deleted_streams(source.store)
+    name = hard[0]
+    target = rebuilt_target(
+        golden, lambda rs: [r for r in rs if not (r.stream == name and r.type == "$streamDeleted")]
+    )
+    with target:
+        report = check(job_for(source, target, tmp_path))
+    assert kinds(report) == {name: {DifferenceKind.DELETED_STATE}}
+    assert "source is tombstoned, target is live" in report.differences[0].detail
+
+
+def test_different_event_with_another_id(source, golden, tmp_path):
+    name = live_streams(source.store, min_events=3)[0]
+    records, _ = golden
+    victim = next(r for r in records if r.stream == name and r.revision == 1)
+    new_id = str(uuid.uuid4())
+    target = rebuilt_target(
+        golden,
+        lambda rs: [dataclasses.replace(r, event_id=new_id) if r is victim else r for r in rs],
+    )
+    with target:
+        job = job_for(source, target, tmp_path)
+        report = check(job)
+        result = run_cli("--config", str(write_config(tmp_path, job)))
+    [d] = report.differences
+    assert (d.stream, d.kind) == (name, DifferenceKind.DIFFERENT_EVENT)
+    assert d.event_id == victim.event_id and new_id in d.detail
+    assert d.source_revision == 1 and d.target_revision == 1
+    assert result.exit_code == 1
+
+
+def test_different_data_type_and_metadata(source, golden, tmp_path):
+    names = live_streams(source.store, min_events=2)
+    records, _ = golden
+    by_name = {
+        names[0]: {"data": b'{"changed":1}'},
+        names[1]: {"type": "SomethingElse"},
+        names[2]: {"metadata": b'{"correlationId":"forged"}'},
+        names[3]: {"content_type": "application/octet-stream"},
+    }
+    victims = {
+        next(r for r in records if r.stream == n and r.revision == 0).event_id: change
+        for n, change in by_name.items()
+    }
+
+    def change(rs: list[Record]) -> list[Record]:
+        return [
+            dataclasses.replace(r, **victims[r.event_id])
+            if r.event_id in victims and not r.stream.startswith("$")
+            else r
+            for r in rs
+        ]
+
+    with rebuilt_target(golden, change) as target:
+        report = check(job_for(source, target, tmp_path))
+    assert kinds(report) == {n: {DifferenceKind.DIFFERENT_EVENT} for n in by_name}
+    details = {d.stream: d.detail for d in report.differences}
+    assert details[names[0]].startswith("data sha256")
+    assert details[names[1]].startswith("type ") and "'SomethingElse'" in details[names[1]]
+    assert details[names[2]].startswith("metadata sha256")
+    assert details[names[3]].startswith("content type")
+    assert all(d.source_revision == 0 == d.target_revision for d in report.differences)
+
+
+def test_events_in_another_order(source, golden, tmp_path):
+    name = live_streams(source.store, min_events=3)[0]
+
+    def swap(rs: list[Record]) -> list[Record]:
+        i0 = next(i for i, r in enumerate(rs) if r.stream == name and r.revision == 0)
+        i1 = next(i for i, r in enumerate(rs) if r.stream == name and r.revision == 1)
+        a, b = rs[i0], rs[i1]
+        fields = ("event_id", "type", "content_type", "data", "metadata")
+        rs[i0] = dataclasses.replace(a, **{f: getattr(b, f) for f in fields})
+        rs[i1] = dataclasses.replace(b, **{f: getattr(a, f) for f in fields})
+        return rs
+
+    with rebuilt_target(golden, swap) as target:
+        job = job_for(source, target, tmp_path)
+        report = check(job)
+        result = run_cli("--config", str(write_config(tmp_path, job)), "--json")
+    assert kinds(report) == {name: {DifferenceKind.ORDER}}
+    [d] = report.differences  # one event moved, not two
+    assert d.source_revision in (0, 1)
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["differences"][0]["kind"] == "order"
+
+
+def test_dropped_stream_is_missing(source, golden, tmp_path):
+    name = live_streams(source.store, min_events=2)[0]
+    expected = len(source.store.visible_records(name))
+    target = rebuilt_target(
+        golden, lambda rs: [r for r in rs if r.stream not in (name, "$$" + name)]
+    )
+    with target:
+        report = check(job_for(source, target, tmp_path))
+    [d] = report.differences
+    assert (d.stream, d.kind) == (name, DifferenceKind.MISSING_STREAM)
+    assert d.source_revision == 0 and f"{expected} event(s)" in d.detail
+
+
+def test_dropped_last_event_is_missing(source, golden, tmp_path):
+    name = live_streams(source.store, min_events=2)[0]
+    last = source.store.stream_state(name)[0]
+    target = rebuilt_target(
+        golden, lambda rs: [r for r in rs if not (r.stream == name and r.revision == last)]
+    )
+    with target:
+        report = check(job_for(source, target, tmp_path))
+    [d] = report.differences
+    assert (d.stream, d.kind, d.source_revision) == (name, DifferenceKind.MISSING_EVENT, last)
+
+
+def test_stream_metadata_differs(source, target, job):
+    name = live_streams(source.store)[3]
+    target.store.set_metadata(name, {"owner": "someone-else", "$maxAge": 3600})
+    report = check(job)
+    [d] = report.differences
+    assert (d.stream, d.kind) == (name, DifferenceKind.METADATA)
+    assert "owner" in d.detail and "$maxAge" in d.detail
+
+
+def test_truncate_before_is_compared_by_effect(source, target, job):
+    """`$tb` values differ between source and target (translated); only the effect counts."""
+    tb_streams = [
+        n
+        for n in user_streams(source.store)
+        if isinstance(source.store.stream_metadata(n).get("$tb"), int)
+    ]
+    assert tb_streams
+    assert check(job).ok
+    # Moving `$tb` on the target hides events the source shows: reported as missing events.
+    name = next(n for n in live_streams(source.store, min_events=2))
+    target.store.set_metadata(name, {"$tb": 1})
+    report = check(job)
+    assert kinds(report) == {name: {DifferenceKind.MISSING_EVENT}}
+    assert report.differences[0].source_revision == 0
+
+
+def test_extra_stream_on_target(source, target, job):
+    target.store.append("intruder-1", ANY, [proposed(), proposed()])
+    target.store.set_metadata("intruder-2", {"x": 1})
+    report = check(job)
+    assert kinds(report) == {
+        "intruder-1": {DifferenceKind.EXTRA_STREAM},
+        "intruder-2": {DifferenceKind.EXTRA_STREAM},
+    }
+    assert report.extra_streams == 2
+    assert report.streams_differing == 0  # every source stream is equal
+    # A sample does not scan the target for extra streams.
+    sampled = check(job, sample=5)
+    assert sampled.ok and not sampled.extra_streams_checked
+
+
+def test_differences_are_bounded(source, target, job):
+    names = live_streams(source.store)[:6]
+    for name in names:
+        target.store.append(name, ANY, [proposed(), proposed()])
+    report = check(job, max_differences=5)
+    assert report.differences_total == 12
+    assert len(report.differences) == 5 and report.differences_truncated
+    assert report.streams_differing == 6
+    assert not report.ok
+
+
+def test_original_metadata_setting_is_checked(source, target, tmp_path):
+    """The golden target carries `$original*` keys; a job without them expects none."""
+    job = job_for(source, target, tmp_path, original_metadata=False)
+    report = check(job)
+    assert {d.kind for d in report.differences} == {DifferenceKind.DIFFERENT_EVENT}
+    assert all(d.detail.startswith("metadata sha256") for d in report.differences)
+    # Events with non-JSON metadata are copied byte for byte either way: not reported.
+    non_json = {
+        r.event_id
+        for r in source.store.iter_all()
+        if r.metadata.startswith(b"\x00") and not r.stream.startswith("$")
+    }
+    assert non_json and not non_json & {d.event_id for d in report.differences}
+
+
+def test_migration_without_original_metadata_verifies(source, tmp_path):
+    with Emulator() as target:
+        job = job_for(source, target, tmp_path, original_metadata=False)
+        migrate(job)
+        assert check(job).ok
+
+
+# ------------------------------------------------------------------------------ sample
+def test_sample_checks_exactly_n_streams_deterministically(source, target, job, tmp_path):
+    first = check(job, sample=7, seed=3)
+    again = check(job, sample=7, seed=3)
+    other = check(job, sample=7, seed=4)
+    assert first.streams_checked == 7 and first.sample == 7
+    assert first.sampled_streams == again.sampled_streams
+    assert first.sampled_streams != other.sampled_streams
+    assert len(set(first.sampled_streams)) == 7
+    assert first.streams_in_source == len(user_streams(source.store))
+    # A sample bigger than the source checks every stream once.
+    assert check(job, sample=10_000).streams_checked == first.streams_in_source
+
+    # Corrupt one sampled stream and one stream outside the sample.
+    inside = next(n for n in first.sampled_streams if n in live_streams(source.store))
+    outside = next(n for n in live_streams(source.store) if n not in first.sampled_streams)
+    for name in (inside, outside):
+        target.store.append(name, ANY, [proposed()])
+    report = check(job, sample=7, seed=3)
+    assert set(kinds(report)) == {inside}
+    config = str(write_config(tmp_path, job))
+    result = run_cli("--config", config, "--sample", "7", "--seed", "3", "--json")
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert data["streams_checked"] == 7 and data["sampled_streams"] == first.sampled_streams
+    assert {d["stream"] for d in data["differences"]} == {inside}
+
+
+# ------------------------------------------------------------------------------ filters
+def test_filtered_job_does_not_report_excluded_streams(source, tmp_path):
+    filters = {"include_stream_prefixes": ["order-", "cart-"], "exclude_streams": ["5$"]}
+    with Emulator() as target:
+        job = job_for(source, target, tmp_path, filters=filters)
+        migrate(job)
+        report = check(job)
+        assert report.ok, report.differences[:5]
+        accepted = [n for n in user_streams(source.store) if job.filters.accepts_stream(n)]
+        assert report.streams_checked == len(accepted) < len(user_streams(source.store))
+        # The unfiltered job sees the excluded streams missing.
+        unfiltered = check(job_for(source, target, tmp_path))
+        assert {d.kind for d in unfiltered.differences} <= {
+            DifferenceKind.MISSING_STREAM,
+            DifferenceKind.DELETED_STATE,
+            DifferenceKind.METADATA,
+        }
+        assert not {d.stream for d in unfiltered.differences} & set(accepted)
+        # A target stream the filters exclude is extra, even though the source has it.
+        excluded = next(n for n in live_streams(source.store) if not job.filters.accepts_stream(n))
+        target.store.append(excluded, ANY, [proposed()])
+        report = check(job)
+        [d] = report.differences
+        assert (d.stream, d.kind) == (excluded, DifferenceKind.EXTRA_STREAM)
+        assert "excluded by the filters" in d.detail
+
+
+def test_event_type_filter_and_max_count(source, tmp_path):
+    """Event-type filters drop events; with `$maxCount` the target's window reaches further
+    back than the source's, and those older target events are counted as unverifiable."""
+    filters = {"exclude_event_types": ["Updated$", "Closed$"]}
+    with Emulator() as target:
+        job = job_for(source, target, tmp_path, filters=filters)
+        migrate(job)
+        report = check(job)
+        assert report.ok, report.differences[:5]
+        dropped = sum(
+            1
+            for r in target.store.iter_all()
+            if r.type.endswith(("Updated", "Closed")) and not r.stream.startswith("$")
+        )
+        assert dropped == 0
+        # A filtered-out event that reaches the target anyway is an extra event.
+        name = live_streams(source.store)[0]
+        target.store.append(name, ANY, [proposed(type_="OrderUpdated")])
+        report = check(job)
+        assert kinds(report) == {name: {DifferenceKind.EXTRA_EVENT}}
+
+
+TRANSFORM = """
+from dataclasses import replace
+
+
+def rename(event):
+    if event.type.endswith("Closed"):
+        return None
+    if event.type.endswith("Created"):
+        return [replace(event, type="V2" + event.type), event]
+    return replace(event, type="V2" + event.type)
+"""
+
+
+def test_transform_is_applied_before_comparing(tmp_path, monkeypatch):
+    module = f"verify_transform_{uuid.uuid4().hex[:6]}"
+    (tmp_path / f"{module}.py").write_text(textwrap.dedent(TRANSFORM))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    # No non-JSON event metadata here: the engine translates `$tb` through the
+    # `$originalStreamRevision` of target events (see test_tb_kept_untranslated_is_reported).
+    workload = dataclasses.replace(WORKLOAD, non_json_metadata=0.0, seed=5)
+    try:
+        with Emulator() as source, Emulator() as target:
+            generate(source.store, workload)
+            job = job_for(source, target, tmp_path, transform=f"{module}:rename")
+            migrate(job)
+            report = check(job)
+            assert report.ok, report.differences[:5]
+            assert report.transform == job.transform
+            assert any("transform" in n for n in report.notes)
+            created = sum(1 for r in source.store.iter_all() if r.type.endswith("Created"))
+            assert len(target.store) > created  # the transform did duplicate events
+            # The untransformed view of the same target differs.
+            plain = check(job_for(source, target, tmp_path))
+            assert not plain.ok
+    finally:
+        sys.modules.pop(module, None)
+
+
+def test_tb_kept_untranslated_is_reported(tmp_path):
+    """A `$tb` the engine could not translate (the target's events carry no
+    `$originalStreamRevision`, e.g. non-JSON metadata) hides other events on the target than
+    on the source once filters shift the revisions: verify reports the events as missing."""
+
+    def event(type_: str, metadata: bytes = b"{}") -> ProposedEvent:
+        return ProposedEvent(str(uuid.uuid4()), type_, "application/json", b"{}", metadata)
+
+    with Emulator() as source, Emulator() as target:
+        events = [event("Noise"), event("Noise"), event("Keep"), event("Keep")]
+        source.store.append("a-1", ANY, [*events, event("Keep", b"\x00binary")])
+        source.store.set_metadata("a-1", {"$tb": 3})
+        job = job_for(source, target, tmp_path, filters={"exclude_event_types": ["^Noise$"]})
+        migrate(job)
+        report = check(job)
+    assert {d.kind for d in report.differences} == {DifferenceKind.MISSING_EVENT}
+    assert [d.source_revision for d in report.differences] == [3, 4]
+
+
+# ------------------------------------------------------------------------------ the CLI
+def test_cli_json_parses(job, tmp_path):
+    result = run_cli("--config", str(write_config(tmp_path, job)), "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["ok"] is True and data["differences"] == []
+    assert data["streams_checked"] == data["streams_in_source"] > 0
+    VerifyReport.model_validate({k: v for k, v in data.items() if k not in ("ok",)})
+
+
+def test_cli_config_errors_exit_2(tmp_path):
+    result = run_cli("--config", str(tmp_path / "missing.toml"))
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"job_id": "x", "source": "http://nope", "target": "esdb://h:1"}))
+    result = run_cli("--config", str(bad))
+    assert result.exit_code == 2
+    assert "source" in result.output
+
+
+def test_cli_unreachable_source_exits_2(tmp_path, target):
+    path = tmp_path / "job.json"
+    path.write_text(
+        json.dumps(
+            {
+                "job_id": "x",
+                "source": "esdb://admin:s3cret-pw@127.0.0.1:1?Tls=false&MaxDiscoverAttempts=1",
+                "target": target.uri,
+            }
+        )
+    )
+    result = run_cli("--config", str(path))
+    assert result.exit_code == 2, result.output
+    assert "verify failed" in result.output
+    assert "s3cret-pw" not in result.output
+
+
+def test_cli_never_prints_credentials(tmp_path):
+    password = next(iter(DEFAULT_USERS.values()))
+    with Emulator(tls=True) as source, Emulator(tls=True) as target:
+        source.store.append("order-1", ANY, [proposed(), proposed()])
+        job = job_for(source, target, tmp_path)
+        assert password in job.source.get_secret_value()
+        migrate(job)
+        target.store.append("order-1", ANY, [proposed()])
+        config = str(write_config(tmp_path, job))
+        for args in ((), ("--json",)):
+            result = run_cli("--config", config, *args)
+            assert result.exit_code == 1, result.output
+            assert password not in result.output
+            assert "tlsCaFile" not in result.output
+        human = run_cli("--config", config)
+        assert target.target in human.stdout and "extra_event" in human.stdout

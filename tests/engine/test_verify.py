@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 import typer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from core import rules
@@ -26,7 +28,16 @@ from core.eventstore import EventStore
 from core.verify import DifferenceKind, VerifyReport, verify
 from esdb_emulator import Emulator
 from esdb_emulator.security import DEFAULT_USERS
-from esdb_emulator.store import ANY, DELETED_STREAM, ProposedEvent, Record, Store
+from esdb_emulator.store import (
+    ANY,
+    DELETED_STREAM,
+    ProposedEvent,
+    Record,
+    Store,
+    StreamDeleted,
+    StreamNotFound,
+    WrongExpectedVersion,
+)
 from esdb_emulator.workload import Workload, generate
 from handlers.cli.verify_cmd import verify as verify_command
 
@@ -641,3 +652,189 @@ def test_cli_never_prints_credentials(tmp_path):
             assert "tlsCaFile" not in result.output
         human = run_cli("--config", config)
         assert target.target in human.stdout and "extra_event" in human.stdout
+
+
+# ------------------------------------------------------------------------------ random histories
+# verify's verdict is checked against an oracle written here from the emulator stores, so the
+# property holds whether or not the engine copied a history correctly.
+STREAM_METADATA = [
+    {"$maxCount": 2},
+    {"$tb": 1},
+    {"$tb": 3, "custom": "x"},
+    {"owner": {"team": 7}},
+    {"$maxCount": 3, "$cacheControl": 5},
+]
+EVENT_METADATA = [b"", b'{"a":1}', b"\x00\xff not json", b"[1]", b' { "k" : "v" } ']
+ORIGINAL_KEYS = ("$originalStreamRevision", "$originalPosition", "$originalCreated")
+
+operation = st.one_of(
+    st.tuples(
+        st.just("append"), st.integers(0, 4), st.integers(1, 4), st.sampled_from(EVENT_METADATA)
+    ),
+    st.tuples(st.just("meta"), st.integers(0, 4), st.sampled_from(STREAM_METADATA), st.none()),
+    st.tuples(
+        st.sampled_from(["delete", "tombstone", "link"]), st.integers(0, 4), st.none(), st.none()
+    ),
+)
+corruption = st.sampled_from(
+    ["none", "extra", "drop-last", "retype", "remeta", "tombstone", "soft-delete", "extra-stream"]
+)
+
+
+def apply_ops(store: Store, names: list[str], ops: list[tuple]) -> None:
+    for kind, index, arg, metadata in ops:
+        name = names[index]
+        try:
+            if kind == "append":
+                events = [
+                    ProposedEvent(str(uuid.uuid4()), "E", "application/json", b"{}", metadata)
+                    for _ in range(arg)
+                ]
+                store.append(name, ANY, events)
+            elif kind == "meta":
+                store.set_metadata(name, dict(arg))
+            elif kind == "delete":
+                store.delete(name, ANY)
+            elif kind == "tombstone":
+                store.tombstone(name, ANY)
+            else:
+                link = ProposedEvent(str(uuid.uuid4()), "$>", "text/plain", f"0@{name}".encode())
+                store.append(f"$ce-{name}", ANY, [link])
+        except (StreamDeleted, WrongExpectedVersion):
+            pass
+
+
+def _visible(store: Store, name: str) -> list[Record]:
+    try:
+        return [r for r in store.visible_records(name) if not r.type.startswith("$")]
+    except (StreamDeleted, StreamNotFound):
+        return []
+
+
+def _state(store: Store, name: str) -> str:
+    if store.stream_state(name)[1]:
+        return "tombstoned"
+    return "soft" if store.stream_metadata(name).get("$tb") == DELETED_STREAM else "live"
+
+
+def _metadata_matches(source: Record, target: Record, original: bool) -> bool:
+    if not original:
+        return source.metadata == target.metadata
+    try:
+        value = json.loads(source.metadata) if source.metadata.strip() else {}
+    except (ValueError, UnicodeDecodeError):
+        value = None
+    if not isinstance(value, dict):
+        return source.metadata == target.metadata
+    try:
+        copied = json.loads(target.metadata)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    if not isinstance(copied, dict):
+        return False
+    added = {k: copied.pop(k) for k in ORIGINAL_KEYS if k not in value and k in copied}
+    return (
+        copied == value
+        and set(added) == set(ORIGINAL_KEYS) - set(value)
+        and added.get("$originalStreamRevision", source.revision) == source.revision
+        and added.get("$originalPosition", source.position) == source.position
+    )
+
+
+def oracle(source: Store, target: Store, original: bool) -> set[str]:
+    """The user streams where the target differs from the source (no filters, no transform)."""
+    names = set(user_streams_with_metadata(source))
+    differing = set(user_streams_with_metadata(target)) - names
+    for name in names:
+        state = _state(source, name)
+        if state != _state(target, name):
+            differing.add(name)
+            continue
+        if state == "tombstoned":
+            continue
+        meta_s = {k: v for k, v in source.stream_metadata(name).items() if k != "$tb"}
+        meta_t = {k: v for k, v in target.stream_metadata(name).items() if k != "$tb"}
+        if meta_s != meta_t:
+            differing.add(name)
+        if state == "soft":
+            continue
+        s, t = _visible(source, name), _visible(target, name)
+
+        def fields(r: Record) -> tuple:
+            return (r.event_id, r.type, r.content_type, r.data)
+
+        if [fields(r) for r in s] != [fields(r) for r in t] or not all(
+            _metadata_matches(a, b, original) for a, b in zip(s, t, strict=True)
+        ):
+            differing.add(name)
+    return differing
+
+
+def user_streams_with_metadata(store: Store) -> list[str]:
+    names = set()
+    for r in store.iter_all():
+        if r.stream.startswith("$$") and not r.stream.startswith("$$$"):
+            names.add(r.stream[2:])
+        elif not r.stream.startswith("$") and (not r.type.startswith("$") or r.revision > 2**62):
+            names.add(r.stream)
+    return sorted(names)
+
+
+def corrupt_target(target: Store, names: list[str], corrupt: str) -> str | None:
+    live = [n for n in names if _state(target, n) == "live" and _visible(target, n)]
+    if corrupt == "extra-stream":
+        name = f"intruder-{uuid.uuid4().hex[:6]}"
+        target.append(name, ANY, [proposed()])
+        return name
+    if not live:
+        return None
+    name = live[0]
+    if corrupt == "extra":
+        target.append(name, ANY, [proposed()])
+    elif corrupt == "tombstone":
+        target.tombstone(name, ANY)
+    elif corrupt == "soft-delete":
+        target.delete(name, ANY)
+    elif corrupt in ("drop-last", "retype", "remeta"):
+        victim = _visible(target, name)[-1]
+        changes = {"retype": {"type": "Other"}, "remeta": {"metadata": b'{"forged":1}'}}
+        records = [
+            dataclasses.replace(r, **changes[corrupt]) if r is victim and corrupt in changes else r
+            for r in target.export_records()
+            if r is not victim or corrupt != "drop-last"
+        ]
+        target.load_records(records, target.head_position)
+    else:
+        return None
+    return name
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    ops=st.lists(operation, min_size=1, max_size=30),
+    original=st.booleans(),
+    corrupt=corruption,
+)
+def test_random_histories_verdict_matches_an_oracle(tmp_path, ops, original, corrupt):
+    names = [f"s{i}-{uuid.uuid4().hex[:6]}" for i in range(5)]
+    with Emulator() as source, Emulator() as target:
+        apply_ops(source.store, names, ops)
+        job = job_for(source, target, tmp_path, original_metadata=original)
+        migrate(job)
+
+        def differing(report: VerifyReport) -> set[str]:
+            return {d.stream for d in report.differences}
+
+        before = check(job)
+        assert differing(before) == oracle(source.store, target.store, original), before
+        assert before.ok == (before.differences == [])
+        victim = corrupt_target(target.store, names, corrupt)
+        after = check(job)
+        expected = oracle(source.store, target.store, original)
+        assert differing(after) == expected, (corrupt, after.differences)
+        if victim is not None:
+            assert victim in expected and not after.ok

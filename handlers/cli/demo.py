@@ -1,85 +1,158 @@
 """`esdb-relay demo`: the first command a newcomer runs.
 
-For now it shows the emulator working with the real esdbclient: it generates a realistic
-history (interleaved streams, soft deletes, tombstones, stream metadata, `$ce` links,
-non-JSON metadata) and reads the whole `$all` back over TLS with a progress bar.
+Two emulators (TLS, admin/changeit): a source with a generated, realistic history
+(interleaved streams, soft deletes, tombstones, `$maxCount`/`$tb` metadata, `$ce` links,
+non-JSON metadata) and an empty target. The relay runs as a real `esdb-relay run` process;
+the demo SIGKILLs it part-way, starts it again to show it resuming from its checkpoint, then
+verifies the target stream by stream.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import tempfile
 import time
-from collections import Counter
+from pathlib import Path
 
-from esdbclient import EventStoreDBClient
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 
+from core.checkpoint import open_store
+from core.config import JobConfig
+from core.eventstore import EventStore
+from core.verify import verify
 from esdb_emulator import Emulator
 from esdb_emulator.workload import Workload, generate
 
-
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeRemainingColumn(),
-        console=console,
-    )
+JOB_ID = "demo-migration"
+KILL_AT = 0.4  # fraction of the source log after which the relay process is killed
+LEASE_TTL = 3  # seconds; a real deployment uses at least the function's time-out
 
 
 def run_demo(console: Console, *, events: int, streams: int) -> int:
     started = time.perf_counter()
-    with Emulator(tls=True) as source:
-        console.print(f"[bold]source emulator[/] on {source.target} (TLS, admin/***)")
-        workload = Workload(events=events, streams=streams)
-        with _progress(console) as bar:
-            task = bar.add_task("generating history", total=events, rate="")
-            counts = generate(source.store, workload, progress=lambda n: bar.advance(task, n))
-        client = EventStoreDBClient(source.uri)
-        try:
-            total = len(source.store)
-            kinds: Counter[str] = Counter()
-            read_started = time.perf_counter()
-            with _progress(console) as bar:
-                task = bar.add_task("reading $all via esdbclient", total=total, rate="")
-                for n, event in enumerate(client.read_all(filter_exclude=[]), 1):
-                    kinds[_kind(event.type)] += 1
-                    if n % 1000 == 0:
-                        rate = n / (time.perf_counter() - read_started)
-                        bar.update(task, completed=n, rate=f"{rate:,.0f} ev/s")
-                bar.update(task, completed=total)
-            read_seconds = time.perf_counter() - read_started
-        finally:
-            client.close()
-    table = Table(title="source $all")
-    table.add_column("records")
-    table.add_column("count", justify="right")
-    for kind, count in sorted(kinds.items()):
-        table.add_row(kind, f"{count:,}")
-    console.print(table)
-    console.print(
-        f"generated {counts['events']:,} events in {streams:,} streams "
-        f"({counts['soft_deleted']} soft-deleted, {counts['tombstoned']} tombstoned, "
-        f"{counts['metadata']} with metadata, {counts['links']:,} links); "
-        f"read {sum(kinds.values()):,} records in {read_seconds:.1f}s; "
-        f"demo took {time.perf_counter() - started:.1f}s"
+    with (
+        tempfile.TemporaryDirectory(prefix="esdb-relay-demo-") as tmp,
+        Emulator(tls=True) as source,
+        Emulator(tls=True) as target,
+    ):
+        console.print(
+            f"[bold]source[/] emulator on {source.target}, [bold]target[/] emulator on "
+            f"{target.target} (TLS, admin/***)"
+        )
+        with _bar(console) as bar:
+            task = bar.add_task("generating source history", total=events)
+            counts = generate(
+                source.store,
+                Workload(events=events, streams=streams),
+                progress=lambda n: bar.advance(task, n),
+            )
+        console.print(
+            f"source: {counts['events']:,} events in {streams:,} streams, "
+            f"{counts['links']:,} $ce links, {counts['metadata']} streams with metadata, "
+            f"{counts['soft_deleted']} soft-deleted, {counts['tombstoned']} tombstoned "
+            f"— {len(source.store):,} records in $all"
+        )
+        store_url = f"sqlite:///{Path(tmp) / 'checkpoints.db'}"
+        env = {
+            **os.environ,
+            "ESDB_RELAY_JOB_ID": JOB_ID,
+            "ESDB_RELAY_SOURCE": source.uri,
+            "ESDB_RELAY_TARGET": target.uri,
+            "ESDB_RELAY_CHECKPOINT_STORE": store_url,
+            "ESDB_RELAY_BUDGET__MAX_EVENTS": "2000",
+            # The killed process keeps the job's lease until it expires; the resumed one waits.
+            "ESDB_RELAY_LEASE_TTL_SECONDS": str(LEASE_TTL),
+        }
+        store = open_store(store_url)
+        head = source.store.last_position
+
+        def position() -> int:
+            checkpoint = store.load(JOB_ID)
+            return checkpoint.position.commit if checkpoint and checkpoint.position else 0
+
+        with _bar(console) as bar:
+            task = bar.add_task("relay (first run)", total=head)
+            relay = _start_relay(env, Path(tmp) / "relay-1.log")
+            while position() < KILL_AT * head and relay.poll() is None:
+                bar.update(task, completed=position())
+                time.sleep(0.05)
+            relay.send_signal(signal.SIGKILL)
+            relay.wait()
+            killed_at = position()
+            bar.update(task, completed=killed_at, description="relay (SIGKILLed)")
+        console.print(
+            f"[yellow]killed the relay with SIGKILL[/] at checkpoint {killed_at:,} "
+            f"({killed_at / head:.0%} of the source log); starting it again — it waits "
+            f"{LEASE_TTL}s for the dead process's lease to expire, then resumes from the checkpoint"
+        )
+        with _bar(console) as bar:
+            task = bar.add_task("relay (resumed)", total=head, completed=killed_at)
+            relay = _start_relay(env, Path(tmp) / "relay-2.log")
+            while relay.poll() is None:
+                bar.update(task, completed=position())
+                time.sleep(0.05)
+            bar.update(task, completed=position())
+        if relay.returncode != 0:
+            console.print(f"[red]the relay failed:[/]\n{(Path(tmp) / 'relay-2.log').read_text()}")
+            return 1
+        checkpoint = store.load(JOB_ID)
+        history = store.history(JOB_ID, limit=200)
+        store.close()
+
+        job = JobConfig.from_payload({"job_id": JOB_ID, "source": source.uri, "target": target.uri})
+        with (
+            EventStore(source.uri, side="source") as src,
+            EventStore(target.uri, side="target") as dst,
+            _bar(console) as bar,
+        ):
+            task = bar.add_task("verifying stream by stream", total=None)
+            report = verify(
+                job,
+                src,
+                dst,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    table = Table(title="migration")
+    table.add_column("")
+    table.add_column("", justify="right")
+    table.add_row("slices", f"{len(history):,}")
+    table.add_row("events written", f"{checkpoint.events_written:,}" if checkpoint else "0")
+    table.add_row(
+        "records skipped (links, system)", f"{checkpoint.events_skipped:,}" if checkpoint else "0"
     )
-    if sum(kinds.values()) != total:
-        console.print("[red]read back fewer records than the source holds[/]")
-        return 1
-    return 0
+    table.add_row("streams verified", f"{report.streams_checked:,}")
+    table.add_row("events compared", f"{report.events_compared:,}")
+    table.add_row("differences", f"{report.differences_total:,}")
+    console.print(table)
+    seconds = time.perf_counter() - started
+    if report.ok:
+        console.print(f"[bold green]target equals the source[/] — demo took {seconds:.1f}s")
+        return 0
+    console.print(f"[bold red]{report.differences_total} differences[/]")
+    for difference in report.differences[:10]:
+        console.print(f"  {difference}")
+    return 1
 
 
-def _kind(event_type: str) -> str:
-    if event_type == "$>":
-        return "link events ($>)"
-    if event_type == "$metadata":
-        return "stream metadata ($metadata)"
-    if event_type == "$streamDeleted":
-        return "tombstones ($streamDeleted)"
-    if event_type.startswith("$"):
-        return "other system events"
-    return "user events"
+def _start_relay(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "handlers.cli.main", "run", "--until-caught-up", "--no-progress"],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _bar(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        MofNCompleteColumn(),
+        console=console,
+    )

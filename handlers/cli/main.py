@@ -1,22 +1,181 @@
-"""The `esdb-relay` command."""
+"""The `esdb-relay` command: the core engine run by hand or in a loop."""
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
+from core.config import JobConfig
+from core.engine import SliceResult
+from core.errors import ConfigError, RelayError
+from core.logs import configure as configure_logging
+from core.relay import Relay
 from esdb_emulator import Emulator, FaultConfig
+from handlers.cli.progress import RunProgress
+from handlers.cli.verify_cmd import verify
 
 app = typer.Typer(
     help="Migrate an EventStoreDB/KurrentDB database into another, exactly once.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
 console = Console()
+err = Console(stderr=True)
+
+ConfigOption = typer.Option(
+    None,
+    "--config",
+    "-c",
+    help="Job file (.toml/.yaml/.json); ESDB_RELAY_* env vars override it.",
+)
+LogFormat = typer.Option("text", "--log-format", help="Log lines as 'text' or 'json'.")
+
+
+def load_job(config: Path | None) -> JobConfig:
+    try:
+        return JobConfig.load(file=config)
+    except ConfigError as e:
+        err.print(f"[red]configuration error:[/] {e}")
+        raise typer.Exit(2) from None
+
+
+@contextmanager
+def open_relay(job: JobConfig) -> Iterator[Relay]:
+    try:
+        with Relay(job) as relay:
+            yield relay
+    except ConfigError as e:
+        err.print(f"[red]configuration error:[/] {e}")
+        raise typer.Exit(2) from None
+    except RelayError as e:
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(1) from None
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+@app.command()
+def run(
+    config: Path | None = ConfigOption,
+    until_caught_up: bool = typer.Option(
+        False, "--until-caught-up", help="Stop at the source's tail instead of following it."
+    ),
+    idle_seconds: float = typer.Option(1.0, help="Pause between slices once caught up."),
+    log_format: str = LogFormat,
+    progress: bool = typer.Option(True, help="Show a progress bar (off with --no-progress)."),
+) -> None:
+    """Copy the source's $all into the target, slice after slice, from the checkpoint."""
+    configure_logging(_log_format(log_format))
+    job = load_job(config)
+    stop = _stop_on_signals()
+    with open_relay(job) as relay:
+        bar = RunProgress(console, relay, enabled=progress)
+        with bar:
+            try:
+                last = relay.run(
+                    until_caught_up=until_caught_up,
+                    stop=stop,
+                    on_slice=bar.update,
+                    idle_seconds=idle_seconds,
+                )
+            except RelayError as e:
+                err.print(f"[red]stopped:[/] {e}")
+                raise typer.Exit(1) from None
+    _summary(last)
+
+
+@app.command()
+def backfill(
+    config: Path | None = ConfigOption,
+    from_position: int = typer.Option(..., "--from", help="First $all commit position to copy."),
+    to_position: int | None = typer.Option(
+        None, "--to", help="Last $all commit position to copy (default: the current head)."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Read and plan, write nothing."),
+    log_format: str = LogFormat,
+) -> None:
+    """Copy a range of $all again, under its own checkpoint; events already there are skipped."""
+    configure_logging(_log_format(log_format))
+    job = load_job(config)
+    with open_relay(job) as relay:
+        end = to_position if to_position is not None else relay.source.head_position()
+        if end < from_position:
+            err.print(f"[red]--to {end} is before --from {from_position}[/]")
+            raise typer.Exit(2)
+        range_job = job.model_copy(
+            update={"job_id": f"{job.job_id}.backfill-{from_position}-{end}"}
+        )
+        start_after = from_position - 1 if from_position > 0 else None
+        if dry_run:
+            result = relay.run_once(
+                start_after=start_after, stop_at=end, dry_run=True, job=range_job
+            )
+        else:
+            bar = RunProgress(console, relay, enabled=True, job_id=range_job.job_id, end=end)
+            with bar:
+                try:
+                    result = relay.run(
+                        start_after=start_after,
+                        stop_at=end,
+                        on_slice=bar.update,
+                        job=range_job,
+                        stop=_stop_on_signals(),
+                    )
+                except RelayError as e:
+                    err.print(f"[red]stopped:[/] {e}")
+                    raise typer.Exit(1) from None
+    _summary(result)
+
+
+@app.command()
+def status(
+    config: Path | None = ConfigOption,
+    json_out: bool = typer.Option(False, "--json", help="Print the status as JSON."),
+) -> None:
+    """Where the job stands: position, lag, rates, ETA, warnings."""
+    job = load_job(config)
+    with open_relay(job) as relay:
+        try:
+            s = relay.status()
+        except RelayError as e:
+            err.print(f"[red]error:[/] {e}")
+            raise typer.Exit(1) from None
+    if json_out:
+        console.print_json(s.model_dump_json())
+        return
+    table = Table(title=f"job {s.job_id}", show_header=False)
+    table.add_row("position", "start of $all" if s.position is None else f"{s.position:,}")
+    table.add_row("source head", f"{s.head_position:,}")
+    table.add_row("lag", f"{s.lag_bytes:,} bytes" + _events(s.lag_events_estimate))
+    table.add_row("events written", f"{s.events_written:,} (of {s.events_read:,} read)")
+    table.add_row("relay rate", _rate(s.relay_rate))
+    table.add_row("source write rate", _rate(s.source_write_rate))
+    table.add_row("ETA", _eta(s.eta_seconds, s.caught_up))
+    table.add_row("last slice", str(s.last_slice_at or "never"))
+    if s.last_error:
+        table.add_row("last error", s.last_error)
+    console.print(table)
+    for warning in s.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+
+
+app.command("verify")(verify)
 
 
 @app.command()
@@ -37,13 +196,10 @@ def emulator(
     db.start()
     console.print(f"[bold green]esdb emulator[/] listening on {db.target}")
     console.print(f"connection string: {db.uri}")
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = _stop_on_signals()
     try:
         while not stop.is_set():
             time.sleep(0.2)
-    except KeyboardInterrupt:
-        pass
     finally:
         db.stop()
         console.print("emulator stopped" + (f"; data saved to {snapshot}" if snapshot else ""))
@@ -54,14 +210,51 @@ def demo(
     events: int = typer.Option(20_000, help="Events in the generated source history."),
     streams: int = typer.Option(1_000, help="Streams in the generated source history."),
 ) -> None:
-    """Start an emulator with a generated history and read it back with esdbclient."""
+    """Two emulators, a generated history, a migration killed and resumed, then verify."""
     from handlers.cli.demo import run_demo
 
     raise typer.Exit(run_demo(console, events=events, streams=streams))
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    app()
+def _log_format(value: str) -> Literal["json", "text"]:
+    if value not in ("json", "text"):
+        err.print(f"[red]--log-format must be 'json' or 'text', not {value!r}[/]")
+        raise typer.Exit(2)
+    return value  # type: ignore[return-value]
+
+
+def _summary(result: SliceResult | None) -> None:
+    if result is None:
+        console.print("stopped before the first slice")
+        return
+    state = "caught up" if result.caught_up else "stopped"
+    where = "start of $all" if result.position is None else f"{result.position:,}"
+    console.print(f"{state} at position {where}; last slice: {json.dumps(_brief(result))}")
+
+
+def _brief(result: SliceResult) -> dict[str, object]:
+    return {
+        "read": result.events_read,
+        "written": result.events_written,
+        "skipped": result.events_skipped,
+        "seconds": round(result.seconds, 2),
+    }
+
+
+def _events(value: int | None) -> str:
+    return "" if value is None else f" (~{value:,} events)"
+
+
+def _rate(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:,.0f} events/s"
+
+
+def _eta(seconds: float | None, caught_up: bool) -> str:
+    if caught_up:
+        return "caught up"
+    if seconds is None:
+        return "unknown"
+    return time.strftime("%H:%M:%S", time.gmtime(seconds))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -50,10 +50,15 @@ def load_job(config: Path | None) -> JobConfig:
         raise typer.Exit(2) from None
 
 
+ConnectTimeout = typer.Option(
+    10.0, "--connect-timeout", help="Seconds to keep trying to reach each endpoint at start."
+)
+
+
 @contextmanager
-def open_relay(job: JobConfig) -> Iterator[Relay]:
+def open_relay(job: JobConfig, connect_timeout: float = 10.0) -> Iterator[Relay]:
     try:
-        with Relay(job) as relay:
+        with Relay(job, connect_timeout=connect_timeout) as relay:
             yield relay
     except ConfigError as e:
         err.print(f"[red]configuration error:[/] {e}")
@@ -79,12 +84,13 @@ def run(
     idle_seconds: float = typer.Option(1.0, help="Pause between slices once caught up."),
     log_format: str = LogFormat,
     progress: bool = typer.Option(True, help="Show a progress bar (off with --no-progress)."),
+    connect_timeout: float = ConnectTimeout,
 ) -> None:
     """Copy the source's $all into the target, slice after slice, from the checkpoint."""
     configure_logging(_log_format(log_format))
     job = load_job(config)
     stop = _stop_on_signals()
-    with open_relay(job) as relay:
+    with open_relay(job, connect_timeout) as relay:
         bar = RunProgress(console, relay, enabled=progress)
         with bar:
             try:
@@ -109,11 +115,12 @@ def backfill(
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Read and plan, write nothing."),
     log_format: str = LogFormat,
+    connect_timeout: float = ConnectTimeout,
 ) -> None:
     """Copy a range of $all again, under its own checkpoint; events already there are skipped."""
     configure_logging(_log_format(log_format))
     job = load_job(config)
-    with open_relay(job) as relay:
+    with open_relay(job, connect_timeout) as relay:
         end = to_position if to_position is not None else relay.source.head_position()
         if end < from_position:
             err.print(f"[red]--to {end} is before --from {from_position}[/]")
@@ -147,10 +154,11 @@ def backfill(
 def status(
     config: Path | None = ConfigOption,
     json_out: bool = typer.Option(False, "--json", help="Print the status as JSON."),
+    connect_timeout: float = ConnectTimeout,
 ) -> None:
     """Where the job stands: position, lag, rates, ETA, warnings."""
     job = load_job(config)
-    with open_relay(job) as relay:
+    with open_relay(job, connect_timeout) as relay:
         try:
             s = relay.status()
         except RelayError as e:

@@ -6,8 +6,11 @@ with Relay(job) as relay:
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -54,7 +57,8 @@ class Relay:
         on_step: Callable[[str], None] | None = None,
     ) -> None:
         self.job = job
-        self.owner = owner
+        # One owner name per process, so the history shows which invocation did what.
+        self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.on_step = on_step
         self.transform = rules.load_transform(job.transform)
         self.store = store or open_store(job.checkpoint_store)

@@ -258,6 +258,7 @@ class _Verifier:
         self.workers = workers
         self.transform = rules.load_transform(job.transform)
         self.diffs = _Differences(max_differences)
+        self.extras = _Differences(max_differences)
         self.report = VerifyReport(
             job_id=job.job_id,
             transform=job.transform,
@@ -297,6 +298,10 @@ class _Verifier:
             self._merge(check)
             if progress:
                 progress(done, total)
+        # Extra target streams were found before the checks; they are listed after them.
+        self.diffs.total += self.extras.total - len(self.extras.items)
+        for difference in self.extras.items:
+            self.diffs.append(difference)
         report.differences = self.diffs.items
         report.differences_total = self.diffs.total
         report.seconds = time.monotonic() - started
@@ -367,7 +372,7 @@ class _Verifier:
             if name is None or name in expected or name in seen:
                 continue
             seen.add(name)
-            self.diffs.add(
+            self.extras.add(
                 name,
                 DifferenceKind.EXTRA_STREAM,
                 "on the target but not in the source"
@@ -430,9 +435,11 @@ class _StreamCheck:
         parts = []
         for key in different[:5]:
             s, t = source.get(key, _ABSENT), target.get(key, _ABSENT)
-            parts.append(f"{key}: {_short(s, 30)} != {_short(t, 30)}")
+            parts.append(f"{key}: source {_short(s, 30)}, target {_short(t, 30)}")
         more = f" (+{len(different) - 5} more keys)" if len(different) > 5 else ""
-        self.diffs.add(name, DifferenceKind.METADATA, "; ".join(parts) + more)
+        self.diffs.add(
+            name, DifferenceKind.METADATA, "stream metadata differs: " + "; ".join(parts) + more
+        )
 
     # ------------------------------------------------------------------- events
     def _visible(self, store: EventStore, name: str, first: list[Event]) -> Iterator[Event]:

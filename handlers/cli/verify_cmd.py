@@ -154,7 +154,7 @@ def _print_report(out: Console, report: VerifyReport, show: int) -> None:
             table.add_row(
                 escape(d.stream),
                 d.kind.value,
-                f"{_revision(d.source_revision)}→{_revision(d.target_revision)}",
+                _revisions(d.source_revision, d.target_revision),
                 detail,
             )
         if show:
@@ -174,5 +174,7 @@ def _print_report(out: Console, report: VerifyReport, show: int) -> None:
         )
 
 
-def _revision(value: int | None) -> str:
-    return "-" if value is None else str(value)
+def _revisions(source: int | None, target: int | None) -> str:
+    if source is None and target is None:
+        return ""
+    return f"{'-' if source is None else source}→{'-' if target is None else target}"

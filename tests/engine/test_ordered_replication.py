@@ -30,7 +30,7 @@ def test_full_history_is_copied_exactly(pair, tmp_path):
 
 def test_interrupted_slices_leave_no_duplicates_or_gaps(pair, tmp_path):
     source, target = pair
-    generate(source.store, Workload(events=2000, streams=40, interleaving="random", seed=3))
+    generate(source.store, Workload(events=800, streams=40, interleaving="random", seed=3))
     job = make_job(source, target, tmp_path, batch={"max_events": 20})
     # Every few appends fail after some of the slice's batches went through, so the next
     # slice starts from an older checkpoint than what the target already holds.

@@ -569,6 +569,18 @@ def test_event_type_filter_and_max_count(source, tmp_path):
         assert kinds(report) == {name: {DifferenceKind.EXTRA_EVENT}}
 
 
+def test_scavenge_filter_migration_verifies(tmp_path):
+    # No non-JSON event metadata: see test_transform_is_applied_before_comparing.
+    with Emulator() as source, Emulator() as target:
+        generate(source.store, dataclasses.replace(WORKLOAD, non_json_metadata=0.0))
+        job = job_for(source, target, tmp_path, filters={"scavenge": True})
+        migrate(job)
+        report = check(job)
+        assert report.ok, report.differences[:5]
+        copied = sum(1 for r in target.store.iter_all() if not r.stream.startswith("$"))
+        assert copied < sum(1 for r in source.store.iter_all() if not r.stream.startswith("$"))
+
+
 TRANSFORM = """
 from dataclasses import replace
 

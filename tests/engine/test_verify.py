@@ -11,6 +11,7 @@ import dataclasses
 import json
 import sys
 import textwrap
+import time
 import uuid
 from pathlib import Path
 
@@ -442,6 +443,29 @@ def test_truncate_before_is_compared_by_effect(source, target, job):
     report = check(job)
     assert kinds(report) == {name: {DifferenceKind.MISSING_EVENT}}
     assert report.differences[0].source_revision == 0
+
+
+def test_max_age_target_events_the_source_hides_are_unverified(tmp_path):
+    """Target copies are younger than the source's events: under `$maxAge` the target still
+    shows events the source already hides. They are counted, not reported."""
+    with Emulator() as source, Emulator() as target:
+        source.store.append("aged-1", ANY, [proposed(), proposed()])
+        source.store.append("aged-2", ANY, [proposed()])
+        for name in ("aged-1", "aged-2"):
+            source.store.set_metadata(name, {"$maxAge": 2})
+        time.sleep(2.2)
+        fresh = [proposed(), proposed()]
+        source.store.append("aged-1", ANY, fresh)
+        job = job_for(source, target, tmp_path)
+        migrate(job)
+        report = check(job)
+        assert report.ok, report.differences
+        assert report.events_unverified == 3
+        assert len(report.notes) == 2
+        # An extra event *after* the expected ones is still a difference.
+        target.store.append("aged-1", ANY, [proposed()])
+        report = check(job)
+        assert kinds(report) == {"aged-1": {DifferenceKind.EXTRA_EVENT}}
 
 
 def test_extra_stream_on_target(source, target, job):

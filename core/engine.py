@@ -34,6 +34,7 @@ from core.eventstore import (
     Event,
     EventStore,
     OutEvent,
+    StreamTombstoned,
     WrongExpectedRevision,
 )
 from core.scavenge import ScavengeFilter
@@ -94,9 +95,10 @@ class _Limits:
 class _StreamState:
     """What one slice knows of a target stream: its revision and how far it already goes."""
 
-    def __init__(self, revision: int, marker: int) -> None:
+    def __init__(self, revision: int, marker: int, soft_deleted: bool = False) -> None:
         self.revision = revision  # expected revision for the next append (NO_STREAM if none)
         self.marker = marker  # source position at or before which events are already there
+        self.soft_deleted = soft_deleted  # the target's metadata says `$tb` = long.MaxValue
 
 
 def run_slice(
@@ -344,7 +346,15 @@ class _Slice:
         if op.source.commit_position <= state.marker:
             return 0, 0
         event = op.events[0]
-        data = self._translate_tb(stream, event.data)
+        data = self._translate_tb(stream, event.data, op.source.commit_position)
+        if _tb(data) == rules.DELETED_STREAM and state.soft_deleted:
+            # Deleting again: appending `$tb = long.MaxValue` to the metastream of a stream
+            # that is already soft-deleted makes the server *undelete* it (it rewrites `$tb`
+            # to the next revision: StorageWriterService.SoftUndeleteMetastream). The target
+            # already shows the deletion, and no event of the stream can lie in between.
+            self.meta_markers[stream] = op.source.commit_position
+            state.marker = op.source.commit_position
+            return 0, 0
         self.target.append_any(
             op.source.stream,
             [OutEvent(event.event_id, event.type, event.content_type, data, event.metadata)],
@@ -354,7 +364,7 @@ class _Slice:
         self.meta_markers[stream] = op.source.commit_position
         return 1, event.size
 
-    def _translate_tb(self, stream: str, data: bytes) -> bytes:
+    def _translate_tb(self, stream: str, data: bytes, position: int) -> bytes:
         """`$tb` names a source revision; the target's revisions differ, so map it."""
         try:
             metadata = json.loads(data)
@@ -365,31 +375,106 @@ class _Slice:
         tb = metadata.get("$tb")
         if not isinstance(tb, int) or tb == rules.DELETED_STREAM or tb <= 0:
             return data
-        translated = self._target_revision_for(stream, tb)
+        translated = self._target_revision_for(stream, tb, position)
         if translated == tb:
             return data
         metadata["$tb"] = translated
         return json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode()
 
-    def _target_revision_for(self, stream: str, source_revision: int) -> int:
-        """Target revision of the first replicated event whose source revision >= the given."""
+    def _target_revision_for(self, stream: str, n: int, position: int) -> int:
+        """Target revision of the first replicated event whose source revision is >= n.
+
+        Exact when the target shows the events around that point with their
+        `$originalStreamRevision`, or when the source still holds events from n on that the
+        target shows (matched by id). Otherwise it counts forward from the stream's last
+        replicated event: the events of the stream that follow it in the source's `$all` and
+        the job copies, and one for one beyond the source's end.
+        """
         tail = self.target.stream_tail(stream, 4096)
-        if not tail.events:
-            # Hidden (soft deleted) or empty: the next event written will be the first kept.
-            return max(0, tail.last_revision + 1) if tail.last_revision >= 0 else 0
-        answer = tail.last_revision + 1
-        for event in reversed(tail.events):
-            original = rules.read_original_revision(event.metadata)
-            if original is None:
-                self.result.warnings.append(
-                    f"$tb of {stream!r} kept as source revision {source_revision}: target events "
-                    "carry no $originalStreamRevision (original_metadata off or non-JSON metadata)"
+        visible = list(tail.events)
+        originals = [rules.read_original_revision(e.metadata) for e in visible]
+        positions = [rules.read_original_position(e.metadata) for e in visible]
+        if visible and None not in originals and None not in positions:
+            newest = visible[-1]
+            if originals[-1] < n:  # type: ignore[operator]
+                return self._count(
+                    stream,
+                    positions[-1],
+                    newest.revision,
+                    originals[-1],
+                    n,  # type: ignore[arg-type]
                 )
-                return source_revision
-            if original < source_revision:
+            answer = newest.revision
+            for event, original in zip(reversed(visible), reversed(originals), strict=True):
+                if original < n:  # type: ignore[operator]
+                    return answer
+                answer = event.revision
+            oldest, oldest_original = visible[0], originals[0]
+            assert oldest_original is not None
+            if oldest.revision == 0 or oldest_original == n:
+                return oldest.revision
+            # Earlier target events are hidden ($maxCount): count back one for one.
+            return max(0, oldest.revision - (oldest_original - n))
+        by_id = {e.event_id: e.revision for e in visible}
+        try:
+            later = self.source.read_stream(stream, from_revision=n, limit=256)
+        except StreamTombstoned:
+            later = []  # the tombstone follows; the target stream ends deleted all the same
+        for event in later:
+            if event.event_id in by_id:
+                # Count back from it over the source's $all: events between n and it may be
+                # hidden from reads on either side.
+                return self._count(
+                    stream, event.commit_position, by_id[event.event_id], event.revision, n
+                )
+        last = tail.last_revision if visible else self.target.current_revision(stream)
+        before = self.source.stream_records_before(stream, position, 1)
+        if not before:
+            return self._count(stream, None, last, -1, n)
+        anchor = before[0]
+        return self._count(
+            stream, anchor.commit_position, last, anchor.revision, n, self._replicates(anchor)
+        )
+
+    def _count(
+        self,
+        stream: str,
+        anchor: int | None,
+        target_last: int,
+        source_last: int,
+        n: int,
+        anchor_copied: bool = True,
+    ) -> int:
+        """The target revision source revision n lands on, given that the stream's record at
+        `$all` position `anchor` (source revision `source_last`, copied or filtered out) is the
+        last the target holds up to `target_last`: count the copied records between them in
+        the source's `$all`."""
+        limit = 10_000
+        if n <= source_last:
+            copied = int(anchor_copied)
+            if anchor is not None and source_last > n:
+                for event in self.source.stream_records_before(
+                    stream, anchor, min(source_last - n, limit)
+                ):
+                    if event.revision < n:
+                        break
+                    copied += self._replicates(event)
+            return max(0, target_last + 1 - copied)
+        copied = 0
+        seen = source_last
+        wanted = min(n - source_last - 1, limit)
+        for event in self.source.stream_records_after(stream, anchor, wanted) if wanted else ():
+            if event.revision >= n:
                 break
-            answer = event.revision
-        return answer
+            seen = event.revision
+            copied += self._replicates(event)
+        # Revisions the source does not hold yet are taken as copied one for one.
+        return target_last + 1 + copied + max(0, n - seen - 1)
+
+    def _replicates(self, event: Event) -> bool:
+        return rules.classify(event) is rules.Kind.EVENT and self.job.filters.accepts(
+            event.stream, event.type
+        )
 
     def _append(self, stream: str, group: list[_Op]) -> tuple[int, int]:
         state = self.streams.get(stream) or self._sync(stream)
@@ -488,8 +573,15 @@ class _Slice:
             return state
         marker = self.meta_markers.get(stream, -1)
         meta = self.target.stream_tail("$$" + stream, 1)
+        soft_deleted = False
+        revision = tail.last_revision
         if meta.events:
-            marker = max(marker, rules.read_original_position(meta.events[-1].metadata) or -1)
+            last_meta = meta.events[-1]
+            marker = max(marker, rules.read_original_position(last_meta.metadata) or -1)
+            soft_deleted = _tb(last_meta.data) == rules.DELETED_STREAM
+            if not tail.events:
+                # `$tb`/`$maxCount` or a soft delete may hide every event: ask for the revision.
+                revision = self.target.current_revision(stream)
         if tail.events:
             last = tail.events[-1]
             found = rules.read_original_position(last.metadata)
@@ -507,7 +599,7 @@ class _Slice:
                         ),
                     )
             marker = max(marker, found)
-        state = _StreamState(tail.last_revision, marker)
+        state = _StreamState(revision, marker, soft_deleted)
         self.streams[stream] = state
         return state
 
@@ -557,6 +649,14 @@ class _Slice:
             ),
         )
         self.checkpoint = stored
+
+
+def _tb(metadata: bytes) -> object:
+    try:
+        value = json.loads(metadata)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return value.get("$tb") if isinstance(value, dict) else None
 
 
 def _is_json_object(data: bytes) -> bool:

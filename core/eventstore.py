@@ -25,6 +25,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exp
 from core.errors import PermanentError, RelayError, TransientError
 
 T = TypeVar("T")
+_PROBE_REVISION = 2**62  # a revision no stream reaches: appends expecting it always fail
 _DEFAULT_ATTEMPTS = 4
 
 NO_STREAM = -1
@@ -77,7 +78,11 @@ class StreamTail:
 
 
 class WrongExpectedRevision(RelayError):
-    """The target stream is not at the revision we expected (resynchronise, then retry)."""
+    """The stream is not at the revision we expected; `actual` is where it is (-1 = none)."""
+
+    def __init__(self, message: str, actual: int | None = None) -> None:
+        super().__init__(message)
+        self.actual = actual
 
 
 class StreamTombstoned(RelayError):
@@ -94,7 +99,7 @@ class AppendTooLarge(PermanentError):
 
 def _translate(error: Exception, side: str, action: str) -> Exception:
     if isinstance(error, esdb.WrongCurrentVersion):
-        return WrongExpectedRevision(f"{side}: {action}: {error}")
+        return WrongExpectedRevision(f"{side}: {action}: {error}", _actual_revision(str(error)))
     if isinstance(error, esdb.StreamIsDeleted):
         return StreamTombstoned(f"{side}: {action}: stream is deleted")
     if isinstance(error, esdb.MaximumAppendSizeExceededError):
@@ -123,6 +128,15 @@ def _translate(error: Exception, side: str, action: str) -> Exception:
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         return TransientError(f"{side}: {action}: {code.name}")
     return PermanentError(f"{side}: {action} failed: {type(error).__name__}: {error}")
+
+
+def _actual_revision(message: str) -> int | None:
+    # esdbclient words the server's WrongExpectedVersion.current_revision into its message:
+    # "Stream position of last event is N not X" or "Stream 'x' does not exist".
+    if "does not exist" in message:
+        return NO_STREAM
+    found = re.search(r"last event is (\d+)", message)
+    return int(found.group(1)) if found else None
 
 
 def _grpc_code(error: Exception) -> grpc.StatusCode | None:
@@ -277,6 +291,40 @@ class EventStore:
             ],
         )
 
+    def stream_records_before(self, stream: str, position: int, limit: int) -> list[Event]:
+        """The stream's last `limit` records in `$all` before `position`, newest first, even
+        if stream reads hide them (`$tb`, `$maxCount`): `$all` keeps records until a scavenge."""
+
+        def read() -> list[Event]:
+            records = self._client.read_all(
+                commit_position=position,
+                backwards=True,
+                filter_include=[re.escape(stream)],
+                filter_by_stream_name=True,
+                limit=limit,
+                timeout=self.timeout,
+            )
+            return [_event(r) for r in records]
+
+        return self._call(f"read $all for {stream!r}", read)
+
+    def stream_records_after(self, stream: str, position: int | None, limit: int) -> list[Event]:
+        """The stream's next `limit` records in `$all` after `position` (None = from the
+        start), hidden from stream reads or not."""
+
+        def read() -> list[Event]:
+            records = self._client.read_all(
+                commit_position=position,
+                filter_include=[re.escape(stream)],
+                filter_by_stream_name=True,
+                limit=limit + 1,
+                timeout=self.timeout,
+            )
+            found = [_event(r) for r in records if r.commit_position != position]
+            return found[:limit]
+
+        return self._call(f"read $all for {stream!r}", read)
+
     def stream_tail(self, stream: str, limit: int) -> StreamTail:
         def read() -> StreamTail:
             try:
@@ -349,6 +397,32 @@ class EventStore:
                 stream, current_version=current, events=new_events, timeout=self.timeout
             ),
         )
+
+    def current_revision(self, stream: str) -> int:
+        """The stream's last revision even when `$tb`/`$maxCount` hide every event from reads
+        (NO_STREAM if it has none). Asks with an empty append expecting an impossible
+        revision: the server answers with the current one and writes nothing."""
+        try:
+            self._append(stream, _PROBE_REVISION, [])
+        except WrongExpectedRevision as e:
+            if e.actual is not None:
+                return e.actual
+            raise
+        return _PROBE_REVISION
+
+    def delete(self, stream: str) -> None:
+        """Soft-delete a stream (as the server's Delete does: `$tb` = long.MaxValue); a stream
+        that does not exist counts as deleted."""
+
+        def delete() -> None:
+            try:
+                self._client.delete_stream(
+                    stream, current_version=StreamState.ANY, timeout=self.timeout
+                )
+            except esdb.NotFound:
+                return
+
+        self._call(f"delete {stream!r}", delete)
 
     def tombstone(self, stream: str) -> None:
         """Hard-delete a stream; a stream already tombstoned counts as done."""

@@ -162,12 +162,8 @@ def apply_history(store: Store, case: Case) -> History:
         n = next(history.counter)
         try:
             if kind == "append":
-                if soft_deleted(store, name) and untranslatable(case, records_of(store, name)):
-                    continue  # KNOWN BUG 2: see untranslatable
                 events = []
-                for i, (type_, data_index, metadata) in enumerate(arg):
-                    if i == 0 and soft_deleted(store, name) and not accepts_type(case, type_):
-                        type_ = "Created"  # KNOWN BUG 1: see avoid_known_bug
+                for type_, data_index, metadata in arg:
                     content_type, data = EVENT_DATA[data_index]
                     data = data % n if b"%d" in data else data
                     events.append(
@@ -175,12 +171,8 @@ def apply_history(store: Store, case: Case) -> History:
                     )
                 store.append(name, ANY, events)
             elif kind == "meta":
-                if soft_deleted(store, name):
-                    continue  # KNOWN BUG 1: the server's undelete writes a $tb hiding all
-                store.set_metadata(name, avoid_known_bug(store, case, name, dict(arg)))
+                store.set_metadata(name, dict(arg))
             elif kind == "delete":
-                if soft_deleted(store, name):
-                    continue  # KNOWN BUG 4: a second soft delete undeletes the target stream
                 store.delete(name, ANY)
             elif kind == "tombstone":
                 store.tombstone(name, ANY)
@@ -188,8 +180,6 @@ def apply_history(store: Store, case: Case) -> History:
                 link = ProposedEvent(str(uuid.uuid4()), "$>", BINARY_CT, f"0@{name}".encode())
                 store.append(f"$ce-{prefix}", ANY, [link])
             elif kind == "user-link":  # a link inside a user stream is skipped too
-                if soft_deleted(store, name):
-                    continue  # KNOWN BUG 1: see avoid_known_bug
                 link = ProposedEvent(str(uuid.uuid4()), "$>", BINARY_CT, f"0@{name}".encode())
                 store.append(name, ANY, [link])
             elif kind == "system":
@@ -198,63 +188,6 @@ def apply_history(store: Store, case: Case) -> History:
         except (StreamDeleted, WrongExpectedVersion):
             pass  # the store refused the operation (tombstoned stream, delete of nothing)
     return history
-
-
-def soft_deleted(store: Store, name: str) -> bool:
-    return store.stream_metadata(name).get("$tb") == DELETED_STREAM
-
-
-def avoid_known_bug(store: Store, case: Case, name: str, metadata: dict) -> dict:
-    """KNOWN BUG 1 (tests/engine/test_engine_regressions.py): a `$tb` written while it hides
-    every replicated event of the target stream is mistranslated (the empty tail reads as "no
-    stream"): later appends stop with a ConflictError, or the stream is un-truncated. Until it
-    is fixed, histories keep at least one replicated event at or after every `$tb` — the source
-    `$tb` is lowered to the last replicated event, and a recreate after a soft delete (the
-    server then writes `$tb` = the recreated revision) starts with a replicated event.
-    """
-    tb = metadata.get("$tb")
-    if not isinstance(tb, int) or tb <= 0:
-        return metadata
-    records = records_of(store, name)
-    # KNOWN BUG 3: `$tb` is translated from the target's *visible* tail, cut by the stream's
-    # current `$maxCount`/`$tb`; a `$tb` reaching below that window comes out too high.
-    current = store.stream_metadata(name)
-    floor = 0
-    if "$maxCount" in current or current.get("$tb"):
-        view = expected_view(store, case, name)
-        floor = view[0].revision if isinstance(view, list) and view else 0
-        tb = metadata["$tb"] = max(tb, floor)
-    if untranslatable(case, records):  # KNOWN BUG 2: keep $tb where revisions still agree
-        tb = metadata["$tb"] = min(
-            [tb] + [r.revision for r in records if not accepts_type(case, r.type)]
-        )
-        if tb < floor:
-            tb = metadata["$tb"] = 0
-            return metadata
-    kept = [r.revision for r in records if accepts_type(case, r.type)]
-    if not any(revision >= tb for revision in kept):
-        metadata["$tb"] = kept[-1] if kept else 0
-    return metadata
-
-
-def untranslatable(case: Case, records: list[Record]) -> bool:
-    """KNOWN BUG 2 (tests/engine/test_engine_regressions.py): target revisions differ from the
-    source's (a link or a filtered event type in the stream) and the target events carry no
-    `$originalStreamRevision` (original_metadata off, or metadata not a JSON object): `$tb` is
-    then copied untranslated (with a warning) and hides the wrong events. Until it is fixed,
-    such histories keep `$tb` below the first skipped revision and recreate no such stream."""
-
-    def json_object(raw: bytes) -> bool:
-        try:
-            return not raw.strip() or isinstance(json.loads(raw), dict)
-        except (ValueError, UnicodeDecodeError):
-            return False
-
-    kept = [r for r in records if accepts_type(case, r.type)]
-    shifted = len(kept) < len(records)
-    return shifted and (
-        not case.original_metadata or not all(json_object(r.metadata) for r in kept)
-    )
 
 
 # ------------------------------------------------------------------------------ the oracle

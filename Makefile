@@ -6,14 +6,20 @@ BIN    := $(VENV)/bin
 # grpcio >= 1.80 while esdbclient pins 1.71, so they cannot share one.
 KVENV  := .venv-kurrent
 
-.PHONY: setup kurrent-env demo test lint format clean
+.PHONY: setup kurrent-env services-deps demo test lint format clean
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -c constraints.txt -e '.[dev]'
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -c constraints.txt -e '.[dev,aws,gcp,azure]'
+	touch $@
+
+# Azurite (Azure Table + Queue emulator) for the Azure store and handler tests; 3.35 is the
+# last release that runs on Node 20.
+node_modules/.bin/azurite-table: package.json
+	npm install --no-audit --no-fund --silent
 	touch $@
 
 kurrent-env: $(KVENV)/.installed
@@ -31,7 +37,9 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: setup kurrent-env lint
+services-deps: node_modules/.bin/azurite-table
+
+test: setup kurrent-env services-deps lint
 	$(BIN)/python -m pytest
 
 bench: setup
@@ -42,4 +50,4 @@ format: setup
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) $(KVENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(KVENV) node_modules .pytest_cache .ruff_cache

@@ -1,7 +1,7 @@
 """Checkpoint store protocol, its models, and the store registry.
 
 One record per job holds the lease (owner, fencing token, expiry) and the checkpoint (position,
-counters, version, and the intent of the batch in flight). Every write that moves the job forward
+counters and version). Every write that moves the job forward
 is conditional on the lease still being held, so an invocation that lost its lease cannot commit.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from core.errors import ConfigError
 
@@ -48,31 +48,12 @@ class Position(_Frozen):
         return f"C:{self.commit}/P:{self.prepare}"
 
 
-class StreamTail(_Frozen):
-    """The part of the batch in flight that goes to one target stream.
-
-    Saved as intent before the target writes begin, so a resumed run knows which target streams
-    may hold a partial write and what their last event should be.
-    """
-
-    stream: str = Field(min_length=1)
-    first_source_revision: int = Field(ge=0)
-    last_source_revision: int = Field(ge=0)
-    last_event_id: str = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> StreamTail:
-        if self.last_source_revision < self.first_source_revision:
-            raise ValueError("last_source_revision is below first_source_revision")
-        return self
-
-
 class Checkpoint(_Frozen):
     """Where a job stands. ``position`` None means the start of ``$all``.
 
     ``version`` is managed by the store: a commit must carry the stored version and the store
-    saves version + 1. ``last_batch`` is the intent of the batch in flight, or None when no batch
-    is in flight; the target streams' full revision map is never stored (memory stays bounded).
+    saves version + 1. Nothing per target stream is stored (memory stays bounded): the engine
+    learns what a crashed run left behind from the target streams themselves.
     """
 
     job_id: str = Field(min_length=1)
@@ -83,7 +64,6 @@ class Checkpoint(_Frozen):
     bytes_written: int = Field(default=0, ge=0)
     updated_at: AwareDatetime = Field(default_factory=utcnow)
     version: int = Field(default=0, ge=0)
-    last_batch: list[StreamTail] | None = None
 
 
 class Lease(_Frozen):
@@ -134,7 +114,7 @@ class CheckpointStore(Protocol):
     """
 
     def load(self, job_id: str) -> Checkpoint | None:
-        """The job's checkpoint, or None if the job never committed nor saved an intent."""
+        """The job's checkpoint, or None if the job never committed."""
         ...
 
     def acquire(self, job_id: str, owner: str, ttl_seconds: float) -> Lease:
@@ -150,16 +130,11 @@ class CheckpointStore(Protocol):
         ...
 
     def commit(self, lease: Lease, checkpoint: Checkpoint) -> Checkpoint:
-        """Store ``checkpoint`` (position, counters, and ``last_batch`` as given: None clears the
-        intent) if the lease is held and ``checkpoint.version`` equals the stored version.
+        """Store ``checkpoint`` (position and counters) if the lease is held and
+        ``checkpoint.version`` equals the stored version.
 
         Returns what was stored: version + 1 and ``updated_at`` = now().
         """
-        ...
-
-    def save_intent(self, lease: Lease, intent: list[StreamTail]) -> None:
-        """Record the batch about to be written, if the lease is held. Leaves position, counters
-        and version as they are (creates a version-0 checkpoint if there is none)."""
         ...
 
     def release(self, lease: Lease) -> bool:
@@ -269,7 +244,6 @@ __all__ = [
     "Position",
     "SliceRecord",
     "StoreFactory",
-    "StreamTail",
     "known_schemes",
     "open_store",
     "register_store",

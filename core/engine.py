@@ -644,7 +644,6 @@ class _Slice:
                     "events_skipped": c.events_skipped + skipped,
                     "bytes_written": c.bytes_written + size,
                     "updated_at": datetime.now(UTC),
-                    "last_batch": None,
                 }
             ),
         )

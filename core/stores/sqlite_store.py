@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from core.checkpoint import (
     HISTORY_LIMIT,
@@ -26,7 +26,6 @@ from core.checkpoint import (
     Clock,
     Lease,
     SliceRecord,
-    StreamTail,
     utcnow,
 )
 from core.errors import (
@@ -62,7 +61,6 @@ CREATE TABLE IF NOT EXISTS {HISTORY} (
 CREATE INDEX IF NOT EXISTS {HISTORY}_job ON {HISTORY} (job_id, seq);
 """
 
-_INTENT = TypeAdapter(list[StreamTail])
 _URL_HINT = "use sqlite:///relative/path.db, sqlite:////absolute/path.db or sqlite://:memory:"
 
 
@@ -220,21 +218,6 @@ class SqliteCheckpointStore:
                 (stored.version, _dump(stored), lease.job_id),
             )
             return stored
-
-    def save_intent(self, lease: Lease, intent: list[StreamTail]) -> None:
-        tails = _INTENT.validate_python(intent)
-        with self._write(lease.job_id) as conn:
-            row = self._held(conn, lease)
-            current = (
-                self._checkpoint(lease.job_id, row)
-                if row.checkpoint is not None
-                else Checkpoint(job_id=lease.job_id, version=row.version)
-            )
-            updated = current.model_copy(update={"last_batch": tails, "updated_at": self._now()})
-            conn.execute(
-                f"UPDATE {JOBS} SET checkpoint = ? WHERE job_id = ?",
-                (_dump(updated), lease.job_id),
-            )
 
     def release(self, lease: Lease) -> bool:
         with self._write(lease.job_id) as conn:

@@ -28,7 +28,6 @@ from core.checkpoint import (
     Lease,
     Position,
     SliceRecord,
-    StreamTail,
 )
 from core.errors import CorruptCheckpointError, LeaseLostError
 
@@ -51,15 +50,6 @@ class FakeClock:
             self._now += timedelta(seconds=seconds)
 
 
-def tails(*streams: str) -> list[StreamTail]:
-    return [
-        StreamTail(
-            stream=s, first_source_revision=i, last_source_revision=i + 2, last_event_id=f"id-{s}"
-        )
-        for i, s in enumerate(streams)
-    ]
-
-
 def advanced(
     checkpoint: Checkpoint | None, job_id: str, commit: int, **extra: object
 ) -> Checkpoint:
@@ -71,7 +61,6 @@ def advanced(
             "events_read": base.events_read + 10,
             "events_written": base.events_written + 9,
             "bytes_written": base.bytes_written + 1000,
-            "last_batch": None,
             **extra,
         }
     )
@@ -141,7 +130,6 @@ class CheckpointStoreContract:
         loaded = store.load(job_id)
         assert loaded == stored
         assert (loaded.events_read, loaded.events_written, loaded.bytes_written) == (10, 9, 1000)
-        assert loaded.last_batch is None
 
     def test_resume_versions_increase(self, store: CheckpointStore, job_id: str) -> None:
         lease = store.acquire(job_id, "a", TTL)
@@ -264,8 +252,6 @@ class CheckpointStoreContract:
         with pytest.raises(LeaseLostError):
             store.commit(a, advanced(committed, job_id, 999))
         with pytest.raises(LeaseLostError):
-            store.save_intent(a, tails("s-1"))
-        with pytest.raises(LeaseLostError):
             store.renew(a, TTL)
         assert store.load(job_id) == committed
 
@@ -357,47 +343,6 @@ class CheckpointStoreContract:
         stored = store.commit(lease, advanced(None, job_id, 100))
         store.release(lease)
         assert store.load(job_id) == stored
-
-    # --- intent ---------------------------------------------------------------------------
-
-    def test_intent_saved_then_cleared_by_commit(self, store: CheckpointStore, job_id: str) -> None:
-        lease = store.acquire(job_id, "a", TTL)
-        first = store.commit(lease, advanced(None, job_id, 100))
-
-        intent = tails("orders-1", "orders-2")
-        store.save_intent(lease, intent)
-        loaded = store.load(job_id)
-        assert loaded.last_batch == intent
-        assert loaded.version == first.version  # intent does not move the version
-        assert loaded.position == first.position
-        assert loaded.events_written == first.events_written
-
-        cleared = store.commit(lease, advanced(loaded, job_id, 200, last_batch=None))
-        assert cleared.version == 2
-        assert store.load(job_id).last_batch is None
-
-        # commit may set the next intent in the same write as the position
-        nxt = tails("orders-3")
-        stored = store.commit(lease, advanced(cleared, job_id, 300, last_batch=nxt))
-        assert store.load(job_id).last_batch == nxt == stored.last_batch
-
-    def test_intent_before_first_commit(self, store: CheckpointStore, job_id: str) -> None:
-        lease = store.acquire(job_id, "a", TTL)
-        store.save_intent(lease, tails("s-1"))
-        loaded = store.load(job_id)
-        assert loaded is not None
-        assert (loaded.position, loaded.version, loaded.events_written) == (None, 0, 0)
-        assert loaded.last_batch == tails("s-1")
-        assert store.commit(lease, advanced(loaded, job_id, 10)).version == 1
-
-    def test_intent_survives_a_lost_lease_for_the_next_owner(
-        self, store: CheckpointStore, clock: FakeClock, job_id: str
-    ) -> None:
-        a = store.acquire(job_id, "a", TTL)
-        store.save_intent(a, tails("s-1", "s-2"))
-        clock.advance(TTL + 1)  # a dies mid-batch
-        store.acquire(job_id, "b", TTL)
-        assert store.load(job_id).last_batch == tails("s-1", "s-2")
 
     # --- history --------------------------------------------------------------------------
 

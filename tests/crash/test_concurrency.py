@@ -65,7 +65,8 @@ def test_an_invocation_fenced_out_mid_slice_cannot_commit(tmp_path):
 
         with (
             EventStore(source.uri, side="source") as s,
-            EventStore(target.uri, side="target") as t,pytest.raises(LeaseLostError)
+            EventStore(target.uri, side="target") as t,
+            pytest.raises(LeaseLostError),
         ):
             run_slice(
                 job,

@@ -11,7 +11,6 @@ from core.checkpoint import (
     CheckpointStore,
     Lease,
     Position,
-    StreamTail,
     known_schemes,
     open_store,
     register_store,
@@ -42,25 +41,12 @@ def test_position_ordering() -> None:
         Position(commit=-1, prepare=0)
 
 
-def test_stream_tail_revisions_ordered() -> None:
-    StreamTail(stream="s", first_source_revision=3, last_source_revision=3, last_event_id="e")
-    with pytest.raises(ValidationError):
-        StreamTail(stream="s", first_source_revision=4, last_source_revision=3, last_event_id="e")
-    with pytest.raises(ValidationError):
-        StreamTail(stream="", first_source_revision=0, last_source_revision=0, last_event_id="e")
-
-
 def test_checkpoint_defaults_and_json_round_trip() -> None:
     cp = Checkpoint(job_id="j", updated_at=NOW)
-    assert (cp.position, cp.version, cp.events_written, cp.last_batch) == (None, 0, 0, None)
+    assert (cp.position, cp.version, cp.events_written) == (None, 0, 0)
     full = cp.model_copy(
         update={
             "position": Position(commit=9, prepare=8),
-            "last_batch": [
-                StreamTail(
-                    stream="s", first_source_revision=0, last_source_revision=2, last_event_id="e"
-                )
-            ],
         }
     )
     assert Checkpoint.model_validate_json(full.model_dump_json()) == full

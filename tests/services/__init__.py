@@ -1,0 +1,1 @@
+"""Local stand-ins for cloud services (moto, Firestore emulator, Azurite), started by fixtures."""

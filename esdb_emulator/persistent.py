@@ -63,7 +63,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import grpc
 from esdbclient.protos.Grpc import persistent_pb2, persistent_pb2_grpc, shared_pb2
@@ -78,6 +78,7 @@ from esdb_emulator.store import (
     StreamDeleted,
     StreamNotFound,
     WrongExpectedVersion,
+    visible_in_all,
 )
 from esdb_emulator.streams import Guard
 
@@ -270,17 +271,15 @@ def _username(metadata: dict[str, str]) -> str | None:
         return None
 
 
-def _default_all_allows(record: Record) -> bool:
-    """EventFilter.DefaultAllFilter: what a `$all` persistent subscription may see at all."""
-    stream = record.stream
-    if not stream.startswith("$"):
-        return True
-    if stream == "$epoch-information":
-        return False
-    return not (
-        stream.startswith("$persistentsubscription-$all::")
-        and stream.endswith(("-checkpoint", "-parked"))
-    )
+def _subscription_stream(options: Any, context: grpc.ServicerContext) -> tuple[str, str]:
+    """(which oneof, stream name) of a request's `stream_option`: `$all` or one stream."""
+    which = options.WhichOneof("stream_option")
+    if which == "all":
+        return which, ALL
+    if which == "stream_identifier":
+        return which, _stream_name(options.stream_identifier)
+    _handler_exception(context)
+    raise AssertionError("unreachable")
 
 
 # ------------------------------------------------------------------------ sources / filters
@@ -304,7 +303,7 @@ class _EventFilter:
         return cls(which == "stream_identifier", None, tuple(expression.prefix))
 
     def allows(self, record: Record) -> bool:
-        if not _default_all_allows(record):
+        if not visible_in_all(record):
             return False
         value = record.stream if self.by_stream else record.type
         if self.regex is not None:
@@ -821,7 +820,7 @@ class _Subscription:
             for record in page:
                 index += 1
                 self.cursor = record.position + 1
-                if not _default_all_allows(record):
+                if not visible_in_all(record):
                     continue
                 position = (record.position, record.position)
                 if self.initial is not None and position <= self.initial:  # type: ignore[operator]
@@ -1583,13 +1582,7 @@ class PersistentSubscriptionsService(persistent_pb2_grpc.PersistentSubscriptions
     ) -> persistent_pb2.DeleteResp:
         self.guard("Delete", context)
         options = request.options
-        which = options.WhichOneof("stream_option")
-        if which == "all":
-            stream = ALL
-        elif which == "stream_identifier":
-            stream = _stream_name(options.stream_identifier)
-        else:
-            _handler_exception(context)
+        which, stream = _subscription_stream(options, context)
         group = options.group_name
         user = _username(_metadata(context))
         with self._lock:
@@ -1614,13 +1607,7 @@ class PersistentSubscriptionsService(persistent_pb2_grpc.PersistentSubscriptions
     ) -> persistent_pb2.GetInfoResp:
         self.guard("GetInfo", context)
         options = request.options
-        which = options.WhichOneof("stream_option")
-        if which == "all":
-            stream = ALL
-        elif which == "stream_identifier":
-            stream = _stream_name(options.stream_identifier)
-        else:
-            _handler_exception(context)
+        _, stream = _subscription_stream(options, context)
         with self._lock:
             for subscription in self._topics.get(stream, ()):
                 if subscription.group == options.group_name:
@@ -1659,13 +1646,7 @@ class PersistentSubscriptionsService(persistent_pb2_grpc.PersistentSubscriptions
     ) -> persistent_pb2.ReplayParkedResp:
         self.guard("ReplayParked", context)
         options = request.options
-        which = options.WhichOneof("stream_option")
-        if which == "all":
-            stream = ALL
-        elif which == "stream_identifier":
-            stream = _stream_name(options.stream_identifier)
-        else:
-            _handler_exception(context)
+        _, stream = _subscription_stream(options, context)
         stop_option = options.WhichOneof("stop_at_option")
         if stop_option is None:
             _handler_exception(context)
@@ -1711,13 +1692,7 @@ class PersistentSubscriptionsService(persistent_pb2_grpc.PersistentSubscriptions
         if first.WhichOneof("content") != "options":
             _handler_exception(context)
         options = first.options
-        which = options.WhichOneof("stream_option")
-        if which == "all":
-            stream = ALL
-        elif which == "stream_identifier":
-            stream = _stream_name(options.stream_identifier)
-        else:
-            _handler_exception(context)
+        _, stream = _subscription_stream(options, context)
         group = options.group_name
         metadata = _metadata(context)
         client = _Client(

@@ -105,6 +105,21 @@ def is_system_stream(name: str) -> bool:
     return name.startswith("$")
 
 
+def visible_in_all(record: Record) -> bool:
+    """EventFilter.DefaultAllFilter in the real server, applied to every `$all` read and `$all`
+    persistent subscription: `$epoch-information` and the checkpoint / parked-message streams
+    of persistent subscriptions to `$all` never appear in `$all`."""
+    stream = record.stream
+    if not stream.startswith("$"):
+        return True
+    if stream == "$epoch-information":
+        return False
+    return not (
+        stream.startswith("$persistentsubscription-$all::")
+        and stream.endswith(("-checkpoint", "-parked"))
+    )
+
+
 def metastream_of(name: str) -> str:
     return "$$" + name
 

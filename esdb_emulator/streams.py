@@ -30,6 +30,7 @@ from esdb_emulator.store import (
     StreamNotFound,
     WriteResult,
     WrongExpectedVersion,
+    visible_in_all,
 )
 
 Guard = Callable[[str, grpc.ServicerContext], None]
@@ -99,7 +100,7 @@ class _Filter:
         self.checkpoint_interval = self.window * multiplier
 
     def matches(self, record: Record) -> bool:
-        if not _allowed_in_all(record):
+        if not visible_in_all(record):
             return False
         if not self.active:
             return True
@@ -109,21 +110,6 @@ class _Filter:
             # EventStoreDB uses .NET Regex.Match(...).Success, i.e. a search, not a full match.
             return bool(self.regex.search(value))
         return bool(self.prefixes) and value.startswith(self.prefixes)
-
-
-def _allowed_in_all(record: Record) -> bool:
-    """EventFilter.DefaultAllFilter, applied by the real server to every `$all` read (filtered
-    or not): `$epoch-information` and the checkpoint / parked-message streams of persistent
-    subscriptions to `$all` never appear in `$all`."""
-    stream = record.stream
-    if not stream.startswith("$"):
-        return True
-    if stream == "$epoch-information":
-        return False
-    return not (
-        stream.startswith("$persistentsubscription-$all::")
-        and (stream.endswith("-checkpoint") or stream.endswith("-parked"))
-    )
 
 
 class StreamsService(streams_pb2_grpc.StreamsServicer):

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import typer
 from rich.console import Console
@@ -91,18 +91,13 @@ def run(
     job = load_job(config)
     stop = _stop_on_signals()
     with open_relay(job, connect_timeout) as relay:
-        bar = RunProgress(console, relay, enabled=progress)
-        with bar:
-            try:
-                last = relay.run(
-                    until_caught_up=until_caught_up,
-                    stop=stop,
-                    on_slice=bar.update,
-                    idle_seconds=idle_seconds,
-                )
-            except RelayError as e:
-                err.print(f"[red]stopped:[/] {e}")
-                raise typer.Exit(1) from None
+        last = _run_with_progress(
+            relay,
+            RunProgress(console, relay, enabled=progress),
+            until_caught_up=until_caught_up,
+            stop=stop,
+            idle_seconds=idle_seconds,
+        )
     _summary(last)
 
 
@@ -134,19 +129,14 @@ def backfill(
                 start_after=start_after, stop_at=end, dry_run=True, job=range_job
             )
         else:
-            bar = RunProgress(console, relay, enabled=True, job_id=range_job.job_id, end=end)
-            with bar:
-                try:
-                    result = relay.run(
-                        start_after=start_after,
-                        stop_at=end,
-                        on_slice=bar.update,
-                        job=range_job,
-                        stop=_stop_on_signals(),
-                    )
-                except RelayError as e:
-                    err.print(f"[red]stopped:[/] {e}")
-                    raise typer.Exit(1) from None
+            result = _run_with_progress(
+                relay,
+                RunProgress(console, relay, job_id=range_job.job_id, end=end),
+                start_after=start_after,
+                stop_at=end,
+                job=range_job,
+                stop=_stop_on_signals(),
+            )
     _summary(result)
 
 
@@ -222,6 +212,15 @@ def demo(
     from handlers.cli.demo import run_demo
 
     raise typer.Exit(run_demo(console, events=events, streams=streams))
+
+
+def _run_with_progress(relay: Relay, bar: RunProgress, **options: Any) -> SliceResult | None:
+    with bar:
+        try:
+            return relay.run(on_slice=bar.update, **options)
+        except RelayError as e:
+            err.print(f"[red]stopped:[/] {e}")
+            raise typer.Exit(1) from None
 
 
 def _log_format(value: str) -> Literal["json", "text"]:

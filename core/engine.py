@@ -27,7 +27,13 @@ from typing import Literal
 from core import rules
 from core.checkpoint import Checkpoint, CheckpointStore, Lease, Position, SliceRecord
 from core.config import JobConfig
-from core.errors import ConflictError, LeaseLostError, OversizeEventError, RelayError
+from core.errors import (
+    ConflictError,
+    LeaseLostError,
+    OversizeEventError,
+    PermanentError,
+    RelayError,
+)
 from core.eventstore import (
     NO_STREAM,
     AppendTooLarge,
@@ -246,7 +252,10 @@ class _Slice:
                 exhausted = False
                 break
             self._check_lease()
-            n, b = self._write(group)
+            try:
+                n, b = self._write(group)
+            except PermanentError as e:
+                raise _at(e, group[0].source) from None
             self.on_step("written")
             written += n
             size += b
@@ -648,6 +657,15 @@ class _Slice:
             ),
         )
         self.checkpoint = stored
+
+
+def _at(error: PermanentError, event: Event) -> PermanentError:
+    """Name where in the source a permanent failure happened (once)."""
+    where = f"at source position {event.commit_position}"
+    if where not in error.message:
+        error.message = f"{error.message} ({where}, event {event.revision} of {event.stream!r})"
+        error.args = (error.message,)
+    return error
 
 
 def _tb(metadata: bytes) -> object:

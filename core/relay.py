@@ -189,7 +189,7 @@ class Relay:
                 break
             failures += 1
         warnings = []
-        if relay_rate and write_rate is not None and write_rate > 0.5 * relay_rate:
+        if lag_bytes and relay_rate and write_rate is not None and write_rate > 0.5 * relay_rate:
             warnings.append(
                 f"the source takes {write_rate:,.0f} events/s, not well below the relay's "
                 f"{relay_rate:,.0f} events/s: the copy may never catch up. Raise the relay's "

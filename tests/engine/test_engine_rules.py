@@ -239,3 +239,12 @@ def test_backfill_range_copies_only_that_range(pair, tmp_path):
         assert len(target_events(target, "r-1")) == 4
     run_until_caught_up(job)
     assert differences(source.store, target.store) == []
+
+
+def test_permanent_errors_name_the_source_position(pair, tmp_path):
+    source, target = pair
+    target.store.append("order-9", NO_STREAM, [event("Manual", metadata=b"{}")])
+    source.store.append("order-9", NO_STREAM, [event("Created")])
+    position = source.store.visible_records("order-9")[0].position
+    with pytest.raises(ConflictError, match=f"at source position {position}, event 0 of 'order-9'"):
+        one_slice(make_job(source, target, tmp_path), source, target)

@@ -1,0 +1,164 @@
+"""One cloud-function invocation, provider-neutral: parse the payload, run, say what is next.
+
+The handlers in handlers/aws|gcp|azure only turn their trigger into a payload, call `invoke`,
+and chain the returned request when the slice did not reach the source's tail. A payload can
+name the job, a range to backfill and a dry run — never endpoints or credentials: those come
+from the deployment's configuration and secret store only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from core.config import JobConfig, format_validation_error
+from core.engine import SliceResult
+from core.errors import ConfigError
+from core.relay import Relay, Status
+
+RelayFactory = Callable[[JobConfig], Relay]
+
+
+class InvocationRequest(BaseModel):
+    """The payload of a scheduled, queued or manual invocation."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    action: Literal["slice", "status", "preflight"] = Field(
+        default="slice", description="slice (copy), status, or preflight (check connections)"
+    )
+    job: str | None = Field(default=None, description="the job this function runs, if named")
+    from_position: int | None = Field(
+        default=None, alias="from", ge=0, description="backfill: first $all position to copy"
+    )
+    to_position: int | None = Field(
+        default=None, alias="to", ge=0, description="backfill: last $all position to copy"
+    )
+    dry_run: bool = Field(default=False, description="read and plan, write nothing")
+
+    @model_validator(mode="after")
+    def _range(self) -> InvocationRequest:
+        if self.to_position is not None and self.from_position is None:
+            raise ValueError("'to' needs 'from': give the first position of the range too")
+        if (
+            self.from_position is not None
+            and self.to_position is not None
+            and self.to_position < self.from_position
+        ):
+            raise ValueError("'to' is before 'from'")
+        if self.action != "slice" and (self.from_position is not None or self.dry_run):
+            raise ValueError(
+                f"'from', 'to' and 'dry_run' apply to action 'slice', not {self.action!r}"
+            )
+        return self
+
+    def payload(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_defaults=True)
+
+
+class InvocationResponse(BaseModel):
+    action: str
+    job_id: str
+    status: Literal["ok", "busy", "failed"]
+    next_action: Literal["continue", "idle", "stop"]
+    chain: dict[str, Any] | None = Field(
+        default=None, description="the payload of the next invocation to enqueue, if any"
+    )
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+def parse_request(payload: Any) -> InvocationRequest:
+    """Validate a trigger's payload; ConfigError names the field and the fix."""
+    if payload is None or payload == "":
+        payload = {}
+    if not isinstance(payload, Mapping):
+        raise ConfigError(
+            f"the invocation payload must be a JSON object, not {type(payload).__name__}",
+            hint='send e.g. {"action": "slice"} or {"from": 0, "to": 123456}',
+        )
+    try:
+        return InvocationRequest.model_validate(payload)
+    except ValidationError as e:
+        raise ConfigError(
+            "invalid invocation payload:\n" + format_validation_error(e, InvocationRequest),
+            hint='valid keys: action, job, from, to, dry_run — e.g. {"from": 0, "to": 123456}',
+        ) from None
+
+
+def invoke(
+    request: InvocationRequest,
+    job: JobConfig,
+    *,
+    remaining_seconds: float | None = None,
+    relay_factory: RelayFactory = Relay,
+) -> InvocationResponse:
+    """Run one invocation. Errors (RelayError) propagate, so the platform records a failure
+    and retries the trigger; the handler logs them first."""
+    if request.job is not None and request.job != job.job_id:
+        raise ConfigError(
+            f"this function runs job {job.job_id!r}, not {request.job!r}",
+            hint="invoke the function deployed for that job, or leave 'job' out",
+        )
+    with relay_factory(job) as relay:
+        if request.action == "status":
+            return _status(job, relay.status())
+        if request.action == "preflight":
+            # Building the Relay reached both endpoints and the checkpoint store already.
+            return InvocationResponse(
+                action="preflight", job_id=job.job_id, status="ok", next_action="stop"
+            )
+        return _slice(request, job, relay, remaining_seconds)
+
+
+def _slice(
+    request: InvocationRequest, job: JobConfig, relay: Relay, remaining_seconds: float | None
+) -> InvocationResponse:
+    range_job = job
+    start_after = stop_at = None
+    if request.from_position is not None:
+        stop_at = (
+            request.to_position if request.to_position is not None else relay.source.head_position()
+        )
+        range_job = job.model_copy(
+            update={"job_id": f"{job.job_id}.backfill-{request.from_position}-{stop_at}"}
+        )
+        start_after = request.from_position - 1 if request.from_position > 0 else None
+    result = relay.run_once(
+        remaining_seconds,
+        start_after=start_after,
+        stop_at=stop_at,
+        dry_run=request.dry_run,
+        job=range_job,
+    )
+    chain = None
+    if result.next_action == "continue" and result.status == "ok":
+        # A backfill's next invocation must copy the same range, even if the head moved on.
+        next_request = request.model_copy(update={"to_position": stop_at})
+        chain = next_request.payload()
+    return InvocationResponse(
+        action="slice",
+        job_id=range_job.job_id,
+        status=result.status,
+        next_action=result.next_action,
+        chain=chain,
+        result=_slice_figures(result),
+        error=result.error,
+    )
+
+
+def _status(job: JobConfig, status: Status) -> InvocationResponse:
+    return InvocationResponse(
+        action="status",
+        job_id=job.job_id,
+        status="ok",
+        next_action="stop",
+        result=status.model_dump(mode="json"),
+    )
+
+
+def _slice_figures(result: SliceResult) -> dict[str, Any]:
+    return asdict(result)

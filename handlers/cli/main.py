@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import signal
 import threading
@@ -55,8 +56,31 @@ ConnectTimeout = typer.Option(
 )
 
 
+# The cloud checkpoint stores live with their handlers; the CLI can use them too (with that
+# cloud's extra installed), e.g. to watch a deployed job's status from a laptop.
+CLOUD_STORES = {
+    "dynamodb": "handlers.aws.checkpoint_store",
+    "firestore": "handlers.gcp.checkpoint_store",
+    "azuretable": "handlers.azure.checkpoint_store",
+}
+
+
+def register_cloud_store(url: str) -> None:
+    module = CLOUD_STORES.get(url.partition("://")[0])
+    if module is None:
+        return
+    try:
+        importlib.import_module(module).register()
+    except ImportError as e:
+        err.print(
+            f"[red]the {url.partition('://')[0]} checkpoint store needs its cloud SDK:[/] {e}"
+        )
+        raise typer.Exit(2) from None
+
+
 @contextmanager
 def open_relay(job: JobConfig, connect_timeout: float = 10.0) -> Iterator[Relay]:
+    register_cloud_store(job.checkpoint_store)
     try:
         with Relay(job, connect_timeout=connect_timeout) as relay:
             yield relay

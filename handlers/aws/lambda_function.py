@@ -1,0 +1,85 @@
+"""AWS Lambda entry point: `handlers.aws.lambda_function.handler`.
+
+Triggers: an EventBridge Scheduler schedule (its input is the payload, e.g. `{}`), an SQS
+message (the body is the payload; the chain queue), or a direct invoke (the event is the
+payload: `aws lambda invoke --payload '{"from": 0, "to": 123}'`). Each invocation runs one slice
+with the deadline Lambda gives it; when the source's tail was not reached it chains the next
+invocation at once: an SQS message when `ESDB_RELAY_CHAIN_QUEUE_URL` is set, otherwise an
+asynchronous invoke of this same function.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import boto3
+
+from core.config import JobConfig
+from core.errors import ConfigError, RelayError
+from core.invocation import InvocationResponse, invoke, parse_request
+from core.logs import configure, logger
+from handlers.aws.checkpoint_store import register
+from handlers.aws.secrets import connection_settings
+
+configure("json")
+register()
+
+
+def handler(event: Any, context: Any) -> dict[str, Any]:
+    responses = [_one(payload, context) for payload in _payloads(event)]
+    return responses[-1] if responses else {"status": "ok", "next_action": "stop"}
+
+
+def _one(payload: Any, context: Any) -> dict[str, Any]:
+    try:
+        request = parse_request(payload)
+        job = JobConfig.load(payload=connection_settings())
+        response = invoke(request, job, remaining_seconds=_remaining(context))
+    except ConfigError as e:
+        logger.error("invocation refused: %s", e)
+        return {"status": "failed", "next_action": "stop", "error": str(e)}
+    except RelayError as e:
+        logger.error("slice failed: %s", e)
+        raise  # Lambda records the failure; SQS redelivers, the schedule tries again
+    if response.chain is not None:
+        chain(response, context)
+    return response.model_dump(mode="json")
+
+
+def _payloads(event: Any) -> list[Any]:
+    if isinstance(event, dict) and isinstance(event.get("Records"), list):
+        records = event["Records"]
+        if records and all(r.get("eventSource") == "aws:sqs" for r in records):
+            return [_json_body(r.get("body", "")) for r in records]
+    if isinstance(event, dict) and event.get("source") in ("aws.scheduler", "aws.events"):
+        return [event.get("detail") or {}]
+    return [event]
+
+
+def _json_body(body: str) -> Any:
+    try:
+        return json.loads(body) if body else {}
+    except ValueError:
+        return body  # parse_request rejects it with a clear message
+
+
+def _remaining(context: Any) -> float | None:
+    get = getattr(context, "get_remaining_time_in_millis", None)
+    return get() / 1000.0 if get else None
+
+
+def chain(response: InvocationResponse, context: Any) -> None:
+    """Enqueue the next invocation at once (the schedule resumes a broken chain)."""
+    body = json.dumps(response.chain)
+    queue_url = os.environ.get("ESDB_RELAY_CHAIN_QUEUE_URL")
+    if queue_url:
+        boto3.client("sqs").send_message(QueueUrl=queue_url, MessageBody=body)
+    else:
+        boto3.client("lambda").invoke(
+            FunctionName=context.invoked_function_arn,
+            InvocationType="Event",
+            Payload=body.encode(),
+        )
+    logger.info("chained the next invocation", extra={"chain": response.chain})

@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from core.config import JobConfig, format_validation_error
 from core.engine import SliceResult
-from core.errors import ConfigError
+from core.errors import ConfigError, RelayError
+from core.logs import logger
 from core.relay import Relay, Status
 
 RelayFactory = Callable[[JobConfig], Relay]
@@ -69,6 +70,41 @@ class InvocationResponse(BaseModel):
     )
     result: dict[str, Any] | None = None
     error: str | None = None
+
+
+Chain = Callable[[dict[str, Any]], None]
+
+
+def handle(
+    payload: Any,
+    *,
+    remaining_seconds: float | None,
+    chain: Chain,
+    settings: Callable[[], Mapping[str, Any]] | None = None,
+    relay_factory: RelayFactory = Relay,
+) -> dict[str, Any]:
+    """What every cloud handler does with one trigger's payload.
+
+    The job comes from the deployment (env vars; `settings()` adds values read from a secret
+    store). A payload that is not valid is refused with the reason (and not retried); a slice
+    that fails raises after its error line, so the platform counts a failure and retries.
+    """
+    try:
+        request = parse_request(payload)
+        job = JobConfig.load(payload=settings()) if settings else JobConfig.load()
+        response = invoke(
+            request, job, remaining_seconds=remaining_seconds, relay_factory=relay_factory
+        )
+    except ConfigError as e:
+        logger.error("invocation refused: %s", e)
+        return {"status": "failed", "next_action": "stop", "error": str(e)}
+    except RelayError as e:
+        logger.error("slice failed: %s", e)
+        raise
+    if response.chain is not None:
+        chain(response.chain)
+        logger.info("chained the next invocation", extra={"chain": response.chain})
+    return response.model_dump(mode="json")
 
 
 def parse_request(payload: Any) -> InvocationRequest:

@@ -1,0 +1,83 @@
+"""Azure Functions app (Python v2 programming model): `function_app.py` at the package root.
+
+- timer trigger (schedule from the `ESDB_RELAY_SCHEDULE` app setting, NCRONTAB),
+- queue trigger on the chain queue (`ESDB_RELAY_CHAIN_QUEUE`, in the storage account named by
+  the `ESDB_RELAY_QUEUE` connection setting) — each message is one invocation's payload,
+- HTTP trigger `POST /api/invoke` for a manual backfill, at function auth level (a function key
+  is required; nothing is anonymous).
+
+A slice that does not reach the source's tail enqueues the next invocation at once. Secrets
+arrive as app settings (Key Vault references are resolved by the platform into env vars).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import azure.functions as func
+from azure.storage.queue import QueueClient, TextBase64EncodePolicy
+
+from core.errors import RelayError
+from core.invocation import handle
+from core.logs import configure
+from handlers.azure.checkpoint_store import register
+
+configure("json")
+register()
+
+app = func.FunctionApp()
+
+QUEUE_CONNECTION = "ESDB_RELAY_QUEUE"  # app setting holding the queue's connection string
+DEFAULT_TIMEOUT_SECONDS = 600.0  # the host's functionTimeout; set ESDB_RELAY_FUNCTION_TIMEOUT
+
+
+@app.timer_trigger(arg_name="timer", schedule="%ESDB_RELAY_SCHEDULE%", run_on_startup=False)
+def scheduled(timer: func.TimerRequest) -> None:
+    run({})
+
+
+@app.queue_trigger(
+    arg_name="message", queue_name="%ESDB_RELAY_CHAIN_QUEUE%", connection=QUEUE_CONNECTION
+)
+def chained(message: func.QueueMessage) -> None:
+    try:
+        payload: Any = json.loads(message.get_body() or b"{}")
+    except ValueError:
+        payload = message.get_body().decode("utf-8", "replace")  # refused with a clear message
+    run(payload)
+
+
+@app.route(route="invoke", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def manual(request: func.HttpRequest) -> func.HttpResponse:
+    try:
+        payload = request.get_json() if request.get_body() else {}
+    except ValueError:
+        payload = request.get_body().decode("utf-8", "replace")
+    try:
+        response = run(payload)
+    except RelayError as e:
+        return _json({"status": "failed", "next_action": "stop", "error": str(e)}, 500)
+    return _json(response, 400 if response.get("status") == "failed" else 200)
+
+
+def run(payload: Any) -> dict[str, Any]:
+    # Azure does not tell a function its remaining time: it has the host's functionTimeout.
+    timeout = float(os.environ.get("ESDB_RELAY_FUNCTION_TIMEOUT", DEFAULT_TIMEOUT_SECONDS))
+    return handle(payload, remaining_seconds=timeout, chain=enqueue)
+
+
+def enqueue(request: dict[str, Any]) -> None:
+    """The next invocation, as a message on the chain queue (base64, as the trigger expects)."""
+    queue = QueueClient.from_connection_string(
+        os.environ[QUEUE_CONNECTION],
+        os.environ["ESDB_RELAY_CHAIN_QUEUE"],
+        message_encode_policy=TextBase64EncodePolicy(),
+    )
+    with queue:
+        queue.send_message(json.dumps(request))
+
+
+def _json(body: dict[str, Any], status: int) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json")

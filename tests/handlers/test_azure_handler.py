@@ -91,3 +91,18 @@ def test_http_trigger_requires_a_function_key():
     manual = next(f for f in function_app.app.get_functions() if f.get_function_name() == "manual")
     trigger = next(b for b in manual.get_bindings() if b.type == "httpTrigger")
     assert trigger.auth_level == func.AuthLevel.FUNCTION
+
+
+def test_duplicate_deliveries_and_overlapping_timers_are_harmless(deployed):
+    from handlers.azure import function_app
+
+    source, target, queue = deployed
+    generate(source.store, Workload(events=300, streams=10, links=False))
+    for _ in range(20):
+        function_app.scheduled(None)  # two timers firing at once ...
+        function_app.scheduled(None)
+        for body in drain(queue):  # ... and every chain message delivered twice
+            function_app.chained(func.QueueMessage(body=body.encode()))
+            function_app.chained(func.QueueMessage(body=body.encode()))
+    drain(queue)
+    assert differences(source.store, target.store) == []

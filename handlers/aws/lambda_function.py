@@ -16,10 +16,8 @@ from typing import Any
 
 import boto3
 
-from core.config import JobConfig
-from core.errors import ConfigError, RelayError
-from core.invocation import InvocationResponse, invoke, parse_request
-from core.logs import configure, logger
+from core.invocation import handle
+from core.logs import configure
 from handlers.aws.checkpoint_store import register
 from handlers.aws.secrets import connection_settings
 
@@ -28,24 +26,16 @@ register()
 
 
 def handler(event: Any, context: Any) -> dict[str, Any]:
-    responses = [_one(payload, context) for payload in _payloads(event)]
+    responses = [
+        handle(
+            payload,
+            remaining_seconds=_remaining(context),
+            chain=lambda request: chain(request, context),
+            settings=connection_settings,
+        )
+        for payload in _payloads(event)
+    ]
     return responses[-1] if responses else {"status": "ok", "next_action": "stop"}
-
-
-def _one(payload: Any, context: Any) -> dict[str, Any]:
-    try:
-        request = parse_request(payload)
-        job = JobConfig.load(payload=connection_settings())
-        response = invoke(request, job, remaining_seconds=_remaining(context))
-    except ConfigError as e:
-        logger.error("invocation refused: %s", e)
-        return {"status": "failed", "next_action": "stop", "error": str(e)}
-    except RelayError as e:
-        logger.error("slice failed: %s", e)
-        raise  # Lambda records the failure; SQS redelivers, the schedule tries again
-    if response.chain is not None:
-        chain(response, context)
-    return response.model_dump(mode="json")
 
 
 def _payloads(event: Any) -> list[Any]:
@@ -70,9 +60,9 @@ def _remaining(context: Any) -> float | None:
     return get() / 1000.0 if get else None
 
 
-def chain(response: InvocationResponse, context: Any) -> None:
+def chain(request: dict[str, Any], context: Any) -> None:
     """Enqueue the next invocation at once (the schedule resumes a broken chain)."""
-    body = json.dumps(response.chain)
+    body = json.dumps(request)
     queue_url = os.environ.get("ESDB_RELAY_CHAIN_QUEUE_URL")
     if queue_url:
         boto3.client("sqs").send_message(QueueUrl=queue_url, MessageBody=body)
@@ -82,4 +72,3 @@ def chain(response: InvocationResponse, context: Any) -> None:
             InvocationType="Event",
             Payload=body.encode(),
         )
-    logger.info("chained the next invocation", extra={"chain": response.chain})

@@ -218,6 +218,7 @@ class _Connection:
     connection_string: str | None = None
     account_url: str | None = None
     credential: Any = None
+    owns_credential: bool = False  # made here (DefaultAzureCredential): close it with the store
 
 
 def _resolve_connection(
@@ -252,7 +253,12 @@ def _resolve_connection(
                     hint=f"install azure-identity, or set {CONNECTION_STRING_SETTING} and drop "
                     "?account_url=",
                 ) from None
-            credential = DefaultAzureCredential()
+            return _Connection(
+                f"Entra ID at {account_url}",
+                account_url=account_url,
+                credential=DefaultAzureCredential(),
+                owns_credential=True,
+            )
         return _Connection(
             f"Entra ID at {account_url}", account_url=account_url, credential=credential
         )
@@ -326,6 +332,7 @@ class AzureTableCheckpointStore:
             environ=os.environ if environ is None else environ,
         )
         self._source = connection.source
+        self._owned_credential = connection.credential if connection.owns_credential else None
         client_options: dict[str, Any] = {
             "retry_total": retry_total,
             "retry_backoff_factor": 0.2,
@@ -520,6 +527,8 @@ class AzureTableCheckpointStore:
     def close(self) -> None:
         self._client.close()
         self._service.close()
+        if self._owned_credential is not None and hasattr(self._owned_credential, "close"):
+            self._owned_credential.close()
 
     # --- state row ------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ import socket
 import sys
 import threading
 import time
+import types
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -705,6 +706,35 @@ def test_account_url_uses_the_given_credential() -> None:
         assert "Entra ID" in repr(store)
     finally:
         store.close()
+
+
+def test_account_url_without_credential_uses_default_azure_credential(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    made: list[Any] = []
+
+    class FakeDefaultAzureCredential:
+        def __init__(self) -> None:
+            self.closed = False
+            made.append(self)
+
+        def get_token(self, *scopes: str, **kwargs: object) -> object:
+            raise AssertionError("not used")
+
+        def close(self) -> None:
+            self.closed = True
+
+    fake = types.ModuleType("azure.identity")
+    fake.DefaultAzureCredential = FakeDefaultAzureCredential  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "azure.identity", fake)
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", "UseDevelopmentStorage=true")
+    store = azure_store.open_azure_table_store(
+        "azuretable://relay?account_url=https://acct.table.core.windows.net"
+    )
+    assert "Entra ID at https://acct.table.core.windows.net" in repr(store)  # URL beats env
+    assert len(made) == 1 and not made[0].closed
+    store.close()
+    assert made[0].closed
 
 
 def test_job_ids_must_be_valid_table_keys(make: Callable[..., AzureTableCheckpointStore]) -> None:

@@ -5,8 +5,10 @@ BIN    := $(VENV)/bin
 # A second environment for the kurrentdbclient conformance checks: kurrentdbclient needs
 # grpcio >= 1.80 while esdbclient pins 1.71, so they cannot share one.
 KVENV  := .venv-kurrent
+# checkov pins boto3 and ships its own HCL parser that clobbers python-hcl2: its own venv.
+CVENV  := .venv-checkov
 
-.PHONY: setup kurrent-env services-deps demo test lint format clean
+.PHONY: setup kurrent-env checkov-env services-deps demo test lint format clean
 
 setup: $(VENV)/.installed
 
@@ -20,6 +22,14 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 # last release that runs on Node 20.
 node_modules/.bin/azurite-table: package.json
 	npm install --no-audit --no-fund --silent
+	touch $@
+
+checkov-env: $(CVENV)/.installed
+
+$(CVENV)/.installed: tests/infra/checkov-requirements.txt
+	$(PYTHON) -m venv $(CVENV)
+	$(CVENV)/bin/python -m pip install --quiet --disable-pip-version-check uv
+	$(CVENV)/bin/uv pip install --quiet --python $(CVENV)/bin/python -r tests/infra/checkov-requirements.txt
 	touch $@
 
 kurrent-env: $(KVENV)/.installed
@@ -39,7 +49,7 @@ lint: setup
 
 services-deps: node_modules/.bin/azurite-table
 
-test: setup kurrent-env services-deps lint
+test: setup kurrent-env checkov-env services-deps lint
 	$(BIN)/python -m pytest
 
 bench: setup
@@ -50,4 +60,4 @@ format: setup
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) $(KVENV) node_modules .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(KVENV) $(CVENV) node_modules .pytest_cache .ruff_cache

@@ -66,6 +66,7 @@ COUNTER_SK = "history"
 SLICE_PREFIX = "slice#"
 SEQ_DIGITS = 20  # zero-padded so that string order is numeric order (fits any 64-bit count)
 HISTORY_TTL_DAYS = 30.0
+TTL_ATTRIBUTE = "ttl"  # epoch seconds on slice rows; the table's Time to Live attribute
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_READ_TIMEOUT = 10.0
@@ -256,10 +257,11 @@ class DynamoDbCheckpointStore:
 
     @classmethod
     def from_url(cls, url: str, *, now: Clock = utcnow, **options: Any) -> DynamoDbCheckpointStore:
-        """Open ``dynamodb://TABLE[?region=...&endpoint_url=...]``; keyword options (client,
-        session, timeouts, ...) override the URL's."""
+        """Open ``dynamodb://TABLE[?region=...&endpoint_url=...]``. Keyword options (client,
+        session, timeouts, ...) are the caller's defaults: the URL's region and endpoint_url,
+        which are the user's configuration, win over them."""
         table, url_options = parse_dynamodb_url(url)
-        return cls(table, now=now, **{**url_options, **options})
+        return cls(table, now=now, **{**options, **url_options})
 
     def __repr__(self) -> str:
         return f"DynamoDbCheckpointStore({self.table!r}, region={self.region!r})"
@@ -315,6 +317,8 @@ class DynamoDbCheckpointStore:
                 return_new=True,
             )
         except _ConditionFailed as failed:
+            if failed.item is None:  # only if the record was deleted while we were refused
+                raise LeaseLostError(job_id, "the job record changed during the acquire") from None
             row = _parse_state(job_id, self.table, failed.item)
             until = f" until {row.expires_at.isoformat()}" if row.expires_at else ""
             raise LeaseLostError(
@@ -419,7 +423,7 @@ class DynamoDbCheckpointStore:
                     "format": _n(FORMAT),
                     "job_id": {"S": job_id},
                     "record": {"S": record.model_dump_json()},
-                    "ttl": _n(expires),
+                    TTL_ATTRIBUTE: _n(expires),
                 },
             )
         if seq > self._history_limit:
@@ -669,7 +673,7 @@ def _make_client(
         ) from None
 
 
-def create_table(client: Any, name: str, *, ttl_attribute: str = "ttl") -> None:
+def create_table(client: Any, name: str) -> None:
     """Create the checkpoint table (on-demand capacity, TTL on ``ttl``) and wait until it is
     active. An existing table is kept; TTL is switched on if it is off."""
     validate_table_name(name)
@@ -684,21 +688,20 @@ def create_table(client: Any, name: str, *, ttl_attribute: str = "ttl") -> None:
                 {"AttributeName": "pk", "KeyType": "HASH"},
                 {"AttributeName": "sk", "KeyType": "RANGE"},
             ],
-            BillingMode="PAY_PER_REQUEST",
-            SSESpecification={"Enabled": True},
+            BillingMode="PAY_PER_REQUEST",  # encrypted at rest by default (AWS owned key)
             Tags=[{"Key": "app", "Value": "esdb-relay"}],
         )
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") != "ResourceInUseException":
             raise
     client.get_waiter("table_exists").wait(
-        TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+        TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
     )
     ttl = client.describe_time_to_live(TableName=name).get("TimeToLiveDescription", {})
     if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
         client.update_time_to_live(
             TableName=name,
-            TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl_attribute},
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
         )
 
 

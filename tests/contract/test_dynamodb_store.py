@@ -552,6 +552,15 @@ def test_open_store_after_register(
         assert store.load(job_id).version == 1
 
 
+def test_url_options_win_over_caller_defaults(moto_endpoint: str, table: str) -> None:
+    register()
+    url = f"dynamodb://{table}?region=eu-central-1&endpoint_url={moto_endpoint}"
+    with open_store(
+        url, session=moto.aws_session(), region="us-west-2", endpoint_url="http://127.0.0.1:9"
+    ) as store:
+        assert (store.region, store.endpoint) == ("eu-central-1", moto_endpoint)
+
+
 def test_url_region_and_endpoint_from_environment(
     moto_endpoint: str, table: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, job_id: str
 ) -> None:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from google.api_core import exceptions as gexc
 
 from core.checkpoint import Checkpoint, CheckpointStore, Lease, Position, open_store
 from core.errors import (
@@ -380,6 +381,74 @@ def test_unreachable_store_fails_fast_with_a_retryable_error(
             assert repr(collection) in message and host in message
             assert "FIRESTORE_EMULATOR_HOST" in message  # the fix for the emulator case
             assert "Bearer" not in message
+
+
+@pytest.mark.parametrize(
+    ("error", "fix"),
+    [
+        (gexc.PermissionDenied("Missing or insufficient permissions."), "roles/datastore.user"),
+        (gexc.Unauthenticated("Request had invalid authentication credentials."), "datastore.user"),
+        (gexc.NotFound("The database (default) does not exist for project p"), "databases create"),
+        (
+            gexc.FailedPrecondition("The Cloud Firestore API is not available for Datastore Mode"),
+            "Native mode",
+        ),
+        (gexc.Cancelled("The operation was cancelled."), "firestore.googleapis.com"),
+    ],
+)
+def test_service_errors_name_the_collection_and_the_fix(
+    make_store: Callable[..., FirestoreCheckpointStore],
+    monkeypatch: pytest.MonkeyPatch,
+    collection: str,
+    error: Exception,
+    fix: str,
+) -> None:
+    # What the real service answers and the emulator cannot be made to: injected at the
+    # library's API client, below everything of ours.
+    store = make_store(timeout=3.0)  # these errors are not retried: no waiting
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(store._client._firestore_api, "batch_get_documents", fail)
+    for operation in (lambda: store.load("job"), lambda: store.acquire("job", "a", TTL)):
+        with pytest.raises(StoreUnavailableError, match=fix) as info:
+            operation()
+        assert repr(collection) in str(info.value)
+
+
+def test_contention_aborts_are_retried_then_reported(
+    make_store: Callable[..., FirestoreCheckpointStore],
+    monkeypatch: pytest.MonkeyPatch,
+    raw: Any,
+    collection: str,
+) -> None:
+    store = make_store(attempts=3)
+    api = store._client._firestore_api
+    real_commit = api.commit
+    commits: list[int] = []
+
+    def aborted_once(*args: Any, **kwargs: Any) -> Any:
+        commits.append(1)
+        if len(commits) == 1:
+            raise gexc.Aborted("Too much contention on these documents. Please try again.")
+        return real_commit(*args, **kwargs)
+
+    monkeypatch.setattr(api, "commit", aborted_once)
+    lease = store.acquire("job", "a", TTL)
+    assert (len(commits), lease.token) == (2, 1)  # the second attempt went through
+
+    def always_aborted(*args: Any, **kwargs: Any) -> Any:
+        commits.append(1)
+        raise gexc.Aborted("Too much contention on these documents. Please try again.")
+
+    before = raw.collection(collection).document("job").get()
+    monkeypatch.setattr(api, "commit", always_aborted)
+    commits.clear()
+    with pytest.raises(StoreUnavailableError, match="3 transaction attempts"):
+        store.commit(lease, advanced(None, "job", 1))
+    assert len(commits) == 3
+    assert raw.collection(collection).document("job").get().to_dict() == before.to_dict()
 
 
 def test_missing_credentials_are_a_config_error(

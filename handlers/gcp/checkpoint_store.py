@@ -71,6 +71,8 @@ DEFAULT_ATTEMPTS = 5
 """Transaction attempts when Firestore aborts a transaction for contention."""
 HISTORY_TTL_DAYS = 90.0
 """``expire_at`` of a slice record: this long after it was written (for a TTL policy)."""
+MAX_ERROR_CHARS = 20_000
+"""A slice record's error text is cut to this length (a Firestore document holds 1 MiB)."""
 
 _INT64_MAX = 2**63 - 1
 _SEQ_DIGITS = 20
@@ -405,6 +407,9 @@ class FirestoreCheckpointStore:
         slices = ref.collection(SLICES)
         data = record.model_dump()
         _require_int64(data, "slice record")
+        if data["error"] is not None and len(data["error"]) > MAX_ERROR_CHARS:  # 1 MiB documents
+            cut = len(data["error"]) - MAX_ERROR_CHARS
+            data["error"] = data["error"][:MAX_ERROR_CHARS] + f"… (truncated {cut} characters)"
 
         def body(transaction: firestore.Transaction) -> None:
             job = self._parse(job_id, ref.get(transaction=transaction, **self._call))
@@ -426,19 +431,15 @@ class FirestoreCheckpointStore:
         if limit < 0:
             raise ValueError("limit must not be negative")
         limit = min(limit, self._history_limit)
-        query = (
-            self._job_ref(job_id)
-            .collection(SLICES)
-            .order_by("seq", direction=firestore.Query.DESCENDING)
-            .limit(limit)
-        )
+        slices = self._job_ref(job_id).collection(SLICES)
         if limit == 0:
             return []
+        query = slices.order_by("seq", direction=firestore.Query.DESCENDING).limit(limit)
         with self._errors():
             snapshots = list(query.stream(retry=self._retry, timeout=self._timeout))
         where = f"{self.collection}/{job_id}/{SLICES}"
         records = []
-        for snapshot in snapshots[:limit]:
+        for snapshot in snapshots:
             data = snapshot.to_dict() or {}
             if data.get("format") != FORMAT or type(data.get("format")) is not int:
                 raise CorruptCheckpointError(job_id, where, _format_mismatch(data.get("format")))
@@ -799,6 +800,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "FORMAT",
     "HISTORY_TTL_DAYS",
+    "MAX_ERROR_CHARS",
     "SCHEME",
     "SLICES",
     "FirestoreCheckpointStore",

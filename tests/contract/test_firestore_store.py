@@ -23,6 +23,7 @@ from core.errors import (
 )
 from handlers.gcp.checkpoint_store import (
     FORMAT,
+    MAX_ERROR_CHARS,
     SLICES,
     FirestoreCheckpointStore,
     parse_firestore_url,
@@ -160,6 +161,18 @@ def test_history_is_pruned_in_the_store(
     entry = raw.collection(collection).document("job").collection(SLICES).document(ids("job")[0])
     assert "expire_at" not in entry.get().to_dict()  # history_ttl_days=0: no TTL field
     assert store.load("job") is None  # history alone is not a checkpoint
+
+
+def test_huge_error_text_is_cut_so_the_record_fits(
+    make_store: Callable[..., FirestoreCheckpointStore], clock: FakeClock
+) -> None:
+    store = make_store()
+    failed = slice_record("job", 1, clock()).model_copy(update={"error": "x" * 2_000_000})
+    store.record_slice("job", failed)  # 2 MB would not fit in a 1 MiB document
+    (stored,) = store.history("job")
+    assert stored.error is not None
+    assert stored.error.startswith("x" * MAX_ERROR_CHARS)
+    assert stored.error.endswith(f"(truncated {2_000_000 - MAX_ERROR_CHARS} characters)")
 
 
 def test_history_never_returns_more_than_the_limit(

@@ -1,0 +1,57 @@
+locals {
+  # Firestore database ids: 4-63 lowercase letters, digits and hyphens.
+  database_id = "${var.name}-checkpoints"
+
+  # The store URL the function reads (handlers/gcp/checkpoint_store.py, docs/stores/firestore.md).
+  checkpoint_store = "firestore://${var.checkpoint_collection}?project=${var.project}&database=${local.database_id}"
+
+  # Label values: lowercase letters, digits, '_' and '-', at most 63 characters.
+  labels = merge(var.labels, {
+    app      = "esdb-relay"
+    relay    = var.name
+    relayjob = substr(replace(lower(var.job_id), "/[^a-z0-9_-]/", "-"), 0, 63)
+  })
+
+  # What both functions read (core/config.py, handlers/gcp/main.py). No connection string here:
+  # ESDB_RELAY_SOURCE and ESDB_RELAY_TARGET are secret environment variables (functions.tf).
+  environment = merge(var.job_settings, {
+    ESDB_RELAY_JOB_ID             = var.job_id
+    ESDB_RELAY_MODE               = var.mode
+    ESDB_RELAY_PARTITIONS         = tostring(var.partitions)
+    ESDB_RELAY_BUDGET__MAX_EVENTS = tostring(var.slice_max_events)
+    ESDB_RELAY_CHECKPOINT_STORE   = local.checkpoint_store
+    ESDB_RELAY_CHAIN_TOPIC        = google_pubsub_topic.slices.id
+    ESDB_RELAY_FUNCTION_TIMEOUT   = tostring(var.timeout_seconds)
+    GOOGLE_CLOUD_PROJECT          = var.project
+  })
+
+  apis = [
+    "artifactregistry.googleapis.com",
+    "cloudbuild.googleapis.com",
+    "cloudfunctions.googleapis.com",
+    "cloudscheduler.googleapis.com",
+    "compute.googleapis.com",
+    "eventarc.googleapis.com",
+    "firestore.googleapis.com",
+    "iam.googleapis.com",
+    "pubsub.googleapis.com",
+    "run.googleapis.com",
+    "secretmanager.googleapis.com",
+    "storage.googleapis.com",
+    "vpcaccess.googleapis.com",
+  ]
+
+  pubsub_service_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+}
+
+data "google_project" "this" {
+  project_id = var.project
+}
+
+resource "google_project_service" "apis" {
+  for_each = var.enable_apis ? toset(local.apis) : toset([])
+
+  project            = var.project
+  service            = each.value
+  disable_on_destroy = false
+}

@@ -155,6 +155,8 @@ class Artifact:
     size: int  # zipped bytes
     unzipped_size: int
     files: int
+    python_version: str = "3.11"
+    platform: str = "x86_64"
     requirements: list[str] = field(default_factory=list)  # name==version, sorted
     warnings: list[str] = field(default_factory=list)
 
@@ -559,6 +561,8 @@ def build(
         size=size,
         unzipped_size=unzipped,
         files=len(files),
+        python_version=python_version,
+        platform=platform,
         requirements=pins,
         warnings=warnings,
     )
@@ -599,18 +603,39 @@ def _shown(path: Path) -> str:
         return str(path.resolve())
 
 
+def _template_value(template: Path, key: str) -> str | None:
+    if not template.is_file():
+        return None
+    found = re.search(rf"^\s*{key}:\s*['\"]?([^'\"\s#]+)", template.read_text(), re.M)
+    return found.group(1) if found else None
+
+
 def next_steps(artifact: Artifact, root: Path) -> list[str]:
+    """The commands that deploy this zip with the templates under infra/<cloud>/."""
     zip_path = artifact.path.resolve()
     infra = root / "infra" / artifact.cloud
     if artifact.cloud == "aws":
-        code_uri = os.path.relpath(zip_path, infra)
-        return [
-            f"sam deploy --template-file {_shown(infra / 'template.yaml')} --guided "
-            "--capabilities CAPABILITY_IAM",
-            f"  (the function's CodeUri is the zip; relative to the template: {code_uri})",
-        ]
+        template = infra / "template.yaml"
+        steps = []
+        code_uri = _template_value(template, "CodeUri")
+        if code_uri and (infra / code_uri).resolve() != zip_path:
+            # the template names one fixed path; put this build there
+            steps.append(f"cp {_shown(zip_path)} {_shown(infra / code_uri)}")
+        runtime = f"python{artifact.python_version}"
+        if (found := _template_value(template, "Runtime")) and found != runtime:
+            steps.append(f"# the template's Runtime is {found}: this zip is for {runtime}")
+        arch = "arm64" if artifact.platform in {"arm64", "aarch64"} else "x86_64"
+        architectures = _template_value(template, "Architectures") or ""
+        if architectures and arch not in architectures:
+            steps.append(f"# the template's Architectures is {architectures}: this zip is {arch}")
+        steps.append(f"sam deploy --template-file {_shown(template)} --guided")
+        return steps
     if artifact.cloud == "gcp":
-        return [f"terraform -chdir={_shown(infra)} apply -var source_zip={zip_path}"]
+        runtime = "python" + artifact.python_version.replace(".", "")
+        return [
+            f"terraform -chdir={_shown(infra)} apply -var source_zip={zip_path} "
+            f"-var runtime={runtime}"
+        ]
     return [
         f"terraform -chdir={_shown(infra)} apply",
         "az functionapp deployment source config-zip --resource-group <resource-group> "

@@ -538,3 +538,28 @@ def test_zip_file_is_readable_by_others(artifact_for):
     umask = os.umask(0)
     os.umask(umask)
     assert mode == 0o666 & ~umask
+
+
+def test_aws_next_step_follows_the_templates_code_uri(tmp_path):
+    (tmp_path / "infra" / "aws").mkdir(parents=True)
+    template = tmp_path / "infra" / "aws" / "template.yaml"
+    built = tmp_path / "dist" / "esdb-relay-aws-0.1.0.zip"
+
+    def steps(code_uri: str, platform: str = "x86_64") -> list[str]:
+        template.write_text(
+            "Resources:\n  Fn:\n    Properties:\n"
+            f"      CodeUri: {code_uri}\n      Runtime: python3.11\n"
+            "      Architectures: [x86_64]\n"
+        )
+        artifact = Artifact("aws", built, 1, 1, 1, platform=platform)
+        return packager.next_steps(artifact, tmp_path)
+
+    same = steps("../../dist/esdb-relay-aws-0.1.0.zip")
+    assert same == [f"sam deploy --template-file {packager._shown(template)} --guided"]
+    other = steps("../../dist/esdb-relay-aws.zip")
+    assert other[0] == (
+        f"cp {packager._shown(built)} {packager._shown(tmp_path / 'dist' / 'esdb-relay-aws.zip')}"
+    )
+    assert other[-1].startswith("sam deploy")
+    arm = steps("../../dist/esdb-relay-aws-0.1.0.zip", platform="arm64")
+    assert any("Architectures is [x86_64]: this zip is arm64" in s for s in arm)

@@ -1,0 +1,79 @@
+"""Google Cloud Functions (2nd gen) entry points, for functions-framework.
+
+- `on_event`: a Pub/Sub CloudEvent — Cloud Scheduler publishes `{}` to the job's topic on its
+  schedule, and the function publishes the next invocation's payload to the same topic when a
+  slice did not reach the source's tail (the chain);
+- `on_http`: a manual invoke (`{"from": 0, "to": 123}`); deploy with ingress internal-only and
+  without `--allow-unauthenticated`, so only principals with the invoker role can call it.
+
+Connection strings come from Secret Manager as secret environment variables (the platform
+resolves them); the function's timeout is given as `ESDB_RELAY_FUNCTION_TIMEOUT` (Cloud
+Functions does not tell a function its remaining time).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from typing import Any
+
+import functions_framework
+from google.cloud import pubsub_v1
+
+from core.errors import RelayError
+from core.invocation import handle
+from core.logs import configure
+from handlers.gcp.checkpoint_store import register
+
+configure("json")
+register()
+
+DEFAULT_TIMEOUT_SECONDS = 540.0
+_publisher: pubsub_v1.PublisherClient | None = None
+
+
+@functions_framework.cloud_event
+def on_event(cloud_event: Any) -> None:
+    message = (cloud_event.data or {}).get("message", {})
+    run(_decode(message.get("data")))
+
+
+@functions_framework.http
+def on_http(request: Any) -> tuple[str, int, dict[str, str]]:
+    raw = request.get_data() or b"{}"
+    try:
+        payload: Any = json.loads(raw)
+    except ValueError:
+        payload = raw.decode("utf-8", "replace")  # refused with a clear message
+    try:
+        response = run(payload)
+    except RelayError as e:
+        response, status = {"status": "failed", "next_action": "stop", "error": str(e)}, 500
+    else:
+        status = 400 if response.get("status") == "failed" else 200
+    return json.dumps(response), status, {"Content-Type": "application/json"}
+
+
+def run(payload: Any) -> dict[str, Any]:
+    timeout = float(os.environ.get("ESDB_RELAY_FUNCTION_TIMEOUT", DEFAULT_TIMEOUT_SECONDS))
+    return handle(payload, remaining_seconds=timeout, chain=publish)
+
+
+def publish(request: dict[str, Any]) -> None:
+    """The next invocation, as a message on the job's topic (`ESDB_RELAY_CHAIN_TOPIC`)."""
+    global _publisher
+    if _publisher is None:
+        _publisher = pubsub_v1.PublisherClient()
+    topic = os.environ["ESDB_RELAY_CHAIN_TOPIC"]
+    _publisher.publish(topic, json.dumps(request).encode()).result(timeout=30)
+
+
+def _decode(data: str | None) -> Any:
+    if not data:
+        return {}
+    try:
+        return json.loads(base64.b64decode(data))
+    except (binascii.Error, ValueError):
+        return data  # refused with a clear message

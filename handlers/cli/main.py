@@ -22,6 +22,7 @@ from core.errors import ConfigError, RelayError
 from core.logs import configure as configure_logging
 from core.relay import Relay
 from esdb_emulator import Emulator, FaultConfig
+from handlers.cli.package import package
 from handlers.cli.progress import RunProgress
 from handlers.cli.verify_cmd import verify
 
@@ -198,6 +199,7 @@ def status(
 
 
 app.command("verify")(verify)
+app.command("package")(package)
 
 
 @app.command()

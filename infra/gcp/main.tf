@@ -14,7 +14,7 @@ locals {
 
   # What both functions read (core/config.py, handlers/gcp/main.py). No connection string here:
   # ESDB_RELAY_SOURCE and ESDB_RELAY_TARGET are secret environment variables (functions.tf).
-  environment = merge(var.job_settings, {
+  relay_environment = {
     ESDB_RELAY_JOB_ID             = var.job_id
     ESDB_RELAY_MODE               = var.mode
     ESDB_RELAY_PARTITIONS         = tostring(var.partitions)
@@ -23,7 +23,9 @@ locals {
     ESDB_RELAY_CHAIN_TOPIC        = google_pubsub_topic.slices.id
     ESDB_RELAY_FUNCTION_TIMEOUT   = tostring(var.timeout_seconds)
     GOOGLE_CLOUD_PROJECT          = var.project
-  })
+  }
+  # job_settings cannot name these keys (variables.tf); merged last, the module's values win.
+  environment = merge(var.job_settings, local.relay_environment)
 
   apis = [
     "artifactregistry.googleapis.com",

@@ -15,7 +15,8 @@ locals {
   function_timeout = format("%02d:%02d:%02d", floor(var.function_timeout_seconds / 3600), floor(var.function_timeout_seconds % 3600 / 60), var.function_timeout_seconds % 60)
   client_id        = azurerm_user_assigned_identity.relay.client_id
 
-  app_settings = merge(var.job_settings, {
+  # Every app setting the template wires; var.job_settings (validated not to touch these) adds more.
+  relay_app_settings = {
     # Host storage over Entra ID with the user-assigned identity.
     AzureWebJobsStorage__accountName = azurerm_storage_account.relay.name
     AzureWebJobsStorage__credential  = "managedidentity"
@@ -53,7 +54,8 @@ locals {
     ESDB_RELAY_QUEUE__credential      = "managedidentity"
     ESDB_RELAY_QUEUE__clientId        = local.client_id
     ESDB_RELAY_FUNCTION_TIMEOUT       = tostring(var.function_timeout_seconds)
-  })
+  }
+  app_settings = merge(var.job_settings, local.relay_app_settings)
 }
 
 resource "azurerm_service_plan" "relay" {

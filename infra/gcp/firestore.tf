@@ -35,3 +35,23 @@ resource "google_firestore_field" "slices_expire_at" {
   # timestamp index only costs writes).
   index_config {}
 }
+
+# Index exemptions (docs/stores/firestore.md): no query reads inside a slice record or a
+# checkpoint map, so indexing them only costs writes. `seq` stays indexed: history() orders by it.
+resource "google_firestore_field" "slices_record" {
+  project    = var.project
+  database   = google_firestore_database.checkpoints.name
+  collection = "slices"
+  field      = "record"
+
+  index_config {}
+}
+
+resource "google_firestore_field" "jobs_checkpoint" {
+  project    = var.project
+  database   = google_firestore_database.checkpoints.name
+  collection = var.checkpoint_collection
+  field      = "checkpoint"
+
+  index_config {}
+}

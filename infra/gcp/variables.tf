@@ -231,7 +231,7 @@ variable "source_zip" {
 variable "runtime" {
   description = "Cloud Functions Python runtime (Python >= 3.11)."
   type        = string
-  default     = "python312"
+  default     = "python311"
 
   validation {
     condition     = contains(["python311", "python312", "python313"], var.runtime)

@@ -618,6 +618,16 @@ def test_variable_validation(
         assert rejected_variables(output) == {rejected}, f"{case}:\n{output}"
 
 
+def test_example_tfvars_passes_the_validations(variables_only: Path) -> None:
+    example = variables_only / "example.tfvars"
+    shutil.copy(INFRA / "example.tfvars", example)
+    proc = terraform(
+        "plan", "-input=false", "-no-color", "-lock=false", "-refresh=false",
+        f"-var-file={example.name}", "-var=source_zip=relay.zip", cwd=variables_only,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 # --- checkov ------------------------------------------------------------------------------------
 
 

@@ -84,7 +84,13 @@ def test_models_are_frozen() -> None:
         ("azuretable://account/table", "azure", "handlers/azure"),
     ],
 )
-def test_cloud_stores_say_where_they_come_from(url: str, extra: str, folder: str) -> None:
+def test_cloud_stores_say_where_they_come_from(
+    url: str, extra: str, folder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As in a process that never imported that cloud's handler (other tests register them).
+    import core.checkpoint
+
+    monkeypatch.setattr(core.checkpoint, "_FACTORIES", {"sqlite": core.checkpoint._open_sqlite})
     with pytest.raises(ConfigError) as info:
         open_store(url)
     assert f"esdb-relay[{extra}]" in str(info.value)

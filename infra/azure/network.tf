@@ -48,6 +48,10 @@ resource "azurerm_subnet" "function" {
       error_message = "location must be the peered VNet's region (${data.azurerm_virtual_network.peered.location}): regional VNet integration only joins a VNet in the app's own region."
     }
     precondition {
+      condition     = length(data.azurerm_virtual_network.peered.vnet_peerings) > 0
+      error_message = "The VNet ${local.peered_vnet.name} has no peering: create the Event Store Cloud peering with it first (docs/deploy-azure.md, step 1)."
+    }
+    precondition {
       condition     = local.peering_range_in_vnet
       error_message = "peering_remote_range ${var.peering_remote_range} is not inside the peered VNet's address space (${join(", ", local.vnet_address_space)}): give the range the Event Store Cloud peering was created with."
     }

@@ -206,6 +206,7 @@ def test_subnet_preconditions_check_subscription_region_and_address_space(tf: Co
         "subscription_id}" in conditions
     )
     assert any("data.azurerm_virtual_network.peered.location" in c for c in conditions)
+    assert "${length(data.azurerm_virtual_network.peered.vnet_peerings) > 0}" in conditions
     assert "${local.function_subnet_in_vnet}" in conditions
     assert "${local.peering_range_in_vnet}" in conditions
     endpoint_checks = one(tf.one("azurerm_subnet", "endpoints")["lifecycle"])["precondition"]

@@ -270,6 +270,12 @@ variable "cpu" {
     condition     = contains(["1", "2", "4"], var.cpu)
     error_message = "cpu must be \"1\", \"2\" or \"4\"."
   }
+
+  validation {
+    # Cloud Run's pairing rules: more than 4 GiB needs 2 vCPUs or more; 4 vCPUs need 2 GiB or more.
+    condition     = !(var.memory == "8Gi" && var.cpu == "1") && !(var.cpu == "4" && contains(["512Mi", "1Gi"], var.memory))
+    error_message = "cpu and memory do not pair: 8Gi needs cpu \"2\" or \"4\", and cpu \"4\" needs at least 2Gi."
+  }
 }
 
 variable "operators" {

@@ -753,6 +753,69 @@ def test_invalid_inputs_are_refused(
     assert message in text, text
 
 
+def evaluate(folder: Path, expression: str, **overrides: Any) -> str:
+    """What terraform makes of `expression` (variables only), via `terraform console`."""
+    (folder / "case.tfvars.json").write_text(json.dumps({**VALID, **overrides}))
+    binary = shutil.which("terraform")
+    assert binary is not None
+    env = {**os.environ, "CHECKPOINT_DISABLE": "1", "TF_CLI_CONFIG_FILE": os.devnull}
+    proc = subprocess.run(
+        [binary, "console", "-var-file=case.tfvars.json"],
+        cwd=folder,
+        env=env,
+        input=expression + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout.strip()
+
+
+def _expression(value: str) -> str:
+    assert value.startswith("${") and value.endswith("}"), value
+    return value[2:-1]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"), [(600, "00:10:00"), (3599, "00:59:59"), (3600, "01:00:00")]
+)
+def test_function_timeout_renders_as_a_timespan(
+    tf: Config, variables_only: Path, seconds: int, shown: str
+) -> None:
+    expression = _expression(tf.locals["function_timeout"])
+    assert evaluate(variables_only, expression, function_timeout_seconds=seconds) == f'"{shown}"'
+
+
+@pytest.mark.parametrize(
+    ("local", "spaces", "overrides", "inside"),
+    [
+        ("function_subnet_in_vnet", ["10.20.0.0/16"], {}, True),
+        ("function_subnet_in_vnet", ["10.30.0.0/16", "10.20.8.0/24"], {}, True),
+        ("function_subnet_in_vnet", ["10.30.0.0/16"], {}, False),
+        ("function_subnet_in_vnet", ["10.20.8.0/27"], {}, False),
+        ("endpoint_subnet_in_vnet", ["10.20.0.0/16"], {}, True),
+        ("endpoint_subnet_in_vnet", ["10.20.8.0/24"], {}, False),
+        ("peering_range_in_vnet", ["10.20.0.0/16"], {}, True),
+        ("peering_range_in_vnet", ["10.20.0.0/17"], {}, False),
+        ("peering_range_in_vnet", ["10.0.0.0/8"], {"peering_remote_range": "10.20.0.0/16"}, True),
+    ],
+)
+def test_vnet_address_space_preconditions_evaluate(
+    tf: Config,
+    variables_only: Path,
+    local: str,
+    spaces: list[str],
+    overrides: dict[str, Any],
+    inside: bool,
+) -> None:
+    """The preconditions' containment logic, with the VNet's address space given literally."""
+    expression = _expression(tf.locals[local])
+    assert "local.vnet_address_space" in expression
+    literal = expression.replace("local.vnet_address_space", json.dumps(spaces))
+    assert evaluate(variables_only, literal, **overrides) == str(inside).lower()
+
+
 def test_the_validated_inputs_have_validation_blocks(tf: Config) -> None:
     for name in (
         "peered_vnet_id",

@@ -29,7 +29,10 @@ register()
 
 app = func.FunctionApp()
 
-QUEUE_CONNECTION = "ESDB_RELAY_QUEUE"  # app setting holding the queue's connection string
+QUEUE_CONNECTION = "ESDB_RELAY_QUEUE"  # the chain queue's connection (as the trigger names it)
+# An identity-based connection (managed identity, no key) is given as <name>__queueServiceUri.
+QUEUE_SERVICE_URI = "ESDB_RELAY_QUEUE__queueServiceUri"
+QUEUE_CLIENT_ID = "ESDB_RELAY_QUEUE__clientId"
 DEFAULT_TIMEOUT_SECONDS = 600.0  # the host's functionTimeout; set ESDB_RELAY_FUNCTION_TIMEOUT
 
 
@@ -70,13 +73,26 @@ def run(payload: Any) -> dict[str, Any]:
 
 def enqueue(request: dict[str, Any]) -> None:
     """The next invocation, as a message on the chain queue (base64, as the trigger expects)."""
-    queue = QueueClient.from_connection_string(
-        os.environ[QUEUE_CONNECTION],
-        os.environ["ESDB_RELAY_CHAIN_QUEUE"],
-        message_encode_policy=TextBase64EncodePolicy(),
-    )
-    with queue:
+    with chain_queue() as queue:
         queue.send_message(json.dumps(request))
+
+
+def chain_queue() -> QueueClient:
+    """The chain queue, through the same connection setting the queue trigger uses: a
+    connection string, or the identity-based form with the function's managed identity."""
+    name = os.environ["ESDB_RELAY_CHAIN_QUEUE"]
+    encode = TextBase64EncodePolicy()
+    connection_string = os.environ.get(QUEUE_CONNECTION)
+    if connection_string:
+        return QueueClient.from_connection_string(
+            connection_string, name, message_encode_policy=encode
+        )
+    from azure.identity import DefaultAzureCredential
+
+    credential = DefaultAzureCredential(managed_identity_client_id=os.environ.get(QUEUE_CLIENT_ID))
+    return QueueClient(
+        os.environ[QUEUE_SERVICE_URI], name, credential=credential, message_encode_policy=encode
+    )
 
 
 def _json(body: dict[str, Any], status: int) -> func.HttpResponse:

@@ -106,3 +106,22 @@ def test_duplicate_deliveries_and_overlapping_timers_are_harmless(deployed):
             function_app.chained(func.QueueMessage(body=body.encode()))
     drain(queue)
     assert differences(source.store, target.store) == []
+
+
+def test_identity_based_chain_connection(monkeypatch):
+    """With only `ESDB_RELAY_QUEUE__queueServiceUri` (managed identity, as the template sets
+    it) the chain queue is reached with the function's identity. Azure AD cannot run here, so
+    this checks the client that would be used instead of sending."""
+    from azure.identity import DefaultAzureCredential
+
+    from handlers.azure import function_app
+
+    monkeypatch.delenv("ESDB_RELAY_QUEUE", raising=False)
+    monkeypatch.setenv("ESDB_RELAY_CHAIN_QUEUE", "esdb-relay-chain")
+    monkeypatch.setenv(
+        "ESDB_RELAY_QUEUE__queueServiceUri", "https://relaystore.queue.core.windows.net"
+    )
+    monkeypatch.setenv("ESDB_RELAY_QUEUE__clientId", "00000000-0000-0000-0000-000000000001")
+    queue = function_app.chain_queue()
+    assert queue.url == "https://relaystore.queue.core.windows.net/esdb-relay-chain"
+    assert isinstance(queue.credential, DefaultAzureCredential)

@@ -531,13 +531,6 @@ def test_trigger_bindings_find_their_app_settings(settings: dict[str, str]) -> N
     assert settings["ESDB_RELAY_FUNCTION_TIMEOUT"] == "${tostring(var.function_timeout_seconds)}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="handlers/azure/function_app.py enqueue() reads os.environ['ESDB_RELAY_QUEUE'] as a "
-    "connection string; with the identity-based ESDB_RELAY_QUEUE__queueServiceUri connection the "
-    "template sets, chaining needs enqueue() to build QueueClient(account_url, credential=…) "
-    "(handler change, outside infra/). Remove this marker once the handler supports it.",
-)
 def test_every_setting_the_handler_reads_directly_is_set(settings: dict[str, str]) -> None:
     tree = ast.parse(FUNCTION_APP.read_text())
     constants = _module_constants(tree)

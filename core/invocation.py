@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -21,6 +22,11 @@ from core.logs import logger
 from core.relay import Relay, Status
 
 RelayFactory = Callable[[JobConfig], Relay]
+
+# A scheduled tick arriving while a chain is copying would start a second chain: every slice
+# that does not reach the tail enqueues the next. A chain hop follows its slice within seconds,
+# so a slice that ended this recently, behind the tail and without error, means a chain runs.
+CHAIN_ACTIVE_SECONDS = 60.0
 
 
 class InvocationRequest(BaseModel):
@@ -39,6 +45,9 @@ class InvocationRequest(BaseModel):
         default=None, alias="to", ge=0, description="backfill: last $all position to copy"
     )
     dry_run: bool = Field(default=False, description="read and plan, write nothing")
+    chained: bool = Field(
+        default=False, description="set on the requests a slice enqueues for the next one"
+    )
 
     @model_validator(mode="after")
     def _range(self) -> InvocationRequest:
@@ -121,7 +130,7 @@ def parse_request(payload: Any) -> InvocationRequest:
     except ValidationError as e:
         raise ConfigError(
             "invalid invocation payload:\n" + format_validation_error(e, InvocationRequest),
-            hint='valid keys: action, job, from, to, dry_run — e.g. {"from": 0, "to": 123456}',
+            hint='valid keys: action, job, from, to, dry_run, chained — e.g. {"from": 0}',
         ) from None
 
 
@@ -163,6 +172,15 @@ def _slice(
             update={"job_id": f"{job.job_id}.backfill-{request.from_position}-{stop_at}"}
         )
         start_after = request.from_position - 1 if request.from_position > 0 else None
+    if not request.chained and request.from_position is None and _chain_running(relay, job):
+        return InvocationResponse(
+            action="slice",
+            job_id=job.job_id,
+            status="ok",
+            next_action="stop",
+            error=None,
+            result={"skipped": "a chain of slices is already copying this job"},
+        )
     result = relay.run_once(
         remaining_seconds,
         start_after=start_after,
@@ -173,7 +191,7 @@ def _slice(
     chain = None
     if result.next_action == "continue" and result.status == "ok":
         # A backfill's next invocation must copy the same range, even if the head moved on.
-        next_request = request.model_copy(update={"to_position": stop_at})
+        next_request = request.model_copy(update={"to_position": stop_at, "chained": True})
         chain = next_request.payload()
     return InvocationResponse(
         action="slice",
@@ -184,6 +202,14 @@ def _slice(
         result=_slice_figures(result),
         error=result.error,
     )
+
+
+def _chain_running(relay: Relay, job: JobConfig) -> bool:
+    last = relay.store.history(job.job_id, limit=1)
+    if not last or last[0].caught_up or last[0].error:
+        return False
+    age = (datetime.now(UTC) - last[0].finished_at).total_seconds()
+    return age < CHAIN_ACTIVE_SECONDS
 
 
 def _status(job: JobConfig, status: Status) -> InvocationResponse:

@@ -326,9 +326,10 @@ class _Slice:
 
     def _check_lease(self) -> None:
         assert self.lease is not None
-        # Stop before a batch if less than a third of the lease is left: an invocation paused
-        # past its lease can then write at most one batch, which the next owner's tail check
-        # detects.
+        # Before each batch: renew when less than a third of the lease is left (the renewal
+        # fails, and the slice stops unwritten, if another invocation took the job over). A
+        # lease can only be taken over once expired, so an invocation paused past its lease
+        # writes at most the one batch it was in, which the next owner's tail check detects.
         margin = self.job.lease_ttl_seconds / 3
         remaining = (self.lease.expires_at - datetime.now(UTC)).total_seconds()
         if remaining < margin:

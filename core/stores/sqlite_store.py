@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -31,8 +31,22 @@ from core.checkpoint import (
 from core.errors import (
     ConfigError,
     CorruptCheckpointError,
-    LeaseLostError,
     StoreUnavailableError,
+)
+from core.stores.lease_rules import (
+    check_held,
+    check_version,
+    checkpoint_json,
+    committed,
+    describe_invalid,
+    format_mismatch,
+    history_window,
+    next_lease,
+    renewed,
+    require_same_job,
+    require_text,
+    require_ttl,
+    slice_job_id,
 )
 
 FORMAT = 1
@@ -154,26 +168,11 @@ class SqliteCheckpointStore:
             return self._checkpoint(job_id, row)
 
     def acquire(self, job_id: str, owner: str, ttl_seconds: float) -> Lease:
-        _require(job_id=job_id, owner=owner)
-        _require_ttl(ttl_seconds)
+        require_text(job_id=job_id, owner=owner)
+        require_ttl(ttl_seconds)
         with self._write(job_id) as conn:
             row = self._row(conn, job_id)
-            now = self._now()
-            if row is not None and row.owner is not None and row.owner != owner:
-                assert row.expires_at is not None
-                if row.expires_at > now:
-                    raise LeaseLostError(
-                        job_id,
-                        f"held by {row.owner!r} until {row.expires_at.isoformat()}",
-                        holder=row.owner,
-                        expires_at=row.expires_at,
-                    )
-            lease = Lease(
-                job_id=job_id,
-                owner=owner,
-                token=(row.token if row else 0) + 1,
-                expires_at=now + timedelta(seconds=ttl_seconds),
-            )
+            lease = next_lease(job_id, owner, ttl_seconds, self._now(), row)
             conn.execute(
                 f"INSERT INTO {JOBS} (job_id, format, owner, token, expires_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE SET "
@@ -184,38 +183,25 @@ class SqliteCheckpointStore:
             return lease
 
     def renew(self, lease: Lease, ttl_seconds: float) -> Lease:
-        _require_ttl(ttl_seconds)
+        require_ttl(ttl_seconds)
         with self._write(lease.job_id) as conn:
             self._held(conn, lease)
-            renewed = lease.model_copy(
-                update={"expires_at": self._now() + timedelta(seconds=ttl_seconds)}
-            )
+            new = renewed(lease, self._now(), ttl_seconds)
             conn.execute(
                 f"UPDATE {JOBS} SET expires_at = ? WHERE job_id = ?",
-                (_iso(renewed.expires_at), lease.job_id),
+                (_iso(new.expires_at), lease.job_id),
             )
-            return renewed
+            return new
 
     def commit(self, lease: Lease, checkpoint: Checkpoint) -> Checkpoint:
-        if checkpoint.job_id != lease.job_id:
-            raise ValueError(
-                f"checkpoint of job {checkpoint.job_id!r} committed under the lease of job "
-                f"{lease.job_id!r}"
-            )
+        require_same_job(lease, checkpoint)
         with self._write(lease.job_id) as conn:
             row = self._held(conn, lease)
-            if checkpoint.version != row.version:
-                raise LeaseLostError(
-                    lease.job_id,
-                    f"checkpoint version moved: this invocation has version "
-                    f"{checkpoint.version}, the store has {row.version}",
-                )
-            stored = checkpoint.model_copy(
-                update={"version": row.version + 1, "updated_at": self._now()}
-            )
+            check_version(lease.job_id, checkpoint, row.version)
+            stored = committed(checkpoint, self._now())
             conn.execute(
                 f"UPDATE {JOBS} SET version = ?, checkpoint = ? WHERE job_id = ?",
-                (stored.version, _dump(stored), lease.job_id),
+                (stored.version, checkpoint_json(stored), lease.job_id),
             )
             return stored
 
@@ -229,9 +215,7 @@ class SqliteCheckpointStore:
             return cursor.rowcount == 1
 
     def record_slice(self, lease_or_job_id: Lease | str, record: SliceRecord) -> None:
-        job_id = lease_or_job_id.job_id if isinstance(lease_or_job_id, Lease) else lease_or_job_id
-        if record.job_id != job_id:
-            raise ValueError(f"slice record of job {record.job_id!r} recorded for job {job_id!r}")
+        job_id = slice_job_id(lease_or_job_id, record)
         with self._write(job_id) as conn:
             conn.execute(
                 f"INSERT INTO {HISTORY} (job_id, format, record) VALUES (?, ?, ?)",
@@ -244,9 +228,7 @@ class SqliteCheckpointStore:
             )
 
     def history(self, job_id: str, limit: int = 20) -> list[SliceRecord]:
-        if limit < 0:
-            raise ValueError("limit must not be negative")
-        limit = min(limit, self._history_limit)
+        limit = history_window(limit, self._history_limit)
         with self._read(job_id) as conn:
             rows = conn.execute(
                 f"SELECT format, record FROM {HISTORY} WHERE job_id = ? ORDER BY seq DESC LIMIT ?",
@@ -259,7 +241,7 @@ class SqliteCheckpointStore:
             try:
                 records.append(SliceRecord.model_validate_json(text))
             except (ValidationError, TypeError) as exc:
-                raise CorruptCheckpointError(job_id, HISTORY, _invalid(exc)) from None
+                raise CorruptCheckpointError(job_id, HISTORY, describe_invalid(exc)) from None
         return records
 
     def close(self) -> None:
@@ -386,24 +368,7 @@ class SqliteCheckpointStore:
         return _JobRow(owner, token, expiry, version, checkpoint)
 
     def _held(self, conn: sqlite3.Connection, lease: Lease) -> _JobRow:
-        row = self._row(conn, lease.job_id)
-        if row is None:
-            raise LeaseLostError(lease.job_id, "the job has no lease")
-        if row.owner is None and row.token == lease.token:
-            raise LeaseLostError(lease.job_id, "the lease was released")
-        if row.owner != lease.owner or row.token != lease.token:
-            raise LeaseLostError(
-                lease.job_id,
-                f"taken over by {row.owner!r} (token {row.token}, ours {lease.token})"
-                if row.owner
-                else f"released after a takeover (token {row.token}, ours {lease.token})",
-                holder=row.owner,
-                expires_at=row.expires_at,
-            )
-        assert row.expires_at is not None
-        if row.expires_at <= self._now():
-            raise LeaseLostError(lease.job_id, f"the lease expired at {row.expires_at.isoformat()}")
-        return row
+        return check_held(lease, self._row(conn, lease.job_id), self._now())
 
     def _checkpoint(self, job_id: str, row: _JobRow) -> Checkpoint:
         assert row.checkpoint is not None
@@ -418,11 +383,7 @@ class SqliteCheckpointStore:
         try:
             return Checkpoint.model_validate({**data, "version": row.version})
         except ValidationError as exc:
-            raise CorruptCheckpointError(job_id, JOBS, _invalid(exc)) from None
-
-
-def _dump(checkpoint: Checkpoint) -> str:
-    return checkpoint.model_dump_json(exclude={"version"})
+            raise CorruptCheckpointError(job_id, JOBS, describe_invalid(exc)) from None
 
 
 def _iso(moment: datetime) -> str:
@@ -435,26 +396,7 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
 
 
 def _format_mismatch(fmt: object) -> str:
-    return f"record format {fmt!r}, this version of esdb-relay reads format {FORMAT}"
-
-
-def _invalid(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        first = exc.errors(include_url=False, include_input=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "record"
-        return f"not a valid record ({where}: {first['msg']})"
-    return f"not a valid record ({exc})"
-
-
-def _require(**values: str) -> None:
-    for name, value in values.items():
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"{name} must be a non-empty string")
-
-
-def _require_ttl(ttl_seconds: float) -> None:
-    if not ttl_seconds > 0:
-        raise ValueError("ttl_seconds must be positive")
+    return format_mismatch(fmt, FORMAT)
 
 
 __all__ = ["FORMAT", "HISTORY", "JOBS", "SqliteCheckpointStore", "parse_sqlite_url"]

@@ -52,9 +52,23 @@ from core.checkpoint import (
 from core.errors import (
     ConfigError,
     CorruptCheckpointError,
-    LeaseLostError,
     RelayError,
     StoreUnavailableError,
+)
+from core.stores.lease_rules import (
+    check_held,
+    check_version,
+    committed,
+    describe_invalid,
+    format_mismatch,
+    history_window,
+    next_lease,
+    owns,
+    renewed,
+    require_same_job,
+    require_text,
+    require_ttl,
+    slice_job_id,
 )
 
 SCHEME = "firestore"
@@ -307,28 +321,13 @@ class FirestoreCheckpointStore:
         return self._checkpoint(job_id, job)
 
     def acquire(self, job_id: str, owner: str, ttl_seconds: float) -> Lease:
-        _require(job_id=job_id, owner=owner)
-        _require_ttl(ttl_seconds)
+        require_text(job_id=job_id, owner=owner)
+        require_ttl(ttl_seconds)
         ref = self._job_ref(job_id)
 
         def body(transaction: firestore.Transaction) -> Lease:
             job = self._parse(job_id, ref.get(transaction=transaction, **self._call))
-            now = self._now()
-            if job is not None and job.owner is not None and job.owner != owner:
-                assert job.expires_at is not None
-                if job.expires_at > now:
-                    raise LeaseLostError(
-                        job_id,
-                        f"held by {job.owner!r} until {job.expires_at.isoformat()}",
-                        holder=job.owner,
-                        expires_at=job.expires_at,
-                    )
-            lease = Lease(
-                job_id=job_id,
-                owner=owner,
-                token=(job.token if job else 0) + 1,
-                expires_at=now + timedelta(seconds=ttl_seconds),
-            )
+            lease = next_lease(job_id, owner, ttl_seconds, self._now(), job)
             fields = {"owner": owner, "token": lease.token, "lease_expires_at": lease.expires_at}
             if job is None:
                 transaction.set(ref, {**_new_job_doc(), **fields})
@@ -339,27 +338,21 @@ class FirestoreCheckpointStore:
         return self._transact(body)
 
     def renew(self, lease: Lease, ttl_seconds: float) -> Lease:
-        _require_ttl(ttl_seconds)
+        require_ttl(ttl_seconds)
         ref = self._job_ref(lease.job_id)
 
         def body(transaction: firestore.Transaction) -> Lease:
             self._held(
                 lease, self._parse(lease.job_id, ref.get(transaction=transaction, **self._call))
             )
-            renewed = lease.model_copy(
-                update={"expires_at": self._now() + timedelta(seconds=ttl_seconds)}
-            )
-            transaction.update(ref, {"lease_expires_at": renewed.expires_at})
-            return renewed
+            new = renewed(lease, self._now(), ttl_seconds)
+            transaction.update(ref, {"lease_expires_at": new.expires_at})
+            return new
 
         return self._transact(body)
 
     def commit(self, lease: Lease, checkpoint: Checkpoint) -> Checkpoint:
-        if checkpoint.job_id != lease.job_id:
-            raise ValueError(
-                f"checkpoint of job {checkpoint.job_id!r} committed under the lease of job "
-                f"{lease.job_id!r}"
-            )
+        require_same_job(lease, checkpoint)
         ref = self._job_ref(lease.job_id)
         _require_int64(checkpoint.model_dump(), "checkpoint")
 
@@ -367,15 +360,8 @@ class FirestoreCheckpointStore:
             job = self._held(
                 lease, self._parse(lease.job_id, ref.get(transaction=transaction, **self._call))
             )
-            if checkpoint.version != job.version:
-                raise LeaseLostError(
-                    lease.job_id,
-                    f"checkpoint version moved: this invocation has version "
-                    f"{checkpoint.version}, the store has {job.version}",
-                )
-            stored = checkpoint.model_copy(
-                update={"version": job.version + 1, "updated_at": self._now()}
-            )
+            check_version(lease.job_id, checkpoint, job.version)
+            stored = committed(checkpoint, self._now())
             transaction.update(
                 ref,
                 {"version": stored.version, "checkpoint": stored.model_dump(exclude={"version"})},
@@ -389,7 +375,7 @@ class FirestoreCheckpointStore:
 
         def body(transaction: firestore.Transaction) -> bool:
             job = self._parse(lease.job_id, ref.get(transaction=transaction, **self._call))
-            if job is None or job.owner != lease.owner or job.token != lease.token:
+            if not owns(lease, job):
                 raise _Unchanged  # not ours (any more): roll back instead of committing nothing
             transaction.update(ref, {"owner": None, "lease_expires_at": None})
             return True
@@ -400,9 +386,7 @@ class FirestoreCheckpointStore:
             return False
 
     def record_slice(self, lease_or_job_id: Lease | str, record: SliceRecord) -> None:
-        job_id = lease_or_job_id.job_id if isinstance(lease_or_job_id, Lease) else lease_or_job_id
-        if record.job_id != job_id:
-            raise ValueError(f"slice record of job {record.job_id!r} recorded for job {job_id!r}")
+        job_id = slice_job_id(lease_or_job_id, record)
         ref = self._job_ref(job_id)
         slices = ref.collection(SLICES)
         data = record.model_dump()
@@ -428,9 +412,7 @@ class FirestoreCheckpointStore:
         self._transact(body)
 
     def history(self, job_id: str, limit: int = 20) -> list[SliceRecord]:
-        if limit < 0:
-            raise ValueError("limit must not be negative")
-        limit = min(limit, self._history_limit)
+        limit = history_window(limit, self._history_limit)
         slices = self._job_ref(job_id).collection(SLICES)
         if limit == 0:
             return []
@@ -449,7 +431,7 @@ class FirestoreCheckpointStore:
             try:
                 record = SliceRecord.model_validate(_plain(raw))
             except ValidationError as exc:
-                raise CorruptCheckpointError(job_id, where, _invalid(exc)) from None
+                raise CorruptCheckpointError(job_id, where, describe_invalid(exc)) from None
             if record.job_id != job_id:
                 raise CorruptCheckpointError(job_id, where, "a slice record names another job")
             records.append(record)
@@ -588,23 +570,7 @@ class FirestoreCheckpointStore:
         return _JobDoc(owner, token, expiry, version, checkpoint, history_seq)
 
     def _held(self, lease: Lease, job: _JobDoc | None) -> _JobDoc:
-        if job is None:
-            raise LeaseLostError(lease.job_id, "the job has no lease")
-        if job.owner is None and job.token == lease.token:
-            raise LeaseLostError(lease.job_id, "the lease was released")
-        if job.owner != lease.owner or job.token != lease.token:
-            raise LeaseLostError(
-                lease.job_id,
-                f"taken over by {job.owner!r} (token {job.token}, ours {lease.token})"
-                if job.owner
-                else f"released after a takeover (token {job.token}, ours {lease.token})",
-                holder=job.owner,
-                expires_at=job.expires_at,
-            )
-        assert job.expires_at is not None
-        if job.expires_at <= self._now():
-            raise LeaseLostError(lease.job_id, f"the lease expired at {job.expires_at.isoformat()}")
-        return job
+        return check_held(lease, job, self._now())
 
     def _checkpoint(self, job_id: str, job: _JobDoc) -> Checkpoint:
         assert job.checkpoint is not None
@@ -614,7 +580,7 @@ class FirestoreCheckpointStore:
         try:
             return Checkpoint.model_validate({**_plain(job.checkpoint), "version": job.version})
         except ValidationError as exc:
-            raise CorruptCheckpointError(job_id, where, _invalid(exc)) from None
+            raise CorruptCheckpointError(job_id, where, describe_invalid(exc)) from None
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -763,24 +729,7 @@ def _require_document_id(job_id: str) -> None:
 def _format_mismatch(fmt: object) -> str:
     if fmt is None:
         return "no format field: not a document written by esdb-relay"
-    return f"document format {fmt!r}, this version of esdb-relay reads format {FORMAT}"
-
-
-def _invalid(exc: ValidationError) -> str:
-    first = exc.errors(include_url=False, include_input=False)[0]
-    where = ".".join(str(p) for p in first["loc"]) or "record"
-    return f"not a valid record ({where}: {first['msg']})"
-
-
-def _require(**values: str) -> None:
-    for name, value in values.items():
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"{name} must be a non-empty string")
-
-
-def _require_ttl(ttl_seconds: float) -> None:
-    if not ttl_seconds > 0:
-        raise ValueError("ttl_seconds must be positive")
+    return format_mismatch(fmt, FORMAT, noun="document")
 
 
 def open_firestore_store(

@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from itertools import islice
 from typing import Any, NoReturn
 from urllib.parse import parse_qsl, urlsplit
@@ -44,9 +44,24 @@ from core.checkpoint import (
 from core.errors import (
     ConfigError,
     CorruptCheckpointError,
-    LeaseLostError,
     PermanentError,
     StoreUnavailableError,
+)
+from core.stores.lease_rules import (
+    check_held,
+    check_version,
+    checkpoint_json,
+    committed,
+    describe_invalid,
+    format_mismatch,
+    history_window,
+    next_lease,
+    owns,
+    renewed,
+    require_same_job,
+    require_text,
+    require_ttl,
+    slice_job_id,
 )
 
 try:
@@ -403,27 +418,12 @@ class AzureTableCheckpointStore:
 
     def acquire(self, job_id: str, owner: str, ttl_seconds: float) -> Lease:
         _require_key(job_id=job_id)
-        _require(owner=owner)
-        _require_ttl(ttl_seconds)
+        require_text(owner=owner)
+        require_ttl(ttl_seconds)
         with self._errors(job_id):
             for attempt in range(_STATE_ATTEMPTS):
                 state = self._read_state(job_id)
-                now = self._now()
-                if state is not None and state.owner is not None and state.owner != owner:
-                    assert state.expires_at is not None
-                    if state.expires_at > now:
-                        raise LeaseLostError(
-                            job_id,
-                            f"held by {state.owner!r} until {state.expires_at.isoformat()}",
-                            holder=state.owner,
-                            expires_at=state.expires_at,
-                        )
-                lease = Lease(
-                    job_id=job_id,
-                    owner=owner,
-                    token=(state.token if state else 0) + 1,
-                    expires_at=now + timedelta(seconds=ttl_seconds),
-                )
+                lease = next_lease(job_id, owner, ttl_seconds, self._now(), state)
                 new = _State(
                     owner=owner,
                     token=lease.token,
@@ -438,41 +438,28 @@ class AzureTableCheckpointStore:
         raise _contended(job_id)
 
     def renew(self, lease: Lease, ttl_seconds: float) -> Lease:
-        _require_ttl(ttl_seconds)
+        require_ttl(ttl_seconds)
         _require_key(job_id=lease.job_id)
         with self._errors(lease.job_id):
             for attempt in range(_STATE_ATTEMPTS):
                 state = self._held(lease)
-                renewed = lease.model_copy(
-                    update={"expires_at": self._now() + timedelta(seconds=ttl_seconds)}
-                )
+                new = renewed(lease, self._now(), ttl_seconds)
                 if self._write_state(
-                    lease.job_id, replace(state, expires_at=renewed.expires_at), state.etag
+                    lease.job_id, replace(state, expires_at=new.expires_at), state.etag
                 ):
-                    return renewed
+                    return new
                 _pause(attempt)
         raise _contended(lease.job_id)
 
     def commit(self, lease: Lease, checkpoint: Checkpoint) -> Checkpoint:
-        if checkpoint.job_id != lease.job_id:
-            raise ValueError(
-                f"checkpoint of job {checkpoint.job_id!r} committed under the lease of job "
-                f"{lease.job_id!r}"
-            )
+        require_same_job(lease, checkpoint)
         _require_key(job_id=lease.job_id)
         with self._errors(lease.job_id):
             for attempt in range(_STATE_ATTEMPTS):
                 state = self._held(lease)
-                if checkpoint.version != state.version:
-                    raise LeaseLostError(
-                        lease.job_id,
-                        f"checkpoint version moved: this invocation has version "
-                        f"{checkpoint.version}, the store has {state.version}",
-                    )
-                stored = checkpoint.model_copy(
-                    update={"version": state.version + 1, "updated_at": self._now()}
-                )
-                text = stored.model_dump_json(exclude={"version"})
+                check_version(lease.job_id, checkpoint, state.version)
+                stored = committed(checkpoint, self._now())
+                text = checkpoint_json(stored)
                 _fits(text, "the checkpoint")
                 new = replace(state, version=stored.version, checkpoint=text)
                 if self._write_state(lease.job_id, new, state.etag):
@@ -485,7 +472,7 @@ class AzureTableCheckpointStore:
         with self._errors(lease.job_id):
             for attempt in range(_STATE_ATTEMPTS):
                 state = self._read_state(lease.job_id)
-                if state is None or state.owner != lease.owner or state.token != lease.token:
+                if not owns(lease, state):
                     return False
                 if self._write_state(
                     lease.job_id, replace(state, owner=None, expires_at=None), state.etag
@@ -495,9 +482,7 @@ class AzureTableCheckpointStore:
         raise _contended(lease.job_id)
 
     def record_slice(self, lease_or_job_id: Lease | str, record: SliceRecord) -> None:
-        job_id = lease_or_job_id.job_id if isinstance(lease_or_job_id, Lease) else lease_or_job_id
-        if record.job_id != job_id:
-            raise ValueError(f"slice record of job {record.job_id!r} recorded for job {job_id!r}")
+        job_id = slice_job_id(lease_or_job_id, record)
         _require_key(job_id=job_id)
         text = _record_json(record)
         with self._errors(job_id):
@@ -512,10 +497,8 @@ class AzureTableCheckpointStore:
         )
 
     def history(self, job_id: str, limit: int = 20) -> list[SliceRecord]:
-        if limit < 0:
-            raise ValueError("limit must not be negative")
+        limit = history_window(limit, self._history_limit)
         _require_key(job_id=job_id)
-        limit = min(limit, self._history_limit)
         if limit == 0:
             return []
         with self._errors(job_id):
@@ -537,26 +520,7 @@ class AzureTableCheckpointStore:
         return None if entity is None else self._state(job_id, entity)
 
     def _held(self, lease: Lease) -> _State:
-        state = self._read_state(lease.job_id)
-        if state is None:
-            raise LeaseLostError(lease.job_id, "the job has no lease")
-        if state.owner is None and state.token == lease.token:
-            raise LeaseLostError(lease.job_id, "the lease was released")
-        if state.owner != lease.owner or state.token != lease.token:
-            raise LeaseLostError(
-                lease.job_id,
-                f"taken over by {state.owner!r} (token {state.token}, ours {lease.token})"
-                if state.owner
-                else f"released after a takeover (token {state.token}, ours {lease.token})",
-                holder=state.owner,
-                expires_at=state.expires_at,
-            )
-        assert state.expires_at is not None
-        if state.expires_at <= self._now():
-            raise LeaseLostError(
-                lease.job_id, f"the lease expired at {state.expires_at.isoformat()}"
-            )
-        return state
+        return check_held(lease, self._read_state(lease.job_id), self._now())
 
     def _write_state(self, job_id: str, state: _State, etag: str | None) -> bool:
         """Create (``etag`` None) or replace the state entity if unchanged since read.
@@ -636,7 +600,7 @@ class AzureTableCheckpointStore:
             try:
                 return Checkpoint.model_validate({**data, "version": state.version})
             except ValidationError as exc:
-                detail = _invalid(exc)
+                detail = describe_invalid(exc)
         raise CorruptCheckpointError(job_id, self.table, f"{STATE_ROW} entity: {detail}")
 
     # --- history rows ---------------------------------------------------------------------
@@ -730,7 +694,9 @@ class AzureTableCheckpointStore:
         try:
             record = SliceRecord.model_validate_json(text)
         except ValidationError as exc:
-            raise CorruptCheckpointError(job_id, self.table, f"{where}: {_invalid(exc)}") from None
+            raise CorruptCheckpointError(
+                job_id, self.table, f"{where}: {describe_invalid(exc)}"
+            ) from None
         if record.job_id != job_id:
             raise CorruptCheckpointError(job_id, self.table, f"{where}: names another job")
         return record
@@ -911,35 +877,18 @@ def _pause(attempt: int) -> None:
 
 
 def _format_mismatch(fmt: object) -> str:
-    return f"record format {fmt!r}, this version of esdb-relay reads format {FORMAT}"
-
-
-def _invalid(exc: ValidationError) -> str:
-    first = exc.errors(include_url=False, include_input=False)[0]
-    where = ".".join(str(p) for p in first["loc"]) or "record"
-    return f"not a valid record ({where}: {first['msg']})"
-
-
-def _require(**values: str) -> None:
-    for name, value in values.items():
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"{name} must be a non-empty string")
+    return format_mismatch(fmt, FORMAT)
 
 
 def _require_key(**values: str) -> None:
     """Job ids become PartitionKeys: at most 1 KiB, none of / \\ # ? or control characters."""
-    _require(**values)
+    require_text(**values)
     for name, value in values.items():
         if _KEY_FORBIDDEN.search(value) or _utf16_bytes(value) > 1024:
             raise ValueError(
                 f"{name} {value[:80]!r} cannot be an Azure table key (no / \\ # ? or control "
                 "characters, at most 512 characters)"
             )
-
-
-def _require_ttl(ttl_seconds: float) -> None:
-    if not ttl_seconds > 0:
-        raise ValueError("ttl_seconds must be positive")
 
 
 __all__ = [

@@ -56,6 +56,21 @@ from core.errors import (
     PermanentError,
     StoreUnavailableError,
 )
+from core.stores.lease_rules import (
+    checkpoint_json,
+    committed,
+    describe_invalid,
+    held_by_another,
+    history_window,
+    lease_expiry,
+    lease_lost,
+    renewed,
+    require_same_job,
+    require_text,
+    require_ttl,
+    slice_job_id,
+    version_moved,
+)
 
 SCHEME = "dynamodb"
 FORMAT = 1
@@ -284,10 +299,10 @@ class DynamoDbCheckpointStore:
         return _parse_checkpoint(job_id, self.table, row)
 
     def acquire(self, job_id: str, owner: str, ttl_seconds: float) -> Lease:
-        _require(job_id=job_id, owner=owner)
-        _require_ttl(ttl_seconds)
+        require_text(job_id=job_id, owner=owner)
+        require_ttl(ttl_seconds)
         now = self._now()
-        expires_at = now + timedelta(seconds=ttl_seconds)
+        expires_at = lease_expiry(now, ttl_seconds)
         try:
             attributes = self._update(
                 job_id,
@@ -320,41 +335,29 @@ class DynamoDbCheckpointStore:
             if failed.item is None:  # only if the record was deleted while we were refused
                 raise LeaseLostError(job_id, "the job record changed during the acquire") from None
             row = _parse_state(job_id, self.table, failed.item)
-            until = f" until {row.expires_at.isoformat()}" if row.expires_at else ""
-            raise LeaseLostError(
-                job_id,
-                f"held by {row.owner!r}{until}",
-                holder=row.owner,
-                expires_at=row.expires_at,
-            ) from None
+            raise held_by_another(job_id, row.owner, row.expires_at) from None
         token = _int_attr(job_id, self.table, attributes, "token")
         return Lease(job_id=job_id, owner=owner, token=token, expires_at=expires_at)
 
     def renew(self, lease: Lease, ttl_seconds: float) -> Lease:
-        _require_ttl(ttl_seconds)
+        require_ttl(ttl_seconds)
         now = self._now()
-        renewed = lease.model_copy(update={"expires_at": now + timedelta(seconds=ttl_seconds)})
+        new = renewed(lease, now, ttl_seconds)
         try:
             self._update(
                 lease.job_id,
                 condition=_HELD,
                 update="SET #expires = :expires",
-                values={**_held_values(lease, now), ":expires": _n(_to_us(renewed.expires_at))},
+                values={**_held_values(lease, now), ":expires": _n(_to_us(new.expires_at))},
             )
         except _ConditionFailed as failed:
             raise self._lost(lease, failed.item, now) from None
-        return renewed
+        return new
 
     def commit(self, lease: Lease, checkpoint: Checkpoint) -> Checkpoint:
-        if checkpoint.job_id != lease.job_id:
-            raise ValueError(
-                f"checkpoint of job {checkpoint.job_id!r} committed under the lease of job "
-                f"{lease.job_id!r}"
-            )
+        require_same_job(lease, checkpoint)
         now = self._now()
-        stored = checkpoint.model_copy(
-            update={"version": checkpoint.version + 1, "updated_at": now}
-        )
+        stored = committed(checkpoint, now)
         try:
             self._update(
                 lease.job_id,
@@ -364,7 +367,7 @@ class DynamoDbCheckpointStore:
                     **_held_values(lease, now),
                     ":version": _n(checkpoint.version),
                     ":next": _n(stored.version),
-                    ":checkpoint": {"S": _dump(stored)},
+                    ":checkpoint": {"S": checkpoint_json(stored)},
                 },
             )
         except _ConditionFailed as failed:
@@ -389,9 +392,7 @@ class DynamoDbCheckpointStore:
         return True
 
     def record_slice(self, lease_or_job_id: Lease | str, record: SliceRecord) -> None:
-        job_id = lease_or_job_id.job_id if isinstance(lease_or_job_id, Lease) else lease_or_job_id
-        if record.job_id != job_id:
-            raise ValueError(f"slice record of job {record.job_id!r} recorded for job {job_id!r}")
+        job_id = slice_job_id(lease_or_job_id, record)
         try:
             counter = self._update(
                 job_id,
@@ -433,9 +434,7 @@ class DynamoDbCheckpointStore:
                 )
 
     def history(self, job_id: str, limit: int = 20) -> list[SliceRecord]:
-        if limit < 0:
-            raise ValueError("limit must not be negative")
-        limit = min(limit, self._history_limit)
+        limit = history_window(limit, self._history_limit)
         items: list[dict[str, Any]] = []
         start: dict[str, Any] | None = None
         while len(items) < limit:
@@ -521,29 +520,12 @@ class DynamoDbCheckpointStore:
         version: int | None = None,
     ) -> LeaseLostError:
         """Why a write under ``lease`` was refused, from the record the condition saw."""
-        job_id = lease.job_id
-        if item is None:
-            return LeaseLostError(job_id, "the job has no lease")
-        row = _parse_state(job_id, self.table, item)
-        if row.owner is None and row.token == lease.token:
-            return LeaseLostError(job_id, "the lease was released")
-        if row.owner != lease.owner or row.token != lease.token:
-            return LeaseLostError(
-                job_id,
-                f"taken over by {row.owner!r} (token {row.token}, ours {lease.token})"
-                if row.owner
-                else f"released after a takeover (token {row.token}, ours {lease.token})",
-                holder=row.owner,
-                expires_at=row.expires_at,
-            )
-        assert row.expires_at is not None
-        if row.expires_at <= now:
-            return LeaseLostError(job_id, f"the lease expired at {row.expires_at.isoformat()}")
-        return LeaseLostError(
-            job_id,
-            f"checkpoint version moved: this invocation has version {version}, "
-            f"the store has {row.version}",
-        )
+        row = None if item is None else _parse_state(lease.job_id, self.table, item)
+        lost = lease_lost(lease, row, now)
+        if lost is not None:
+            return lost
+        assert row is not None  # held: the condition failed on the version
+        return version_moved(lease.job_id, version, row.version)
 
     @contextmanager
     def _errors(self, job_id: str, action: str) -> Iterator[None]:
@@ -804,7 +786,7 @@ def _parse_checkpoint(job_id: str, table: str, row: _JobRow) -> Checkpoint:
     try:
         return Checkpoint.model_validate({**data, "version": row.version})
     except ValidationError as exc:
-        raise CorruptCheckpointError(job_id, table, _invalid(exc)) from None
+        raise CorruptCheckpointError(job_id, table, describe_invalid(exc)) from None
 
 
 def _parse_slice(job_id: str, table: str, item: Mapping[str, Any]) -> SliceRecord:
@@ -815,31 +797,10 @@ def _parse_slice(job_id: str, table: str, item: Mapping[str, Any]) -> SliceRecor
     try:
         record = SliceRecord.model_validate_json(text)
     except ValidationError as exc:
-        raise CorruptCheckpointError(job_id, table, _invalid(exc)) from None
+        raise CorruptCheckpointError(job_id, table, describe_invalid(exc)) from None
     if record.job_id != job_id:
         raise CorruptCheckpointError(job_id, table, "a slice record names another job")
     return record
-
-
-def _dump(checkpoint: Checkpoint) -> str:
-    return checkpoint.model_dump_json(exclude={"version"})
-
-
-def _invalid(exc: ValidationError) -> str:
-    first = exc.errors(include_url=False, include_input=False)[0]
-    where = ".".join(str(p) for p in first["loc"]) or "record"
-    return f"not a valid record ({where}: {first['msg']})"
-
-
-def _require(**values: str) -> None:
-    for name, value in values.items():
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"{name} must be a non-empty string")
-
-
-def _require_ttl(ttl_seconds: float) -> None:
-    if not ttl_seconds > 0:
-        raise ValueError("ttl_seconds must be positive")
 
 
 # --- registry -------------------------------------------------------------------------------

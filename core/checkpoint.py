@@ -11,7 +11,7 @@ import functools
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -156,6 +156,16 @@ class CheckpointStore(Protocol):
         ...
 
 
+class ClosingStore:
+    """Mixin for store classes: ``with store:`` closes the store when the block ends."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()  # type: ignore[attr-defined]
+
+
 # --- registry -------------------------------------------------------------------------------
 
 StoreFactory = Callable[..., CheckpointStore]
@@ -240,6 +250,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointStore",
     "Clock",
+    "ClosingStore",
     "Lease",
     "Position",
     "SliceRecord",

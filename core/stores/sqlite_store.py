@@ -24,6 +24,7 @@ from core.checkpoint import (
     HISTORY_LIMIT,
     Checkpoint,
     Clock,
+    ClosingStore,
     Lease,
     SliceRecord,
     utcnow,
@@ -122,7 +123,7 @@ def parse_sqlite_url(url: str) -> tuple[str, dict[str, Any]]:
     return path, options
 
 
-class SqliteCheckpointStore:
+class SqliteCheckpointStore(ClosingStore):
     """A ``CheckpointStore`` in one SQLite file (or in memory, for tests).
 
     A store object is safe to share between threads (one connection, one lock); several store
@@ -151,12 +152,6 @@ class SqliteCheckpointStore:
 
     def __repr__(self) -> str:
         return f"SqliteCheckpointStore({self.path!r})"
-
-    def __enter__(self) -> SqliteCheckpointStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # --- protocol -------------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ from core.checkpoint import (
     HISTORY_LIMIT,
     Checkpoint,
     Clock,
+    ClosingStore,
     Lease,
     SliceRecord,
     register_store,
@@ -223,7 +224,7 @@ class _ConditionFailed(Exception):
         self.item = item
 
 
-class DynamoDbCheckpointStore:
+class DynamoDbCheckpointStore(ClosingStore):
     """A ``CheckpointStore`` in one DynamoDB table.
 
     Safe to share between threads (boto3 clients are); separate store objects, containers or
@@ -280,12 +281,6 @@ class DynamoDbCheckpointStore:
 
     def __repr__(self) -> str:
         return f"DynamoDbCheckpointStore({self.table!r}, region={self.region!r})"
-
-    def __enter__(self) -> DynamoDbCheckpointStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # --- protocol -------------------------------------------------------------------------
 

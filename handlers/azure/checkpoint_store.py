@@ -36,6 +36,7 @@ from core.checkpoint import (
     HISTORY_LIMIT,
     Checkpoint,
     Clock,
+    ClosingStore,
     Lease,
     SliceRecord,
     register_store,
@@ -304,7 +305,7 @@ class _State:
     etag: str | None
 
 
-class AzureTableCheckpointStore:
+class AzureTableCheckpointStore(ClosingStore):
     """A ``CheckpointStore`` in one Azure table (Azure Storage or Azurite).
 
     A store object may be shared between threads; separate objects, processes and function
@@ -399,12 +400,6 @@ class AzureTableCheckpointStore:
             f"AzureTableCheckpointStore(table={self.table!r}, endpoint={self.endpoint!r}, "
             f"auth={self._source!r})"
         )
-
-    def __enter__(self) -> AzureTableCheckpointStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # --- protocol -------------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ from core.checkpoint import (
     HISTORY_LIMIT,
     Checkpoint,
     Clock,
+    ClosingStore,
     Lease,
     SliceRecord,
     register_store,
@@ -236,7 +237,7 @@ class _Unchanged(Exception):
     """Raised inside a transaction that decided to write nothing (rolls it back, no commit)."""
 
 
-class FirestoreCheckpointStore:
+class FirestoreCheckpointStore(ClosingStore):
     """A ``CheckpointStore`` in one Firestore collection.
 
     Safe to share between threads (the Firestore client is); separate store objects, containers
@@ -302,12 +303,6 @@ class FirestoreCheckpointStore:
             f"FirestoreCheckpointStore({self.collection!r}, project={self.project!r}, "
             f"database={self.database!r}{where})"
         )
-
-    def __enter__(self) -> FirestoreCheckpointStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # --- protocol -------------------------------------------------------------------------
 

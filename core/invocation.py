@@ -19,6 +19,7 @@ from core.config import JobConfig, format_validation_error
 from core.engine import SliceResult
 from core.errors import ConfigError, RelayError
 from core.logs import logger
+from core.preflight import preflight_from_env
 from core.relay import Relay, Status
 
 RelayFactory = Callable[[JobConfig], Relay]
@@ -148,14 +149,20 @@ def invoke(
             f"this function runs job {job.job_id!r}, not {request.job!r}",
             hint="invoke the function deployed for that job, or leave 'job' out",
         )
+    if request.action == "preflight":
+        # Before any Relay: its connections are what preflight examines, step by step.
+        report = preflight_from_env(job)
+        return InvocationResponse(
+            action="preflight",
+            job_id=job.job_id,
+            status="ok" if report.ok else "failed",
+            next_action="stop",
+            result=report.model_dump(mode="json"),
+            error=None if report.ok else report.summary(),
+        )
     with relay_factory(job) as relay:
         if request.action == "status":
             return _status(job, relay.status())
-        if request.action == "preflight":
-            # Building the Relay reached both endpoints and the checkpoint store already.
-            return InvocationResponse(
-                action="preflight", job_id=job.job_id, status="ok", next_action="stop"
-            )
         return _slice(request, job, relay, remaining_seconds)
 
 

@@ -109,7 +109,7 @@ def preflight(
     """Check both endpoints and the network layout. ConfigError if a CIDR or the cloud given
     is not valid (nothing is checked then)."""
     subnets = list(subnets)
-    plan = _network_plan(subnets, peering_cidr, cloud)
+    plan = network_plan(subnets, peering_cidr, cloud)
     checks: list[Check] = []
     local: set[str] = set()
     for side, secret in (("source", job.source), ("target", job.target)):
@@ -744,7 +744,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
-class _Plan:
+class NetworkPlan:
     subnets: list[Network]
     peering: Network | None
 
@@ -759,10 +759,10 @@ def _cidr(value: str, what: str) -> Network:
         raise ConfigError(f"{what} {value!r} is not a valid CIDR range: {e}", hint=hint) from None
 
 
-def _network_plan(subnets: list[str], peering_cidr: str | None, cloud: str | None) -> _Plan:
+def network_plan(subnets: list[str], peering_cidr: str | None, cloud: str | None) -> NetworkPlan:
     if cloud is not None and cloud not in CLOUDS:
         raise ConfigError(f"cloud {cloud!r} is not known", hint="use aws, gcp or azure")
-    return _Plan(
+    return NetworkPlan(
         subnets=[_cidr(s, "subnet") for s in subnets],
         peering=_cidr(peering_cidr, "peering range") if peering_cidr else None,
     )
@@ -779,7 +779,7 @@ def _covering(networks: list[Network]) -> Network | None:
 
 
 def network_checks(
-    plan: _Plan,
+    plan: NetworkPlan,
     cloud: str | None,
     vnet_is_peered_directly: bool | None,
     local_addresses: Iterable[str] = (),
@@ -902,8 +902,10 @@ def _azure_check(direct: bool | None) -> Check:
 
 __all__ = [
     "Check",
+    "NetworkPlan",
     "PreflightReport",
     "network_checks",
+    "network_plan",
     "preflight",
     "preflight_from_env",
 ]

@@ -1,0 +1,114 @@
+"""`esdb-relay preflight`: check, from where the relay runs, that both databases and the
+network are ready for a migration.
+
+Exit codes: 0 no check failed (warnings allowed), 1 a check failed, 2 configuration error.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from core.config import JobConfig
+from core.errors import ConfigError
+from core.preflight import PreflightReport
+from core.preflight import preflight as run_preflight
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+_MARKS = {
+    "ok": "[green]✓[/]",
+    "warn": "[yellow]![/]",
+    "fail": "[red]✗[/]",
+    "skip": "[dim]-[/]",
+}
+
+
+class CloudName(StrEnum):
+    aws = "aws"
+    gcp = "gcp"
+    azure = "azure"
+
+
+def preflight(
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        "-c",
+        help="Job file (.toml, .yaml, .json); ESDB_RELAY_* env vars override it.",
+    ),
+    subnet: list[str] = typer.Option(
+        [],
+        "--subnet",
+        help="A subnet or GKE pod CIDR the function uses (repeat for each); each must lie "
+        "inside --peering-cidr.",
+    ),
+    peering_cidr: str | None = typer.Option(
+        None,
+        "--peering-cidr",
+        help="The peering's single IP range (Remote Address in the Event Store Cloud console).",
+    ),
+    cloud: CloudName | None = typer.Option(
+        None, "--cloud", help="Where the function runs: aws, gcp or azure."
+    ),
+    vnet_peered_directly: bool | None = typer.Option(
+        None,
+        "--vnet-peered-directly/--vnet-not-peered-directly",
+        help="Azure: whether the function's VNet is the one peered with Event Store Cloud "
+        "(peering links have no gateway transit).",
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+    timeout: float = typer.Option(
+        5.0, "--timeout", min=0.1, help="Seconds each network step may take."
+    ),
+) -> None:
+    """Check DNS, TCP, TLS, credentials, cluster and latency of both endpoints, and that the
+    function's subnets lie inside the peering range.
+
+    Exits 0 when nothing failed, 1 when a check failed, 2 on a configuration error.
+    """
+    out = Console(highlight=False)
+    err = Console(stderr=True, highlight=False)
+    try:
+        job = JobConfig.load(file=config)
+        report = run_preflight(
+            job,
+            subnets=subnet,
+            peering_cidr=peering_cidr,
+            cloud=cloud.value if cloud else None,  # type: ignore[arg-type]
+            vnet_is_peered_directly=vnet_peered_directly,
+            timeout=timeout,
+        )
+    except ConfigError as e:
+        err.print(f"[red]configuration error:[/] {escape(str(e))}", soft_wrap=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+    if json_out:
+        typer.echo(report.model_dump_json(indent=2))
+    else:
+        print_report(out, report)
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_FAILED)
+
+
+def print_report(out: Console, report: PreflightReport) -> None:
+    out.print(f"preflight of job [bold]{escape(report.job_id)}[/]")
+    out.print(f"  source: {escape(report.source)}")
+    out.print(f"  target: {escape(report.target)}")
+    table = Table(show_lines=True)
+    table.add_column("", no_wrap=True)
+    table.add_column("check", no_wrap=True)
+    table.add_column("result")
+    for check in report.checks:
+        text = escape(check.detail)
+        if check.fix:
+            text += f"\n[bold]fix:[/] {escape(check.fix)}"
+        table.add_row(_MARKS[check.status], escape(check.name), text)
+    out.print(table)
+    colour = "green" if report.ok else "red"
+    out.print(f"[{colour}]{escape(report.summary())}[/]")

@@ -1,0 +1,454 @@
+"""`preflight`: real emulators and sockets, no mocks.
+
+Each broken setup fails the check that names it, with a fix; passwords never reach the report
+or the CLI output.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from core.config import JobConfig
+from core.errors import ConfigError
+from core.invocation import invoke, parse_request
+from core.preflight import PreflightReport, network_checks, network_plan, preflight
+from esdb_emulator import Emulator
+from esdb_emulator.security import generate_self_signed
+from handlers.cli.preflight_cmd import preflight as preflight_command
+from tests.engine.helpers import make_job
+
+SECRET = "s3cr3t-Pa55word"  # the emulators' admin password in these tests
+WRONG = "wr0ng-Pa55word"
+USERS = {"admin": SECRET}
+STEPS = ("connection string", "DNS", "TCP", "TLS", "cluster", "credentials", "latency")
+
+
+@pytest.fixture
+def tls_pair() -> Iterator[tuple[Emulator, Emulator]]:
+    with Emulator(tls=True, users=USERS) as source, Emulator(tls=True, users=USERS) as target:
+        yield source, target
+
+
+def uri(db: Emulator) -> str:
+    return db.connection_string(password=SECRET) if db.auth.enabled else db.uri
+
+
+def job_for(source: str, target: str) -> JobConfig:
+    return JobConfig.load(
+        payload={
+            "job_id": "preflight-job",
+            "source": source,
+            "target": target,
+            "checkpoint_store": "sqlite:///:memory:",
+        }
+    )
+
+
+def run(source: str, target: str, **options: object) -> PreflightReport:
+    options.setdefault("timeout", 3.0)
+    report = preflight(job_for(source, target), **options)  # type: ignore[arg-type]
+    dumped = report.model_dump_json()
+    assert SECRET not in dumped and WRONG not in dumped, "a password reached the report"
+    return report
+
+
+def statuses(report: PreflightReport, side: str) -> dict[str, str]:
+    return {
+        c.name.removeprefix(f"{side}: "): c.status
+        for c in report.checks
+        if c.name.startswith(f"{side}: ")
+    }
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- all green ----------------------------------------------------------------------------
+
+
+def test_tls_endpoints_with_the_right_ca_and_credentials_pass(tls_pair):
+    source, target = tls_pair
+    report = run(uri(source), uri(target))
+    assert report.ok and report.failures == 0 and report.warnings == 0
+    for side in ("source", "target"):
+        assert statuses(report, side) == dict.fromkeys(STEPS, "ok")
+    tls = report.check("source: TLS")
+    assert "certificate verified" in tls.detail and "CN=esdb-emulator" in tls.detail
+    assert tls.figures["certificate_days_left"] > 20
+    assert "not reported" in report.check("source: cluster").detail  # the server version
+    assert "may append" in report.check("target: credentials").detail
+    assert report.check("target: latency").figures["round_trip_ms"] > 0
+    assert "***" in report.source and SECRET not in report.source
+
+
+def test_discover_reads_gossip_and_checks_the_members(tls_pair):
+    source, target = tls_pair
+    report = run(
+        source.connection_string(discover=True, password=SECRET),
+        target.connection_string(discover=True, password=SECRET),
+    )
+    assert report.ok, report.summary()
+    cluster = report.check("source: cluster")
+    assert cluster.status == "ok"
+    assert f"leader {source.target}" in cluster.detail
+    assert f"the relay uses {source.target}" in cluster.detail
+
+
+def test_plaintext_endpoints_pass_with_a_warning():
+    with Emulator() as source, Emulator() as target:
+        report = run(uri(source), uri(target))
+    assert report.ok
+    tls = report.check("source: TLS")
+    assert tls.status == "warn" and "plaintext" in tls.detail and "Tls=false" in tls.fix
+
+
+# --- unreachable endpoints ----------------------------------------------------------------
+
+
+def test_a_closed_port_fails_tcp(tls_pair):
+    _, target = tls_pair
+    report = run(f"esdb://admin:{SECRET}@127.0.0.1:{closed_port()}?Tls=false", uri(target))
+    assert not report.ok
+    tcp = report.check("source: TCP")
+    assert tcp.status == "fail" and "refused" in tcp.detail
+    assert "port" in tcp.fix
+    assert statuses(report, "source")["credentials"] == "skip"
+    assert statuses(report, "target")["credentials"] == "ok"
+
+
+def test_an_unresolvable_host_fails_dns(tls_pair):
+    source, _ = tls_pair
+    report = run(
+        uri(source), f"esdb://admin:{SECRET}@nonexistent.invalid:2113?tlsCaFile={source.ca_file}"
+    )
+    dns = report.check("target: DNS")
+    assert dns.status == "fail" and "nonexistent.invalid" in dns.detail
+    assert "host name" in dns.fix
+    assert report.summary().startswith("1 check(s) failed: target: DNS")
+
+
+def test_a_port_that_never_answers_tls_fails_within_the_timeout(tls_pair):
+    _, target = tls_pair
+    with socket.socket() as silent:  # accepts TCP (the kernel's backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        report = run(
+            f"esdb://admin:{SECRET}@127.0.0.1:{port}?tlsCaFile={target.ca_file}",
+            uri(target),
+            timeout=0.5,
+        )
+    assert report.check("source: TCP").status == "ok"
+    tls = report.check("source: TLS")
+    assert tls.status == "fail" and "within 0.5s" in tls.detail
+
+
+# --- TLS mismatches -----------------------------------------------------------------------
+
+
+def test_a_plaintext_client_against_a_tls_server_fails_tls(tls_pair):
+    source, target = tls_pair
+    report = run(f"esdb://admin:{SECRET}@{source.target}?Tls=false", uri(target))
+    tls = report.check("source: TLS")
+    assert tls.status == "fail" and "speaks TLS" in tls.detail
+    assert "remove Tls=false" in tls.fix
+
+
+def test_a_tls_client_against_a_plaintext_server_fails_tls(tls_pair):
+    _, target = tls_pair
+    with Emulator() as plain:
+        report = run(
+            f"esdb://admin:{SECRET}@{plain.target}?tlsCaFile={target.ca_file}", uri(target)
+        )
+    tls = report.check("source: TLS")
+    assert tls.status == "fail" and "does not speak TLS" in tls.detail
+    assert "Tls=false" in tls.fix
+
+
+def test_the_wrong_ca_file_fails_tls(tls_pair):
+    source, target = tls_pair
+    wrong_ca = target.ca_file
+    report = run(f"esdb://admin:{SECRET}@{source.target}?tlsCaFile={wrong_ca}", uri(target))
+    tls = report.check("source: TLS")
+    assert tls.status == "fail" and "certificate not accepted" in tls.detail
+    assert "tlsCaFile" in tls.fix and "not the CA that signed" in tls.fix
+
+
+def test_a_certificate_for_another_name_fails_tls():
+    other = generate_self_signed(("db.example.com",))
+    with Emulator(tls=True, users=USERS, certificate=other) as db:
+        report = run(uri(db), uri(db))
+    tls = report.check("source: TLS")
+    assert tls.status == "fail" and "mismatch" in tls.detail.lower()
+    assert "db.example.com" in tls.fix
+
+
+def test_a_missing_ca_file_fails_the_connection_string(tls_pair):
+    source, target = tls_pair
+    report = run(f"esdb://admin:{SECRET}@{source.target}?tlsCaFile=/no/such/ca.pem", uri(target))
+    check = report.check("source: connection string")
+    assert check.status == "fail" and "/no/such/ca.pem does not exist" in check.detail
+    assert "tlsCaFile" in check.fix
+    assert statuses(report, "source")["DNS"] == "skip"
+
+
+# --- credentials --------------------------------------------------------------------------
+
+
+def test_a_wrong_password_fails_the_credentials_check(tls_pair):
+    source, target = tls_pair
+    report = run(source.connection_string(password=WRONG), uri(target))
+    credentials = report.check("source: credentials")
+    assert credentials.status == "fail" and "UNAUTHENTICATED" in credentials.detail
+    assert "password" in credentials.fix
+    assert report.check("source: TLS").status == "ok"  # the network part is fine
+    assert report.check("source: latency").status == "skip"
+
+
+def test_a_wrong_password_with_discovery_fails_the_credentials_check(tls_pair):
+    source, target = tls_pair
+    report = run(source.connection_string(discover=True, password=WRONG), uri(target))
+    assert report.check("source: credentials").status == "fail"
+    assert report.check("source: cluster").status == "skip"
+
+
+def test_credentials_sent_without_tls_are_denied_as_anonymous():
+    # A node with auth on, reached with Tls=false: esdbclient sends no credentials.
+    with Emulator(users=USERS) as source, Emulator() as target:
+        report = run(f"esdb://admin:{SECRET}@{source.target}?Tls=false", uri(target))
+    credentials = report.check("source: credentials")
+    assert credentials.status == "fail" and "PERMISSION_DENIED" in credentials.detail
+    assert "no credentials without TLS" in credentials.detail
+
+
+# --- latency ------------------------------------------------------------------------------
+
+
+def test_latency_is_reported_and_rises_with_the_servers_latency(tls_pair):
+    source, target = tls_pair
+    source.faults.update(latency_ms=60)
+    report = run(uri(source), uri(target))
+    assert report.check("source: latency").figures["round_trip_ms"] >= 60
+    assert report.check("target: latency").figures["round_trip_ms"] > 0
+
+
+# --- the network --------------------------------------------------------------------------
+
+
+def network(
+    subnets: list[str],
+    peering: str | None,
+    cloud: str | None = None,
+    direct: bool | None = None,
+) -> dict[str, object]:
+    checks = network_checks(network_plan(subnets, peering, cloud), cloud, direct)
+    return {c.name: c for c in checks}
+
+
+def test_a_subnet_outside_the_peering_range_is_flagged():
+    checks = network(["10.1.0.0/24"], "10.0.0.0/16")
+    check = checks["network: subnet 10.1.0.0/24"]
+    assert check.status == "fail" and "single IP range" in check.detail
+    assert "10.0.0.0/16" in check.fix and "10.0.0.0/15" in check.fix  # the range holding both
+
+
+def test_a_subnet_inside_the_peering_range_passes():
+    checks = network(["10.0.4.0/22"], "10.0.0.0/16")
+    assert checks["network: subnet 10.0.4.0/22"].status == "ok"
+
+
+def test_several_ranges_must_each_lie_inside_the_one_peering_range():
+    inside = network(["10.0.0.0/20", "10.0.64.0/18"], "10.0.0.0/16", cloud="gcp")
+    assert all(c.status == "ok" for c in inside.values())
+    mixed = network(["10.0.0.0/20", "10.4.0.0/14"], "10.0.0.0/16", cloud="gcp")
+    assert mixed["network: subnet 10.0.0.0/20"].status == "ok"
+    pods = mixed["network: subnet 10.4.0.0/14"]
+    assert pods.status == "fail" and "pod address range" in pods.fix
+    ipv6 = network(["fd00::/64"], "10.0.0.0/16")
+    assert ipv6["network: subnet fd00::/64"].status == "fail"
+
+
+def test_overlapping_ranges_are_flagged():
+    checks = network(["10.0.0.0/20", "10.0.8.0/24", "10.0.32.0/24"], "10.0.0.0/16")
+    overlap = checks["network: overlap 10.0.0.0/20 / 10.0.8.0/24"]
+    assert overlap.status == "warn" and overlap.fix
+    assert not any("10.0.32.0/24" in name for name in checks if "overlap" in name)
+    twice = network(["10.0.1.0/24", "10.0.1.0/24"], "10.0.0.0/16")
+    assert "given twice" in twice["network: overlap 10.0.1.0/24 / 10.0.1.0/24"].detail
+
+
+def test_half_given_network_settings_warn():
+    assert network(["10.0.1.0/24"], None)["network: peering range"].status == "warn"
+    assert network([], "10.0.0.0/16")["network: peering range"].status == "warn"
+    assert network([], None) == {}
+
+
+@pytest.mark.parametrize(
+    ("subnets", "peering", "cloud", "says"),
+    [
+        (["10.0.0.0/33"], None, None, "not a valid CIDR"),
+        (["10.0.0.5/24"], None, None, "did you mean 10.0.0.0/24"),
+        ([], "ten-dot-zero", None, "peering range"),
+        ([], None, "oracle", "aws, gcp or azure"),
+    ],
+)
+def test_invalid_network_settings_are_config_errors(subnets, peering, cloud, says):
+    with pytest.raises(ConfigError) as caught:
+        network_plan(subnets, peering, cloud)
+    assert says in str(caught.value)
+
+
+def test_azure_functions_must_run_in_the_directly_peered_vnet():
+    name = "network: Azure gateway transit"
+    not_direct = network([], None, cloud="azure", direct=False)[name]
+    assert not_direct.status == "fail" and "gateway transit" in not_direct.detail
+    assert "VNet integration" in not_direct.fix
+    assert network([], None, cloud="azure", direct=True)[name].status == "ok"
+    assert network([], None, cloud="azure")[name].status == "warn"
+    assert name not in network([], None, cloud="aws", direct=False)
+
+
+def test_network_checks_join_the_endpoint_checks(tls_pair):
+    source, target = tls_pair
+    report = run(
+        uri(source),
+        uri(target),
+        subnets=["10.0.1.0/24", "172.16.0.0/24"],
+        peering_cidr="10.0.0.0/16",
+        cloud="azure",
+        vnet_is_peered_directly=False,
+    )
+    failed = {c.name for c in report.checks if c.status == "fail"}
+    assert failed == {"network: subnet 172.16.0.0/24", "network: Azure gateway transit"}
+
+
+# --- the CLI ------------------------------------------------------------------------------
+
+runner = CliRunner()
+
+
+def cli(args: list[str], tmp_path, source: str, target: str):
+    config = tmp_path / "job.json"
+    config.write_text(
+        json.dumps(
+            {
+                "job_id": "cli-preflight",
+                "source": source,
+                "target": target,
+                "checkpoint_store": f"sqlite:///{tmp_path}/cp.db",
+            }
+        )
+    )
+    app = typer.Typer()
+    app.command()(preflight_command)
+    result = runner.invoke(app, ["-c", str(config), "--timeout", "3", *args])
+    assert SECRET not in result.output and WRONG not in result.output
+    return result
+
+
+def test_cli_exits_0_when_nothing_fails(tls_pair, tmp_path):
+    source, target = tls_pair
+    result = cli(["--subnet", "10.0.1.0/24", "--peering-cidr", "10.0.0.0/16"], tmp_path,
+                 uri(source), uri(target))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "✓" in result.output and "all checks passed" in result.output
+
+
+def test_cli_exits_1_and_shows_the_fix_when_a_check_fails(tls_pair, tmp_path):
+    source, target = tls_pair
+    result = cli(
+        ["--subnet", "10.1.0.0/24", "--peering-cidr", "10.0.0.0/16"],
+        tmp_path,
+        source.connection_string(password=WRONG),
+        uri(target),
+    )
+    assert result.exit_code == 1, result.output
+    assert "✗" in result.output and "fix:" in result.output
+    assert "source: credentials" in result.output
+
+
+def test_cli_json_report(tls_pair, tmp_path):
+    source, _target = tls_pair
+    result = cli(
+        ["--json", "--cloud", "azure", "--vnet-not-peered-directly"],
+        tmp_path,
+        uri(source),
+        f"esdb://admin:{SECRET}@127.0.0.1:{closed_port()}?Tls=false",
+    )
+    assert result.exit_code == 1
+    report = json.loads(result.output)
+    failed = {c["name"] for c in report["checks"] if c["status"] == "fail"}
+    assert failed == {"target: TCP", "network: Azure gateway transit"}
+    assert report["ok"] is False and report["failures"] == 2
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--subnet", "10.0.0.0/33"], ["--peering-cidr", "nope"], ["--cloud", "oracle"]],
+)
+def test_cli_exits_2_on_configuration_errors(tls_pair, tmp_path, args):
+    source, target = tls_pair
+    assert cli(args, tmp_path, uri(source), uri(target)).exit_code == 2
+
+
+def test_cli_exits_2_without_a_valid_job(tmp_path):
+    app = typer.Typer()
+    app.command()(preflight_command)
+    result = runner.invoke(app, ["-c", str(tmp_path / "missing.toml")])
+    assert result.exit_code == 2
+
+
+# --- the handler action -------------------------------------------------------------------
+
+
+def test_the_handler_action_returns_the_report(pair, tmp_path, monkeypatch):
+    source, target = pair
+    job = make_job(source, target, tmp_path)
+    response = invoke(parse_request({"action": "preflight"}), job)
+    assert response.status == "ok" and response.next_action == "stop"
+    assert response.result is not None
+    names = {c["name"] for c in response.result["checks"]}
+    assert "source: credentials" in names and not any(n.startswith("network") for n in names)
+
+    monkeypatch.setenv("ESDB_RELAY_PREFLIGHT__SUBNETS", '["10.0.1.0/24", "10.9.0.0/24"]')
+    monkeypatch.setenv("ESDB_RELAY_PREFLIGHT__PEERING_CIDR", "10.0.0.0/16")
+    monkeypatch.setenv("ESDB_RELAY_PREFLIGHT__CLOUD", "azure")
+    monkeypatch.setenv("ESDB_RELAY_PREFLIGHT__VNET_PEERED_DIRECTLY", "true")
+    response = invoke(parse_request({"action": "preflight"}), job)
+    assert response.status == "failed" and response.next_action == "stop"
+    assert response.error == "1 check(s) failed: network: subnet 10.9.0.0/24"
+    checks = {c["name"]: c["status"] for c in response.result["checks"]}
+    assert checks["network: Azure gateway transit"] == "ok"
+
+
+def test_the_handler_action_reaches_no_endpoint_twice_when_one_is_down(tmp_path, monkeypatch):
+    # A source that is down does not stop the report (the Relay would refuse to start).
+    with Emulator() as target:
+        job = JobConfig.load(
+            payload={
+                "job_id": "down",
+                "source": f"esdb://127.0.0.1:{closed_port()}?Tls=false",
+                "target": uri(target),
+                "checkpoint_store": f"sqlite:///{tmp_path}/cp.db",
+            }
+        )
+        monkeypatch.setenv("ESDB_RELAY_PREFLIGHT__SUBNETS", "10.0.1.0/24,10.0.2.0/24")
+        response = invoke(parse_request({"action": "preflight"}), job)
+    assert response.status == "failed" and "source: TCP" in (response.error or "")
+
+
+def test_bad_preflight_env_is_a_config_error(pair, tmp_path, monkeypatch):
+    source, target = pair
+    job = make_job(source, target, tmp_path)
+    monkeypatch.setenv("ESDB_RELAY_PREFLIGHT__CLOUD", "oracle")
+    with pytest.raises(ConfigError, match="aws, gcp or azure"):
+        invoke(parse_request({"action": "preflight"}), job)

@@ -33,6 +33,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtensionOID, NameOID
 from pydantic import BaseModel, Field, computed_field
 
+from core.checkpoint import open_store
 from core.config import ENV_PREFIX, JobConfig, redact_connection_string
 from core.errors import ConfigError, RelayError
 from core.eventstore import (
@@ -116,6 +117,7 @@ def preflight(
         probe = _EndpointProbe(side, secret.get_secret_value(), timeout)
         checks += probe.run()
         local |= probe.local_addresses
+    checks.append(checkpoint_store_check(job, timeout))
     checks += network_checks(plan, cloud, vnet_is_peered_directly, local)
     return PreflightReport(
         job_id=job.job_id,
@@ -736,6 +738,52 @@ def _certificate_names(cert: x509.Certificate) -> list[str]:
         return [str(a.value) for a in common]
     names = [str(n) for n in san.get_values_for_type(x509.DNSName)]
     return names + [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+
+
+# --- the checkpoint store -----------------------------------------------------------------
+
+
+def checkpoint_store_check(job: JobConfig, timeout: float) -> Check:
+    """Open the job's checkpoint store and read its last slice record (nothing is written).
+    The URL is not shown: cloud store URLs may carry keys."""
+    name = "checkpoint store"
+    scheme = job.checkpoint_store.partition("://")[0]
+
+    def read() -> int:
+        store = open_store(job.checkpoint_store)
+        try:
+            return len(store.history(job.job_id, limit=1))
+        finally:
+            close = getattr(store, "close", None)
+            if close is not None:
+                close()
+
+    try:
+        slices = _bounded(read, timeout)
+    except TimeoutError as e:
+        return Check(
+            name=name,
+            status="fail",
+            detail=f"{scheme}:// store: {e}",
+            fix="the function must reach the store's endpoint: check its VPC endpoint / "
+            "private endpoint / service access and the function's network egress",
+        )
+    except RelayError as e:
+        return Check(
+            name=name,
+            status="fail",
+            detail=f"{scheme}:// store: {e.message}",
+            fix=e.hint or "check checkpoint_store and the function's access to it",
+        )
+    except Exception as e:  # the cloud SDKs' own errors; their text can quote the URL
+        return Check(
+            name=name,
+            status="fail",
+            detail=f"{scheme}:// store: cannot read the job's history ({type(e).__name__})",
+            fix="check checkpoint_store, that the store exists, and the function's rights on it",
+        )
+    state = "has slice records" if slices else "has no slice yet (a new job)"
+    return Check(name=name, status="ok", detail=f"{scheme}:// store reachable; the job {state}")
 
 
 # --- the network --------------------------------------------------------------------------

@@ -78,6 +78,13 @@ def preflight(
     err = Console(stderr=True, highlight=False)
     try:
         job = JobConfig.load(file=config)
+    except ConfigError as e:
+        err.print(f"[red]configuration error:[/] {escape(str(e))}", soft_wrap=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+    from handlers.cli.main import register_cloud_store  # main registers this command
+
+    register_cloud_store(job.checkpoint_store)  # a cloud store needs its SDK: else exit 2
+    try:
         report = run_preflight(
             job,
             subnets=subnet,

@@ -452,3 +452,31 @@ def test_bad_preflight_env_is_a_config_error(pair, tmp_path, monkeypatch):
     monkeypatch.setenv("ESDB_RELAY_PREFLIGHT__CLOUD", "oracle")
     with pytest.raises(ConfigError, match="aws, gcp or azure"):
         invoke(parse_request({"action": "preflight"}), job)
+
+
+# --- the checkpoint store -----------------------------------------------------------------
+
+
+def test_the_checkpoint_store_is_read(tls_pair, tmp_path):
+    source, target = tls_pair
+    job = job_for(uri(source), uri(target)).model_copy(
+        update={"checkpoint_store": f"sqlite:///{tmp_path}/cp.db"}
+    )
+    report = preflight(job, timeout=3.0)
+    check = report.check("checkpoint store")
+    assert check.status == "ok" and "no slice yet" in check.detail
+
+
+def test_an_unreachable_checkpoint_store_fails(tls_pair):
+    source, target = tls_pair
+    job = JobConfig.load(
+        payload={
+            "job_id": "no-store",
+            "source": uri(source),
+            "target": uri(target),
+            "checkpoint_store": "sqlite:////proc/no-such-dir/cp.db",
+        }
+    )
+    check = preflight(job, timeout=3.0).check("checkpoint store")
+    assert check.status == "fail" and "cannot be created" in check.detail
+    assert "directory" in check.fix

@@ -115,7 +115,16 @@ def preflight(
     local: set[str] = set()
     for side, secret in (("source", job.source), ("target", job.target)):
         probe = _EndpointProbe(side, secret.get_secret_value(), timeout)
-        checks += probe.run()
+        try:
+            probe.run()
+        except Exception as e:  # a report with what was found beats a traceback
+            probe.add(
+                "preflight",
+                "fail",
+                f"the checks stopped early: {type(e).__name__}",
+                "rerun with a longer --timeout; if it persists, report it as an esdb-relay bug",
+            )
+        checks += probe.checks
         local |= probe.local_addresses
     checks.append(checkpoint_store_check(job, timeout))
     checks += network_checks(plan, cloud, vnet_is_peered_directly, local)
@@ -248,12 +257,16 @@ class _EndpointProbe:
         node = self.cluster(endpoint, reachable)
         if node is None:
             return self.skip(*steps[4:], because="no cluster node to talk to")
-        store = EventStore(
-            _single_target(self.connection_string, *node),
-            side=self.side,
-            timeout=self.timeout,
-            retry_deadline=0.0,  # one attempt: preflight reports, it does not retry
-        )
+        try:
+            store = EventStore(
+                _single_target(self.connection_string, *node),
+                side=self.side,
+                timeout=self.timeout,
+                retry_deadline=0.0,  # one attempt: preflight reports, it does not retry
+            )
+        except RelayError as e:
+            self.add("credentials", "fail", f"cannot open a client: {e.message}", e.hint)
+            return self.skip(*steps[5:], because="no client")
         with store:
             if not self.credentials(endpoint, store):
                 return self.skip(*steps[5:], because="the credentials check failed")

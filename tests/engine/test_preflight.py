@@ -480,3 +480,13 @@ def test_an_unreachable_checkpoint_store_fails(tls_pair):
     check = preflight(job, timeout=3.0).check("checkpoint store")
     assert check.status == "fail" and "cannot be created" in check.detail
     assert "directory" in check.fix
+
+
+def test_a_connection_leaving_from_outside_the_peering_range_warns():
+    plan = network_plan(["10.0.1.0/24"], "10.0.0.0/16", None)
+    checks = {c.name: c for c in network_checks(plan, None, None, ["192.168.5.5", "127.0.0.1"])}
+    check = checks["network: this function's address"]
+    assert check.status == "warn" and "192.168.5.5" in check.detail
+    assert "127.0.0.1" not in check.detail
+    inside = network_checks(plan, None, None, ["10.0.1.7"])
+    assert not any(c.name == "network: this function's address" for c in inside)

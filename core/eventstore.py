@@ -373,6 +373,24 @@ class EventStore:
 
         return self._call(f"read $all for {stream!r}", read)
 
+    def stream_records_backwards(self, stream: str, before: int | None, limit: int) -> list[Event]:
+        """The stream's `limit` records in `$all` strictly before `before` (None = from the
+        end), newest first, hidden from stream reads or not."""
+        if before is not None:
+            return self.stream_records_before(stream, before, limit)
+
+        def read() -> list[Event]:
+            records = self._client.read_all(
+                backwards=True,
+                filter_include=[re.escape(stream)],
+                filter_by_stream_name=True,
+                limit=limit,
+                timeout=self.timeout,
+            )
+            return [_event(r) for r in records]
+
+        return self._call(f"read $all for {stream!r}", read)
+
     def stream_records_after(self, stream: str, position: int | None, limit: int) -> list[Event]:
         """The stream's next `limit` records in `$all` after `position` (None = from the
         start), hidden from stream reads or not."""
@@ -389,6 +407,152 @@ class EventStore:
             return found[:limit]
 
         return self._call(f"read $all for {stream!r}", read)
+
+    def read_all_backwards(self, before: int | None, limit: int) -> list[Event]:
+        """Up to `limit` records of `$all` strictly before `before` (None = from the end),
+        newest first, unfiltered."""
+
+        def read() -> list[Event]:
+            if before is None:
+                records = self._client.read_all(
+                    backwards=True, filter_exclude=[], limit=limit, timeout=self.timeout
+                )
+            else:
+                records = self._client.read_all(
+                    commit_position=before,
+                    backwards=True,
+                    filter_exclude=[],
+                    limit=limit,
+                    timeout=self.timeout,
+                )
+            return [_event(r) for r in records]
+
+        return self._call("read $all backwards", read)
+
+    def record_at(self, position: int) -> Event | None:
+        """The `$all` record at exactly this commit position, if there is one."""
+
+        def read() -> Event | None:
+            for r in self._client.read_all(
+                commit_position=position, filter_exclude=[], limit=1, timeout=self.timeout
+            ):
+                return _event(r) if r.commit_position == position else None
+            return None
+
+        return self._call(f"read $all at {position}", read)
+
+    def read_stream_backwards(
+        self, stream: str, from_revision: int | None, limit: int
+    ) -> list[Event]:
+        """A stream's visible events at or before `from_revision` (None = its end), newest
+        first; [] if it does not exist."""
+
+        def read() -> list[Event]:
+            try:
+                recorded = self._client.get_stream(
+                    stream,
+                    stream_position=from_revision,
+                    backwards=True,
+                    limit=limit,
+                    timeout=self.timeout,
+                )
+            except esdb.NotFound:
+                return []
+            return [_event(r) for r in recorded]
+
+        return self._call(f"read {stream!r} backwards", read)
+
+    # ------------------------------------------------------- persistent subscriptions
+    def list_persistent_subscriptions(self) -> list[object]:
+        """Every persistent subscription group (esdbclient SubscriptionInfo objects)."""
+        return self._call(
+            "list persistent subscriptions",
+            lambda: list(self._client.list_subscriptions(timeout=self.timeout)),
+        )
+
+    def persistent_subscription_info(self, group: str, stream: str | None) -> object | None:
+        """One group's info (stream None = `$all`), or None if it does not exist."""
+
+        def read() -> object | None:
+            try:
+                return self._client.get_subscription_info(
+                    group, None if stream in (None, "$all") else stream, timeout=self.timeout
+                )
+            except esdb.NotFound:
+                return None
+
+        return self._call(f"read persistent subscription {group!r}", read)
+
+    def persistent_subscription_config(self) -> list[dict]:
+        """The server's saved group entries (`$persistentSubscriptionConfig`): the only place
+        a `$all` group's filter can be read from. [] if unreadable."""
+
+        def read() -> list[dict]:
+            try:
+                recorded = self._client.get_stream(
+                    "$persistentSubscriptionConfig",
+                    backwards=True,
+                    limit=1,
+                    timeout=self.timeout,
+                )
+            except esdb.NotFound:
+                return []
+            for r in recorded:
+                try:
+                    config = json.loads(r.data)
+                except (ValueError, UnicodeDecodeError):
+                    return []
+                entries = config.get("entries") if isinstance(config, dict) else None
+                return [e for e in entries or [] if isinstance(e, dict)]
+            return []
+
+        return self._call("read the persistent subscription configuration", read)
+
+    def save_persistent_subscription(
+        self,
+        group: str,
+        stream: str,
+        *,
+        update: bool,
+        start: int | None,
+        settings: dict,
+        filter_regex: str | None = None,
+        filter_by_stream_name: bool = False,
+    ) -> None:
+        """Create (or update) a group on `stream` ("$all" for `$all`). `start` is the first
+        position/revision delivered (inclusive), 0 the start, None the end."""
+        kwargs = dict(settings)
+        if start is None:
+            kwargs["from_end"] = True
+        elif start > 0:
+            kwargs["commit_position" if stream == "$all" else "stream_position"] = start
+        else:
+            kwargs["from_end"] = False
+        if stream == "$all":
+            if not update and filter_regex:
+                kwargs["filter_include"] = [filter_regex]
+                kwargs["filter_by_stream_name"] = filter_by_stream_name
+            elif not update:
+                kwargs["filter_exclude"] = []
+            fn = (
+                self._client.update_subscription_to_all
+                if update
+                else self._client.create_subscription_to_all
+            )
+            self._call(
+                f"save persistent subscription {group!r} to $all",
+                lambda: fn(group, timeout=self.timeout, **kwargs),
+            )
+            return
+        fn = (
+            self._client.update_subscription_to_stream
+            if update
+            else self._client.create_subscription_to_stream
+        )
+        self._call(
+            f"save persistent subscription {group!r} to {stream!r}",
+            lambda: fn(group, stream, timeout=self.timeout, **kwargs),
+        )
 
     def stream_tail(self, stream: str, limit: int) -> StreamTail:
         def read() -> StreamTail:

@@ -1,0 +1,228 @@
+"""`translate`: a catch-up subscription moved with a translated checkpoint receives exactly the
+events after its old position, none twice, none missed (issue 6 acceptance)."""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+
+import pytest
+from esdbclient import EventStoreDBClient, NewEvent, StreamState
+
+from core.eventstore import EventStore
+from core.translate import (
+    NotReplicatedError,
+    translate_file,
+    translate_position,
+    translate_stream,
+)
+from tests.engine.helpers import make_job, run_until_caught_up
+
+FILTERS = {"exclude_event_types": ["^Noise$"], "exclude_streams": ["^skipped-"]}
+
+
+def _event(kind: str, n: int, metadata: bytes = b"") -> NewEvent:
+    return NewEvent(
+        type=kind, data=json.dumps({"n": n}).encode(), metadata=metadata, id=uuid.uuid4()
+    )
+
+
+def build_history(client: EventStoreDBClient, seed: int = 7, count: int = 300) -> None:
+    """User events in several streams, with records the job skips (filtered types and
+    streams, system events, links) and non-JSON metadata, so target positions differ."""
+    rng = random.Random(seed)
+    for n in range(count):
+        stream = rng.choice(["order-1", "order-2", "cart-1", "skipped-1"])
+        kind = rng.choice(["Created", "Updated", "Noise"])
+        metadata = b"not json" if rng.random() < 0.05 else b'{"user":"x"}'
+        client.append_to_stream(
+            stream, current_version=StreamState.ANY, events=[_event(kind, n, metadata)]
+        )
+        if rng.random() < 0.1:
+            client.append_to_stream(
+                "$system-thing", current_version=StreamState.ANY, events=[_event("$Internal", n)]
+            )
+        if n == count // 2:
+            client.set_stream_metadata("cart-1", metadata={"custom": 1})
+
+
+def _user_ids(events, job) -> list[str]:
+    return [
+        str(e.id)
+        for e in events
+        if not e.stream_name.startswith("$")
+        and not e.type.startswith("$")
+        and job.filters.accepts(e.stream_name, e.type)
+    ]
+
+
+def _all_from(client: EventStoreDBClient, position: int | None) -> list:
+    """What a catch-up subscription to `$all` from `position` (exclusive) receives up to now."""
+    events = []
+    head = client.get_commit_position(filter_exclude=[])
+    if position is not None and position >= head:
+        return events
+    with client.subscribe_to_all(commit_position=position, filter_exclude=[], timeout=20) as sub:
+        for event in sub:
+            events.append(event)
+            if event.commit_position >= head:
+                break
+    return events
+
+
+@pytest.mark.parametrize("original_metadata", [True, False])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_catch_up_subscription_to_all_moves_exactly(pair, tmp_path, original_metadata, seed):
+    source_db, target_db = pair
+    src = EventStoreDBClient(source_db.uri)
+    dst = EventStoreDBClient(target_db.uri)
+    build_history(src, seed=seed)
+    job = make_job(
+        source_db,
+        target_db,
+        tmp_path,
+        filters=FILTERS,
+        original_metadata=original_metadata,
+        budget={"max_events": 97},
+    )
+    run_until_caught_up(job)
+
+    source_events = _all_from(src, None)
+    rng = random.Random(seed)
+    # The subscription stopped at a random record (some of them are filtered or system ones),
+    # including the very first and the very last.
+    stops = [source_events[0], source_events[-1], *rng.sample(source_events, 8)]
+    with (
+        EventStore(source_db.uri, side="source") as source,
+        EventStore(target_db.uri, side="target") as target,
+    ):
+        for stop in stops:
+            p = stop.commit_position
+            expected = _user_ids([e for e in source_events if e.commit_position > p], job)
+            translated = translate_position(job, source, target, p)
+            assert translated.method == ("original-metadata" if original_metadata else "event-id")
+            received = _user_ids(_all_from(dst, translated.target), job)
+            assert received == expected, f"stopped at {p}"
+    src.close()
+    dst.close()
+
+
+@pytest.mark.parametrize("original_metadata", [True, False])
+def test_catch_up_subscription_to_stream_moves_exactly(pair, tmp_path, original_metadata):
+    source_db, target_db = pair
+    src = EventStoreDBClient(source_db.uri)
+    dst = EventStoreDBClient(target_db.uri)
+    build_history(src, seed=11)
+    job = make_job(
+        source_db, target_db, tmp_path, filters=FILTERS, original_metadata=original_metadata
+    )
+    run_until_caught_up(job)
+    with (
+        EventStore(source_db.uri, side="source") as source,
+        EventStore(target_db.uri, side="target") as target,
+    ):
+        for stream in ("order-1", "cart-1"):
+            events = list(src.get_stream(stream))
+            for stop in [events[0], events[-1], *random.Random(5).sample(events, 6)]:
+                expected = _user_ids(
+                    [e for e in events if e.stream_position > stop.stream_position], job
+                )
+                t = translate_stream(job, source, target, stream, stop.stream_position)
+                with dst.subscribe_to_stream(stream, stream_position=t.target, timeout=20) as sub:
+                    received = []
+                    last = dst.get_current_version(stream)
+                    if t.target != last:
+                        for e in sub:
+                            received.append(e)
+                            if e.stream_position >= last:
+                                break
+                assert _user_ids(received, job) == expected
+    src.close()
+    dst.close()
+
+
+def test_position_not_replicated_yet_is_a_clear_error(pair, tmp_path):
+    source_db, target_db = pair
+    src = EventStoreDBClient(source_db.uri)
+    build_history(src, count=50)
+    job = make_job(source_db, target_db, tmp_path, filters=FILTERS)
+    run_until_caught_up(job)
+    relayed = src.get_commit_position(filter_exclude=[])
+    build_history(src, seed=99, count=20)
+    head = src.get_commit_position(filter_exclude=[])
+    with (
+        EventStore(source_db.uri, side="source") as source,
+        EventStore(target_db.uri, side="target") as target,
+    ):
+        with pytest.raises(NotReplicatedError) as info:
+            translate_position(job, source, target, head)
+        message = str(info.value)
+        assert f"is at {relayed:,}" in message and "not replicated yet" in message
+        assert "run --until-caught-up" in message
+        last = list(src.get_stream("order-1"))[-1].stream_position
+        with pytest.raises(NotReplicatedError):
+            translate_stream(job, source, target, "order-1", last)
+    src.close()
+
+
+def test_nothing_copied_yet_says_so(pair, tmp_path):
+    source_db, target_db = pair
+    src = EventStoreDBClient(source_db.uri)
+    build_history(src, count=5)
+    job = make_job(source_db, target_db, tmp_path)
+    with (
+        EventStore(source_db.uri, side="source") as source,
+        EventStore(target_db.uri, side="target") as target,
+        pytest.raises(NotReplicatedError, match="has not copied anything yet"),
+    ):
+        translate_position(job, source, target, 0)
+    src.close()
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_batch_file(pair, tmp_path, suffix):
+    source_db, target_db = pair
+    src = EventStoreDBClient(source_db.uri)
+    build_history(src, count=80)
+    job = make_job(source_db, target_db, tmp_path, filters=FILTERS)
+    run_until_caught_up(job)
+    events = _all_from(src, None)
+    rows = [
+        {"name": "projector", "kind": "all", "position": events[40].commit_position},
+        {"name": "orders", "kind": "stream", "stream": "order-1", "revision": 2},
+        {"name": "future", "kind": "all", "position": events[-1].commit_position + 10_000},
+    ]
+    path = tmp_path / f"in{suffix}"
+    if suffix == ".csv":
+        lines = ["name,kind,stream,position,revision"]
+        for r in rows:
+            lines.append(
+                f"{r['name']},{r['kind']},{r.get('stream', '')},{r.get('position', '')},"
+                f"{r.get('revision', '')}"
+            )
+        path.write_text("\n".join(lines) + "\n")
+    else:
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / f"out{suffix}"
+    with (
+        EventStore(source_db.uri, side="source") as source,
+        EventStore(target_db.uri, side="target") as target,
+    ):
+        count, errors = translate_file(job, source, target, path, out)
+        expected_all = translate_position(job, source, target, events[40].commit_position)
+        expected_stream = translate_stream(job, source, target, "order-1", 2)
+    assert (count, errors) == (3, 1)
+    if suffix == ".csv":
+        import csv
+
+        result = list(csv.DictReader(out.read_text().splitlines()))
+        assert result[0]["target_position"] == str(expected_all.target)
+        assert result[1]["target_revision"] == str(expected_stream.target)
+        assert "not replicated yet" in result[2]["error"]
+    else:
+        result = [json.loads(line) for line in out.read_text().splitlines()]
+        assert result[0]["target_position"] == expected_all.target
+        assert result[1]["target_revision"] == expected_stream.target
+        assert "not replicated yet" in result[2]["error"]
+    src.close()

@@ -41,7 +41,8 @@ from core.errors import PermanentError, RelayError
 from core.eventstore import Event, EventStore, StreamTombstoned
 
 PAGE = 500
-MAX_MISSES = 200  # replicated-looking source events not found on the target before giving up
+MAX_MISSES = 200  # replicated-looking source events not found on the target: give up
+UNMARKED_RUN = 1000  # target records without `$original*` looked up after an anchor
 
 
 class NotReplicatedError(PermanentError):
@@ -106,6 +107,7 @@ def translate_position(
     relayed = _require_replicated(job, source, position, f"position {position:,}")
     if job.original_metadata:
         found = _all_by_original(source, target, position)
+        found = _over_unmarked_all(source, target, found, position)
         method: Literal["original-metadata", "event-id"] = "original-metadata"
         if found is None and _has_replicated_before(job, source, position):
             # Metadata may be missing (non-JSON user metadata): fall back to ids.
@@ -160,6 +162,58 @@ def _forward_scan(target: EventStore, position: int) -> Event | None:
         if len(page) < PAGE:
             return last
         after = page[-1].commit_position
+
+
+def _over_unmarked_all(
+    source: EventStore, target: EventStore, anchor: Event | None, position: int
+) -> Event | None:
+    """Target records right after the anchor that carry no `$originalPosition` (non-JSON
+    user metadata, tombstones) may come from source records at or before position: look
+    them up in the source range (anchor's source position, position] and step over them."""
+    run: list[Event] = []
+    after = anchor.commit_position if anchor else None
+    while len(run) < UNMARKED_RUN:
+        following = list(target.read_all_after(after, 64))
+        for event in following:
+            if rules.read_original_position(event.metadata) is not None:
+                break
+            run.append(event)
+        else:
+            if len(following) == 64:
+                after = following[-1].commit_position
+                continue
+        break
+    if not run:
+        return anchor
+    lower = rules.read_original_position(anchor.metadata) if anchor else None
+    wanted = {(e.stream, e.event_id) for e in run if e.type != "$streamDeleted"}
+    deleted = {e.stream for e in run if e.type == "$streamDeleted"}
+    seen_ids: set[tuple[str, uuid.UUID]] = set()
+    seen_deletes: set[str] = set()
+    cursor = lower
+    while wanted - seen_ids or deleted - seen_deletes:
+        page = list(source.read_all_after(cursor, PAGE))
+        for event in page:
+            if event.commit_position > position:
+                page = []
+                break
+            if (event.stream, event.event_id) in wanted:
+                seen_ids.add((event.stream, event.event_id))
+            elif event.type == "$streamDeleted" and event.stream in deleted:
+                seen_deletes.add(event.stream)
+        if len(page) < PAGE:
+            break
+        cursor = page[-1].commit_position
+    for event in run:
+        if event.stream.startswith("$"):
+            continue  # the target's own system records: not copied, never an anchor
+        if event.type == "$streamDeleted":
+            if event.stream not in seen_deletes:
+                break
+        elif (event.stream, event.event_id) not in seen_ids:
+            break
+        anchor = event
+    return anchor
 
 
 def _source_backwards_from(source: EventStore, position: int):
@@ -258,6 +312,7 @@ def translate_stream(
     found: Event | None = None
     if job.original_metadata:
         found = _stream_by_original(target, stream, revision)
+        found = _over_unmarked_stream(source, target, stream, found, revision)
         method = "original-metadata"
     if found is None and (
         not job.original_metadata or _has_replicated_in_stream(job, source, stream, revision)
@@ -308,6 +363,37 @@ def _stream_by_original(target: EventStore, stream: str, revision: int) -> Event
             return None
         start = page[-1].revision - 1
     return None
+
+
+def _over_unmarked_stream(
+    source: EventStore, target: EventStore, stream: str, anchor: Event | None, revision: int
+) -> Event | None:
+    """As _over_unmarked_all, for a stream's events without `$originalStreamRevision`."""
+    start = anchor.revision + 1 if anchor else 0
+    run: list[Event] = []
+    for event in target.read_stream(stream, from_revision=start, limit=UNMARKED_RUN):
+        if rules.read_original_revision(event.metadata) is not None:
+            break
+        run.append(event)
+    if not run:
+        return anchor
+    lower = rules.read_original_revision(anchor.metadata) if anchor else None
+    first = 0 if lower is None else lower + 1
+    seen: set[uuid.UUID] = set()
+    wanted = {e.event_id for e in run}
+    while first <= revision and wanted - seen:
+        page = source.read_stream(
+            stream, from_revision=first, limit=min(PAGE, revision - first + 1)
+        )
+        seen.update(e.event_id for e in page if e.revision <= revision and e.event_id in wanted)
+        if not page:
+            break
+        first = page[-1].revision + 1
+    for event in run:
+        if event.event_id not in seen:
+            break
+        anchor = event
+    return anchor
 
 
 def _has_replicated_in_stream(

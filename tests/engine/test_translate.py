@@ -35,7 +35,7 @@ def build_history(client: EventStoreDBClient, seed: int = 7, count: int = 300) -
     for n in range(count):
         stream = rng.choice(["order-1", "order-2", "cart-1", "skipped-1"])
         kind = rng.choice(["Created", "Updated", "Noise"])
-        metadata = b"not json" if rng.random() < 0.05 else b'{"user":"x"}'
+        metadata = b"not json" if rng.random() < 0.15 else b'{"user":"x"}'
         client.append_to_stream(
             stream, current_version=StreamState.ANY, events=[_event(kind, n, metadata)]
         )
@@ -92,7 +92,8 @@ def test_catch_up_subscription_to_all_moves_exactly(pair, tmp_path, original_met
     rng = random.Random(seed)
     # The subscription stopped at a random record (some of them are filtered or system ones),
     # including the very first and the very last.
-    stops = [source_events[0], source_events[-1], *rng.sample(source_events, 8)]
+    unmarked = [e for e in source_events if e.metadata == b"not json"]
+    stops = [source_events[0], source_events[-1], *rng.sample(source_events, 8), *unmarked[:6]]
     with (
         EventStore(source_db.uri, side="source") as source,
         EventStore(target_db.uri, side="target") as target,
@@ -124,7 +125,9 @@ def test_catch_up_subscription_to_stream_moves_exactly(pair, tmp_path, original_
     ):
         for stream in ("order-1", "cart-1"):
             events = list(src.get_stream(stream))
-            for stop in [events[0], events[-1], *random.Random(5).sample(events, 6)]:
+            unmarked = [e for e in events if e.metadata == b"not json"]
+            picks = [events[0], events[-1], *random.Random(5).sample(events, 6), *unmarked[:4]]
+            for stop in picks:
                 expected = _user_ids(
                     [e for e in events if e.stream_position > stop.stream_position], job
                 )

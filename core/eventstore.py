@@ -516,11 +516,13 @@ class EventStore:
         update: bool,
         start: int | None,
         settings: dict,
-        filter_regex: str | None = None,
+        filter_include: Sequence[str] = (),
+        filter_exclude: Sequence[str] = (),
         filter_by_stream_name: bool = False,
     ) -> None:
         """Create (or update) a group on `stream` ("$all" for `$all`). `start` is the first
-        position/revision delivered (inclusive), 0 the start, None the end."""
+        position/revision delivered (inclusive): 0 the start, None the end. A `$all` filter is
+        esdbclient's include/exclude patterns (none = no filter); an update keeps the filter."""
         kwargs = dict(settings)
         if start is None:
             kwargs["from_end"] = True
@@ -529,16 +531,13 @@ class EventStore:
         else:
             kwargs["from_end"] = False
         if stream == "$all":
-            if not update and filter_regex:
-                kwargs["filter_include"] = [filter_regex]
+            if update:
+                fn = self._client.update_subscription_to_all
+            else:
+                fn = self._client.create_subscription_to_all
+                kwargs["filter_include"] = list(filter_include)
+                kwargs["filter_exclude"] = list(filter_exclude)
                 kwargs["filter_by_stream_name"] = filter_by_stream_name
-            elif not update:
-                kwargs["filter_exclude"] = []
-            fn = (
-                self._client.update_subscription_to_all
-                if update
-                else self._client.create_subscription_to_all
-            )
             self._call(
                 f"save persistent subscription {group!r} to $all",
                 lambda: fn(group, timeout=self.timeout, **kwargs),

@@ -3,6 +3,7 @@ position with their settings; dry run changes nothing; a second run is a no-op."
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -213,3 +214,40 @@ def test_group_not_replicated_yet_is_an_error_row(pair, tmp_path):
     assert [p.action for p in plans] == ["error"]
     assert "not replicated yet" in plans[0].reason
     src.close()
+
+
+def test_cli_migrate_subscriptions(pair, tmp_path):
+    from typer.testing import CliRunner
+
+    from tests.engine.test_translate import cli_app, write_config
+
+    source_db, target_db = pair
+    src = EventStoreDBClient(source_db.uri)
+    dst = EventStoreDBClient(target_db.uri)
+    build_history(src, seed=8, count=40)
+    src.create_subscription_to_all("projector", **SETTINGS)
+    _consume(src, "projector", None, 5)
+    src.create_subscription_to_stream("orders", "order-1", **SETTINGS)
+    config = write_config(source_db, target_db, tmp_path)
+    run_until_caught_up(make_job(source_db, target_db, tmp_path, filters=FILTERS))
+    runner = CliRunner()
+    app = cli_app()
+
+    result = runner.invoke(app, ["migrate-subscriptions", "-c", config])
+    assert result.exit_code == 0, result.output
+    assert "dry run" in result.output and "create" in result.output and "--apply" in result.output
+    assert dst.list_subscriptions() == []
+
+    result = runner.invoke(app, ["migrate-subscriptions", "-c", config, "--apply", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    assert payload["applied"] is True
+    assert sorted(g["action"] for g in payload["groups"]) == ["create", "create"]
+    assert len(dst.list_subscriptions()) == 2
+
+    result = runner.invoke(app, ["migrate-subscriptions", "-c", config])
+    assert result.exit_code == 0
+    assert "2 unchanged" in result.output
+    assert source_db.uri not in result.output and target_db.uri not in result.output
+    src.close()
+    dst.close()

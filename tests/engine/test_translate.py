@@ -229,3 +229,75 @@ def test_batch_file(pair, tmp_path, suffix):
         assert result[1]["target_revision"] == expected_stream.target
         assert "not replicated yet" in result[2]["error"]
     src.close()
+
+
+# ------------------------------------------------------------------------------------- CLI
+def cli_app():
+    import typer
+
+    from handlers.cli.subscriptions_cmd import migrate_subscriptions, translate
+
+    app = typer.Typer()
+    app.command("translate")(translate)
+    app.command("migrate-subscriptions")(migrate_subscriptions)
+    return app
+
+
+def write_config(source_db, target_db, tmp_path, **extra) -> str:
+    path = tmp_path / "job.json"
+    payload = {
+        "job_id": "test-job",
+        "source": source_db.uri,
+        "target": target_db.uri,
+        "checkpoint_store": f"sqlite:///{tmp_path}/checkpoints.db",
+        "filters": FILTERS,
+        **extra,
+    }
+    path.write_text(json.dumps(payload))
+    return str(path)
+
+
+def test_cli_translate(pair, tmp_path):
+    from typer.testing import CliRunner
+
+    source_db, target_db = pair
+    src = EventStoreDBClient(source_db.uri)
+    build_history(src, count=60)
+    config = write_config(source_db, target_db, tmp_path)
+    runner = CliRunner()
+    app = cli_app()
+    events = _all_from(src, None)
+    position = events[30].commit_position
+
+    result = runner.invoke(app, ["translate", str(position), "-c", config])
+    assert result.exit_code == 1
+    assert "not replicated yet" in result.output and "has not copied anything yet" in result.output
+
+    run_until_caught_up(make_job(source_db, target_db, tmp_path, filters=FILTERS))
+    result = runner.invoke(app, ["translate", str(position), "-c", config, "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    with (
+        EventStore(source_db.uri, side="source") as source,
+        EventStore(target_db.uri, side="target") as target,
+    ):
+        job = make_job(source_db, target_db, tmp_path, filters=FILTERS)
+        assert payload["target"] == translate_position(job, source, target, position).target
+    result = runner.invoke(
+        app, ["translate", "-c", config, "--stream", "order-1", "--revision", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "target revision" in result.output and "subscribe_to_stream" in result.output
+    assert source_db.uri not in result.output and target_db.uri not in result.output
+
+    assert runner.invoke(app, ["translate", "-c", config]).exit_code == 2
+    assert runner.invoke(app, ["translate", "-c", config, "--stream", "x"]).exit_code == 2
+    rows = tmp_path / "in.jsonl"
+    rows.write_text(json.dumps({"name": "p", "kind": "all", "position": position}) + "\n")
+    out = tmp_path / "out.jsonl"
+    result = runner.invoke(app, ["translate", "-c", config, "--file", str(rows), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["target_position"] == payload["target"]
+    bad = runner.invoke(app, ["translate", "1", "-c", str(tmp_path / "missing.json")])
+    assert bad.exit_code == 2
+    src.close()

@@ -104,6 +104,14 @@ def translate_position(
 ) -> TranslatedPosition:
     if position < 0:
         raise TranslateError(f"position {position} is negative", hint="give a commit position")
+    if job.mode == "partitioned" and job.partitions > 1:
+        raise TranslateError(
+            f"job {job.job_id!r} copies in partitioned mode ({job.partitions} writers): the "
+            "target's $all order differs from the source's, so no target $all position "
+            "resumes a subscription exactly",
+            hint="translate stream revisions instead (per-stream order is kept), or move $all "
+            "subscriptions at cutover, from the target's end, once the relay has caught up",
+        )
     relayed = _require_replicated(job, source, position, f"position {position:,}")
     if job.original_metadata:
         found = _all_by_original(source, target, position)

@@ -13,6 +13,7 @@ from esdbclient import EventStoreDBClient, NewEvent, StreamState
 from core.eventstore import EventStore
 from core.translate import (
     NotReplicatedError,
+    TranslateError,
     translate_file,
     translate_position,
     translate_stream,
@@ -301,3 +302,14 @@ def test_cli_translate(pair, tmp_path):
     bad = runner.invoke(app, ["translate", "1", "-c", str(tmp_path / "missing.json")])
     assert bad.exit_code == 2
     src.close()
+
+
+def test_partitioned_mode_refuses_all_positions(pair, tmp_path):
+    source_db, target_db = pair
+    job = make_job(source_db, target_db, tmp_path, mode="partitioned", partitions=4)
+    with (
+        EventStore(source_db.uri, side="source") as source,
+        EventStore(target_db.uri, side="target") as target,
+        pytest.raises(TranslateError, match="partitioned mode"),
+    ):
+        translate_position(job, source, target, 0)

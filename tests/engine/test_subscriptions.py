@@ -251,3 +251,35 @@ def test_cli_migrate_subscriptions(pair, tmp_path):
     assert source_db.uri not in result.output and target_db.uri not in result.output
     src.close()
     dst.close()
+
+
+def test_group_in_use_on_the_target_is_never_moved(pair, tmp_path):
+    source_db, target_db = pair
+    src = EventStoreDBClient(source_db.uri)
+    dst = EventStoreDBClient(target_db.uri)
+    build_history(src, seed=6, count=60)
+    src.create_subscription_to_stream("g", "order-1", **SETTINGS)
+    _consume(src, "g", "order-1", 3)
+    job = make_job(source_db, target_db, tmp_path, filters=FILTERS)
+    run_until_caught_up(job)
+    with (
+        EventStore(source_db.uri, side="source") as source,
+        EventStore(target_db.uri, side="target") as target,
+    ):
+        [created] = migrate_subscriptions(job, source, target, apply=True)
+        # Consumers start on the target; then the source group moves on and changes settings.
+        used = _consume(dst, "g", "order-1", 2)[-1]
+        _consume(src, "g", "order-1", 4)
+        src.update_subscription_to_stream("g", "order-1", max_retry_count=8)
+        [plan] = migrate_subscriptions(job, source, target, apply=True)
+        assert plan.action == "update"
+        assert plan.changes == ["max_retry_count: 3 → 8"]
+        assert plan.start == created.start and "in use on the target" in plan.reason
+    info = dst.get_subscription_info("g", "order-1")
+    assert info.max_retry_count == 8 and info.start_from == str(created.start)
+    following = next(
+        e for e in dst.get_stream("order-1") if e.stream_position > used.stream_position
+    )
+    assert _first(dst, "g", "order-1").id == following.id
+    src.close()
+    dst.close()

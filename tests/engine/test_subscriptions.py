@@ -177,11 +177,16 @@ def test_persistent_subscriptions_recreated_at_the_right_position(
     dst.close()
 
 
-def test_settings_changed_on_the_source_are_an_update(pair, tmp_path):
+@pytest.mark.parametrize("stream", ["order-1", None])
+def test_settings_changed_on_the_source_are_an_update(pair, tmp_path, stream):
     source_db, target_db = pair
     src = EventStoreDBClient(source_db.uri)
+    dst = EventStoreDBClient(target_db.uri)
     build_history(src, seed=3, count=40)
-    src.create_subscription_to_stream("g", "order-1", **SETTINGS)
+    if stream is None:
+        src.create_subscription_to_all("g", commit_position=0, **SETTINGS)
+    else:
+        src.create_subscription_to_stream("g", stream, **SETTINGS)
     job = make_job(source_db, target_db, tmp_path, filters=FILTERS)
     run_until_caught_up(job)
     with (
@@ -189,12 +194,21 @@ def test_settings_changed_on_the_source_are_an_update(pair, tmp_path):
         EventStore(target_db.uri, side="target") as target,
     ):
         migrate_subscriptions(job, source, target, apply=True)
-        src.update_subscription_to_stream("g", "order-1", max_retry_count=9)
+        if stream is None:
+            src.update_subscription_to_all("g", max_retry_count=9, consumer_strategy="RoundRobin")
+        else:
+            src.update_subscription_to_stream("g", stream, max_retry_count=9)
         plans = migrate_subscriptions(job, source, target)
-        assert [(p.action, p.changes) for p in plans] == [("update", ["max_retry_count: 3 → 9"])]
+        expected = ["max_retry_count: 3 → 9"]
+        if stream is None:
+            expected = ["consumer_strategy: DispatchToSingle → RoundRobin", *expected]
+        assert [(p.action, p.changes) for p in plans] == [("update", expected)]
         migrate_subscriptions(job, source, target, apply=True)
         assert [p.action for p in migrate_subscriptions(job, source, target)] == ["unchanged"]
+    info = dst.get_subscription_info("g", stream)
+    assert info.max_retry_count == 9
     src.close()
+    dst.close()
 
 
 def test_group_not_replicated_yet_is_an_error_row(pair, tmp_path):

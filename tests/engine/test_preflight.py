@@ -490,3 +490,14 @@ def test_a_connection_leaving_from_outside_the_peering_range_warns():
     assert "127.0.0.1" not in check.detail
     inside = network_checks(plan, None, None, ["10.0.1.7"])
     assert not any(c.name == "network: this function's address" for c in inside)
+
+
+def test_several_seed_hosts_one_down_warns_and_discovers_through_the_other(tls_pair):
+    source, target = tls_pair
+    seeds = f"{source.target},127.0.0.1:{closed_port()}"
+    report = run(f"esdb://admin:{SECRET}@{seeds}?tlsCaFile={source.ca_file}", uri(target))
+    tcp = report.check("source: TCP")
+    assert tcp.status == "warn" and "refused" in tcp.detail and tcp.fix
+    assert report.check("source: cluster").status == "ok"
+    assert report.check("source: credentials").status == "ok"
+    assert report.ok

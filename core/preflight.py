@@ -16,13 +16,16 @@ holds a password: connection strings appear redacted.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import ipaddress
+import json
 import os
 import socket
 import ssl
 import statistics
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -144,8 +147,6 @@ def preflight_from_env(job: JobConfig, *, timeout: float = 5.0) -> PreflightRepo
     prefix = f"{ENV_PREFIX}PREFLIGHT__"
     raw = os.environ.get(f"{prefix}SUBNETS", "").strip()
     if raw.startswith("["):
-        import json
-
         try:
             subnets = [str(s) for s in json.loads(raw)]
         except ValueError:
@@ -576,7 +577,13 @@ class _EndpointProbe:
         """Read gossip from the first reachable node; the node the relay would use (by the
         node preference) or None if there is none."""
         seed = reachable[0]
-        version = "server version: not reported (esdbclient has no server-features call)"
+        found = server_version(*seed, endpoint.tls, endpoint.ca_file, self.timeout)
+        version = (
+            f"server version: {found} (HTTP /info)"
+            if found
+            else "server version: not reported (no answer on HTTP /info, and esdbclient has no "
+            "server-features call)"
+        )
         try:
             with EventStore(
                 _single_target(self.connection_string, *seed),
@@ -719,6 +726,27 @@ class _EndpointProbe:
             )
         else:
             self.add("latency", "ok", detail, round_trip_ms=median, max_ms=worst)
+
+
+def server_version(
+    host: str, port: int, tls: bool, ca_file: str | None, timeout: float
+) -> str | None:
+    """The version an EventStoreDB/KurrentDB node reports on its HTTP `/info` endpoint (same
+    port as gRPC, readable without credentials), or None when nothing sensible answers."""
+    scheme = "https" if tls else "http"
+    context = ssl.create_default_context(cafile=ca_file) if tls else None
+    request = urllib.request.Request(
+        f"{scheme}://{_hostport(host, port)}/info", headers={"Accept": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
+            info = json.loads(response.read(65536))
+    except (OSError, ValueError, http.client.HTTPException):
+        return None
+    if not isinstance(info, dict):
+        return None
+    version = info.get("dbVersion") or info.get("esVersion")
+    return str(version) if version else None
 
 
 def _preferred(members: list[Member], preference: str) -> Member | None:

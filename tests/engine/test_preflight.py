@@ -6,8 +6,10 @@ or the CLI output.
 
 from __future__ import annotations
 
+import http.server
 import json
 import socket
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -17,7 +19,13 @@ from typer.testing import CliRunner
 from core.config import JobConfig
 from core.errors import ConfigError
 from core.invocation import invoke, parse_request
-from core.preflight import PreflightReport, network_checks, network_plan, preflight
+from core.preflight import (
+    PreflightReport,
+    network_checks,
+    network_plan,
+    preflight,
+    server_version,
+)
 from esdb_emulator import Emulator
 from esdb_emulator.security import generate_self_signed
 from handlers.cli.preflight_cmd import preflight as preflight_command
@@ -501,3 +509,27 @@ def test_several_seed_hosts_one_down_warns_and_discovers_through_the_other(tls_p
     assert report.check("source: cluster").status == "ok"
     assert report.check("source: credentials").status == "ok"
     assert report.ok
+
+
+def test_the_server_version_is_read_from_http_info_when_a_node_serves_it():
+    class Info(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # an EventStoreDB node's /info, abridged
+            body = b'{"esVersion": "23.10.1.0", "state": "leader"}'
+            self.send_response(200 if self.path == "/info" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Info)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        host, port = server.server_address[:2]
+        assert server_version(str(host), int(port), False, None, 3.0) == "23.10.1.0"
+    finally:
+        server.shutdown()
+        server.server_close()
+    with Emulator() as db:  # the emulator speaks gRPC only: nothing to report
+        assert server_version(db.host, db.port, False, None, 3.0) is None

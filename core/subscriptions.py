@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 from core.config import JobConfig
 from core.errors import RelayError
 from core.eventstore import EventStore
-from core.translate import translate_position, translate_stream
+from core.translate import NOT_LOADED, relay_position, translate_position, translate_stream
 
 ALL = "$all"
 
@@ -144,7 +144,11 @@ def _filter_args(dto: dict | None) -> tuple[list[str], list[str], bool] | str:
 
 # ------------------------------------------------------------------------------ planning
 def target_start(
-    job: JobConfig, source: EventStore, target: EventStore, group: SourceGroup
+    job: JobConfig,
+    source: EventStore,
+    target: EventStore,
+    group: SourceGroup,
+    relayed: int | None = NOT_LOADED,
 ) -> int | None:
     """The inclusive start of the target group (None = the end); see the module doc."""
     if group.stream == ALL:
@@ -158,7 +162,7 @@ def target_start(
                 return 0
             processed = start - 1
         assert processed is not None
-        translated = translate_position(job, source, target, processed).target
+        translated = translate_position(job, source, target, processed, relayed=relayed).target
         if translated is None:
             return 0
         following = list(target.read_all_after(translated, 1))
@@ -172,7 +176,9 @@ def target_start(
         if start == 0:
             return 0
         processed_revision = start - 1
-    revision = translate_stream(job, source, target, group.stream, processed_revision).target
+    revision = translate_stream(
+        job, source, target, group.stream, processed_revision, relayed=relayed
+    ).target
     return 0 if revision is None else revision + 1
 
 
@@ -183,7 +189,11 @@ def _start_text(stream: str, start: int | None) -> str:
 
 
 def plan_group(
-    job: JobConfig, source: EventStore, target: EventStore, group: SourceGroup
+    job: JobConfig,
+    source: EventStore,
+    target: EventStore,
+    group: SourceGroup,
+    relayed: int | None = NOT_LOADED,
 ) -> GroupPlan:
     plan = GroupPlan(
         stream=group.stream,
@@ -211,7 +221,7 @@ def plan_group(
         return plan
     plan.filter_include, plan.filter_exclude, plan.filter_by_stream_name = args
     try:
-        plan.start = target_start(job, source, target, group)
+        plan.start = target_start(job, source, target, group, relayed)
     except RelayError as e:
         plan.action = "error"
         plan.reason = str(e)
@@ -279,7 +289,9 @@ def _same_start(stream: str, text: str, start: int | None) -> bool:
 
 
 def plan_subscriptions(job: JobConfig, source: EventStore, target: EventStore) -> list[GroupPlan]:
-    return [plan_group(job, source, target, g) for g in read_source_groups(source)]
+    groups = read_source_groups(source)
+    relayed = relay_position(job) if groups else None  # one checkpoint read for all groups
+    return [plan_group(job, source, target, g, relayed) for g in groups]
 
 
 def apply_plan(target: EventStore, plans: list[GroupPlan]) -> list[GroupPlan]:

@@ -74,8 +74,14 @@ def relay_position(job: JobConfig) -> int | None:
     return checkpoint.position.commit if checkpoint and checkpoint.position else None
 
 
-def _require_replicated(job: JobConfig, source: EventStore, position: int, what: str) -> int:
-    relayed = relay_position(job)
+NOT_LOADED = -2
+
+
+def _require_replicated(
+    job: JobConfig, source: EventStore, position: int, what: str, relayed: int | None = NOT_LOADED
+) -> int:
+    if relayed == NOT_LOADED:
+        relayed = relay_position(job)
     if relayed is None or position > relayed:
         head = source.head_position()
         at = "has not copied anything yet" if relayed is None else f"is at {relayed:,}"
@@ -100,8 +106,14 @@ def _replicated_kind(job: JobConfig, event: Event) -> bool:
 
 # ------------------------------------------------------------------------------------ $all
 def translate_position(
-    job: JobConfig, source: EventStore, target: EventStore, position: int
+    job: JobConfig,
+    source: EventStore,
+    target: EventStore,
+    position: int,
+    *,
+    relayed: int | None = NOT_LOADED,
 ) -> TranslatedPosition:
+    """See the module doc. `relayed`: the job's checkpoint if already loaded (batch mode)."""
     if position < 0:
         raise TranslateError(f"position {position} is negative", hint="give a commit position")
     if job.mode == "partitioned" and job.partitions > 1:
@@ -112,7 +124,7 @@ def translate_position(
             hint="translate stream revisions instead (per-stream order is kept), or move $all "
             "subscriptions at cutover, from the target's end, once the relay has caught up",
         )
-    relayed = _require_replicated(job, source, position, f"position {position:,}")
+    relayed = _require_replicated(job, source, position, f"position {position:,}", relayed)
     if job.original_metadata:
         found = _all_by_original(source, target, position)
         found = _over_unmarked_all(source, target, found, position)
@@ -296,7 +308,13 @@ def translate_revision(
 
 
 def translate_stream(
-    job: JobConfig, source: EventStore, target: EventStore, stream: str, revision: int
+    job: JobConfig,
+    source: EventStore,
+    target: EventStore,
+    stream: str,
+    revision: int,
+    *,
+    relayed: int | None = NOT_LOADED,
 ) -> TranslatedPosition:
     if revision < 0:
         raise TranslateError(f"revision {revision} is negative", hint="give a stream revision")
@@ -314,7 +332,7 @@ def translate_stream(
             hint="give the revision of an event the subscription processed",
         )
     relayed = _require_replicated(
-        job, source, events[0].commit_position, f"revision {revision} of {stream!r}"
+        job, source, events[0].commit_position, f"revision {revision} of {stream!r}", relayed
     )
     method: Literal["original-metadata", "event-id"] = "event-id"
     found: Event | None = None
@@ -473,10 +491,11 @@ def translate_file(
     rows = _read_rows(src, is_csv)
     results = []
     errors = 0
+    relayed = relay_position(job)  # one checkpoint read for the whole file
     for row in rows:
         result = dict(row)
         try:
-            result.update(_translate_row(job, source, target, row))
+            result.update(_translate_row(job, source, target, row, relayed))
         except (RelayError, ValueError) as e:
             result["error"] = str(e)
             errors += 1
@@ -512,10 +531,13 @@ def _int(value: object, name: str) -> int:
         raise ValueError(f"{name} {value!r} is not an integer") from None
 
 
-def _translate_row(job: JobConfig, source: EventStore, target: EventStore, row: dict) -> dict:
+def _translate_row(
+    job: JobConfig, source: EventStore, target: EventStore, row: dict, relayed: int | None
+) -> dict:
     kind = str(row.get("kind") or ("stream" if row.get("stream") else "all"))
     if kind == "all":
-        t = translate_position(job, source, target, _int(row.get("position"), "position"))
+        position = _int(row.get("position"), "position")
+        t = translate_position(job, source, target, position, relayed=relayed)
         return {"target_position": t.target, "method": t.method, "error": None}
     if kind == "stream":
         stream = row.get("stream")

@@ -74,7 +74,7 @@ def relay_position(job: JobConfig) -> int | None:
     return checkpoint.position.commit if checkpoint and checkpoint.position else None
 
 
-NOT_LOADED = -2
+NOT_LOADED = -2  # `relayed` argument default: read the job's checkpoint from its store
 
 
 def _require_replicated(

@@ -23,7 +23,9 @@ from core.logs import configure as configure_logging
 from core.relay import Relay
 from esdb_emulator import Emulator, FaultConfig
 from handlers.cli.package import package
+from handlers.cli.preflight_cmd import preflight
 from handlers.cli.progress import RunProgress
+from handlers.cli.subscriptions_cmd import migrate_subscriptions, translate
 from handlers.cli.verify_cmd import verify
 
 app = typer.Typer(
@@ -199,6 +201,9 @@ def status(
 
 
 app.command("verify")(verify)
+app.command("translate")(translate)
+app.command("migrate-subscriptions")(migrate_subscriptions)
+app.command("preflight")(preflight)
 app.command("package")(package)
 
 

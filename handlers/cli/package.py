@@ -12,8 +12,8 @@ plus only that cloud's runtime dependencies:
   and the dependencies installed into `.python_packages/lib/site-packages`.
 
 The runtime dependency set is the project's base dependencies without the CLI-only ones
-(typer, rich, cryptography — core imports none of them; cryptography still arrives where a cloud
-SDK needs it, e.g. azure-identity) plus the cloud's extra. It is resolved once with
+(typer, rich — core imports neither; cryptography stays: core.preflight reads certificates with
+it) plus the cloud's extra. It is resolved once with
 `uv pip compile` against constraints.txt and, by default, pinned to the versions installed in the
 environment running this command (the versions the tests ran against), so two builds from the
 same checkout and environment produce the same bytes: entries are sorted, timestamps fixed, file
@@ -44,10 +44,9 @@ from rich.console import Console
 
 CLOUDS = ("aws", "gcp", "azure")
 
-# Base dependencies only the CLI needs: core and the handlers import none of them (pyyaml stays:
-# core.config reads YAML job files). A cloud SDK may still pull one in (azure-identity needs
-# cryptography); then it is there as that SDK's dependency.
-CLI_ONLY = frozenset({"typer", "rich", "cryptography"})
+# Base dependencies only the CLI needs: core and the handlers import neither (pyyaml stays:
+# core.config reads YAML job files; cryptography stays: core.preflight inspects certificates).
+CLI_ONLY = frozenset({"typer", "rich"})
 
 # Installed in the build environment for incidental reasons; never pinned from it.
 NOT_PINNED_FROM_ENV = frozenset({"pip", "setuptools", "wheel", "uv", "esdb-relay"})

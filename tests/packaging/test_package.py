@@ -206,7 +206,7 @@ def test_only_that_clouds_dependencies(artifact_for):
     for cloud, files in (("aws", aws), ("azure", azure)):
         for other, sdk in SDK_DIRS.items():
             assert any(f.startswith(sdk) for f in files) == (other == cloud), (cloud, sdk)
-        # the CLI's own dependencies stay out (cryptography may come with a cloud SDK)
+        # the CLI's own dependencies stay out
         for cli in ("typer/", "rich/", "click/"):
             assert not any(f.startswith(cli) for f in files), (cloud, cli)
         assert any(f.startswith("grpc/_cython/") for f in files)  # binary wheel, not sdist
@@ -404,8 +404,8 @@ def test_runtime_set_is_base_minus_cli_plus_the_extra():
 
 
 def test_core_and_handlers_import_none_of_the_cli_only_dependencies():
-    """What keeps typer, rich and cryptography out of the zips honest."""
-    cli_modules = {"typer", "rich", "cryptography", "esdb_emulator", "click"}
+    """What keeps typer and rich out of the zips honest."""
+    cli_modules = {"typer", "rich", "esdb_emulator", "click"}
     for folder in ("core", "handlers/aws", "handlers/gcp", "handlers/azure"):
         for path in (ROOT / folder).rglob("*.py"):
             tree = ast.parse(path.read_text())

@@ -297,3 +297,25 @@ def test_group_in_use_on_the_target_is_never_moved(pair, tmp_path):
     assert _first(dst, "g", "order-1").id == following.id
     src.close()
     dst.close()
+
+
+def test_system_and_unreplicated_streams_are_manual(pair, tmp_path):
+    source_db, target_db = pair
+    src = EventStoreDBClient(source_db.uri)
+    dst = EventStoreDBClient(target_db.uri)
+    build_history(src, seed=9, count=30)
+    src.create_subscription_to_stream("by-category", "$ce-order", resolve_links=True)
+    src.create_subscription_to_stream("skipped", "skipped-1")
+    job = make_job(source_db, target_db, tmp_path, filters=FILTERS)
+    run_until_caught_up(job)
+    with (
+        EventStore(source_db.uri, side="source") as source,
+        EventStore(target_db.uri, side="target") as target,
+    ):
+        plans = migrate_subscriptions(job, source, target, apply=True)
+    reasons = {p.group: (p.action, p.reason) for p in plans}
+    assert reasons["by-category"][0] == "manual" and "projections" in reasons["by-category"][1]
+    assert reasons["skipped"][0] == "manual" and "does not replicate" in reasons["skipped"][1]
+    assert dst.list_subscriptions() == []
+    src.close()
+    dst.close()

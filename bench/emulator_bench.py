@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from esdbclient import EventStoreDBClient, NewEvent, StreamState
 
@@ -40,10 +41,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def emulator_process() -> Iterator[str]:
+def emulator_process(snapshot: Path | None = None) -> Iterator[str]:
+    """`esdb-relay emulator` in its own process (loading `snapshot` if given)."""
     port = free_port()
+    extra = ["--snapshot", str(snapshot)] if snapshot else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "handlers.cli.main", "emulator", "--port", str(port)],
+        [sys.executable, "-m", "handlers.cli.main", "emulator", "--port", str(port), *extra],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -104,8 +104,12 @@ class Event:
 
     @property
     def size(self) -> int:
-        # As the server counts it for the maximum append size (Event.SizeOnDisk).
-        return len(self.data) + len(self.metadata) + 2 * len(self.type)
+        return size_on_disk(self.type, self.data, self.metadata)
+
+
+def size_on_disk(type_: str, data: bytes, metadata: bytes) -> int:
+    """An event's size as the server counts it for the maximum append size (Event.SizeOnDisk)."""
+    return len(data) + len(metadata) + 2 * len(type_)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +124,7 @@ class OutEvent:
 
     @property
     def size(self) -> int:
-        return len(self.data) + len(self.metadata) + 2 * len(self.type)
+        return size_on_disk(self.type, self.data, self.metadata)
 
 
 @dataclass(frozen=True, slots=True)

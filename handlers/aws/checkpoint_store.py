@@ -801,16 +801,9 @@ def _parse_slice(job_id: str, table: str, item: Mapping[str, Any]) -> SliceRecor
 # --- registry -------------------------------------------------------------------------------
 
 
-def open_dynamodb_store(
-    url: str, *, now: Clock = utcnow, **options: Any
-) -> DynamoDbCheckpointStore:
-    """The ``dynamodb://`` factory for ``core.checkpoint.open_store``."""
-    return DynamoDbCheckpointStore.from_url(url, now=now, **options)
-
-
 def register() -> None:
     """Make ``core.checkpoint.open_store`` open ``dynamodb://TABLE`` URLs (idempotent)."""
-    register_store(SCHEME, open_dynamodb_store)
+    register_store(SCHEME, DynamoDbCheckpointStore.from_url)
 
 
 __all__ = [
@@ -819,7 +812,6 @@ __all__ = [
     "SCHEME",
     "DynamoDbCheckpointStore",
     "create_table",
-    "open_dynamodb_store",
     "parse_dynamodb_url",
     "register",
 ]

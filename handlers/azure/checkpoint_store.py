@@ -782,16 +782,9 @@ class AzureTableCheckpointStore(ClosingStore):
 # --- registry -------------------------------------------------------------------------------
 
 
-def open_azure_table_store(
-    url: str, *, now: Clock = utcnow, **options: Any
-) -> AzureTableCheckpointStore:
-    """The ``azuretable://`` factory for ``core.checkpoint.open_store``."""
-    return AzureTableCheckpointStore.from_url(url, now=now, **options)
-
-
 def register() -> None:
     """Make ``open_store("azuretable://TABLE")`` open this store (idempotent)."""
-    register_store(SCHEME, open_azure_table_store)
+    register_store(SCHEME, AzureTableCheckpointStore.from_url)
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -893,7 +886,6 @@ __all__ = [
     "SLICE_PREFIX",
     "STATE_ROW",
     "AzureTableCheckpointStore",
-    "open_azure_table_store",
     "parse_azuretable_url",
     "register",
 ]

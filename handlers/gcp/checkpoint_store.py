@@ -727,16 +727,9 @@ def _format_mismatch(fmt: object) -> str:
     return format_mismatch(fmt, FORMAT, noun="document")
 
 
-def open_firestore_store(
-    url: str, *, now: Clock = utcnow, **options: Any
-) -> FirestoreCheckpointStore:
-    """The ``firestore://`` factory for ``core.checkpoint.open_store``."""
-    return FirestoreCheckpointStore.from_url(url, now=now, **options)
-
-
 def register() -> None:
     """Make ``core.checkpoint.open_store`` open ``firestore://COLLECTION`` URLs (idempotent)."""
-    register_store(SCHEME, open_firestore_store)
+    register_store(SCHEME, FirestoreCheckpointStore.from_url)
 
 
 __all__ = [
@@ -748,7 +741,6 @@ __all__ = [
     "SCHEME",
     "SLICES",
     "FirestoreCheckpointStore",
-    "open_firestore_store",
     "parse_firestore_url",
     "register",
     "validate_collection_id",

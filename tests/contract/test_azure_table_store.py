@@ -688,7 +688,7 @@ def test_connection_settings_are_required(monkeypatch: pytest.MonkeyPatch) -> No
 
     monkeypatch.setitem(sys.modules, "azure.identity", None)  # as if azure-identity were absent
     with pytest.raises(ConfigError, match="azure-identity"):
-        azure_store.open_azure_table_store(
+        azure_store.AzureTableCheckpointStore.from_url(
             "azuretable://relay?account_url=https://acct.table.core.windows.net"
         )
 
@@ -728,7 +728,7 @@ def test_account_url_without_credential_uses_default_azure_credential(
     fake.DefaultAzureCredential = FakeDefaultAzureCredential  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "azure.identity", fake)
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", "UseDevelopmentStorage=true")
-    store = azure_store.open_azure_table_store(
+    store = azure_store.AzureTableCheckpointStore.from_url(
         "azuretable://relay?account_url=https://acct.table.core.windows.net"
     )
     assert "Entra ID at https://acct.table.core.windows.net" in repr(store)  # URL beats env

@@ -16,12 +16,18 @@ from pathlib import Path
 from types import TracebackType
 
 import grpc
-from esdbclient.protos.Grpc import gossip_pb2_grpc, persistent_pb2_grpc, streams_pb2_grpc
+from esdbclient.protos.Grpc import (
+    gossip_pb2_grpc,
+    persistent_pb2_grpc,
+    projections_pb2_grpc,
+    streams_pb2_grpc,
+)
 
 from esdb_emulator import snapshot
 from esdb_emulator.faults import FaultConfig, FaultInjector
 from esdb_emulator.gossip import GossipService
 from esdb_emulator.persistent import PersistentSubscriptionsService
+from esdb_emulator.projections import ProjectionsService
 from esdb_emulator.security import DEFAULT_USERS, Authenticator, Certificate, generate_self_signed
 from esdb_emulator.store import Store
 from esdb_emulator.streams import StreamsService
@@ -45,6 +51,7 @@ class Emulator:
         seed_system_events: bool = True,
         max_workers: int = 128,
         certificate: Certificate | None = None,
+        run_projections: bool = True,
     ) -> None:
         self.host = host
         self.requested_port = port
@@ -56,6 +63,7 @@ class Emulator:
         self.snapshot_path = Path(snapshot_path) if snapshot_path else None
         self.store = Store(seed_system_events=seed_system_events)
         self.max_workers = max_workers
+        self.run_projections = run_projections
         self.certificate = certificate or (
             generate_self_signed((host, "localhost")) if tls else None
         )
@@ -101,6 +109,10 @@ class Emulator:
         persistent_pb2_grpc.add_PersistentSubscriptionsServicer_to_server(persistent, server)
         gossip_pb2_grpc.add_GossipServicer_to_server(gossip, server)
         self._services = [streams, persistent, gossip]
+        if self.run_projections:  # like --run-projections=None, the service is absent when off
+            projections = ProjectionsService(self.store, self.guard)
+            projections_pb2_grpc.add_ProjectionsServicer_to_server(projections, server)
+            self._services.append(projections)
         server.start()
         self._server = server
         log.info("esdb emulator listening on %s:%d (tls=%s)", self.host, self.port, self.tls)

@@ -23,6 +23,7 @@ from esdbclient import exceptions as esdb
 from esdbclient.connection_spec import ConnectionSpec
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
 
+from core import multi_append as v2
 from core.errors import PermanentError, RelayError, TransientError
 
 T = TypeVar("T")
@@ -165,6 +166,53 @@ class AppendTooLarge(PermanentError):
         self.limit = limit
 
 
+@dataclass(frozen=True)
+class StreamAppend:
+    """One stream's part of a multi-stream append."""
+
+    stream: str
+    expected_revision: int  # exact revision, or NO_STREAM
+    events: list[OutEvent]
+
+
+class MultiAppendConflict(PermanentError):
+    """A multi-stream append found a stream away from its expected revision; nothing was
+    written. `streams` maps stream -> actual revision (None = no stream). KurrentDB's
+    AppendSession reports the first failing stream only, so this holds one entry; that stream
+    may also be one whose events are all already there (the server calls a mix of written and
+    not-yet-written streams a conflict, not an idempotent replay)."""
+
+    def __init__(self, message: str, streams: dict[str, int | None]) -> None:
+        super().__init__(message)
+        self.streams = streams
+
+
+class MultiAppendUnsupported(PermanentError):
+    """This batch cannot go as one multi-stream append (the server lacks it, or an event or
+    stream name is outside what the v2 API takes); append per stream instead."""
+
+
+def multi_append_problem(appends: Sequence[StreamAppend]) -> str | None:
+    """Why these appends cannot be one multi-stream append (None if they can): a stream named
+    twice (case-insensitively, as the server compares), or an event the v2 API cannot carry
+    (metadata that is not a JSON object, an event type outside the schema-name characters)."""
+    seen: set[str] = set()
+    for append in appends:
+        if not append.events:
+            continue
+        key = append.stream.casefold()
+        if key in seen:
+            return f"stream {append.stream!r} appears twice (names compare case-insensitively)"
+        seen.add(key)
+        if append.expected_revision < NO_STREAM:
+            return f"expected revision {append.expected_revision} of {append.stream!r}"
+        for event in append.events:
+            problem = v2.event_problem(event)
+            if problem:
+                return f"{append.stream!r} event {event.event_id}: {problem}"
+    return None
+
+
 def _translate(error: Exception, side: str, action: str) -> Exception:
     if isinstance(error, esdb.WrongCurrentVersion):
         return WrongExpectedRevision(f"{side}: {action}: {error}", _actual_revision(str(error)))
@@ -254,6 +302,7 @@ class EventStore:
         self.timeout = timeout
         self.retry_deadline = retry_deadline
         self.retries = 0
+        self._v2: tuple[object, v2.Client, bool | None] | None = None
         try:
             self._client = EventStoreDBClient(connection_string)
         except ValueError as e:
@@ -609,6 +658,85 @@ class EventStore:
         members = self._call("read gossip", lambda: self._client.read_gossip(timeout=self.timeout))
         return [Member(states.get(m.state, "other"), m.address, m.port) for m in members]
 
+    # ------------------------------------------------------------------ projections
+    def projection_statistics(self, name: str | None = None) -> list[object]:
+        """esdbclient ProjectionStatistics of every projection (name None), or of one ([] if
+        it does not exist). esdbclient asks only by name, so the list call uses its stub."""
+        from esdbclient.common import handle_rpc_error
+        from esdbclient.protos.Grpc import projections_pb2, shared_pb2
+
+        if name is not None:
+
+            def one() -> list[object]:
+                try:
+                    return [self._client.get_projection_statistics(name=name, timeout=self.timeout)]
+                except esdb.NotFound:
+                    return []
+
+            return self._projection_call(f"read the statistics of projection {name!r}", one)
+        service = self._client.projections
+        options = projections_pb2.StatisticsReq.Options(all=shared_pb2.Empty())
+
+        def every() -> list[object]:
+            try:
+                responses = service._stub.Statistics(
+                    projections_pb2.StatisticsReq(options=options),
+                    timeout=self.timeout,
+                    metadata=service._metadata(self._client._call_metadata, requires_leader=True),
+                    credentials=self._client._call_credentials,
+                )
+                return [service._construct_projection_statistics(r) for r in responses]
+            except grpc.RpcError as e:
+                raise handle_rpc_error(e) from None
+
+        return self._projection_call("list projections", every)
+
+    def create_projection(self, name: str, query: str, *, emit: bool, track: bool) -> None:
+        """A continuous projection; the server starts it at once (gRPC cannot create one
+        stopped)."""
+        self._projection_call(
+            f"create projection {name!r}",
+            lambda: self._client.create_projection(
+                name=name,
+                query=query,
+                emit_enabled=emit,
+                track_emitted_streams=track,
+                timeout=self.timeout,
+            ),
+        )
+
+    def update_projection(self, name: str, query: str, *, emit: bool) -> None:
+        self._projection_call(
+            f"update projection {name!r}",
+            lambda: self._client.update_projection(
+                name, query=query, emit_enabled=emit, timeout=self.timeout
+            ),
+        )
+
+    def disable_projection(self, name: str) -> None:
+        self._projection_call(
+            f"disable projection {name!r}",
+            lambda: self._client.disable_projection(name, timeout=self.timeout),
+        )
+
+    def reset_projection(self, name: str) -> None:
+        self._projection_call(
+            f"reset projection {name!r}",
+            lambda: self._client.reset_projection(name, timeout=self.timeout),
+        )
+
+    def _projection_call(self, action: str, fn: Callable[[], T]) -> T:
+        try:
+            return self._call(action, fn)
+        except PermanentError as e:
+            if "UNIMPLEMENTED" in str(e) or "Unimplemented" in str(e):
+                raise PermanentError(
+                    f"{self.side}: {action}: the projections subsystem is not running",
+                    hint="start the node with --run-projections=All (or System) to manage "
+                    "projections",
+                ) from None
+            raise
+
     # ----------------------------------------------------------------- writes
     def append(self, stream: str, expected: int, events: Sequence[OutEvent]) -> int:
         """Append with an exact expected revision (NO_STREAM for a new stream).
@@ -640,6 +768,119 @@ class EventStore:
                 stream, current_version=current, events=new_events, timeout=self.timeout
             ),
         )
+
+    # ------------------------------------------------------- multi-stream append (v2)
+    def _v2_client(self) -> tuple[object, v2.Client]:
+        """A v2 client on esdbclient's current channel (it changes when esdbclient
+        reconnects), made once per connection."""
+        connection = self._client._connection
+        cached = self._v2
+        if cached is None or cached[0] is not connection:
+            client = v2.Client(
+                connection._grpc_channel,
+                self._client._call_credentials,
+                tuple(self._client._call_metadata),
+            )
+            cached = self._v2 = (connection, client, None)
+        return cached[0], cached[1]
+
+    def supports_multi_append(self) -> bool:
+        """Whether the server lists KurrentDB's multi-stream append (AppendSession) among its
+        features (ServerFeatures.GetSupportedMethods); asked once per connection."""
+        connection, client = self._v2_client()
+        assert self._v2 is not None
+        if self._v2[2] is not None:
+            return self._v2[2]
+
+        def ask() -> bool:
+            try:
+                methods = client.supported_methods(self.timeout)
+            except grpc.RpcError as e:
+                raise self._v2_error(v2.parse_error(e), e, "read the server's features") from None
+            return (v2.SERVICE_NAME, v2.METHOD_NAME) in methods
+
+        supported = self._call("read the server's features", ask)
+        self._v2 = (connection, client, supported)
+        return supported
+
+    def multi_append(self, appends: list[StreamAppend]) -> None:
+        """Append to several streams atomically in one call: all or nothing.
+
+        Each stream's expected revision is exact (or NO_STREAM). Replaying the same event ids
+        at the same revisions succeeds without writing them again, so a retry of an append
+        that landed is harmless. Raises MultiAppendConflict (nothing written),
+        StreamTombstoned, AppendTooLarge (`limit`), or MultiAppendUnsupported (see
+        multi_append_problem; the server lacks the call)."""
+        appends = [a for a in appends if a.events]
+        if not appends:
+            return
+        problem = multi_append_problem(appends)
+        if problem:
+            raise MultiAppendUnsupported(
+                f"{self.side}: cannot multi-append: {problem}",
+                hint="append these streams one by one",
+            )
+        messages = v2.requests((a.stream, a.expected_revision, a.events) for a in appends)
+        size = sum(v2.record_size(r) for m in messages for r in m.records)
+        named = ", ".join(repr(a.stream) for a in appends[:3])
+        more = ", ..." if len(appends) > 3 else ""
+        action = f"multi-append to {len(appends)} streams ({named}{more})"
+
+        def attempt() -> None:
+            _, client = self._v2_client()
+            try:
+                client.append_session(messages, self.timeout)
+            except grpc.RpcError as e:
+                found = v2.parse_error(e)
+                if found.kind == "not_leader" and found.leader and self._may_follow_leader():
+                    self._client.reconnect(f"{found.leader[0]}:{found.leader[1]}")
+                if found.kind == "unimplemented" and self._v2 is not None:
+                    self._v2 = (self._v2[0], self._v2[1], False)
+                raise self._v2_error(found, e, action, size) from None
+
+        self._call(action, attempt)
+
+    def _may_follow_leader(self) -> bool:
+        # As esdbclient's autoreconnect: not for a single esdb:// target.
+        spec = self._client.connection_spec
+        return spec.options.NodePreference == "leader" and not (
+            spec.scheme == "esdb" and len(spec.targets) == 1
+        )
+
+    def _v2_error(
+        self, found: v2.V2Error, error: grpc.RpcError, action: str, size: int | None = None
+    ) -> Exception:
+        where = f"{self.side}: {action}"
+        if found.kind == "revision_conflict":
+            assert found.stream is not None
+            actual = None if found.actual is None or found.actual < 0 else found.actual
+            return MultiAppendConflict(
+                f"{where}: {found.stream!r} is at {_revision(actual)}, expected "
+                f"{_revision(found.expected)}; nothing was written",
+                {found.stream: actual},
+            )
+        if found.kind == "tombstoned":
+            tombstoned = StreamTombstoned(f"{where}: stream {found.stream!r} is deleted")
+            tombstoned.stream = found.stream  # type: ignore[attr-defined]
+            return tombstoned
+        if found.kind in ("record_too_large", "transaction_too_large"):
+            return AppendTooLarge(
+                f"{where}: {size if size is not None else '?'} bytes are over the server's "
+                f"maximum append size of {found.limit} bytes",
+                found.limit,
+            )
+        if found.kind == "unimplemented":
+            return MultiAppendUnsupported(
+                f"{where}: the server has no multi-stream append (KurrentDB 25.1 or later)",
+                hint="append per stream; supports_multi_append() tells beforehand",
+            )
+        if found.kind == "not_leader":
+            return TransientError(f"{where}: not the leader")
+        if found.kind in ("duplicate_stream", "invalid"):
+            return MultiAppendUnsupported(
+                f"{where}: the server refused the request: {found.message}"
+            )
+        return _translate(error, self.side, action)
 
     def current_revision(self, stream: str) -> int:
         """The stream's last revision even when `$tb`/`$maxCount` hide every event from reads
@@ -679,6 +920,10 @@ class EventStore:
                 return
 
         self._call(f"tombstone {stream!r}", tombstone)
+
+
+def _revision(revision: int | None) -> str:
+    return "no stream" if revision is None or revision < 0 else f"revision {revision}"
 
 
 def _first_line(error: Exception) -> str:

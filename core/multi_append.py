@@ -1,0 +1,247 @@
+"""KurrentDB's v2 multi-stream append (`StreamsService.AppendSession`, KurrentDB >= 25.1).
+
+The wire side only: building the requests, asking the server's features, and reading the
+rich error status the v2 handler answers with (google.rpc.Status in `grpc-status-details-bin`,
+an ErrorInfo then one `...ErrorDetails` message; KurrentDB src/KurrentDB.Api.V2/Modules/Streams).
+core.eventstore turns the results into its own exceptions.
+
+How the server stores what this call writes (Mapping.MapToEvent, EventRecord): the properties
+map becomes the record's metadata as a protobuf Struct, and v1 reads synthesize it back as JSON
+with `$schema.name` and `$schema.format` added. So only events whose metadata is empty or a
+JSON object can go this way, and the target's metadata bytes are re-rendered, not copied.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import grpc
+from google.protobuf import empty_pb2, json_format, struct_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+from core.protocol import serverfeatures_pb2_grpc
+from core.protocol.kurrent.rpc import errors_pb2 as rpc_errors_pb2
+from core.protocol.kurrentdb.protocol.v2.streams import (
+    errors_pb2,
+    shared_pb2,
+    streams_pb2,
+    streams_pb2_grpc,
+)
+
+SERVICE_NAME = "kurrentdb.protocol.v2.streams.streamsservice"  # as GetSupportedMethods lists it
+METHOD_NAME = "appendsession"
+JSON_CONTENT_TYPE = "application/json"
+# KurrentDB's MaxAppendEventSize default (TFConsts.MaxLogRecordSize): one record's limit.
+MAX_RECORD_SIZE = 16 * 1024 * 1024
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+class EventLike(Protocol):
+    @property
+    def event_id(self) -> object: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def content_type(self) -> str: ...
+    @property
+    def data(self) -> bytes: ...
+    @property
+    def metadata(self) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class V2Error:
+    """What a failed AppendSession said, from its rich status."""
+
+    kind: str  # revision_conflict, tombstoned, record_too_large, transaction_too_large,
+    #            duplicate_stream, not_leader, invalid, unimplemented, other
+    message: str
+    stream: str | None = None
+    expected: int | None = None
+    actual: int | None = None
+    limit: int | None = None
+    leader: tuple[str, int] | None = None
+
+
+def event_problem(event: EventLike) -> str | None:
+    """Why this event cannot be written by a v2 append (None if it can)."""
+    if not _is_schema_name(event.type):
+        return (
+            f"event type {event.type!r} is not a valid v2 schema name (letters, digits, "
+            "'_', '.', '$', ':' and '-' only, Unicode NFC)"
+        )
+    if event.metadata and _properties(event.metadata) is None:
+        return "event metadata is not empty or a JSON object"
+    return None
+
+
+def _is_schema_name(name: str) -> bool:
+    # SchemaNameValidator: ^[\p{L}\p{N}_.$:-]+$ and NFC.
+    return (
+        bool(name)
+        and unicodedata.is_normalized("NFC", name)
+        and all(c.isalnum() or c in "_.$:-" for c in name)
+    )
+
+
+def _properties(metadata: bytes) -> struct_pb2.Struct | None:
+    if not metadata:
+        return struct_pb2.Struct()
+    try:
+        value = json.loads(metadata)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(value, dict) or any(not key for key in value):
+        return None
+    struct = struct_pb2.Struct()
+    try:
+        json_format.ParseDict(value, struct)
+    except json_format.ParseError:
+        return None
+    return struct
+
+
+def record(event: EventLike) -> streams_pb2.AppendRecord:
+    properties = _properties(event.metadata)
+    if properties is None:
+        raise ValueError(event_problem(event))
+    is_json = event.content_type == JSON_CONTENT_TYPE
+    return streams_pb2.AppendRecord(
+        record_id=str(event.event_id),
+        properties=dict(properties.fields),
+        schema=shared_pb2.SchemaInfo(
+            format=shared_pb2.SCHEMA_FORMAT_JSON if is_json else shared_pb2.SCHEMA_FORMAT_BYTES,
+            name=event.type,
+        ),
+        data=event.data,
+    )
+
+
+def record_size(message: streams_pb2.AppendRecord) -> int:
+    """AppendRecordExtensions.CalculateSizeOnDisk: data + properties as a Struct + name."""
+    properties = struct_pb2.Struct()
+    for key, value in message.properties.items():
+        properties.fields[key].CopyFrom(value)
+    return len(message.data) + properties.ByteSize() + len(message.schema.name.encode())
+
+
+def requests(
+    appends: Iterable[tuple[str, int, Sequence[EventLike]]],
+) -> list[streams_pb2.AppendRequest]:
+    return [
+        streams_pb2.AppendRequest(
+            stream=stream, expected_revision=expected, records=[record(e) for e in events]
+        )
+        for stream, expected, events in appends
+    ]
+
+
+class Client:
+    """Stubs on one gRPC channel (esdbclient's), with its call credentials and metadata."""
+
+    def __init__(
+        self,
+        channel: grpc.Channel,
+        credentials: grpc.CallCredentials | None,
+        metadata: tuple[tuple[str, str], ...],
+    ) -> None:
+        self._streams = streams_pb2_grpc.StreamsServiceStub(channel)
+        self._features = serverfeatures_pb2_grpc.ServerFeaturesStub(channel)
+        self._credentials = credentials
+        self._metadata = metadata
+
+    def supported_methods(self, timeout: float) -> set[tuple[str, str]]:
+        """(service, method) pairs the server lists, lower case; empty if it has no
+        ServerFeatures service (servers before 21.10)."""
+        try:
+            reply = self._features.GetSupportedMethods(
+                empty_pb2.Empty(),
+                timeout=timeout,
+                metadata=self._metadata,
+                credentials=self._credentials,
+            )
+        except grpc.RpcError as e:
+            if isinstance(e, grpc.Call) and e.code() == grpc.StatusCode.UNIMPLEMENTED:
+                return set()
+            raise
+        return {(m.service_name, m.method_name) for m in reply.methods}
+
+    def append_session(
+        self, messages: list[streams_pb2.AppendRequest], timeout: float
+    ) -> streams_pb2.AppendSessionResponse:
+        return self._streams.AppendSession(
+            iter(messages),
+            timeout=timeout,
+            metadata=(*self._metadata, ("requires-leader", "true")),
+            credentials=self._credentials,
+        )
+
+
+def parse_error(error: grpc.RpcError) -> V2Error:
+    """The v2 handler's rich status, or the plain status code when there is none."""
+    if not isinstance(error, grpc.Call):
+        return V2Error("other", str(error))
+    code = error.code()
+    message = error.details() or code.name
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        return V2Error("unimplemented", message)
+    trailers = dict(error.trailing_metadata() or ())
+    if trailers.get("exception") == "not-leader":  # the v1 style NotLeader (RpcExceptions)
+        host = trailers.get("leader-endpoint-host")
+        port = trailers.get("leader-endpoint-port")
+        leader = (str(host), int(str(port))) if host and port else None
+        return V2Error("not_leader", message, leader=leader)
+    raw = trailers.get(_STATUS_DETAILS_KEY)
+    if not isinstance(raw, bytes):
+        return V2Error("other", message)
+    status = status_pb2.Status.FromString(raw)
+    for detail in status.details:
+        found = _detail(detail, status.message)
+        if found is not None:
+            return found
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return V2Error("invalid", status.message)
+    return V2Error("other", status.message)
+
+
+_DETAILS: dict[str, type] = {
+    m.DESCRIPTOR.full_name: m
+    for m in (
+        errors_pb2.StreamRevisionConflictErrorDetails,
+        errors_pb2.StreamTombstonedErrorDetails,
+        errors_pb2.AppendRecordSizeExceededErrorDetails,
+        errors_pb2.AppendTransactionSizeExceededErrorDetails,
+        errors_pb2.StreamAlreadyInAppendSessionErrorDetails,
+        rpc_errors_pb2.NotLeaderNodeErrorDetails,
+        error_details_pb2.BadRequest,
+    )
+}
+
+
+def _detail(detail: object, message: str) -> V2Error | None:
+    name = detail.type_url.rsplit("/", 1)[-1]  # type: ignore[attr-defined]
+    cls = _DETAILS.get(name)
+    if cls is None:
+        return None
+    d = cls()
+    detail.Unpack(d)  # type: ignore[attr-defined]
+    if isinstance(d, errors_pb2.StreamRevisionConflictErrorDetails):
+        return V2Error(
+            "revision_conflict", message, d.stream, d.expected_revision, d.actual_revision
+        )
+    if isinstance(d, errors_pb2.StreamTombstonedErrorDetails):
+        return V2Error("tombstoned", message, d.stream)
+    if isinstance(d, errors_pb2.AppendRecordSizeExceededErrorDetails):
+        return V2Error("record_too_large", message, d.stream, limit=d.max_size)
+    if isinstance(d, errors_pb2.AppendTransactionSizeExceededErrorDetails):
+        return V2Error("transaction_too_large", message, limit=d.max_size)
+    if isinstance(d, errors_pb2.StreamAlreadyInAppendSessionErrorDetails):
+        return V2Error("duplicate_stream", message, d.stream)
+    if isinstance(d, rpc_errors_pb2.NotLeaderNodeErrorDetails):
+        leader = d.current_leader
+        return V2Error("not_leader", message, leader=(leader.host, leader.port))
+    return V2Error("invalid", message)

@@ -33,12 +33,21 @@ and stream metadata are still copied.
 
 Verify is meant for a quiet source (after catch-up, at cutover): events the source receives
 while verify runs and the relay has not copied yet show up as differences.
+
+Resumable: with `state=FILE` the list of streams to check and the results so far are saved to
+FILE (after the scan, every `save_every` seconds, and when the run is interrupted by any
+exception, Ctrl-C included); a later run with the same FILE skips the scan and the streams
+already checked. Streams are merged in order, so the saved progress is a prefix of the list
+and the finished report equals an uninterrupted run's (its time is the sum of the runs'). The
+file is deleted once the report is complete.
 """
 
 from __future__ import annotations
 
 import bisect
 import hashlib
+import json
+import os
 import random
 import time
 from collections import deque
@@ -47,12 +56,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import pairwise, zip_longest
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from core import rules
-from core.config import JobConfig
+from core.config import JobConfig, redact_connection_string
+from core.errors import ConfigError
 from core.eventstore import Event, EventStore, StreamTombstoned
 
 PAGE = 1000  # records per read, for `$all` and stream reads
@@ -137,6 +148,8 @@ def verify(
     progress: Progress | None = None,
     max_differences: int = DEFAULT_MAX_DIFFERENCES,
     workers: int = 1,
+    state: Path | None = None,
+    save_every: float = 10.0,
 ) -> VerifyReport:
     """Compare the target with the job's filtered source; see the module doc for the rules.
 
@@ -144,14 +157,92 @@ def verify(
     scan for extra target streams. `progress(done, total)` is called as streams are checked.
     At most `max_differences` differences are listed (all are counted). `workers > 1` checks
     that many streams concurrently (each holds one page of events per side at a time); the
-    report is the same as with one worker.
+    report is the same as with one worker. `state`: a file progress is saved to (every
+    `save_every` seconds and on interruption) and resumed from; ConfigError if it was written
+    for another job, sample or seed.
     """
     if sample is not None and sample < 0:
         raise ValueError("sample must be >= 0")
     if workers < 1:
         raise ValueError("workers must be >= 1")
     verifier = _Verifier(job, source, target, max_differences, workers)
+    if state is not None:
+        verifier.saver = _StateFile(state, _fingerprint(job, sample, seed, max_differences))
+    verifier.save_every = save_every
     return verifier.run(sample, seed, progress)
+
+
+def public_endpoint(connection_string: str) -> str:
+    """Scheme and hosts only: no credentials, no query parameters (they may name key files)."""
+    redacted = redact_connection_string(connection_string)
+    scheme, _, rest = redacted.partition("://")
+    hosts = rest.split("?", 1)[0].split("/", 1)[0].rsplit("@", 1)[-1]
+    return f"{scheme}://{hosts}"
+
+
+# ----------------------------------------------------------------------------- resume state
+STATE_VERSION = 1
+
+
+class VerifyState(BaseModel):
+    """What a resumed run needs: the streams to check, how many are done, the results so far."""
+
+    version: int = STATE_VERSION
+    fingerprint: str
+    streams: list[str]
+    done: int = 0
+    report: VerifyReport
+    extras: list[Difference] = Field(default_factory=list)
+    extras_total: int = 0
+
+
+def _fingerprint(job: JobConfig, sample: int | None, seed: int, max_differences: int) -> str:
+    """What must not change between a run and its resumption (no secrets: hosts only)."""
+    parts = {
+        "job_id": job.job_id,
+        "source": public_endpoint(job.source.get_secret_value()),
+        "target": public_endpoint(job.target.get_secret_value()),
+        "filters": job.filters.model_dump(mode="json"),
+        "transform": job.transform,
+        "original_metadata": job.original_metadata,
+        "sample": sample,
+        "seed": seed,
+        "max_differences": max_differences,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+class _StateFile:
+    def __init__(self, path: Path, fingerprint: str) -> None:
+        self.path = path
+        self.fingerprint = fingerprint
+
+    def load(self) -> VerifyState | None:
+        if not self.path.exists():
+            return None
+        try:
+            state = VerifyState.model_validate_json(self.path.read_bytes())
+        except (OSError, ValueError) as e:
+            raise ConfigError(
+                f"verify state file {self.path} cannot be read: {str(e).splitlines()[0]}",
+                hint="delete it to start over, or pass another --state file",
+            ) from None
+        if state.version != STATE_VERSION or state.fingerprint != self.fingerprint:
+            raise ConfigError(
+                f"verify state file {self.path} was written for another job, endpoints, "
+                "filters, transform, sample or seed",
+                hint="run with the same job and options, or delete the file to start over",
+            )
+        return state
+
+    def save(self, state: VerifyState) -> None:
+        # Write then rename, so an interruption mid-write never leaves half a state file.
+        partial = self.path.with_name(self.path.name + ".partial")
+        partial.write_text(state.model_dump_json(), encoding="utf-8")
+        os.replace(partial, self.path)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------- internals
@@ -272,10 +363,54 @@ class _Verifier:
         self.has_type_filters = bool(
             job.filters.include_event_types or job.filters.exclude_event_types
         )
+        self.saver: _StateFile | None = None
+        self.save_every = 10.0
 
     # ---------------------------------------------------------------------- the run
     def run(self, sample: int | None, seed: int, progress: Progress | None) -> VerifyReport:
         started = time.monotonic()
+        resumed = self.saver.load() if self.saver else None
+        if resumed is not None:
+            ordered, first = resumed.streams, resumed.done
+            self.report = report = resumed.report
+            self.diffs.items, self.diffs.total = report.differences, report.differences_total
+            self.extras.items, self.extras.total = resumed.extras, resumed.extras_total
+            spent = report.seconds
+        else:
+            ordered, first, spent = self._discover(sample, seed), 0, 0.0
+            report = self.report
+        total = len(ordered)
+        self._save(ordered, first, spent + time.monotonic() - started)
+        saved_at = time.monotonic()
+        if progress:
+            progress(first, total)
+        try:
+            for done, check in enumerate(self._checks(ordered[first:]), first + 1):
+                self._merge(check)
+                if self.saver and time.monotonic() - saved_at >= self.save_every:
+                    self._save(ordered, done, spent + time.monotonic() - started)
+                    saved_at = time.monotonic()
+                if progress:
+                    progress(done, total)
+        except BaseException:
+            self._save(ordered, report.streams_checked, spent + time.monotonic() - started)
+            raise
+        # Extra target streams were found before the checks; they are listed after them.
+        self.diffs.total += self.extras.total - len(self.extras.items)
+        for difference in self.extras.items:
+            self.diffs.append(difference)
+        report.differences = self.diffs.items
+        report.differences_total = self.diffs.total
+        report.seconds = spent + time.monotonic() - started
+        report.events_per_second = (
+            report.events_compared / report.seconds if report.seconds > 0 else 0.0
+        )
+        if self.saver:
+            self.saver.remove()
+        return report
+
+    def _discover(self, sample: int | None, seed: int) -> list[str]:
+        """The streams to check, in order; with no sample, also the extra target streams."""
         report = self.report
         report.sample, report.seed = sample, seed
         streams = self._user_streams(self.source, self.job.filters.accepts_stream)
@@ -286,29 +421,32 @@ class _Verifier:
             report.sampled_streams = list(ordered)
         else:
             self._find_extra_streams(streams)
-        del streams
         if self.transform is not None:
             report.notes.append(
                 f"transform {self.job.transform} applied to the source events before comparing"
             )
-        total = len(ordered)
-        if progress:
-            progress(0, total)
-        for done, check in enumerate(self._checks(ordered), 1):
-            self._merge(check)
-            if progress:
-                progress(done, total)
-        # Extra target streams were found before the checks; they are listed after them.
-        self.diffs.total += self.extras.total - len(self.extras.items)
-        for difference in self.extras.items:
-            self.diffs.append(difference)
-        report.differences = self.diffs.items
-        report.differences_total = self.diffs.total
-        report.seconds = time.monotonic() - started
-        report.events_per_second = (
-            report.events_compared / report.seconds if report.seconds > 0 else 0.0
+        return ordered
+
+    def _save(self, ordered: list[str], done: int, seconds: float) -> None:
+        if self.saver is None:
+            return
+        report = self.report.model_copy(
+            update={
+                "differences": list(self.diffs.items),
+                "differences_total": self.diffs.total,
+                "seconds": seconds,
+            }
         )
-        return report
+        self.saver.save(
+            VerifyState(
+                fingerprint=self.saver.fingerprint,
+                streams=ordered,
+                done=done,
+                report=report,
+                extras=list(self.extras.items),
+                extras_total=self.extras.total,
+            )
+        )
 
     def _check(self, name: str) -> _StreamCheck:
         check = _StreamCheck(self)

@@ -1,7 +1,8 @@
 """`esdb-relay verify`: compare the target with the job's filtered source, stream by stream.
 
 Exit codes: 0 the target holds exactly what the source holds, 1 differences were found,
-2 the job could not be verified (configuration, connection or transform error).
+2 the job could not be verified (configuration, connection or transform error), 130
+interrupted (with --state, the progress is saved: run the same command again to continue).
 """
 
 from __future__ import annotations
@@ -23,15 +24,16 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from core.config import JobConfig, redact_connection_string
+from core.config import JobConfig
 from core.errors import ConfigError, RelayError
 from core.eventstore import EventStore
-from core.verify import VerifyReport
+from core.verify import VerifyReport, public_endpoint
 from core.verify import verify as run_verify
 
 EXIT_EQUAL = 0
 EXIT_DIFFERENT = 1
 EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
 
 
 def verify(
@@ -57,6 +59,12 @@ def verify(
     workers: int = typer.Option(
         1, "--workers", min=1, max=64, help="Streams checked concurrently."
     ),
+    state: Path | None = typer.Option(
+        None,
+        "--state",
+        help="Save progress to this file (periodically and on Ctrl-C) and resume from it: "
+        "run the same command again to continue a large verify where it stopped.",
+    ),
 ) -> None:
     """Prove the target holds exactly what the source holds: ids, types, data, order, deletes.
 
@@ -69,17 +77,32 @@ def verify(
     except ConfigError as e:
         err.print(f"[red]{escape(str(e))}[/]", soft_wrap=True)
         raise typer.Exit(EXIT_ERROR) from None
+    if state is not None and not state.parent.is_dir():
+        err.print(
+            f"[red]--state {escape(str(state))}: no such directory {escape(str(state.parent))}[/]",
+            soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_ERROR)
     if not json_out:
+        if state is not None and state.exists():
+            out.print(f"resuming from {escape(str(state))}")
         out.print(
             f"verifying job [bold]{escape(job.job_id)}[/]: "
-            f"{escape(_endpoint(job.source.get_secret_value()))} → "
-            f"{escape(_endpoint(job.target.get_secret_value()))}"
+            f"{escape(public_endpoint(job.source.get_secret_value()))} → "
+            f"{escape(public_endpoint(job.target.get_secret_value()))}"
         )
     try:
-        report = _run(job, sample, seed, workers, err)
+        report = _run(job, sample, seed, workers, err, state)
     except RelayError as e:
         err.print(f"[red]verify failed: {escape(str(e))}[/]", soft_wrap=True)
         raise typer.Exit(EXIT_ERROR) from None
+    except OSError as e:
+        err.print(f"[red]verify failed: cannot write the state file: {escape(str(e))}[/]")
+        raise typer.Exit(EXIT_ERROR) from None
+    except KeyboardInterrupt:
+        where = f"; progress saved to {escape(str(state))}, run again to continue" if state else ""
+        err.print(f"[yellow]interrupted{where}[/]")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     if json_out:
         sys.stdout.write(report.model_dump_json(indent=2) + "\n")
         sys.stdout.flush()
@@ -88,15 +111,14 @@ def verify(
     raise typer.Exit(EXIT_EQUAL if report.ok else EXIT_DIFFERENT)
 
 
-def _endpoint(connection_string: str) -> str:
-    """Scheme and hosts only: no credentials, no query parameters (they may name key files)."""
-    redacted = redact_connection_string(connection_string)
-    scheme, _, rest = redacted.partition("://")
-    hosts = rest.split("?", 1)[0].split("/", 1)[0].rsplit("@", 1)[-1]
-    return f"{scheme}://{hosts}"
-
-
-def _run(job: JobConfig, sample: int | None, seed: int, workers: int, err: Console) -> VerifyReport:
+def _run(
+    job: JobConfig,
+    sample: int | None,
+    seed: int,
+    workers: int,
+    err: Console,
+    state: Path | None = None,
+) -> VerifyReport:
     with (
         EventStore(job.source.get_secret_value(), side="source") as source,
         EventStore(job.target.get_secret_value(), side="target") as target,
@@ -118,7 +140,14 @@ def _run(job: JobConfig, sample: int | None, seed: int, workers: int, err: Conso
             bar.update(task, description="checking streams", completed=done, total=total)
 
         return run_verify(
-            job, source, target, sample=sample, seed=seed, progress=progress, workers=workers
+            job,
+            source,
+            target,
+            sample=sample,
+            seed=seed,
+            progress=progress,
+            workers=workers,
+            state=state,
         )
 
 

@@ -658,6 +658,85 @@ class EventStore:
         members = self._call("read gossip", lambda: self._client.read_gossip(timeout=self.timeout))
         return [Member(states.get(m.state, "other"), m.address, m.port) for m in members]
 
+    # ------------------------------------------------------------------ projections
+    def projection_statistics(self, name: str | None = None) -> list[object]:
+        """esdbclient ProjectionStatistics of every projection (name None), or of one ([] if
+        it does not exist). esdbclient asks only by name, so the list call uses its stub."""
+        from esdbclient.common import handle_rpc_error
+        from esdbclient.protos.Grpc import projections_pb2, shared_pb2
+
+        if name is not None:
+
+            def one() -> list[object]:
+                try:
+                    return [self._client.get_projection_statistics(name=name, timeout=self.timeout)]
+                except esdb.NotFound:
+                    return []
+
+            return self._projection_call(f"read the statistics of projection {name!r}", one)
+        service = self._client.projections
+        options = projections_pb2.StatisticsReq.Options(all=shared_pb2.Empty())
+
+        def every() -> list[object]:
+            try:
+                responses = service._stub.Statistics(
+                    projections_pb2.StatisticsReq(options=options),
+                    timeout=self.timeout,
+                    metadata=service._metadata(self._client._call_metadata, requires_leader=True),
+                    credentials=self._client._call_credentials,
+                )
+                return [service._construct_projection_statistics(r) for r in responses]
+            except grpc.RpcError as e:
+                raise handle_rpc_error(e) from None
+
+        return self._projection_call("list projections", every)
+
+    def create_projection(self, name: str, query: str, *, emit: bool, track: bool) -> None:
+        """A continuous projection; the server starts it at once (gRPC cannot create one
+        stopped)."""
+        self._projection_call(
+            f"create projection {name!r}",
+            lambda: self._client.create_projection(
+                name=name,
+                query=query,
+                emit_enabled=emit,
+                track_emitted_streams=track,
+                timeout=self.timeout,
+            ),
+        )
+
+    def update_projection(self, name: str, query: str, *, emit: bool) -> None:
+        self._projection_call(
+            f"update projection {name!r}",
+            lambda: self._client.update_projection(
+                name, query=query, emit_enabled=emit, timeout=self.timeout
+            ),
+        )
+
+    def disable_projection(self, name: str) -> None:
+        self._projection_call(
+            f"disable projection {name!r}",
+            lambda: self._client.disable_projection(name, timeout=self.timeout),
+        )
+
+    def reset_projection(self, name: str) -> None:
+        self._projection_call(
+            f"reset projection {name!r}",
+            lambda: self._client.reset_projection(name, timeout=self.timeout),
+        )
+
+    def _projection_call(self, action: str, fn: Callable[[], T]) -> T:
+        try:
+            return self._call(action, fn)
+        except PermanentError as e:
+            if "UNIMPLEMENTED" in str(e) or "Unimplemented" in str(e):
+                raise PermanentError(
+                    f"{self.side}: {action}: the projections subsystem is not running",
+                    hint="start the node with --run-projections=All (or System) to manage "
+                    "projections",
+                ) from None
+            raise
+
     # ----------------------------------------------------------------- writes
     def append(self, stream: str, expected: int, events: Sequence[OutEvent]) -> int:
         """Append with an exact expected revision (NO_STREAM for a new stream).

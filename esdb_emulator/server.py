@@ -23,9 +23,13 @@ from esdbclient.protos.Grpc import (
     streams_pb2_grpc,
 )
 
+from core.protocol import serverfeatures_pb2_grpc
+from core.protocol.kurrentdb.protocol.v2.streams import streams_pb2_grpc as v2_streams_pb2_grpc
 from esdb_emulator import snapshot
 from esdb_emulator.faults import FaultConfig, FaultInjector
+from esdb_emulator.features import ServerFeaturesService
 from esdb_emulator.gossip import GossipService
+from esdb_emulator.multi_append import MultiStreamAppendService
 from esdb_emulator.persistent import PersistentSubscriptionsService
 from esdb_emulator.projections import ProjectionsService
 from esdb_emulator.security import DEFAULT_USERS, Authenticator, Certificate, generate_self_signed
@@ -52,6 +56,7 @@ class Emulator:
         max_workers: int = 128,
         certificate: Certificate | None = None,
         run_projections: bool = True,
+        multi_append: bool = True,  # False: an older node without the v2 multi-stream append
     ) -> None:
         self.host = host
         self.requested_port = port
@@ -63,6 +68,7 @@ class Emulator:
         self.snapshot_path = Path(snapshot_path) if snapshot_path else None
         self.store = Store(seed_system_events=seed_system_events)
         self.max_workers = max_workers
+        self.multi_append = multi_append
         self.run_projections = run_projections
         self.certificate = certificate or (
             generate_self_signed((host, "localhost")) if tls else None
@@ -109,6 +115,11 @@ class Emulator:
         persistent_pb2_grpc.add_PersistentSubscriptionsServicer_to_server(persistent, server)
         gossip_pb2_grpc.add_GossipServicer_to_server(gossip, server)
         self._services = [streams, persistent, gossip]
+        features = ServerFeaturesService(self.guard_anonymous, multi_append=self.multi_append)
+        serverfeatures_pb2_grpc.add_ServerFeaturesServicer_to_server(features, server)
+        if self.multi_append:
+            v2_streams = MultiStreamAppendService(self.store, self.guard, self.faults)
+            v2_streams_pb2_grpc.add_StreamsServiceServicer_to_server(v2_streams, server)
         if self.run_projections:  # like --run-projections=None, the service is absent when off
             projections = ProjectionsService(self.store, self.guard)
             projections_pb2_grpc.add_ProjectionsServicer_to_server(projections, server)

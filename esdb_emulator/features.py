@@ -1,0 +1,74 @@
+"""`event_store.client.server_features.ServerFeatures`: the methods this node serves.
+
+As KurrentDB's ServerFeatures.GetSupportedMethods lists its gRPC endpoints: method and full
+service names in lower case, with the same per-method features (reads: position, events;
+BatchAppend: deadline_duration; persistent subscriptions: stream, all). The v2 multi-stream
+append (`kurrentdb.protocol.v2.streams.streamsservice` / `appendsession`) is listed only when
+the emulator serves it, as a 25.1 node does; without it the node looks like 24.10.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import grpc
+from esdbclient.protos.Grpc import gossip_pb2, persistent_pb2, streams_pb2
+from google.protobuf import empty_pb2
+from google.protobuf.descriptor import ServiceDescriptor
+
+from core.protocol import serverfeatures_pb2, serverfeatures_pb2_grpc
+from core.protocol.kurrentdb.protocol.v2.streams import streams_pb2 as v2_streams_pb2
+
+Guard = Callable[[str, grpc.ServicerContext], None]
+VERSION_WITH_MULTI_APPEND = "25.1.0"
+VERSION_WITHOUT_MULTI_APPEND = "24.10.0"
+
+
+def _features(service: str, method: str) -> list[str]:
+    if "PersistentSubscriptions" in service:
+        return ["stream", "all"]
+    if "Streams" in service and "Read" in method:
+        return ["position", "events"]
+    if "Streams" in service and "BatchAppend" in method:
+        return ["deadline_duration"]
+    return []
+
+
+def _methods(
+    service: ServiceDescriptor, only: Iterable[str] | None = None
+) -> list[serverfeatures_pb2.SupportedMethod]:
+    return [
+        serverfeatures_pb2.SupportedMethod(
+            method_name=m.name.lower(),
+            service_name=service.full_name.lower(),
+            features=_features(service.full_name, m.name),
+        )
+        for m in service.methods
+        if only is None or m.name in only
+    ]
+
+
+def supported_methods(*, multi_append: bool) -> serverfeatures_pb2.SupportedMethods:
+    methods = [
+        *_methods(streams_pb2.DESCRIPTOR.services_by_name["Streams"]),
+        *_methods(persistent_pb2.DESCRIPTOR.services_by_name["PersistentSubscriptions"]),
+        *_methods(gossip_pb2.DESCRIPTOR.services_by_name["Gossip"]),
+        *_methods(serverfeatures_pb2.DESCRIPTOR.services_by_name["ServerFeatures"]),
+    ]
+    if multi_append:  # AppendRecords (26.1) is not emulated
+        service = v2_streams_pb2.DESCRIPTOR.services_by_name["StreamsService"]
+        methods += _methods(service, only={"AppendSession"})
+    version = VERSION_WITH_MULTI_APPEND if multi_append else VERSION_WITHOUT_MULTI_APPEND
+    return serverfeatures_pb2.SupportedMethods(methods=methods, event_store_server_version=version)
+
+
+class ServerFeaturesService(serverfeatures_pb2_grpc.ServerFeaturesServicer):
+    def __init__(self, guard: Guard, *, multi_append: bool) -> None:
+        self.guard = guard
+        self.reply = supported_methods(multi_append=multi_append)
+
+    def GetSupportedMethods(
+        self, request: empty_pb2.Empty, context: grpc.ServicerContext
+    ) -> serverfeatures_pb2.SupportedMethods:
+        self.guard("GetSupportedMethods", context)
+        return self.reply

@@ -218,10 +218,15 @@ def emulator(
         None, help="File to load the data from at start and save it to at stop."
     ),
     seed: int | None = typer.Option(None, help="Seed for random faults."),
+    multi_append: bool = typer.Option(
+        True, help="Serve KurrentDB 25.1's multi-stream append (--no-multi-append: an older node)."
+    ),
 ) -> None:
     """Run the EventStoreDB-compatible emulator used by the demo, tests and benchmarks."""
     faults = FaultConfig(latency_ms=latency_ms, jitter_ms=jitter_ms, seed=seed)
-    db = Emulator(host, port, tls=tls, faults=faults, snapshot_path=snapshot)
+    db = Emulator(
+        host, port, tls=tls, faults=faults, snapshot_path=snapshot, multi_append=multi_append
+    )
     db.start()
     console.print(f"[bold green]esdb emulator[/] listening on {db.target}")
     console.print(f"connection string: {db.uri}")

@@ -1,0 +1,108 @@
+"""Child processes of the benchmark: emulators, and the measured replicators.
+
+Every replicator (ours and the baselines) runs in its own process, so its peak RSS and CPU time
+are its own: they come from `os.wait4`, the kernel's accounting for exactly that child.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import IO, Any
+
+from bench.workloads import BenchWorkload
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+def _wait_ready(proc: subprocess.Popen[str], stdout: IO[str], timeout: float) -> int:
+    guard = threading.Timer(timeout, proc.kill)
+    guard.start()
+    line = stdout.readline()  # blocks until the server prints `ready <port>` or exits
+    guard.cancel()
+    if not line.startswith("ready "):
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"emulator process did not start (said {line!r})")
+    return int(line.split()[1])
+
+
+@contextmanager
+def served_emulator(
+    workload: BenchWorkload | None = None,
+    *,
+    latency_ms: float = 0.0,
+    latency_methods: Sequence[str] = (),
+    multi_append: bool = True,
+    start_timeout: float = 600.0,
+) -> Iterator[str]:
+    """An emulator in its own process; yields its connection string."""
+    args = ["--latency-ms", str(latency_ms)]
+    if workload is not None:
+        args += ["--workload", workload.model_dump_json()]
+    if latency_methods:
+        args += ["--latency-methods", ",".join(latency_methods)]
+    if not multi_append:
+        args.append("--no-multi-append")
+    proc = subprocess.Popen(
+        python_module("bench.emulator_server", *args),
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    try:
+        port = _wait_ready(proc, proc.stdout, start_timeout)
+        yield f"esdb://127.0.0.1:{port}?Tls=false"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+
+
+@dataclass(frozen=True)
+class Measured:
+    output: dict[str, Any]  # the JSON object the child printed last
+    peak_rss_mib: float
+    cpu_seconds: float
+
+
+def run_measured(argv: list[str], timeout: float) -> Measured:
+    """Run `argv`, which prints one JSON object as its last stdout line; measure its peak RSS
+    and CPU seconds (user + system) from the kernel's accounting for that one child."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    assert proc.stdout is not None
+    watchdog = threading.Timer(timeout, proc.kill)  # children bound themselves; this is a guard
+    watchdog.start()
+    try:
+        out = proc.stdout.read()
+    finally:
+        proc.stdout.close()
+    # communicate() would reap the child and lose its rusage: read stdout, then wait4 it.
+    _, status, usage = os.wait4(proc.pid, 0)
+    watchdog.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[2:4])} failed with exit code {proc.returncode}")
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"{' '.join(argv[2:4])} printed no result")
+    return Measured(
+        output=json.loads(lines[-1]),
+        peak_rss_mib=usage.ru_maxrss / 1024,  # KiB on Linux
+        cpu_seconds=usage.ru_utime + usage.ru_stime,
+    )

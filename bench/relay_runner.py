@@ -1,0 +1,50 @@
+"""Our relay, in its own process, for the benchmark: slices back to back (`Relay.run_once`, the
+loop `esdb-relay run` and the cloud handlers use) until caught up or `--seconds` have passed.
+Each slice gets the time left as its deadline, so the run stops by itself. Prints JSON.
+
+    python -m bench.relay_runner --config job.json --seconds T
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+from core.config import JobConfig
+from core.relay import Relay
+
+
+def run(job: JobConfig, seconds: float) -> dict[str, float]:
+    events = size = slices = 0
+    with Relay(job) as relay:
+        started = time.perf_counter()
+        while True:
+            left = seconds - (time.perf_counter() - started)
+            if left <= 0:
+                break
+            result = relay.run_once(remaining_seconds=left)
+            slices += 1
+            if result.status != "ok":
+                raise SystemExit(f"slice {result.status}: {result.error}")
+            events += result.events_written
+            size += result.bytes_written
+            if result.caught_up:
+                break
+        elapsed = time.perf_counter() - started
+    return {"events": events, "bytes": size, "seconds": elapsed, "slices": slices}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", type=Path, required=True, help="job file (.json/.toml)")
+    parser.add_argument("--seconds", type=float, required=True)
+    args = parser.parse_args()
+    logging.disable(logging.INFO)  # one log line per slice is noise here
+    print(json.dumps(run(JobConfig.load(file=args.config), args.seconds)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

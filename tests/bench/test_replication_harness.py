@@ -1,0 +1,139 @@
+"""The replication benchmark's runners on a tiny workload: each copies the source exactly and
+reports sane figures, so the harness cannot rot unnoticed. Emulators in this process; the
+runners in their own, as in the benchmark."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.processes import Measured, python_module, run_measured
+from bench.replication_bench import (
+    BEGIN,
+    END,
+    Ceiling,
+    Plan,
+    Report,
+    Row,
+    targets,
+    write_doc,
+)
+from bench.strategies import BASELINE_ORDERED, BASELINE_PARTITIONED, Strategy, relay_job
+from bench.workloads import BenchWorkload, fill
+from esdb_emulator import Emulator
+from tests.engine.helpers import differences, user_event_count
+
+TINY = BenchWorkload(shape="random", events=300, streams=40, min_payload=512, max_payload=1024)
+
+
+@pytest.fixture(scope="module")
+def source():
+    with Emulator() as db:
+        fill(db.store, TINY)
+        yield db
+
+
+def _check_copy(source: Emulator, target: Emulator, measured: Measured) -> None:
+    assert differences(source.store, target.store) == []
+    assert user_event_count(target.store) == TINY.events
+    assert measured.output["events"] == TINY.events
+    assert measured.output["seconds"] > 0
+    assert measured.peak_rss_mib > 20  # a Python process with grpc loaded
+    assert measured.cpu_seconds > 0
+
+
+@pytest.mark.parametrize("writers", [1, 6])
+def test_replicator_baseline_copies_exactly(source: Emulator, writers: int) -> None:
+    with Emulator() as target:
+        measured = run_measured(
+            python_module(
+                "bench.baselines",
+                "--source",
+                source.uri,
+                "--target",
+                target.uri,
+                "--writers",
+                str(writers),
+                "--events",
+                str(TINY.events),
+                "--seconds",
+                "60",
+            ),
+            timeout=120,
+        )
+        _check_copy(source, target, measured)
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [Strategy("ordered", "relay"), Strategy("p8", "relay", mode="partitioned", partitions=8)],
+)
+def test_relay_runner_copies_exactly(source: Emulator, strategy: Strategy, tmp_path: Path) -> None:
+    with Emulator() as target:
+        config = relay_job(source.uri, target.uri, strategy, tmp_path)
+        assert json.loads(config.read_text())["mode"] == strategy.mode
+        measured = run_measured(
+            python_module("bench.relay_runner", "--config", str(config), "--seconds", "60"),
+            timeout=120,
+        )
+        _check_copy(source, target, measured)
+
+
+def test_baseline_stops_at_its_event_bound(source: Emulator) -> None:
+    with Emulator() as target:
+        measured = run_measured(
+            python_module(
+                "bench.baselines",
+                "--source",
+                source.uri,
+                "--target",
+                target.uri,
+                "--events",
+                "50",
+                "--seconds",
+                "60",
+            ),
+            timeout=120,
+        )
+        assert measured.output["events"] == 50
+        assert user_event_count(target.store) == 50
+
+
+def _row(label: str, strategy: Strategy, events: int, latency: float = 5.0) -> Row:
+    return Row(label, latency, strategy, events, 10.0, 100.0, 1.0, 1000.0)
+
+
+def test_targets_compare_ratios_within_the_run() -> None:
+    rnd = TINY
+    real = TINY.model_copy(update={"shape": "realistic"})
+    plan = Plan(rnd, real, (5.0,), (5.0,), 10.0, (1, 2))
+    p64 = Strategy("ours, partitioned 64", "relay", mode="partitioned", partitions=64)
+    ordered = Strategy("ours, ordered", "relay")
+    report = Report(
+        rows=[
+            _row(rnd.label, BASELINE_ORDERED, 1_000),
+            _row(rnd.label, BASELINE_PARTITIONED, 1_000),
+            _row(rnd.label, p64, 30_000),  # 30x the partitioned baseline
+            _row(real.label, BASELINE_ORDERED, 1_000),
+            _row(real.label, ordered, 2_000),  # 2x: short of 3x
+        ],
+        ceilings={rnd.label: [Ceiling(5.0, {1: 4_000.0, 64: 10_000.0})]},  # p64 at 0.3
+    )
+    lines = "\n".join(targets(report, plan))
+    assert "partitioned 64 / Replicator partitioned-6: **30.00** (target ≥ 20) — PASS" in lines
+    assert "batch-append ceiling: **0.30** (target ≥ 0.5) — MISS" in lines
+    assert "realistic workload / Replicator ordered: **2.00** (target ≥ 3) — MISS" in lines
+    assert "ordered + multi-append / Replicator ordered: not measured" in lines
+
+
+def test_write_doc_replaces_only_its_section(tmp_path: Path) -> None:
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\n## Older section\n\nkept\n")
+    write_doc(doc, f"{BEGIN}\nfirst\n{END}\n")
+    write_doc(doc, f"{BEGIN}\nsecond\n{END}\n")
+    text = doc.read_text()
+    assert "## Older section\n\nkept" in text
+    assert "second" in text and "first" not in text
+    assert text.count(BEGIN) == 1

@@ -25,6 +25,7 @@ from esdb_emulator import Emulator, FaultConfig
 from handlers.cli.package import package
 from handlers.cli.preflight_cmd import preflight
 from handlers.cli.progress import RunProgress
+from handlers.cli.projections_cmd import projections_app
 from handlers.cli.subscriptions_cmd import migrate_subscriptions, translate
 from handlers.cli.verify_cmd import verify
 
@@ -205,6 +206,7 @@ app.command("translate")(translate)
 app.command("migrate-subscriptions")(migrate_subscriptions)
 app.command("preflight")(preflight)
 app.command("package")(package)
+app.add_typer(projections_app, name="projections")
 
 
 @app.command()

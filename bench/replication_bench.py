@@ -178,7 +178,10 @@ def runnable_strategies(report: Report) -> list[Strategy]:
     chosen = []
     for s in STRATEGIES:
         if s.multi_append and not multi_append_available():
-            note = "ours, ordered + multi-append: not run (multi-stream append not landed)"
+            note = (
+                "ours, ordered + multi-append: not run (the engine does not use "
+                "multi-stream append at this commit)"
+            )
             if note not in report.skipped:
                 report.skipped.append(note)
             continue
@@ -237,6 +240,8 @@ def _machine() -> str:
 
 
 def _commit() -> str:
+    if os.environ.get("BENCH_COMMIT"):  # set when running from an export of a commit
+        return os.environ["BENCH_COMMIT"]
     try:
         return subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True

@@ -42,10 +42,15 @@ STRATEGIES = (
 
 
 def multi_append_available() -> bool:
-    """Both the emulator's switch and the relay's multi-stream append have landed."""
+    """The emulator's switch, the client call and the engine's use of it have all landed."""
+    import core.engine
     from core.eventstore import EventStore
 
-    return multi_append_switch_available() and hasattr(EventStore, "supports_multi_append")
+    return (
+        multi_append_switch_available()
+        and hasattr(EventStore, "supports_multi_append")
+        and "multi_append" in inspect.getsource(core.engine)
+    )
 
 
 def partitioned_mode_available() -> bool:

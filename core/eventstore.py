@@ -726,16 +726,19 @@ class EventStore:
         )
 
     def _projection_call(self, action: str, fn: Callable[[], T]) -> T:
-        try:
-            return self._call(action, fn)
-        except PermanentError as e:
-            if "UNIMPLEMENTED" in str(e) or "Unimplemented" in str(e):
-                raise PermanentError(
-                    f"{self.side}: {action}: the projections subsystem is not running",
-                    hint="start the node with --run-projections=All (or System) to manage "
-                    "projections",
-                ) from None
-            raise
+        def guarded() -> T:
+            try:
+                return fn()
+            except esdb.EventStoreDBClientException as e:
+                if _grpc_code(e) == grpc.StatusCode.UNIMPLEMENTED:
+                    raise PermanentError(
+                        f"{self.side}: {action}: the projections subsystem is not running",
+                        hint="start the node with --run-projections=All (or System) to manage "
+                        "projections",
+                    ) from None
+                raise
+
+        return self._call(action, guarded)
 
     # ----------------------------------------------------------------- writes
     def append(self, stream: str, expected: int, events: Sequence[OutEvent]) -> int:

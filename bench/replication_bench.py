@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench import cost_model
 from bench.processes import Measured, python_module, run_measured, served_emulator
 from bench.strategies import (
     BASELINE_ORDERED,
@@ -405,6 +406,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latencies", default="0,1,5,20", help="ms, comma-separated")
     parser.add_argument("--no-rss", action="store_true", help="skip the RSS-by-size runs")
     parser.add_argument("--write-doc", type=Path, help="replace the generated section here")
+    parser.add_argument("--cost-doc", type=Path, help="write the cost model here")
     args = parser.parse_args(argv)
     plan = plan_for(args)
     report = Report()
@@ -423,6 +425,23 @@ def main(argv: list[str] | None = None) -> None:
     if args.write_doc:
         write_doc(args.write_doc, section)
         _say(f"wrote {args.write_doc}")
+    if args.cost_doc:
+        args.cost_doc.write_text(cost_model_doc(report, plan))
+        _say(f"wrote {args.cost_doc}")
+
+
+def cost_model_doc(report: Report, plan: Plan) -> str:
+    rows = [
+        r
+        for r in report.rows
+        if r.workload == plan.random.label and r.latency_ms == TARGET_LATENCY and r.events
+    ]
+    measured = [
+        cost_model.Measured(r.strategy.name, r.rate, r.cpu_per_million, r.strategy.kind == "relay")
+        for r in rows
+    ]
+    note = f"{plan.random.label}, commit {_commit()}"
+    return cost_model.render(measured, note)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import cost_model
 from bench.processes import Measured, python_module, run_measured
 from bench.replication_bench import (
     BEGIN,
@@ -137,3 +138,19 @@ def test_write_doc_replaces_only_its_section(tmp_path: Path) -> None:
     assert "## Older section\n\nkept" in text
     assert "second" in text and "first" not in text
     assert text.count(BEGIN) == 1
+
+
+def test_cost_model_counts_slices_and_caps_the_rate_by_cpu() -> None:
+    lam = cost_model.CLOUDS[0]
+    fast = cost_model.Measured("fast", rate=10_000, cpu_per_million=100.0, relay=True)
+    f = cost_model.per_million(fast, lam)
+    # 100 CPU s per M events on ~0.58 vCPU caps the rate at 5,800 events/s
+    assert f["rate"] == pytest.approx(lam.vcpu * 1e6 / 100.0)
+    assert f["invocations"] == pytest.approx(1e6 / cost_model.SLICE_EVENTS)
+    assert f["writes"] == pytest.approx(f["invocations"] * cost_model.STORE_WRITES_PER_SLICE)
+    slow = cost_model.Measured("slow", rate=10, cpu_per_million=100.0, relay=True)
+    # at 10 events/s a slice ends at the function's timeout, not at the event budget
+    assert cost_model.per_million(slow, lam)["invocations"] == pytest.approx(1e6 / (10 * 890))
+    doc = cost_model.render([fast, slow], "test")
+    assert "| fast | 5,800 |" in doc
+    assert "1B events, hours" in doc

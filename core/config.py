@@ -8,6 +8,7 @@ the fix.
 from __future__ import annotations
 
 import json
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -15,8 +16,10 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qs
 
 import yaml
+from esdbclient.connection_spec import ConnectionOptions
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -39,6 +42,7 @@ from pydantic_settings import (
 
 from core.checkpoint import store_scheme
 from core.errors import ConfigError
+from core.logs import logger
 
 ENV_PREFIX = "ESDB_RELAY_"
 CONNECTION_SCHEMES = ("esdb", "esdb+discover", "kurrentdb", "kurrentdb+discover")
@@ -82,6 +86,12 @@ def connection_string_problem(value: str) -> str | None:
     """What is wrong with an EventStoreDB connection string, without quoting any of it."""
     if not value.strip():
         return "is empty"
+    if value.strip().startswith(("@Microsoft.KeyVault(", "projects/")):
+        # The platform passes the reference through when it cannot resolve it.
+        return (
+            "is an unresolved secret reference (Key Vault or Secret Manager): give the "
+            "function's identity read access to the secret and check its name"
+        )
     parts = _split_connection_string(value.strip())
     if parts is None:
         return "is not an EventStoreDB connection string (no scheme://)"
@@ -97,6 +107,8 @@ def connection_string_problem(value: str) -> str | None:
             name, _, port = host.rpartition(":")
         if not name.strip():
             return "names no host"
+        if any(c.isspace() for c in name):
+            return "has a host name with a space in it"
         if port and not (port.isdigit() and 0 < int(port) < 65536):
             return "has an invalid port"
     return None
@@ -113,8 +125,48 @@ def redact_connection_string(value: str) -> str:
     return f"{scheme}://{user}:***@{rest[len(userinfo) + 1 :]}"
 
 
+def _query(value: str) -> str:
+    """The ``?...`` options, taken after the userinfo (a password may hold an unencoded '?')."""
+    rest = value.partition("://")[2]
+    return rest[rest.rfind("@") + 1 :].partition("?")[2]
+
+
+def _options_problem(value: str) -> str | None:
+    """What esdbclient would refuse in the options (unknown name, bad value), or None."""
+    try:
+        ConnectionOptions(_query(value))
+    except ValueError as exc:  # its message quotes the option, never the userinfo
+        return f"has an invalid option: {str(exc).splitlines()[0]}"
+    return None
+
+
+def _option(value: str, name: str) -> str | None:
+    for key, values in parse_qs(_query(value)).items():
+        if key.lower() == name.lower():
+            return values[0].strip().lower()
+    return None
+
+
+def connection_warnings(value: str, side: str) -> list[str]:
+    """What a valid connection string gives up in security, one warning each (no secrets)."""
+    warnings = []
+    if _option(value, "tls") == "false":
+        warnings.append(
+            f"{side}: TLS is off (tls=false in the connection string): events and the password "
+            "cross the network unencrypted — remove tls=false unless the server is insecure and "
+            "the network path is private"
+        )
+    if _option(value, "tlsVerifyCert") == "false":
+        warnings.append(
+            f"{side}: tlsVerifyCert=false is ignored: the server certificate is always verified "
+            "— remove it and give the CA that signed the server certificate with tlsCaFile=..."
+        )
+    return warnings
+
+
 def _check_connection_string(value: SecretStr) -> SecretStr:
-    problem = connection_string_problem(value.get_secret_value())
+    text = value.get_secret_value()
+    problem = connection_string_problem(text) or _options_problem(text)
     if problem:
         raise _problem(f"the connection string {problem}", _CONNECTION_FIX)
     return value
@@ -411,18 +463,60 @@ class JobConfig(BaseSettings):
     def _build(cls, plan: _Plan) -> JobConfig:
         token = _PLAN.set(plan)
         try:
-            return cls()
+            job = cls()
         except ValidationError as exc:
             # `from None`: the chained ValidationError would carry the raw input on tracebacks.
             raise config_error(exc, cls) from None
         except SettingsError as exc:
-            raise ConfigError(
-                f"invalid job configuration: {exc}",
-                hint=f"lists and tables in {ENV_PREFIX}* env vars must be JSON, e.g. "
-                f"{ENV_PREFIX}FILTERS__INCLUDE_STREAMS='[\"^order-\"]'",
-            ) from None
+            raise _env_error(exc) from None
         finally:
             _PLAN.reset(token)
+        for warning in job.security_warnings():
+            logger.warning(warning)
+        return job
+
+    def security_warnings(self) -> list[str]:
+        """Plaintext or an ignored tlsVerifyCert=false, per side; logged whenever a job loads."""
+        return connection_warnings(self.source.get_secret_value(), "source") + connection_warnings(
+            self.target.get_secret_value(), "target"
+        )
+
+
+def _env_error(exc: SettingsError) -> ConfigError:
+    """pydantic-settings names only the top-level field: name the env vars that are not JSON."""
+    found = re.search(r'field "(\w+)"', str(exc))
+    field = found.group(1) if found else None
+    prefix = f"{ENV_PREFIX}{(field or '').upper()}"
+    culprits = sorted(
+        name for name, value in os.environ.items() if name.startswith(prefix) and not _json(value)
+    )
+    problems = [
+        f"{_setting(name)}: env {name} is not valid JSON — lists and tables in env vars must be "
+        "JSON, "
+        f"e.g. {ENV_PREFIX}FILTERS__INCLUDE_STREAMS='[\"^order-\"]'"
+        for name in culprits
+    ]
+    return ConfigError(
+        "invalid job configuration:\n" + "\n".join(f"  {p}" for p in problems)
+        if problems
+        else f"invalid job configuration: {exc}",
+        hint=f"lists and tables in {ENV_PREFIX}* env vars must be JSON, e.g. "
+        f"{ENV_PREFIX}FILTERS__INCLUDE_STREAMS='[\"^order-\"]'",
+        field=field,
+        problems=problems,
+    )
+
+
+def _setting(env_name: str) -> str:
+    return env_name.removeprefix(ENV_PREFIX).lower().replace("__", ".")
+
+
+def _json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _payload(payload: Any) -> Mapping[str, Any]:
@@ -593,6 +687,7 @@ __all__ = [
     "JobConfig",
     "config_error",
     "connection_string_problem",
+    "connection_warnings",
     "format_validation_error",
     "read_config_file",
     "redact_connection_string",

@@ -1,0 +1,730 @@
+"""The cutover: the seed's "migrate in one go" sequence as a guided, checked procedure.
+
+1. caught-up: the relay's checkpoint has no replicable record of the source after it (lag 0);
+   refused while it has, or waited for (`wait`) up to a time-out; while writers are still on,
+   a relay whose checkpoint reaches the head seen one poll earlier counts as caught up;
+2. writers: the operator stops every writer of the source (never done here: they are asked and
+   confirm), then the source's `$all` is watched until no replicable record arrives for
+   `quiet_seconds`; writes that resume during the watch restart the quiet period;
+3. final-copy: the relay copies the last events (run here in a thread with `run_relay`, else
+   the deployed schedule does it) until the checkpoint again has nothing after it;
+4. verify: full or sampled (core.verify); any difference fails the cutover. Afterwards the
+   source is checked once more for writes that arrived since the quiet period;
+5. subscriptions: every persistent subscription's target start (core.subscriptions plan,
+   applied with `apply_subscriptions`) and the catch-up checkpoints of a file translated
+   (core.translate batch mode);
+6. report: markdown and JSON in `report_dir`, whatever the outcome.
+
+"Replicable" means what the relay copies: user events its filters accept, stream metadata and
+deletes of accepted streams. System records (a real server writes `$stats` and projection
+records on its own) neither count as lag nor break the quiet period.
+
+Exit codes (CutoverReport.exit_code): 0 completed; 1 a check failed (verify found
+differences, writes arrived after the quiet period, a catch-up checkpoint could not be
+translated); 2 configuration or connection error; 3 not caught up (refused, or a wait timed
+out); 4 aborted by the operator.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from core import rules
+from core.checkpoint import CheckpointStore, open_store
+from core.config import JobConfig
+from core.errors import RelayError
+from core.eventstore import Event, EventStore
+from core.relay import Relay
+from core.subscriptions import GroupPlan, apply_plan, plan_subscriptions
+from core.translate import translate_file
+from core.verify import VerifyReport, public_endpoint, verify
+
+EXIT_COMPLETED = 0
+EXIT_CHECK_FAILED = 1
+EXIT_ERROR = 2
+EXIT_NOT_CAUGHT_UP = 3
+EXIT_ABORTED = 4
+
+PAGE = 1000
+PENDING_CAP = 10_000  # records scanned after the checkpoint when measuring the lag
+_STREAMS_SHOWN = 5
+
+Outcome = Literal["completed", "refused", "timed_out", "failed", "aborted", "error"]
+
+
+class CutoverOptions(BaseModel):
+    wait: bool = Field(False, description="wait for the relay to catch up instead of refusing")
+    lag_timeout: float = Field(600.0, gt=0, description="seconds to wait for lag 0 (with wait)")
+    quiet_seconds: float = Field(30.0, gt=0, description="seconds without writes = stopped")
+    quiet_timeout: float = Field(1800.0, gt=0, description="seconds to wait for the quiet")
+    copy_timeout: float = Field(600.0, gt=0, description="seconds to wait for the final copy")
+    poll_seconds: float = Field(1.0, gt=0, description="how often the source is polled")
+    run_relay: bool = Field(False, description="run the relay's slices here during the cutover")
+    sample: int | None = Field(None, ge=1, description="verify this many streams, None = all")
+    seed: int = 0
+    verify_workers: int = Field(1, ge=1)
+    checkpoints_file: Path | None = Field(None, description="catch-up checkpoints to translate")
+    apply_subscriptions: bool = False
+    report_dir: Path = Path(".")
+
+
+class Lag(BaseModel):
+    checkpoint_position: int | None  # None = nothing copied yet
+    head_position: int
+    lag_bytes: int
+    pending_events: int = Field(description="replicable records after the checkpoint")
+    pending_capped: bool = Field(False, description="at least pending_events (scan was capped)")
+
+    @property
+    def caught_up(self) -> bool:
+        return self.pending_events == 0
+
+    def describe(self) -> str:
+        more = "at least " if self.pending_capped else ""
+        return (
+            f"{more}{self.pending_events:,} event(s) not copied yet "
+            f"({self.lag_bytes:,} bytes of $all between the checkpoint and the head)"
+        )
+
+
+class QuietWatch(BaseModel):
+    """What the watch for stopped writers saw."""
+
+    quiet_seconds: float
+    start_position: int
+    final_position: int
+    last_write_position: int | None = None  # the last replicable record seen during the watch
+    writes_seen: int = 0
+    writes_resumed: int = Field(0, description="times writes arrived after a quiet poll")
+    recent_streams: list[str] = Field(default_factory=list)
+    waited_seconds: float = 0.0
+    quiet_for: float = 0.0
+
+
+class StepRecord(BaseModel):
+    name: str
+    status: Literal["ok", "failed"]
+    started_at: datetime
+    finished_at: datetime
+    detail: str = ""
+
+
+class CutoverReport(BaseModel):
+    job_id: str
+    outcome: Outcome = "error"
+    exit_code: int = EXIT_ERROR
+    message: str = ""
+    started_at: datetime
+    finished_at: datetime | None = None
+    source: str = Field(description="source endpoint (scheme and hosts)")
+    target: str = Field(description="target endpoint (scheme and hosts)")
+    options: dict = Field(default_factory=dict)
+    steps: list[StepRecord] = Field(default_factory=list)
+    lag_at_start: Lag | None = None
+    quiet: QuietWatch | None = None
+    source_head: int | None = None
+    checkpoint_position: int | None = None
+    target_head: int | None = None
+    events_written_total: int | None = Field(None, description="by the job, all slices")
+    events_read_total: int | None = None
+    events_copied_during_cutover: int | None = None
+    verify: VerifyReport | None = None
+    writes_after_quiet: int | None = None
+    persistent_subscriptions: list[GroupPlan] = Field(default_factory=list)
+    persistent_subscriptions_applied: bool = False
+    catch_up_checkpoints: list[dict] = Field(default_factory=list)
+    catch_up_file: str | None = None
+    catch_up_errors: int = 0
+    next_steps: list[str] = Field(default_factory=list)
+    report_files: list[str] = Field(default_factory=list)
+
+
+class CutoverObserver:
+    """What the procedure tells its user; the CLI renders it. Defaults do nothing."""
+
+    def step(self, name: str, title: str) -> None: ...
+
+    def step_done(self, record: StepRecord) -> None: ...
+
+    def lag(self, lag: Lag, waited: float, timeout: float) -> None: ...
+
+    def confirm_writers_stopped(self) -> bool:
+        """Ask the operator to stop every writer of the source; False aborts the cutover."""
+        return True
+
+    def quiet(self, watch: QuietWatch, timeout: float) -> None: ...
+
+    def copying(self, lag: Lag, waited: float, timeout: float) -> None: ...
+
+    def verify_progress(self, done: int, total: int) -> None: ...
+
+
+class CutoverStop(Exception):
+    """Ends the procedure with an outcome; the report is written all the same."""
+
+    def __init__(self, outcome: Outcome, exit_code: int, message: str) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+        self.exit_code = exit_code
+        self.message = message
+
+
+# ------------------------------------------------------------------------ pure steps
+def replicable(job: JobConfig, event: Event) -> bool:
+    """Whether the relay copies this `$all` record (see the module doc)."""
+    kind = rules.classify(event)
+    if kind is rules.Kind.EVENT:
+        return job.filters.accepts(event.stream, event.type)
+    if kind is rules.Kind.METADATA:
+        return job.filters.accepts_stream(event.stream[2:])
+    if kind is rules.Kind.TOMBSTONE:
+        return job.filters.accepts_stream(event.stream)
+    return False
+
+
+def _user_stream(event: Event) -> str:
+    return event.stream[2:] if event.stream.startswith("$$") else event.stream
+
+
+def scan_after(
+    job: JobConfig, source: EventStore, position: int | None, cap: int | None = None
+) -> tuple[list[Event], int | None, bool]:
+    """The replicable records of `$all` after `position` (None = the start), the position of
+    the last record read (any kind), and whether `cap` records were read before the end."""
+    found: list[Event] = []
+    read = 0
+    while True:
+        n = 0
+        for event in source.read_all_after(position, PAGE):
+            n += 1
+            position = event.commit_position
+            if replicable(job, event):
+                found.append(event)
+        read += n
+        if n < PAGE:
+            return found, position, False
+        if cap is not None and read >= cap:
+            return found, position, True
+
+
+def measure_lag(job: JobConfig, store: CheckpointStore, source: EventStore) -> Lag:
+    checkpoint = store.load(job.job_id)
+    position = checkpoint.position.commit if checkpoint and checkpoint.position else None
+    head = source.head_position()
+    pending, _, capped = scan_after(job, source, position, cap=PENDING_CAP)
+    return Lag(
+        checkpoint_position=position,
+        head_position=head,
+        lag_bytes=max(0, head - (position or 0)),
+        pending_events=len(pending),
+        pending_capped=capped,
+    )
+
+
+def write_reports(report: CutoverReport, directory: Path) -> list[Path]:
+    """report.md and report.json, named after the job and the start time."""
+    directory.mkdir(parents=True, exist_ok=True)
+    job = re.sub(r"[^A-Za-z0-9_.-]+", "_", report.job_id)
+    stamp = report.started_at.strftime("%Y%m%dT%H%M%SZ")
+    base = directory / f"cutover-{job}-{stamp}"
+    paths = [base.with_suffix(".md"), base.with_suffix(".json")]
+    report.report_files = [str(p) for p in paths]
+    paths[0].write_text(report_markdown(report), encoding="utf-8")
+    paths[1].write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    return paths
+
+
+# ------------------------------------------------------------------------ the procedure
+class _RelayThread:
+    """The relay's slices, back to back, in a thread (with `run_relay`)."""
+
+    def __init__(self, job: JobConfig, idle_seconds: float) -> None:
+        self.job = job
+        self.idle_seconds = idle_seconds
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="cutover-relay", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            with Relay(self.job) as relay:
+                relay.run(until_caught_up=False, stop=self.stop, idle_seconds=self.idle_seconds)
+        except BaseException as e:  # reported by the step that waits for the relay
+            self.error = e
+
+    def __enter__(self) -> _RelayThread:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=60)
+
+
+class Cutover:
+    def __init__(
+        self,
+        job: JobConfig,
+        options: CutoverOptions,
+        *,
+        observer: CutoverObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.job = job
+        self.options = options
+        self.observer = observer or CutoverObserver()
+        self.clock = clock
+        self.sleeper = threading.Event()  # never set: its wait() is an interruptible sleep
+        self.relay: _RelayThread | None = None
+        self.report = CutoverReport(
+            job_id=job.job_id,
+            started_at=datetime.now(UTC),
+            source=public_endpoint(job.source.get_secret_value()),
+            target=public_endpoint(job.target.get_secret_value()),
+            options=options.model_dump(mode="json"),
+        )
+
+    def run(self) -> CutoverReport:
+        """The whole procedure; the report says how it ended and is written to report_dir."""
+        report = self.report
+        try:
+            self._run()
+        except CutoverStop as stop:
+            report.outcome, report.exit_code, report.message = (
+                stop.outcome,
+                stop.exit_code,
+                stop.message,
+            )
+        except RelayError as e:
+            report.outcome, report.exit_code, report.message = "error", EXIT_ERROR, str(e)
+        except KeyboardInterrupt:
+            report.outcome, report.exit_code = "aborted", EXIT_ABORTED
+            report.message = "interrupted by the operator"
+        report.finished_at = datetime.now(UTC)
+        report.next_steps = self._next_steps()
+        write_reports(report, self.options.report_dir)
+        return report
+
+    def _run(self) -> None:
+        options = self.options
+        store = open_store(self.job.checkpoint_store)
+        try:
+            with (
+                EventStore(self.job.source.get_secret_value(), side="source") as source,
+                EventStore(self.job.target.get_secret_value(), side="target") as target,
+            ):
+                self.source, self.target, self.store = source, target, store
+                start = store.load(self.job.job_id)
+                written_before = start.events_written if start else 0
+                if options.run_relay:
+                    with _RelayThread(self.job, options.poll_seconds) as self.relay:
+                        self._step("caught-up", "confirm the relay is caught up", self._caught_up)
+                        self._step("writers", "stop the writers, watch for quiet", self._quiet)
+                        self._step("final-copy", "wait for the final events", self._final_copy)
+                    self.relay = None
+                else:
+                    self._step("caught-up", "confirm the relay is caught up", self._caught_up)
+                    self._step("writers", "stop the writers, watch for quiet", self._quiet)
+                    self._step("final-copy", "wait for the final events", self._final_copy)
+                self._positions(written_before)
+                self._step("verify", "verify the target against the source", self._verify)
+                self._step("subscriptions", "translate subscription checkpoints", self._subs)
+        finally:
+            store.close()
+        if self.report.catch_up_errors:
+            raise CutoverStop(
+                "failed",
+                EXIT_CHECK_FAILED,
+                f"{self.report.catch_up_errors} catch-up checkpoint(s) could not be translated "
+                f"(see {self.report.catch_up_file}); everything else is done",
+            )
+        self.report.outcome, self.report.exit_code = "completed", EXIT_COMPLETED
+        self.report.message = (
+            f"the target holds the source's events; point clients at {self.report.target}"
+        )
+
+    def _step(self, name: str, title: str, action: Callable[[], str]) -> None:
+        self.observer.step(name, title)
+        started = datetime.now(UTC)
+        try:
+            detail = action()
+        except CutoverStop as stop:
+            self._record(name, "failed", started, stop.message)
+            raise
+        except RelayError as e:
+            self._record(name, "failed", started, str(e))
+            raise
+        self._record(name, "ok", started, detail)
+
+    def _record(
+        self, name: str, status: Literal["ok", "failed"], started: datetime, detail: str
+    ) -> None:
+        record = StepRecord(
+            name=name,
+            status=status,
+            started_at=started,
+            finished_at=datetime.now(UTC),
+            detail=detail,
+        )
+        self.report.steps.append(record)
+        self.observer.step_done(record)
+
+    def _sleep(self, seconds: float) -> None:
+        self.sleeper.wait(max(0.0, seconds))
+
+    def _check_relay(self) -> None:
+        if self.relay is not None and self.relay.error is not None:
+            raise CutoverStop(
+                "failed",
+                EXIT_ERROR,
+                f"the relay run by the cutover stopped: {self.relay.error}",
+            )
+
+    # ---------------------------------------------------------------------- 1 caught up
+    def _caught_up(self) -> str:
+        """Lag 0 now; or, with `wait`, lag 0 or a relay that keeps up with live writers: its
+        checkpoint reached the source head seen one poll earlier (the writers are still on,
+        so an exact 0 may never be seen; step 3 waits for it once they are off)."""
+        options = self.options
+        lag = measure_lag(self.job, self.store, self.source)
+        self.report.lag_at_start = lag
+        began = self.clock()
+        previous_head: int | None = None
+        while not lag.caught_up:
+            self._check_relay()
+            if not options.wait:
+                raise CutoverStop(
+                    "refused",
+                    EXIT_NOT_CAUGHT_UP,
+                    f"the relay is not caught up: {lag.describe()}. Let it catch up (esdb-relay "
+                    "status shows the ETA) and run cutover again, or pass --wait",
+                )
+            reached = lag.checkpoint_position is not None and previous_head is not None
+            if reached and lag.checkpoint_position >= previous_head:  # type: ignore[operator]
+                self.observer.lag(lag, self.clock() - began, options.lag_timeout)
+                return (
+                    f"the relay keeps up with the writers: checkpoint "
+                    f"{_pos(lag.checkpoint_position)} passed the head of one poll before; "
+                    f"{lag.describe()} at this moment"
+                )
+            waited = self.clock() - began
+            if waited >= options.lag_timeout:
+                raise CutoverStop(
+                    "timed_out",
+                    EXIT_NOT_CAUGHT_UP,
+                    f"the relay did not catch up within {options.lag_timeout:g}s: "
+                    f"{lag.describe()}. Is it running (the deployed schedule, or --run-relay)?",
+                )
+            self.observer.lag(lag, waited, options.lag_timeout)
+            previous_head = lag.head_position
+            self._sleep(options.poll_seconds)
+            lag = measure_lag(self.job, self.store, self.source)
+        self.observer.lag(lag, self.clock() - began, options.lag_timeout)
+        return (
+            f"lag 0: checkpoint {_pos(lag.checkpoint_position)}, "
+            f"source head {_pos(lag.head_position)}"
+        )
+
+    # ---------------------------------------------------------------------- 2 writers
+    def _quiet(self) -> str:
+        if not self.observer.confirm_writers_stopped():
+            raise CutoverStop(
+                "aborted", EXIT_ABORTED, "the operator did not confirm the writers are stopped"
+            )
+        options = self.options
+        position = self.source.head_position()
+        watch = QuietWatch(
+            quiet_seconds=options.quiet_seconds,
+            start_position=position,
+            final_position=position,
+        )
+        self.report.quiet = watch
+        began = last_write = self.clock()
+        quiet_poll = False
+        while True:
+            self._check_relay()
+            writes, last, _ = scan_after(self.job, self.source, watch.final_position)
+            now = self.clock()
+            watch.final_position = last if last is not None else watch.final_position
+            if writes:
+                watch.writes_seen += len(writes)
+                watch.writes_resumed += quiet_poll
+                watch.last_write_position = writes[-1].commit_position
+                for event in writes[-_STREAMS_SHOWN:]:
+                    name = _user_stream(event)
+                    if name in watch.recent_streams:
+                        watch.recent_streams.remove(name)
+                    watch.recent_streams.append(name)
+                del watch.recent_streams[:-_STREAMS_SHOWN]
+                last_write = now
+            quiet_poll = not writes
+            watch.quiet_for = now - last_write
+            watch.waited_seconds = now - began
+            self.observer.quiet(watch, options.quiet_timeout)
+            if watch.quiet_for >= options.quiet_seconds:
+                break
+            if watch.waited_seconds >= options.quiet_timeout:
+                raise CutoverStop(
+                    "timed_out",
+                    EXIT_NOT_CAUGHT_UP,
+                    f"writes kept arriving for {options.quiet_timeout:g}s: {watch.writes_seen:,} "
+                    f"event(s) since the writers were to stop, lately in "
+                    f"{', '.join(watch.recent_streams)}. Stop every writer and run cutover again",
+                )
+            self._sleep(min(options.poll_seconds, options.quiet_seconds - watch.quiet_for))
+        resumed = f", writes resumed {watch.writes_resumed} time(s)" if watch.writes_resumed else ""
+        return (
+            f"no writes for {watch.quiet_for:.1f}s; {watch.writes_seen:,} event(s) arrived "
+            f"during the watch{resumed}; source $all at {_pos(watch.final_position)}"
+        )
+
+    # ---------------------------------------------------------------------- 3 final copy
+    def _final_copy(self) -> str:
+        options = self.options
+        began = self.clock()
+        while True:
+            self._check_relay()
+            lag = measure_lag(self.job, self.store, self.source)
+            waited = self.clock() - began
+            self.observer.copying(lag, waited, options.copy_timeout)
+            if lag.caught_up:
+                return f"checkpoint {_pos(lag.checkpoint_position)}: nothing left to copy"
+            if waited >= options.copy_timeout:
+                where = "" if options.run_relay else " Is the relay's schedule running?"
+                raise CutoverStop(
+                    "timed_out",
+                    EXIT_NOT_CAUGHT_UP,
+                    f"the final events were not copied within {options.copy_timeout:g}s: "
+                    f"{lag.describe()}.{where} Or pass --run-relay",
+                )
+            self._sleep(options.poll_seconds)
+
+    def _positions(self, written_before: int) -> None:
+        report = self.report
+        checkpoint = self.store.load(self.job.job_id)
+        report.checkpoint_position = (
+            checkpoint.position.commit if checkpoint and checkpoint.position else None
+        )
+        report.events_written_total = checkpoint.events_written if checkpoint else 0
+        report.events_read_total = checkpoint.events_read if checkpoint else 0
+        report.events_copied_during_cutover = report.events_written_total - written_before
+        report.source_head = self.source.head_position()
+        report.target_head = self.target.head_position()
+
+    # ---------------------------------------------------------------------- 4 verify
+    def _verify(self) -> str:
+        options = self.options
+        result = verify(
+            self.job,
+            self.source,
+            self.target,
+            sample=options.sample,
+            seed=options.seed,
+            progress=self.observer.verify_progress,
+            workers=options.verify_workers,
+        )
+        self.report.verify = result
+        scope = (
+            f"a sample of {result.streams_checked:,} of {result.streams_in_source:,} streams"
+            if options.sample
+            else f"all {result.streams_checked:,} streams"
+        )
+        if not result.ok:
+            raise CutoverStop(
+                "failed",
+                EXIT_CHECK_FAILED,
+                f"verify found {result.differences_total:,} difference(s) in "
+                f"{result.streams_differing + result.extra_streams:,} stream(s) ({scope}); "
+                "see the report. Do not move the clients; fix the cause and run cutover again",
+            )
+        assert self.report.quiet is not None
+        late, _, _ = scan_after(self.job, self.source, self.report.quiet.final_position)
+        self.report.writes_after_quiet = len(late)
+        if late:
+            streams = sorted({_user_stream(e) for e in late})[:_STREAMS_SHOWN]
+            raise CutoverStop(
+                "failed",
+                EXIT_CHECK_FAILED,
+                f"{len(late):,} event(s) reached the source after the quiet period (in "
+                f"{', '.join(streams)}): a writer is still running. Stop it and run cutover "
+                "again",
+            )
+        return (
+            f"{scope} equal, {result.events_compared:,} events compared; no writes since the "
+            "quiet period"
+        )
+
+    # ---------------------------------------------------------------------- 5 subscriptions
+    def _subs(self) -> str:
+        options = self.options
+        report = self.report
+        plans = plan_subscriptions(self.job, self.source, self.target)
+        if options.apply_subscriptions:
+            apply_plan(self.target, plans)
+            report.persistent_subscriptions_applied = True
+        report.persistent_subscriptions = plans
+        parts = [f"{len(plans)} persistent subscription(s)"]
+        if options.checkpoints_file is not None:
+            src = options.checkpoints_file
+            options.report_dir.mkdir(parents=True, exist_ok=True)
+            stamp = report.started_at.strftime("%Y%m%dT%H%M%SZ")
+            out = options.report_dir / f"catch-up-checkpoints-{stamp}{src.suffix or '.jsonl'}"
+            rows, errors = translate_file(self.job, self.source, self.target, src, out)
+            report.catch_up_file = str(out)
+            report.catch_up_errors = errors
+            report.catch_up_checkpoints = _read_translated(out)
+            parts.append(f"{rows} catch-up checkpoint(s) translated, {errors} error(s)")
+        return "; ".join(parts)
+
+    # ---------------------------------------------------------------------- next steps
+    def _next_steps(self) -> list[str]:
+        report = self.report
+        if report.outcome != "completed" and report.exit_code != EXIT_CHECK_FAILED:
+            return ["keep the clients on the source; fix what the message says and run again"]
+        if report.verify is None or not report.verify.ok or report.writes_after_quiet:
+            return ["keep the clients on the source: the target is not proven equal"]
+        steps = [
+            f"point every writer and reader at the target, {report.target}",
+            "disable the relay's schedule: there is nothing left to copy",
+        ]
+        plans = report.persistent_subscriptions
+        if plans and not report.persistent_subscriptions_applied:
+            steps.append(
+                f"re-create the {len(plans)} persistent subscription(s) on the target: "
+                "esdb-relay migrate-subscriptions --apply (the starts are in this report)"
+            )
+        if report.catch_up_file:
+            steps.append(
+                f"resume each catch-up subscription from its target checkpoint in "
+                f"{report.catch_up_file}"
+            )
+        steps.append(
+            "a catch-up subscription that had processed everything on the source resumes "
+            f"after target position {_pos(report.target_head)}"
+        )
+        return steps
+
+
+def _read_translated(path: Path) -> list[dict]:
+    if path.suffix.lower() == ".csv":
+        return [dict(r) for r in csv.DictReader(path.read_text(encoding="utf-8").splitlines())]
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def _pos(value: int | None) -> str:
+    return "start of $all" if value is None else f"{value:,}"
+
+
+# ------------------------------------------------------------------------ markdown
+def report_markdown(report: CutoverReport) -> str:
+    lines = [
+        f"# Cutover report: job `{report.job_id}`",
+        "",
+        f"**Outcome: {report.outcome}** (exit code {report.exit_code}). {report.message}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| source | `{report.source}` |",
+        f"| target | `{report.target}` |",
+        f"| started | {report.started_at.isoformat()} |",
+        f"| finished | {report.finished_at.isoformat() if report.finished_at else '-'} |",
+        f"| source `$all` head | {_opt(report.source_head)} |",
+        f"| relay checkpoint | {_opt(report.checkpoint_position)} |",
+        f"| target `$all` head | {_opt(report.target_head)} |",
+        f"| events written by the job (all slices) | {_opt(report.events_written_total)} |",
+        f"| events copied during the cutover | {_opt(report.events_copied_during_cutover)} |",
+    ]
+    if report.quiet:
+        q = report.quiet
+        lines.append(
+            f"| writes seen while watching for quiet | {q.writes_seen:,} "
+            f"(resumed {q.writes_resumed} time(s)) |"
+        )
+    if report.writes_after_quiet is not None:
+        lines.append(f"| writes after the quiet period | {report.writes_after_quiet:,} |")
+    lines += ["", "## Steps", "", "| step | status | started | finished | detail |"]
+    lines.append("|---|---|---|---|---|")
+    for s in report.steps:
+        lines.append(
+            f"| {s.name} | {s.status} | {s.started_at.strftime('%H:%M:%S')} | "
+            f"{s.finished_at.strftime('%H:%M:%S')} | {_cell(s.detail)} |"
+        )
+    if report.verify:
+        v = report.verify
+        scope = f"sample of {v.streams_checked:,} (seed {v.seed})" if v.sample else "full"
+        lines += [
+            "",
+            "## Verify",
+            "",
+            f"{'equal' if v.ok else 'DIFFERENT'} ({scope}): {v.streams_checked:,} streams checked, "
+            f"{v.streams_equal:,} equal, {v.streams_differing:,} differing, "
+            f"{v.extra_streams:,} extra on the target; {v.events_compared:,} events compared; "
+            f"{v.differences_total:,} difference(s).",
+        ]
+        if v.differences:
+            lines += ["", "| stream | kind | detail |", "|---|---|---|"]
+            lines += [
+                f"| `{d.stream}` | {d.kind.value} | {_cell(d.detail)} |" for d in v.differences[:50]
+            ]
+    if report.persistent_subscriptions:
+        applied = "applied" if report.persistent_subscriptions_applied else "not applied"
+        lines += [
+            "",
+            f"## Persistent subscriptions ({applied})",
+            "",
+            "| stream | group | action | source checkpoint | target start | note |",
+            "|---|---|---|---|---|---|",
+        ]
+        for p in report.persistent_subscriptions:
+            lines.append(
+                f"| `{p.stream}` | `{p.group}` | {p.action} | {p.source_checkpoint or '-'} | "
+                f"{p.start_text or '-'} | {_cell(p.reason or ', '.join(p.changes))} |"
+            )
+    if report.catch_up_file:
+        lines += [
+            "",
+            "## Catch-up subscription checkpoints",
+            "",
+            f"Translated into `{report.catch_up_file}`.",
+            "",
+            "| name | source | target | error |",
+            "|---|---|---|---|",
+        ]
+        for row in report.catch_up_checkpoints:
+            lines.append(_checkpoint_row(row))
+    lines += ["", "## Next steps", ""]
+    lines += [f"{n}. {step}" for n, step in enumerate(report.next_steps, 1)]
+    return "\n".join(lines) + "\n"
+
+
+def _checkpoint_row(row: dict) -> str:
+    if row.get("kind") == "stream" or row.get("stream"):
+        source = f"`{row.get('stream')}` @ {row.get('revision')}"
+        target = row.get("target_revision")
+    else:
+        source = f"$all @ {row.get('position')}"
+        target = row.get("target_position")
+    target_text = "start" if target in (None, "") and not row.get("error") else target
+    return (
+        f"| {_cell(str(row.get('name') or ''))} | {source} | {target_text or '-'} | "
+        f"{_cell(str(row.get('error') or ''))} |"
+    )
+
+
+def _opt(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")

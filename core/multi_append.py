@@ -13,6 +13,7 @@ JSON object can go this way, and the target's metadata bytes are re-rendered, no
 
 from __future__ import annotations
 
+import functools
 import json
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -79,6 +80,7 @@ def event_problem(event: EventLike) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)  # event types repeat; bounded
 def _is_schema_name(name: str) -> bool:
     # SchemaNameValidator: ^[\p{L}\p{N}_.$:-]+$ and NFC.
     return (

@@ -24,7 +24,9 @@ format, application/octet-stream otherwise.
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 import unicodedata
 import uuid
 from collections.abc import Callable, Iterator
@@ -57,6 +59,7 @@ METHOD = "AppendSession"
 MAX_RECORD_SIZE = 16 * 1024 * 1024
 _JSON = "application/json"
 _OCTET_STREAM = "application/octet-stream"
+_JSON_FORMAT = struct_pb2.Value(string_value="Json")
 _FORMAT_NAMES = {
     shared_pb2.SCHEMA_FORMAT_JSON: "Json",
     shared_pb2.SCHEMA_FORMAT_PROTOBUF: "Protobuf",
@@ -101,6 +104,7 @@ def _invalid(message: str, field: str) -> SessionError:
     )
 
 
+@functools.lru_cache(maxsize=4096)  # event types repeat; bounded
 def _is_schema_name(name: str) -> bool:
     # SchemaNameValidator: ^[\p{L}\p{N}_.$:-]+$, Unicode NFC.
     return (
@@ -206,18 +210,29 @@ def _event(record: streams_pb2.AppendRecord) -> tuple[ProposedEvent, int]:
     for key, value in properties.items():
         stored.fields[key].CopyFrom(value)
     size = len(record.data) + stored.ByteSize() + len(schema.name.encode())
-    shown = dict(properties)
-    shown["$schema.name"] = struct_pb2.Value(string_value=schema.name)
-    if is_json:
-        shown["$schema.format"] = struct_pb2.Value(string_value="Json")
+    if properties:
+        shown = dict(properties)
+        shown["$schema.name"] = struct_pb2.Value(string_value=schema.name)
+        if is_json:
+            shown["$schema.format"] = struct_pb2.Value(string_value="Json")
+        metadata = _format_fields(shown)
+    else:
+        metadata = _bare_metadata(schema.name)
     event = ProposedEvent(
         event_id=str(parsed),
         type=schema.name,
         content_type=_JSON if is_json else _OCTET_STREAM,
         data=record.data,
-        metadata=_format_fields(shown).encode(),
+        metadata=metadata.encode(),
     )
     return event, size
+
+
+@functools.lru_cache(maxsize=4096)
+def _bare_metadata(schema_name: str) -> str:
+    """What a JSON record without properties shows as metadata."""
+    name = struct_pb2.Value(string_value=schema_name)
+    return _format_fields({"$schema.name": name, "$schema.format": _JSON_FORMAT})
 
 
 def _has_kind(value: struct_pb2.Value) -> bool:
@@ -263,19 +278,17 @@ def _format_double(number: float) -> str:
 
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r"}
 _ESCAPES["\t"] = "\\t"
+# JsonFormatter escapes control characters and the HTML-sensitive <>&=' as \uXXXX.
+_NEEDS_ESCAPE = re.compile("[\"\\\\\x00-\x1f\x7f-\x9f<>&='\u2028\u2029]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    c = match.group()
+    return _ESCAPES.get(c) or f"\\u{ord(c):04x}"
 
 
 def _json_string(text: str) -> str:
-    # JsonFormatter escapes control characters and the HTML-sensitive <>&=' as \uXXXX.
-    out = []
-    for c in text:
-        if c in _ESCAPES:
-            out.append(_ESCAPES[c])
-        elif ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or c in "<>&='\u2028\u2029":
-            out.append(f"\\u{ord(c):04x}")
-        else:
-            out.append(c)
-    return '"' + "".join(out) + '"'
+    return '"' + _NEEDS_ESCAPE.sub(_escape, text) + '"'
 
 
 def commit(store: Store, writes: list[_StreamWrite]) -> tuple[list[int], int]:

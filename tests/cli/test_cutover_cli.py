@@ -1,0 +1,111 @@
+"""`esdb-relay cutover` in process (typer's CliRunner) against TLS emulators: exit codes, the
+prompt, the printed checkpoints and report files, and no password in the output."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+import typer
+from esdbclient import EventStoreDBClient, NewEvent, StreamState
+from typer.testing import CliRunner
+
+from esdb_emulator import Emulator
+from handlers.cli.cutover_cmd import cutover
+from tests.engine.helpers import make_job, run_until_caught_up
+
+PASSWORD = "changeit"
+FAST = ["--poll-seconds", "0.05", "--quiet-seconds", "0.3"]
+
+app = typer.Typer()
+app.command("cutover")(cutover)
+app.command("other")(lambda: None)  # two commands: `cutover` is then invoked by name
+runner = CliRunner()
+
+
+def event(n: int) -> NewEvent:
+    return NewEvent(type="Placed", data=json.dumps({"n": n}).encode(), id=uuid.uuid4())
+
+
+@pytest.fixture
+def setup(tmp_path):
+    with Emulator(tls=True) as source, Emulator(tls=True) as target:
+        with EventStoreDBClient(source.uri) as client:
+            for n in range(12):
+                client.append_to_stream(
+                    f"order-{n % 3}", current_version=StreamState.ANY, events=[event(n)]
+                )
+        job = make_job(source, target, tmp_path)
+        env = {
+            "ESDB_RELAY_JOB_ID": job.job_id,
+            "ESDB_RELAY_SOURCE": source.uri,
+            "ESDB_RELAY_TARGET": target.uri,
+            "ESDB_RELAY_CHECKPOINT_STORE": job.checkpoint_store,
+        }
+        yield source, job, env
+
+
+def invoke(args: list[str], env: dict[str, str], tmp_path: Path, input: str | None = None):
+    result = runner.invoke(
+        app,
+        ["cutover", *FAST, "--report-dir", str(tmp_path / "reports"), *args],
+        env=env,
+        input=input,
+    )
+    assert PASSWORD not in result.output, "a password reached the CLI output"
+    return result
+
+
+def reports(tmp_path: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((tmp_path / "reports").glob("*.json"))]
+
+
+def test_refuses_while_behind_then_completes_with_run_relay(setup, tmp_path):
+    _, _, env = setup
+    refused = invoke(["--yes"], env, tmp_path)
+    assert refused.exit_code == 3, refused.output
+    assert "REFUSED" in refused.output and "not caught up" in refused.output
+    assert "12 event(s) not copied yet" in refused.output
+    assert "report:" in refused.output
+
+    checkpoints = tmp_path / "cps.csv"
+    checkpoints.write_text("name,kind,stream,position,revision\nview,stream,order-1,,1\n")
+    done = invoke(
+        ["--yes", "--wait", "--run-relay", "--checkpoints", str(checkpoints)], env, tmp_path
+    )
+    assert done.exit_code == 0, done.output
+    assert "COMPLETED" in done.output
+    assert "--yes: taking it that the writers are being stopped" in done.output
+    assert "catch-up subscription checkpoints" in done.output
+    assert "order-1 @ 1" in done.output
+    assert "next:" in done.output and "point every writer and reader at the target" in done.output
+    data = [r for r in reports(tmp_path) if r["outcome"] == "completed"]
+    assert len(data) == 1 and data[0]["verify"]["ok"]
+    assert data[0]["catch_up_checkpoints"][0]["target_revision"] == "1"  # CSV keeps text
+
+
+def test_prompt_declined_aborts_and_accepted_continues(setup, tmp_path):
+    _, job, env = setup
+    run_until_caught_up(job)
+    declined = invoke([], env, tmp_path, input="n\n")
+    assert declined.exit_code == 4, declined.output
+    assert "Stop every workload that writes to the source now" in declined.output
+    assert "Are all the writers stopped?" in declined.output and "ABORTED" in declined.output
+    accepted = invoke([], env, tmp_path, input="y\n")
+    assert accepted.exit_code == 0, accepted.output
+    assert [r["outcome"] for r in reports(tmp_path)].count("completed") == 1
+
+
+def test_usage_errors_exit_2(setup, tmp_path):
+    _, _, env = setup
+    missing = invoke(["--checkpoints", str(tmp_path / "none.jsonl")], env, tmp_path)
+    assert missing.exit_code == 2 and "no such file" in missing.output
+    bad_env = {**env, "ESDB_RELAY_SOURCE": "http://nope"}
+    config = invoke(["--yes"], bad_env, tmp_path)
+    assert config.exit_code == 2 and "configuration error" in config.output
+    as_file = tmp_path / "file"
+    as_file.write_text("")
+    result = runner.invoke(app, ["cutover", "--report-dir", str(as_file)], env=env)
+    assert result.exit_code == 2 and "is a file" in result.output

@@ -52,8 +52,12 @@ services-deps: node_modules/.bin/azurite-table
 test: setup kurrent-env checkov-env services-deps lint
 	$(BIN)/python -m pytest
 
+# All benchmarks (about 15 minutes on 2 cores); the replication run rewrites its section of
+# docs/benchmarks.md and docs/cost-model.md. `make bench BENCH_ARGS=--full` for 100k-1M events.
 bench: setup
 	$(BIN)/python -m bench.emulator_bench
+	$(BIN)/python -m bench.verify_bench
+	$(BIN)/python -m bench.replication_bench --write-doc docs/benchmarks.md --cost-doc docs/cost-model.md $(BENCH_ARGS)
 
 format: setup
 	$(BIN)/ruff format .

@@ -90,6 +90,9 @@ def run_measured(argv: list[str], timeout: float) -> Measured:
     watchdog.start()
     try:
         out = proc.stdout.read()
+    except BaseException:  # interrupted: leave no replicator running
+        proc.kill()
+        raise
     finally:
         proc.stdout.close()
     # communicate() would reap the child and lose its rusage: read stdout, then wait4 it.

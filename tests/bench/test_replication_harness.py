@@ -109,7 +109,7 @@ def _row(label: str, strategy: Strategy, events: int, latency: float = 5.0) -> R
 def test_targets_compare_ratios_within_the_run() -> None:
     rnd = TINY
     real = TINY.model_copy(update={"shape": "realistic"})
-    plan = Plan(rnd, real, (5.0,), (5.0,), 10.0, (1, 2))
+    plan = Plan(rnd, real, (5.0,), (5.0,), 10.0, (1, 2), 10.0)
     p64 = Strategy("ours, partitioned 64", "relay", mode="partitioned", partitions=64)
     ordered = Strategy("ours, ordered", "relay")
     report = Report(

@@ -8,7 +8,7 @@ KVENV  := .venv-kurrent
 # checkov pins boto3 and ships its own HCL parser that clobbers python-hcl2: its own venv.
 CVENV  := .venv-checkov
 
-.PHONY: setup kurrent-env checkov-env services-deps demo test lint format clean
+.PHONY: setup kurrent-env checkov-env services-deps demo test lint format clean bench
 
 setup: $(VENV)/.installed
 

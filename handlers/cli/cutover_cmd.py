@@ -105,8 +105,8 @@ def cutover(
 ) -> None:
     """Cut over to the target: caught up, writers stopped, final copy, verify, checkpoints.
 
-    Exits 0 completed, 1 a check failed, 2 usage/configuration/connection error, 3 not caught
-    up or a wait timed out, 4 aborted.
+    Exit: 0 done, 1 a check failed, 2 usage/config/connection, 3 not caught up/timed out,
+    4 aborted.
     """
     out = Console(highlight=False)
     err = Console(stderr=True, highlight=False)

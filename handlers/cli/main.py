@@ -22,6 +22,7 @@ from core.errors import ConfigError, RelayError
 from core.logs import configure as configure_logging
 from core.relay import Relay
 from esdb_emulator import Emulator, FaultConfig
+from handlers.cli.cutover_cmd import cutover
 from handlers.cli.package import package
 from handlers.cli.preflight_cmd import preflight
 from handlers.cli.progress import RunProgress
@@ -205,6 +206,7 @@ app.command("verify")(verify)
 app.command("translate")(translate)
 app.command("migrate-subscriptions")(migrate_subscriptions)
 app.command("preflight")(preflight)
+app.command("cutover")(cutover)
 app.command("package")(package)
 app.add_typer(projections_app, name="projections")
 

@@ -57,6 +57,7 @@ test: setup kurrent-env checkov-env services-deps lint
 bench: setup
 	$(BIN)/python -m bench.emulator_bench
 	$(BIN)/python -m bench.verify_bench
+	$(BIN)/python -m bench.multi_append_bench
 	$(BIN)/python -m bench.replication_bench --write-doc docs/benchmarks.md --cost-doc docs/cost-model.md $(BENCH_ARGS)
 
 format: setup

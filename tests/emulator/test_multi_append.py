@@ -278,6 +278,15 @@ def test_unavailable_and_deadline_faults_apply_and_are_retried() -> None:
         assert len(es.read_stream(a)) == 2
 
 
+def test_not_leader_is_retried_on_a_single_node() -> None:
+    faults = FaultConfig(not_leader_next=1, methods=frozenset({"AppendSession"}))
+    with Emulator(faults=faults) as db, EventStore(db.uri, side="target") as es:
+        a = _name("a")
+        es.multi_append([StreamAppend(a, NO_STREAM, [_event()])])
+        assert db.faults.injected == {"not_leader": 1} and es.retries == 1
+        assert len(es.read_stream(a)) == 1
+
+
 def test_a_fault_past_the_retry_deadline_is_raised() -> None:
     faults = FaultConfig(unavailable_rate=1.0, methods=frozenset({"AppendSession"}), seed=1)
     with Emulator(faults=faults) as db:
@@ -285,6 +294,15 @@ def test_a_fault_past_the_retry_deadline_is_raised() -> None:
         with es, pytest.raises(TransientError):
             es.multi_append([StreamAppend(_name("a"), NO_STREAM, [_event()])])
         assert db.faults.injected["unavailable"] >= 1
+
+
+def test_latency_applies_to_append_session() -> None:
+    # Observed through the call's deadline, not a clock: 2 s of latency outlasts a 0.2 s call.
+    faults = FaultConfig(latency_ms=2_000, methods=frozenset({"AppendSession"}))
+    with Emulator(faults=faults) as db:
+        es = EventStore(db.uri, side="target", timeout=0.2, retry_deadline=time.monotonic())
+        with es, pytest.raises(TransientError, match="DEADLINE_EXCEEDED"):
+            es.multi_append([StreamAppend(_name("a"), NO_STREAM, [_event()])])
 
 
 def test_faults_for_other_methods_leave_append_session_alone() -> None:

@@ -22,9 +22,9 @@ from typing import Protocol
 
 import grpc
 from google.protobuf import empty_pb2, json_format, struct_pb2
-from google.rpc import error_details_pb2, status_pb2
 
 from core.protocol import serverfeatures_pb2_grpc
+from core.protocol.google.rpc import status_pb2
 from core.protocol.kurrent.rpc import errors_pb2 as rpc_errors_pb2
 from core.protocol.kurrentdb.protocol.v2.streams import (
     errors_pb2,
@@ -210,8 +210,9 @@ def parse_error(error: grpc.RpcError) -> V2Error:
     return V2Error("other", status.message)
 
 
+# By the name after the last '.': core.protocol compiles google.rpc under its own package.
 _DETAILS: dict[str, type] = {
-    m.DESCRIPTOR.full_name: m
+    m.DESCRIPTOR.name: m
     for m in (
         errors_pb2.StreamRevisionConflictErrorDetails,
         errors_pb2.StreamTombstonedErrorDetails,
@@ -219,13 +220,12 @@ _DETAILS: dict[str, type] = {
         errors_pb2.AppendTransactionSizeExceededErrorDetails,
         errors_pb2.StreamAlreadyInAppendSessionErrorDetails,
         rpc_errors_pb2.NotLeaderNodeErrorDetails,
-        error_details_pb2.BadRequest,
     )
 }
 
 
 def _detail(detail: object, message: str) -> V2Error | None:
-    name = detail.type_url.rsplit("/", 1)[-1]  # type: ignore[attr-defined]
+    name = detail.type_url.rsplit(".", 1)[-1]  # type: ignore[attr-defined]
     cls = _DETAILS.get(name)
     if cls is None:
         return None
@@ -246,4 +246,4 @@ def _detail(detail: object, message: str) -> V2Error | None:
     if isinstance(d, rpc_errors_pb2.NotLeaderNodeErrorDetails):
         leader = d.current_leader
         return V2Error("not_leader", message, leader=(leader.host, leader.port))
-    return V2Error("invalid", message)
+    return None

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 
 import grpc
 from google.protobuf import any_pb2, struct_pb2
-from google.rpc import error_details_pb2, status_pb2
 
+from core.protocol.google.rpc import error_details_pb2, status_pb2
 from core.protocol.kurrentdb.protocol.v2.streams import (
     errors_pb2,
     shared_pb2,
@@ -76,15 +76,22 @@ class SessionError(Exception):
         self.code = code
         self.status = status_pb2.Status(code=code.value[0], message=message)
         for detail in (error_details_pb2.ErrorInfo(reason=reason, domain="streams"), *details):
-            packed = any_pb2.Any()
-            packed.Pack(detail)  # type: ignore[arg-type]
-            self.status.details.append(packed)
+            self.status.details.append(_pack(detail))
 
     def abort(self, context: grpc.ServicerContext) -> None:
         context.set_trailing_metadata(
             (("grpc-status-details-bin", self.status.SerializeToString()),)
         )
         context.abort(self.code, self.status.message)
+
+
+def _pack(message: object) -> any_pb2.Any:
+    # core.protocol compiles google.rpc as esdb_relay.rpc; on the wire it is google.rpc.
+    name = message.DESCRIPTOR.full_name.replace("esdb_relay.rpc.", "google.rpc.")  # type: ignore[attr-defined]
+    return any_pb2.Any(
+        type_url=f"type.googleapis.com/{name}",
+        value=message.SerializeToString(),  # type: ignore[attr-defined]
+    )
 
 
 @dataclass(slots=True)

@@ -29,7 +29,13 @@ from core.eventstore import (
     StreamTombstoned,
 )
 from core.protocol import serverfeatures_pb2_grpc
-from core.protocol.kurrentdb.protocol.v2.streams import shared_pb2, streams_pb2, streams_pb2_grpc
+from core.protocol.google.rpc import error_details_pb2, status_pb2
+from core.protocol.kurrentdb.protocol.v2.streams import (
+    errors_pb2,
+    shared_pb2,
+    streams_pb2,
+    streams_pb2_grpc,
+)
 from esdb_emulator import Emulator
 from esdb_emulator.faults import FaultConfig
 from tests.emulator.test_kurrentdbclient import CREATE_VENV, KURRENT_PYTHON, ROOT
@@ -361,3 +367,24 @@ def test_append_session_refuses_malformed_sessions(
             stub.AppendSession(iter(requests), timeout=5)
         assert caught.value.code() == code  # type: ignore[attr-defined]
         assert db.store.stream_state("x") == (-1, False)
+
+
+def test_a_conflict_is_a_rich_status_as_kurrentdb_builds_it() -> None:
+    with Emulator() as db, grpc.insecure_channel(db.target) as channel:
+        stub = streams_pb2_grpc.StreamsServiceStub(channel)
+        request = streams_pb2.AppendRequest(stream="x", records=[_record()], expected_revision=7)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.AppendSession(iter([request]), timeout=5)
+    error = caught.value
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
+    trailers = dict(error.trailing_metadata())  # type: ignore[attr-defined]
+    status = status_pb2.Status.FromString(trailers["grpc-status-details-bin"])
+    assert [d.type_url for d in status.details] == [
+        "type.googleapis.com/google.rpc.ErrorInfo",
+        "type.googleapis.com/kurrentdb.protocol.v2.streams.errors.StreamRevisionConflictErrorDetails",
+    ]
+    info = error_details_pb2.ErrorInfo.FromString(status.details[0].value)
+    assert (info.reason, info.domain) == ("STREAM_REVISION_CONFLICT", "streams")
+    details = errors_pb2.StreamRevisionConflictErrorDetails()
+    status.details[1].Unpack(details)
+    assert (details.stream, details.expected_revision, details.actual_revision) == ("x", 7, -1)

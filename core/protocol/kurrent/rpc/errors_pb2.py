@@ -22,10 +22,9 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from core.protocol.kurrent.rpc import rpc_pb2 as core_dot_protocol_dot_kurrent_dot_rpc_dot_rpc__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&core/protocol/kurrent/rpc/errors.proto\x12\x0bkurrent.rpc\x1a#core/protocol/kurrent/rpc/rpc.proto\"y\n\x18\x41\x63\x63\x65ssDeniedErrorDetails\x12\x11\n\toperation\x18\x01 \x01(\t\x12\x15\n\x08username\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x17\n\npermission\x18\x03 \x01(\tH\x01\x88\x01\x01\x42\x0b\n\t_usernameB\r\n\x0b_permission\"\xae\x01\n\x19NotLeaderNodeErrorDetails\x12G\n\x0e\x63urrent_leader\x18\x01 \x01(\x0b\x32/.kurrent.rpc.NotLeaderNodeErrorDetails.NodeInfo\x1aH\n\x08NodeInfo\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\x05\x12\x14\n\x07node_id\x18\x03 \x01(\tH\x00\x88\x01\x01\x42\n\n\x08_node_id*\xfb\x02\n\x0bServerError\x12\x0f\n\x0bUNSPECIFIED\x10\x00\x12(\n\x1aSERVER_ERROR_ACCESS_DENIED\x10\x01\x1a\x08\x8a\x84\x01\x04\x08\x07\x10\x01\x12&\n\x18SERVER_ERROR_BAD_REQUEST\x10\x02\x1a\x08\x8a\x84\x01\x04\x08\x03\x10\x01\x12*\n\x1cSERVER_ERROR_NOT_LEADER_NODE\x10\x05\x1a\x08\x8a\x84\x01\x04\x08\t\x10\x01\x12*\n\x1eSERVER_ERROR_OPERATION_TIMEOUT\x10\x06\x1a\x06\x8a\x84\x01\x02\x08\x04\x12)\n\x1dSERVER_ERROR_SERVER_NOT_READY\x10\x07\x1a\x06\x8a\x84\x01\x02\x08\x0e\x12*\n\x1eSERVER_ERROR_SERVER_OVERLOADED\x10\x08\x1a\x06\x8a\x84\x01\x02\x08\x0e\x12+\n\x1fSERVER_ERROR_SERVER_MALFUNCTION\x10\t\x1a\x06\x8a\x84\x01\x02\x08\r\x12-\n!SERVER_ERROR_SERVER_SHUTTING_DOWN\x10\n\x1a\x06\x8a\x84\x01\x02\x08\x0e\x42\x0e\xaa\x02\x0bKurrent.Rpcb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&core/protocol/kurrent/rpc/errors.proto\x12\x0bkurrent.rpc\"y\n\x18\x41\x63\x63\x65ssDeniedErrorDetails\x12\x11\n\toperation\x18\x01 \x01(\t\x12\x15\n\x08username\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x17\n\npermission\x18\x03 \x01(\tH\x01\x88\x01\x01\x42\x0b\n\t_usernameB\r\n\x0b_permission\"\xae\x01\n\x19NotLeaderNodeErrorDetails\x12G\n\x0e\x63urrent_leader\x18\x01 \x01(\x0b\x32/.kurrent.rpc.NotLeaderNodeErrorDetails.NodeInfo\x1aH\n\x08NodeInfo\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\x05\x12\x14\n\x07node_id\x18\x03 \x01(\tH\x00\x88\x01\x01\x42\n\n\x08_node_id*\xb5\x02\n\x0bServerError\x12\x0f\n\x0bUNSPECIFIED\x10\x00\x12\x1e\n\x1aSERVER_ERROR_ACCESS_DENIED\x10\x01\x12\x1c\n\x18SERVER_ERROR_BAD_REQUEST\x10\x02\x12 \n\x1cSERVER_ERROR_NOT_LEADER_NODE\x10\x05\x12\"\n\x1eSERVER_ERROR_OPERATION_TIMEOUT\x10\x06\x12!\n\x1dSERVER_ERROR_SERVER_NOT_READY\x10\x07\x12\"\n\x1eSERVER_ERROR_SERVER_OVERLOADED\x10\x08\x12#\n\x1fSERVER_ERROR_SERVER_MALFUNCTION\x10\t\x12%\n!SERVER_ERROR_SERVER_SHUTTING_DOWN\x10\nB\x0e\xaa\x02\x0bKurrent.Rpcb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,28 +32,12 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'core.protocol.kurrent.rpc.e
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\252\002\013Kurrent.Rpc'
-  _globals['_SERVERERROR'].values_by_name["SERVER_ERROR_ACCESS_DENIED"]._loaded_options = None
-  _globals['_SERVERERROR'].values_by_name["SERVER_ERROR_ACCESS_DENIED"]._serialized_options = b'\212\204\001\004\010\007\020\001'
-  _globals['_SERVERERROR'].values_by_name["SERVER_ERROR_BAD_REQUEST"]._loaded_options = None
-  _globals['_SERVERERROR'].values_by_name["SERVER_ERROR_BAD_REQUEST"]._serialized_options = b'\212\204\001\004\010\003\020\001'
-  _globals['_SERVERERROR'].values_by_name["SERVER_ERROR_NOT_LEADER_NODE"]._loaded_options = None
-  _globals['_SERVERERROR'].values_by_name["SERVER_ERROR_NOT_LEADER_NODE"]._serialized_options = b'\212\204\001\004\010\t\020\001'
-  _globals['_SERVERERROR'].values_by_name["SERVER_ERROR_OPERATION_TIMEOUT"]._loaded_options = None
-  _globals['_SERVERERROR'].values_by_name["SERVER_ERROR_OPERATION_TIMEOUT"]._serialized_options = b'\212\204\001\002\010\004'
-  _globals['_SERVERERROR'].values_by_name["SERVER_ERROR_SERVER_NOT_READY"]._loaded_options = None
-  _globals['_SERVERERROR'].values_by_name["SERVER_ERROR_SERVER_NOT_READY"]._serialized_options = b'\212\204\001\002\010\016'
-  _globals['_SERVERERROR'].values_by_name["SERVER_ERROR_SERVER_OVERLOADED"]._loaded_options = None
-  _globals['_SERVERERROR'].values_by_name["SERVER_ERROR_SERVER_OVERLOADED"]._serialized_options = b'\212\204\001\002\010\016'
-  _globals['_SERVERERROR'].values_by_name["SERVER_ERROR_SERVER_MALFUNCTION"]._loaded_options = None
-  _globals['_SERVERERROR'].values_by_name["SERVER_ERROR_SERVER_MALFUNCTION"]._serialized_options = b'\212\204\001\002\010\r'
-  _globals['_SERVERERROR'].values_by_name["SERVER_ERROR_SERVER_SHUTTING_DOWN"]._loaded_options = None
-  _globals['_SERVERERROR'].values_by_name["SERVER_ERROR_SERVER_SHUTTING_DOWN"]._serialized_options = b'\212\204\001\002\010\016'
-  _globals['_SERVERERROR']._serialized_start=393
-  _globals['_SERVERERROR']._serialized_end=772
-  _globals['_ACCESSDENIEDERRORDETAILS']._serialized_start=92
-  _globals['_ACCESSDENIEDERRORDETAILS']._serialized_end=213
-  _globals['_NOTLEADERNODEERRORDETAILS']._serialized_start=216
-  _globals['_NOTLEADERNODEERRORDETAILS']._serialized_end=390
-  _globals['_NOTLEADERNODEERRORDETAILS_NODEINFO']._serialized_start=318
-  _globals['_NOTLEADERNODEERRORDETAILS_NODEINFO']._serialized_end=390
+  _globals['_SERVERERROR']._serialized_start=356
+  _globals['_SERVERERROR']._serialized_end=665
+  _globals['_ACCESSDENIEDERRORDETAILS']._serialized_start=55
+  _globals['_ACCESSDENIEDERRORDETAILS']._serialized_end=176
+  _globals['_NOTLEADERNODEERRORDETAILS']._serialized_start=179
+  _globals['_NOTLEADERNODEERRORDETAILS']._serialized_end=353
+  _globals['_NOTLEADERNODEERRORDETAILS_NODEINFO']._serialized_start=281
+  _globals['_NOTLEADERNODEERRORDETAILS_NODEINFO']._serialized_end=353
 # @@protoc_insertion_point(module_scope)

@@ -1,4 +1,3 @@
-from core.protocol.kurrent.rpc import rpc_pb2 as _rpc_pb2
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message

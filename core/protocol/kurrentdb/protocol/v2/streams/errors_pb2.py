@@ -22,10 +22,9 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from core.protocol.kurrent.rpc import rpc_pb2 as core_dot_protocol_dot_kurrent_dot_rpc_dot_rpc__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n8core/protocol/kurrentdb/protocol/v2/streams/errors.proto\x12$kurrentdb.protocol.v2.streams.errors\x1a#core/protocol/kurrent/rpc/rpc.proto\",\n\x1aStreamNotFoundErrorDetails\x12\x0e\n\x06stream\x18\x01 \x01(\t\"1\n\x1fStreamAlreadyExistsErrorDetails\x12\x0e\n\x06stream\x18\x01 \x01(\t\"+\n\x19StreamDeletedErrorDetails\x12\x0e\n\x06stream\x18\x01 \x01(\t\".\n\x1cStreamTombstonedErrorDetails\x12\x0e\n\x06stream\x18\x01 \x01(\t\"h\n\"StreamRevisionConflictErrorDetails\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x19\n\x11\x65xpected_revision\x18\x02 \x01(\x12\x12\x17\n\x0f\x61\x63tual_revision\x18\x03 \x01(\x12\"i\n$AppendRecordSizeExceededErrorDetails\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x05\x12\x10\n\x08max_size\x18\x04 \x01(\x05\"K\n)AppendTransactionSizeExceededErrorDetails\x12\x0c\n\x04size\x18\x01 \x01(\x05\x12\x10\n\x08max_size\x18\x02 \x01(\x05\":\n(StreamAlreadyInAppendSessionErrorDetails\x12\x0e\n\x06stream\x18\x01 \x01(\t\"x\n&AppendConsistencyViolationErrorDetails\x12N\n\nviolations\x18\x01 \x03(\x0b\x32:.kurrentdb.protocol.v2.streams.errors.ConsistencyViolation\"\xf2\x01\n\x14\x43onsistencyViolation\x12\x13\n\x0b\x63heck_index\x18\x01 \x01(\x05\x12g\n\x0cstream_state\x18\x02 \x01(\x0b\x32O.kurrentdb.protocol.v2.streams.errors.ConsistencyViolation.StreamStateViolationH\x00\x1aT\n\x14StreamStateViolation\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x16\n\x0e\x65xpected_state\x18\x02 \x01(\x12\x12\x14\n\x0c\x61\x63tual_state\x18\x03 \x01(\x12\x42\x06\n\x04type*\xc4\x04\n\x0cStreamsError\x12\x1d\n\x19STREAMS_ERROR_UNSPECIFIED\x10\x00\x12,\n\x1eSTREAMS_ERROR_STREAM_NOT_FOUND\x10\x01\x1a\x08\x8a\x84\x01\x04\x08\x05\x10\x01\x12\x31\n#STREAMS_ERROR_STREAM_ALREADY_EXISTS\x10\x02\x1a\x08\x8a\x84\x01\x04\x08\x06\x10\x01\x12*\n\x1cSTREAMS_ERROR_STREAM_DELETED\x10\x03\x1a\x08\x8a\x84\x01\x04\x08\t\x10\x01\x12-\n\x1fSTREAMS_ERROR_STREAM_TOMBSTONED\x10\x04\x1a\x08\x8a\x84\x01\x04\x08\t\x10\x01\x12\x34\n&STREAMS_ERROR_STREAM_REVISION_CONFLICT\x10\x05\x1a\x08\x8a\x84\x01\x04\x08\t\x10\x01\x12\x37\n)STREAMS_ERROR_APPEND_RECORD_SIZE_EXCEEDED\x10\x06\x1a\x08\x8a\x84\x01\x04\x08\x03\x10\x01\x12<\n.STREAMS_ERROR_APPEND_TRANSACTION_SIZE_EXCEEDED\x10\x07\x1a\x08\x8a\x84\x01\x04\x08\n\x10\x01\x12<\n.STREAMS_ERROR_STREAM_ALREADY_IN_APPEND_SESSION\x10\x08\x1a\x08\x8a\x84\x01\x04\x08\n\x10\x01\x12\x34\n(STREAMS_ERROR_APPEND_SESSION_NO_REQUESTS\x10\t\x1a\x06\x8a\x84\x01\x02\x08\t\x12\x38\n*STREAMS_ERROR_APPEND_CONSISTENCY_VIOLATION\x10\x0e\x1a\x08\x8a\x84\x01\x04\x08\t\x10\x01\x42\'\xaa\x02$KurrentDB.Protocol.V2.Streams.Errorsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n8core/protocol/kurrentdb/protocol/v2/streams/errors.proto\x12$kurrentdb.protocol.v2.streams.errors\",\n\x1aStreamNotFoundErrorDetails\x12\x0e\n\x06stream\x18\x01 \x01(\t\"1\n\x1fStreamAlreadyExistsErrorDetails\x12\x0e\n\x06stream\x18\x01 \x01(\t\"+\n\x19StreamDeletedErrorDetails\x12\x0e\n\x06stream\x18\x01 \x01(\t\".\n\x1cStreamTombstonedErrorDetails\x12\x0e\n\x06stream\x18\x01 \x01(\t\"h\n\"StreamRevisionConflictErrorDetails\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x19\n\x11\x65xpected_revision\x18\x02 \x01(\x12\x12\x17\n\x0f\x61\x63tual_revision\x18\x03 \x01(\x12\"i\n$AppendRecordSizeExceededErrorDetails\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x05\x12\x10\n\x08max_size\x18\x04 \x01(\x05\"K\n)AppendTransactionSizeExceededErrorDetails\x12\x0c\n\x04size\x18\x01 \x01(\x05\x12\x10\n\x08max_size\x18\x02 \x01(\x05\":\n(StreamAlreadyInAppendSessionErrorDetails\x12\x0e\n\x06stream\x18\x01 \x01(\t\"x\n&AppendConsistencyViolationErrorDetails\x12N\n\nviolations\x18\x01 \x03(\x0b\x32:.kurrentdb.protocol.v2.streams.errors.ConsistencyViolation\"\xf2\x01\n\x14\x43onsistencyViolation\x12\x13\n\x0b\x63heck_index\x18\x01 \x01(\x05\x12g\n\x0cstream_state\x18\x02 \x01(\x0b\x32O.kurrentdb.protocol.v2.streams.errors.ConsistencyViolation.StreamStateViolationH\x00\x1aT\n\x14StreamStateViolation\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x16\n\x0e\x65xpected_state\x18\x02 \x01(\x12\x12\x14\n\x0c\x61\x63tual_state\x18\x03 \x01(\x12\x42\x06\n\x04type*\xe2\x03\n\x0cStreamsError\x12\x1d\n\x19STREAMS_ERROR_UNSPECIFIED\x10\x00\x12\"\n\x1eSTREAMS_ERROR_STREAM_NOT_FOUND\x10\x01\x12\'\n#STREAMS_ERROR_STREAM_ALREADY_EXISTS\x10\x02\x12 \n\x1cSTREAMS_ERROR_STREAM_DELETED\x10\x03\x12#\n\x1fSTREAMS_ERROR_STREAM_TOMBSTONED\x10\x04\x12*\n&STREAMS_ERROR_STREAM_REVISION_CONFLICT\x10\x05\x12-\n)STREAMS_ERROR_APPEND_RECORD_SIZE_EXCEEDED\x10\x06\x12\x32\n.STREAMS_ERROR_APPEND_TRANSACTION_SIZE_EXCEEDED\x10\x07\x12\x32\n.STREAMS_ERROR_STREAM_ALREADY_IN_APPEND_SESSION\x10\x08\x12,\n(STREAMS_ERROR_APPEND_SESSION_NO_REQUESTS\x10\t\x12.\n*STREAMS_ERROR_APPEND_CONSISTENCY_VIOLATION\x10\x0e\x42\'\xaa\x02$KurrentDB.Protocol.V2.Streams.Errorsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,48 +32,28 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'core.protocol.kurrentdb.pro
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\252\002$KurrentDB.Protocol.V2.Streams.Errors'
-  _globals['_STREAMSERROR'].values_by_name["STREAMS_ERROR_STREAM_NOT_FOUND"]._loaded_options = None
-  _globals['_STREAMSERROR'].values_by_name["STREAMS_ERROR_STREAM_NOT_FOUND"]._serialized_options = b'\212\204\001\004\010\005\020\001'
-  _globals['_STREAMSERROR'].values_by_name["STREAMS_ERROR_STREAM_ALREADY_EXISTS"]._loaded_options = None
-  _globals['_STREAMSERROR'].values_by_name["STREAMS_ERROR_STREAM_ALREADY_EXISTS"]._serialized_options = b'\212\204\001\004\010\006\020\001'
-  _globals['_STREAMSERROR'].values_by_name["STREAMS_ERROR_STREAM_DELETED"]._loaded_options = None
-  _globals['_STREAMSERROR'].values_by_name["STREAMS_ERROR_STREAM_DELETED"]._serialized_options = b'\212\204\001\004\010\t\020\001'
-  _globals['_STREAMSERROR'].values_by_name["STREAMS_ERROR_STREAM_TOMBSTONED"]._loaded_options = None
-  _globals['_STREAMSERROR'].values_by_name["STREAMS_ERROR_STREAM_TOMBSTONED"]._serialized_options = b'\212\204\001\004\010\t\020\001'
-  _globals['_STREAMSERROR'].values_by_name["STREAMS_ERROR_STREAM_REVISION_CONFLICT"]._loaded_options = None
-  _globals['_STREAMSERROR'].values_by_name["STREAMS_ERROR_STREAM_REVISION_CONFLICT"]._serialized_options = b'\212\204\001\004\010\t\020\001'
-  _globals['_STREAMSERROR'].values_by_name["STREAMS_ERROR_APPEND_RECORD_SIZE_EXCEEDED"]._loaded_options = None
-  _globals['_STREAMSERROR'].values_by_name["STREAMS_ERROR_APPEND_RECORD_SIZE_EXCEEDED"]._serialized_options = b'\212\204\001\004\010\003\020\001'
-  _globals['_STREAMSERROR'].values_by_name["STREAMS_ERROR_APPEND_TRANSACTION_SIZE_EXCEEDED"]._loaded_options = None
-  _globals['_STREAMSERROR'].values_by_name["STREAMS_ERROR_APPEND_TRANSACTION_SIZE_EXCEEDED"]._serialized_options = b'\212\204\001\004\010\n\020\001'
-  _globals['_STREAMSERROR'].values_by_name["STREAMS_ERROR_STREAM_ALREADY_IN_APPEND_SESSION"]._loaded_options = None
-  _globals['_STREAMSERROR'].values_by_name["STREAMS_ERROR_STREAM_ALREADY_IN_APPEND_SESSION"]._serialized_options = b'\212\204\001\004\010\n\020\001'
-  _globals['_STREAMSERROR'].values_by_name["STREAMS_ERROR_APPEND_SESSION_NO_REQUESTS"]._loaded_options = None
-  _globals['_STREAMSERROR'].values_by_name["STREAMS_ERROR_APPEND_SESSION_NO_REQUESTS"]._serialized_options = b'\212\204\001\002\010\t'
-  _globals['_STREAMSERROR'].values_by_name["STREAMS_ERROR_APPEND_CONSISTENCY_VIOLATION"]._loaded_options = None
-  _globals['_STREAMSERROR'].values_by_name["STREAMS_ERROR_APPEND_CONSISTENCY_VIOLATION"]._serialized_options = b'\212\204\001\004\010\t\020\001'
-  _globals['_STREAMSERROR']._serialized_start=1043
-  _globals['_STREAMSERROR']._serialized_end=1623
-  _globals['_STREAMNOTFOUNDERRORDETAILS']._serialized_start=135
-  _globals['_STREAMNOTFOUNDERRORDETAILS']._serialized_end=179
-  _globals['_STREAMALREADYEXISTSERRORDETAILS']._serialized_start=181
-  _globals['_STREAMALREADYEXISTSERRORDETAILS']._serialized_end=230
-  _globals['_STREAMDELETEDERRORDETAILS']._serialized_start=232
-  _globals['_STREAMDELETEDERRORDETAILS']._serialized_end=275
-  _globals['_STREAMTOMBSTONEDERRORDETAILS']._serialized_start=277
-  _globals['_STREAMTOMBSTONEDERRORDETAILS']._serialized_end=323
-  _globals['_STREAMREVISIONCONFLICTERRORDETAILS']._serialized_start=325
-  _globals['_STREAMREVISIONCONFLICTERRORDETAILS']._serialized_end=429
-  _globals['_APPENDRECORDSIZEEXCEEDEDERRORDETAILS']._serialized_start=431
-  _globals['_APPENDRECORDSIZEEXCEEDEDERRORDETAILS']._serialized_end=536
-  _globals['_APPENDTRANSACTIONSIZEEXCEEDEDERRORDETAILS']._serialized_start=538
-  _globals['_APPENDTRANSACTIONSIZEEXCEEDEDERRORDETAILS']._serialized_end=613
-  _globals['_STREAMALREADYINAPPENDSESSIONERRORDETAILS']._serialized_start=615
-  _globals['_STREAMALREADYINAPPENDSESSIONERRORDETAILS']._serialized_end=673
-  _globals['_APPENDCONSISTENCYVIOLATIONERRORDETAILS']._serialized_start=675
-  _globals['_APPENDCONSISTENCYVIOLATIONERRORDETAILS']._serialized_end=795
-  _globals['_CONSISTENCYVIOLATION']._serialized_start=798
-  _globals['_CONSISTENCYVIOLATION']._serialized_end=1040
-  _globals['_CONSISTENCYVIOLATION_STREAMSTATEVIOLATION']._serialized_start=948
-  _globals['_CONSISTENCYVIOLATION_STREAMSTATEVIOLATION']._serialized_end=1032
+  _globals['_STREAMSERROR']._serialized_start=1006
+  _globals['_STREAMSERROR']._serialized_end=1488
+  _globals['_STREAMNOTFOUNDERRORDETAILS']._serialized_start=98
+  _globals['_STREAMNOTFOUNDERRORDETAILS']._serialized_end=142
+  _globals['_STREAMALREADYEXISTSERRORDETAILS']._serialized_start=144
+  _globals['_STREAMALREADYEXISTSERRORDETAILS']._serialized_end=193
+  _globals['_STREAMDELETEDERRORDETAILS']._serialized_start=195
+  _globals['_STREAMDELETEDERRORDETAILS']._serialized_end=238
+  _globals['_STREAMTOMBSTONEDERRORDETAILS']._serialized_start=240
+  _globals['_STREAMTOMBSTONEDERRORDETAILS']._serialized_end=286
+  _globals['_STREAMREVISIONCONFLICTERRORDETAILS']._serialized_start=288
+  _globals['_STREAMREVISIONCONFLICTERRORDETAILS']._serialized_end=392
+  _globals['_APPENDRECORDSIZEEXCEEDEDERRORDETAILS']._serialized_start=394
+  _globals['_APPENDRECORDSIZEEXCEEDEDERRORDETAILS']._serialized_end=499
+  _globals['_APPENDTRANSACTIONSIZEEXCEEDEDERRORDETAILS']._serialized_start=501
+  _globals['_APPENDTRANSACTIONSIZEEXCEEDEDERRORDETAILS']._serialized_end=576
+  _globals['_STREAMALREADYINAPPENDSESSIONERRORDETAILS']._serialized_start=578
+  _globals['_STREAMALREADYINAPPENDSESSIONERRORDETAILS']._serialized_end=636
+  _globals['_APPENDCONSISTENCYVIOLATIONERRORDETAILS']._serialized_start=638
+  _globals['_APPENDCONSISTENCYVIOLATIONERRORDETAILS']._serialized_end=758
+  _globals['_CONSISTENCYVIOLATION']._serialized_start=761
+  _globals['_CONSISTENCYVIOLATION']._serialized_end=1003
+  _globals['_CONSISTENCYVIOLATION_STREAMSTATEVIOLATION']._serialized_start=911
+  _globals['_CONSISTENCYVIOLATION_STREAMSTATEVIOLATION']._serialized_end=995
 # @@protoc_insertion_point(module_scope)

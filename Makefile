@@ -7,8 +7,10 @@ BIN    := $(VENV)/bin
 KVENV  := .venv-kurrent
 # checkov pins boto3 and ships its own HCL parser that clobbers python-hcl2: its own venv.
 CVENV  := .venv-checkov
+# pip-audit, pinned, in its own environment so it never changes the tested set.
+AVENV  := .venv-audit
 
-.PHONY: setup kurrent-env checkov-env services-deps demo test lint format clean bench
+.PHONY: setup kurrent-env checkov-env audit-env audit services-deps demo test lint format clean bench
 
 setup: $(VENV)/.installed
 
@@ -32,6 +34,19 @@ $(CVENV)/.installed: tests/infra/checkov-requirements.txt
 	$(CVENV)/bin/uv pip install --quiet --python $(CVENV)/bin/python -r tests/infra/checkov-requirements.txt
 	touch $@
 
+audit-env: $(AVENV)/.installed
+
+$(AVENV)/.installed: tests/security/audit-requirements.txt
+	$(PYTHON) -m venv $(AVENV)
+	$(AVENV)/bin/python -m pip install --quiet --disable-pip-version-check uv
+	$(AVENV)/bin/uv pip install --quiet --python $(AVENV)/bin/python -r tests/security/audit-requirements.txt
+	touch $@
+
+# Known vulnerabilities in .venv and in each cloud package fail unless accepted, with a reason
+# and an expiry, in .pip-audit-ignore.toml (docs/reliability.md, "Security").
+audit: setup audit-env
+	$(BIN)/python -m tests.security.dependency_audit
+
 kurrent-env: $(KVENV)/.installed
 
 $(KVENV)/.installed: tests/emulator/kurrent-requirements.txt
@@ -49,7 +64,7 @@ lint: setup
 
 services-deps: node_modules/.bin/azurite-table
 
-test: setup kurrent-env checkov-env services-deps lint
+test: setup kurrent-env checkov-env services-deps lint audit
 	$(BIN)/python -m pytest
 
 # All benchmarks (about 15 minutes on 2 cores); the replication run rewrites its section of
@@ -65,4 +80,4 @@ format: setup
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) $(KVENV) $(CVENV) node_modules .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(KVENV) $(CVENV) $(AVENV) node_modules .pytest_cache .ruff_cache

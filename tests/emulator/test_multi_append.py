@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -388,3 +390,22 @@ def test_a_conflict_is_a_rich_status_as_kurrentdb_builds_it() -> None:
     details = errors_pb2.StreamRevisionConflictErrorDetails()
     status.details[1].Unpack(details)
     assert (details.stream, details.expected_revision, details.actual_revision) == ("x", 7, -1)
+
+
+@pytest.mark.parametrize(
+    ("flag", "supported"), [("--multi-append", True), ("--no-multi-append", False)]
+)
+def test_cli_emulator_switch(flag: str, supported: bool) -> None:
+    command = [sys.executable, "-m", "handlers.cli.main", "emulator", "--port", "0", flag]
+    env = dict(os.environ, NO_COLOR="1", COLUMNS="200")
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        found = re.search(r"listening on (\S+)", line)
+        assert found, line
+        with EventStore(f"esdb://{found.group(1)}?Tls=false", side="target") as es:
+            assert es.supports_multi_append() is supported
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--config", type=Path, required=True, help="job file (.json/.toml)")
     parser.add_argument("--seconds", type=float, required=True)
     args = parser.parse_args()
-    logging.disable(logging.INFO)  # one log line per slice is noise here
+    logging.disable(logging.WARNING)  # per-slice lines and the TLS-off warning are noise here
     print(json.dumps(run(JobConfig.load(file=args.config), args.seconds)), flush=True)
 
 

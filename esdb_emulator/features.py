@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import grpc
-from esdbclient.protos.Grpc import gossip_pb2, persistent_pb2, streams_pb2
+from esdbclient.protos.Grpc import gossip_pb2, persistent_pb2, projections_pb2, streams_pb2
 from google.protobuf import empty_pb2
 from google.protobuf.descriptor import ServiceDescriptor
 
@@ -31,6 +31,8 @@ def _features(service: str, method: str) -> list[str]:
         return ["position", "events"]
     if "Streams" in service and "BatchAppend" in method:
         return ["deadline_duration"]
+    if "Projections" in service and "Create" in method:
+        return ["track_emitted_streams"]
     return []
 
 
@@ -48,13 +50,17 @@ def _methods(
     ]
 
 
-def supported_methods(*, multi_append: bool) -> serverfeatures_pb2.SupportedMethods:
+def supported_methods(
+    *, multi_append: bool, projections: bool = False
+) -> serverfeatures_pb2.SupportedMethods:
     methods = [
         *_methods(streams_pb2.DESCRIPTOR.services_by_name["Streams"]),
         *_methods(persistent_pb2.DESCRIPTOR.services_by_name["PersistentSubscriptions"]),
         *_methods(gossip_pb2.DESCRIPTOR.services_by_name["Gossip"]),
         *_methods(serverfeatures_pb2.DESCRIPTOR.services_by_name["ServerFeatures"]),
     ]
+    if projections:
+        methods += _methods(projections_pb2.DESCRIPTOR.services_by_name["Projections"])
     if multi_append:  # AppendRecords (26.1) is not emulated
         service = v2_streams_pb2.DESCRIPTOR.services_by_name["StreamsService"]
         methods += _methods(service, only={"AppendSession"})
@@ -63,9 +69,9 @@ def supported_methods(*, multi_append: bool) -> serverfeatures_pb2.SupportedMeth
 
 
 class ServerFeaturesService(serverfeatures_pb2_grpc.ServerFeaturesServicer):
-    def __init__(self, guard: Guard, *, multi_append: bool) -> None:
+    def __init__(self, guard: Guard, *, multi_append: bool, projections: bool = False) -> None:
         self.guard = guard
-        self.reply = supported_methods(multi_append=multi_append)
+        self.reply = supported_methods(multi_append=multi_append, projections=projections)
 
     def GetSupportedMethods(
         self, request: empty_pb2.Empty, context: grpc.ServicerContext

@@ -115,7 +115,9 @@ class Emulator:
         persistent_pb2_grpc.add_PersistentSubscriptionsServicer_to_server(persistent, server)
         gossip_pb2_grpc.add_GossipServicer_to_server(gossip, server)
         self._services = [streams, persistent, gossip]
-        features = ServerFeaturesService(self.guard_anonymous, multi_append=self.multi_append)
+        features = ServerFeaturesService(
+            self.guard_anonymous, multi_append=self.multi_append, projections=self.run_projections
+        )
         serverfeatures_pb2_grpc.add_ServerFeaturesServicer_to_server(features, server)
         if self.multi_append:
             v2_streams = MultiStreamAppendService(self.store, self.guard, self.faults)

@@ -251,6 +251,8 @@ def test_server_features_list_append_session_as_kurrentdb_does() -> None:
     batch = ("event_store.client.streams.streams", "batchappend")
     assert listed["old"][batch] == ["deadline_duration"]
     assert listed["new"][("event_store.client.streams.streams", "read")] == ["position", "events"]
+    create = ("event_store.client.projections.projections", "create")
+    assert listed["new"][create] == ["track_emitted_streams"]  # projections run by default
 
 
 def test_wrong_credentials_are_access_denied() -> None:

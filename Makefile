@@ -69,6 +69,10 @@ test: setup kurrent-env checkov-env services-deps lint audit
 
 # All benchmarks (about 15 minutes on 2 cores); the replication run rewrites its section of
 # docs/benchmarks.md and docs/cost-model.md. `make bench BENCH_ARGS=--full` for 100k-1M events.
+# The long kill soak (200 SIGKILLs, seeded, bounded); the short one is in `make test`.
+soak: setup
+	$(BIN)/python -m tests.reliability.soak --kills 200 --seed 1
+
 bench: setup
 	$(BIN)/python -m bench.emulator_bench
 	$(BIN)/python -m bench.verify_bench

@@ -1,0 +1,17 @@
+"""The kill soak, short: 15 SIGKILLs of a real relay process at seeded random points, source
+writes between runs, then target == filtered source with 0 differences, duplicates and gaps.
+The long one (200 kills) is `make soak` (python -m tests.reliability.soak)."""
+
+from __future__ import annotations
+
+from tests.reliability.soak import run_soak
+
+
+def test_kill_soak_short_ordered():
+    report = run_soak(15, seed=11)
+    print(report)
+    assert report.kills == 15
+    assert report.step_kills and report.timer_kills  # both ways of killing were exercised
+    assert report.events_checked > 2000
+    assert (report.differences, report.duplicates, report.missing) == (0, 0, 0)
+    assert not report.out_of_order

@@ -10,7 +10,7 @@ CVENV  := .venv-checkov
 # pip-audit, pinned, in its own environment so it never changes the tested set.
 AVENV  := .venv-audit
 
-.PHONY: setup kurrent-env checkov-env audit-env audit services-deps demo test lint format clean bench
+.PHONY: setup kurrent-env checkov-env audit-env audit services-deps demo test lint format clean bench soak
 
 setup: $(VENV)/.installed
 
@@ -67,12 +67,12 @@ services-deps: node_modules/.bin/azurite-table
 test: setup kurrent-env checkov-env services-deps lint audit
 	$(BIN)/python -m pytest
 
-# All benchmarks (about 15 minutes on 2 cores); the replication run rewrites its section of
-# docs/benchmarks.md and docs/cost-model.md. `make bench BENCH_ARGS=--full` for 100k-1M events.
 # The long kill soak (200 SIGKILLs, seeded, bounded); the short one is in `make test`.
 soak: setup
 	$(BIN)/python -m tests.reliability.soak --kills 200 --seed 1
 
+# All benchmarks (about 15 minutes on 2 cores); the replication run rewrites its section of
+# docs/benchmarks.md and docs/cost-model.md. `make bench BENCH_ARGS=--full` for 100k-1M events.
 bench: setup
 	$(BIN)/python -m bench.emulator_bench
 	$(BIN)/python -m bench.verify_bench

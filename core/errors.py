@@ -61,7 +61,11 @@ class ConfigError(RelayError):
 class TransientError(RelayError):
     """Retryable: server unavailable, deadline exceeded, not leader, store briefly unavailable."""
 
-    default_hint = "this is usually temporary; the slice is retried with backoff"
+    default_hint = (
+        "this is usually temporary and is retried with backoff; if it persists, check that the "
+        "server is up and its host and port are reachable from here (network path, peering, "
+        "firewall or security group)"
+    )
 
 
 class PermanentError(RelayError):

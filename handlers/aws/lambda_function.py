@@ -41,7 +41,9 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
 def _payloads(event: Any) -> list[Any]:
     if isinstance(event, dict) and isinstance(event.get("Records"), list):
         records = event["Records"]
-        if records and all(r.get("eventSource") == "aws:sqs" for r in records):
+        if records and all(
+            isinstance(r, dict) and r.get("eventSource") == "aws:sqs" for r in records
+        ):
             return [_json_body(r.get("body", "")) for r in records]
     if isinstance(event, dict) and event.get("source") in ("aws.scheduler", "aws.events"):
         return [event.get("detail") or {}]
@@ -51,7 +53,7 @@ def _payloads(event: Any) -> list[Any]:
 def _json_body(body: str) -> Any:
     try:
         return json.loads(body) if body else {}
-    except ValueError:
+    except (TypeError, ValueError):
         return body  # parse_request rejects it with a clear message
 
 

@@ -36,8 +36,11 @@ _publisher: pubsub_v1.PublisherClient | None = None
 
 @functions_framework.cloud_event
 def on_event(cloud_event: Any) -> None:
-    message = (cloud_event.data or {}).get("message", {})
-    run(_decode(message.get("data")))
+    data = cloud_event.data or {}
+    if not isinstance(data, dict) or not isinstance(data.get("message", {}), dict):
+        run(data)  # not a Pub/Sub message: refused with a clear message
+        return
+    run(_decode(data.get("message", {}).get("data")))
 
 
 @functions_framework.http
@@ -75,5 +78,5 @@ def _decode(data: str | None) -> Any:
         return {}
     try:
         return json.loads(base64.b64decode(data))
-    except (binascii.Error, ValueError):
+    except (binascii.Error, TypeError, ValueError):
         return data  # refused with a clear message

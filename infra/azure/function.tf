@@ -54,6 +54,13 @@ locals {
     ESDB_RELAY_QUEUE__credential      = "managedidentity"
     ESDB_RELAY_QUEUE__clientId        = local.client_id
     ESDB_RELAY_FUNCTION_TIMEOUT       = tostring(var.function_timeout_seconds)
+
+    # The preflight action checks the function's subnet lies inside the peering range; the app
+    # is integrated into the directly peered VNet (no gateway transit on Event Store Cloud links).
+    ESDB_RELAY_PREFLIGHT__SUBNETS              = var.function_subnet_cidr
+    ESDB_RELAY_PREFLIGHT__PEERING_CIDR         = var.peering_remote_range
+    ESDB_RELAY_PREFLIGHT__CLOUD                = "azure"
+    ESDB_RELAY_PREFLIGHT__VNET_PEERED_DIRECTLY = "true"
   }
   app_settings = merge(var.job_settings, local.relay_app_settings)
 }

@@ -231,8 +231,8 @@ variable "job_settings" {
       "ESDB_RELAY_JOB_ID", "ESDB_RELAY_SOURCE", "ESDB_RELAY_TARGET", "ESDB_RELAY_CHECKPOINT_STORE",
       "ESDB_RELAY_QUEUE", "ESDB_RELAY_CHAIN_QUEUE", "ESDB_RELAY_SCHEDULE", "ESDB_RELAY_FUNCTION_TIMEOUT",
       "ESDB_RELAY_MODE", "ESDB_RELAY_PARTITIONS", "ESDB_RELAY_BUDGET__MAX_EVENTS", "ESDB_RELAY_LEASE_TTL_SECONDS",
-    ], k) && !startswith(k, "ESDB_RELAY_QUEUE__")])
-    error_message = "job_settings must not set what the template wires itself (job id, connection strings, checkpoint store, queue, schedule, timeout, mode, partitions, slice size, lease): use the variables."
+    ], k) && !startswith(k, "ESDB_RELAY_QUEUE__") && !startswith(k, "ESDB_RELAY_PREFLIGHT__")])
+    error_message = "job_settings must not set what the template wires itself (job id, connection strings, checkpoint store, queue, schedule, timeout, mode, partitions, slice size, lease, the preflight's network settings): use the variables."
   }
 
   validation {

@@ -23,6 +23,11 @@ locals {
     ESDB_RELAY_CHAIN_TOPIC        = google_pubsub_topic.slices.id
     ESDB_RELAY_FUNCTION_TIMEOUT   = tostring(var.timeout_seconds)
     GOOGLE_CLOUD_PROJECT          = var.project
+    # The preflight action checks the connector's range (the functions' source addresses)
+    # lies inside the peering range.
+    ESDB_RELAY_PREFLIGHT__SUBNETS      = var.connector_cidr
+    ESDB_RELAY_PREFLIGHT__PEERING_CIDR = var.peering_cidr
+    ESDB_RELAY_PREFLIGHT__CLOUD        = "gcp"
   }
   # job_settings cannot name these keys (variables.tf); merged last, the module's values win.
   environment = merge(var.job_settings, local.relay_environment)

@@ -200,9 +200,10 @@ variable "job_settings" {
     condition = length(setintersection(keys(var.job_settings), [
       "ESDB_RELAY_SOURCE", "ESDB_RELAY_TARGET", "ESDB_RELAY_JOB_ID", "ESDB_RELAY_MODE",
       "ESDB_RELAY_PARTITIONS", "ESDB_RELAY_BUDGET__MAX_EVENTS", "ESDB_RELAY_CHECKPOINT_STORE",
-      "ESDB_RELAY_CHAIN_TOPIC", "ESDB_RELAY_FUNCTION_TIMEOUT",
+      "ESDB_RELAY_CHAIN_TOPIC", "ESDB_RELAY_FUNCTION_TIMEOUT", "ESDB_RELAY_PREFLIGHT__SUBNETS",
+      "ESDB_RELAY_PREFLIGHT__PEERING_CIDR", "ESDB_RELAY_PREFLIGHT__CLOUD",
     ])) == 0
-    error_message = "job_settings must not set ESDB_RELAY_SOURCE or ESDB_RELAY_TARGET (connection strings live in Secret Manager only) nor a setting this module sets from its own variables (job_id, mode, partitions, slice_max_events, the checkpoint store, the chain topic, the time-out)."
+    error_message = "job_settings must not set ESDB_RELAY_SOURCE or ESDB_RELAY_TARGET (connection strings live in Secret Manager only) nor a setting this module sets from its own variables (job_id, mode, partitions, slice_max_events, the checkpoint store, the chain topic, the time-out, the preflight's network settings)."
   }
 
   validation {

@@ -569,6 +569,8 @@ RENDERED = {
     ),
     "${local.client_id}": "00000000-0000-0000-0000-00000000c1d0",
     "${local.checkpoint_table}": "esdbrelay",
+    "${var.function_subnet_cidr}": "10.20.255.0/26",
+    "${var.peering_remote_range}": "10.20.0.0/16",
     '${trimsuffix(azurerm_storage_account.relay.primary_table_endpoint, "/")}': (
         "https://stesdbrelay0a1b2c.table.core.windows.net"
     ),

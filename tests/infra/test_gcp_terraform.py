@@ -414,6 +414,8 @@ SAMPLE = {
     "var.slice_max_events": "5000",
     "var.timeout_seconds": "540",
     "var.checkpoint_collection": "esdb-relay-checkpoints",
+    "var.connector_cidr": "10.10.255.240/28",
+    "var.peering_cidr": "10.10.0.0/16",
     "google_pubsub_topic.slices.id": "projects/my-project/topics/orders-relay-slices",
 }
 

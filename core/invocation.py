@@ -20,7 +20,7 @@ from core.engine import SliceResult
 from core.errors import ConfigError, RelayError
 from core.logs import logger
 from core.preflight import preflight_from_env
-from core.relay import Relay, Status
+from core.relay import Liveness, Relay, Status
 
 RelayFactory = Callable[[JobConfig], Relay]
 
@@ -109,7 +109,8 @@ def handle(
         logger.error("invocation refused: %s", e)
         return {"status": "failed", "next_action": "stop", "error": str(e)}
     except RelayError as e:
-        logger.error("slice failed: %s", e)
+        if not hasattr(e, "liveness"):  # Relay.run_once already logged it, with its liveness
+            logger.error("slice failed: %s", e)
         raise
     if response.chain is not None:
         chain(response.chain)
@@ -206,7 +207,7 @@ def _slice(
         status=result.status,
         next_action=result.next_action,
         chain=chain,
-        result=_slice_figures(result),
+        result=_slice_figures(result, relay.liveness(range_job.job_id)),
         error=result.error,
     )
 
@@ -229,5 +230,6 @@ def _status(job: JobConfig, status: Status) -> InvocationResponse:
     )
 
 
-def _slice_figures(result: SliceResult) -> dict[str, Any]:
-    return asdict(result)
+def _slice_figures(result: SliceResult, liveness: Liveness | None) -> dict[str, Any]:
+    # stalled / failing_slices / last_error: a job that keeps failing says so in every result.
+    return {**asdict(result), **(liveness.model_dump() if liveness else {})}

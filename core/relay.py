@@ -17,14 +17,38 @@ from datetime import UTC, datetime
 from pydantic import BaseModel
 
 from core import rules
-from core.checkpoint import CheckpointStore, open_store
+from core.checkpoint import CheckpointStore, SliceRecord, open_store
 from core.config import JobConfig
 from core.engine import Budget, SliceResult, run_slice
 from core.errors import RelayError, TransientError
 from core.eventstore import EventStore
-from core.logs import log_slice
+from core.logs import log_slice, logger
 
 SliceCallback = Callable[[SliceResult], None]
+
+STALL_AFTER_SLICES = 3
+"""Failed slices in a row after which `status` and the handlers' results call the job stalled."""
+
+
+class Liveness(BaseModel):
+    """Whether the job still makes progress, from its slice history (newest first)."""
+
+    stalled: bool
+    failing_slices: int  # failed slices in a row, up to the newest
+    last_error: str | None  # the newest slice's error when it failed
+
+    @classmethod
+    def from_history(cls, history: list[SliceRecord]) -> Liveness:
+        failing = 0
+        for record in history:
+            if not record.error:
+                break
+            failing += 1
+        return cls(
+            stalled=failing >= STALL_AFTER_SLICES,
+            failing_slices=failing,
+            last_error=history[0].error if failing else None,
+        )
 
 
 class Status(BaseModel):
@@ -42,6 +66,7 @@ class Status(BaseModel):
     last_slice_at: datetime | None
     last_error: str | None
     consecutive_failures: int
+    stalled: bool  # the last STALL_AFTER_SLICES slices or more all failed
     warnings: list[str]
 
 
@@ -101,21 +126,40 @@ class Relay:
         job: JobConfig | None = None,
     ) -> SliceResult:
         job = job or self.job
-        result = run_slice(
-            job,
-            self.source,
-            self.target,
-            self.store,
-            Budget.from_job(job, remaining_seconds),
-            owner=self.owner,
-            transform=self.transform,
-            start_after=start_after,
-            stop_at=stop_at,
-            dry_run=dry_run,
-            on_step=self.on_step,
-        )
+        try:
+            result = run_slice(
+                job,
+                self.source,
+                self.target,
+                self.store,
+                Budget.from_job(job, remaining_seconds),
+                owner=self.owner,
+                transform=self.transform,
+                start_after=start_after,
+                stop_at=stop_at,
+                dry_run=dry_run,
+                on_step=self.on_step,
+            )
+        except RelayError as e:
+            # Every failed slice leaves an ERROR line, with how long the job has been failing.
+            liveness = self.liveness(job.job_id)
+            e.liveness = liveness  # type: ignore[attr-defined]
+            logger.error(
+                "slice failed: %s",
+                e,
+                extra={"job_id": job.job_id, "liveness": liveness and liveness.model_dump()},
+            )
+            raise
         log_slice(result)
         return result
+
+    def liveness(self, job_id: str | None = None) -> Liveness | None:
+        """From the store's slice history; None when the store cannot be read."""
+        try:
+            history = self.store.history(job_id or self.job.job_id, limit=50)
+        except RelayError:
+            return None
+        return Liveness.from_history(history)
 
     def run(
         self,
@@ -183,11 +227,8 @@ class Relay:
         if lag_bytes == 0:
             lag_events = 0
         write_rate = self._source_write_rate()
-        failures = 0
-        for h in history:
-            if not h.error:
-                break
-            failures += 1
+        liveness = Liveness.from_history(history)
+        failures = liveness.failing_slices
         warnings = []
         if lag_bytes and relay_rate and write_rate is not None and write_rate > 0.5 * relay_rate:
             warnings.append(
@@ -195,8 +236,11 @@ class Relay:
                 f"{relay_rate:,.0f} events/s: the copy may never catch up. Raise the relay's "
                 "rate (partitioned mode, bigger slices) or lower the source's write load"
             )
-        if failures >= 3:
-            warnings.append(f"the last {failures} slices failed: {history[0].error}")
+        if liveness.stalled:
+            warnings.append(
+                f"stalled: the last {failures} slices failed, the job makes no progress: "
+                f"{liveness.last_error}"
+            )
         net = (relay_rate or 0) - (write_rate or 0)
         eta = lag_events / net if lag_events is not None and net > 0 else None
         return Status(
@@ -214,6 +258,7 @@ class Relay:
             last_slice_at=history[0].finished_at if history else None,
             last_error=next((h.error for h in history if h.error), None),
             consecutive_failures=failures,
+            stalled=liveness.stalled,
             warnings=warnings,
         )
 

@@ -125,6 +125,8 @@ def record(event: EventLike) -> streams_pb2.AppendRecord:
 
 def record_size(message: streams_pb2.AppendRecord) -> int:
     """AppendRecordExtensions.CalculateSizeOnDisk: data + properties as a Struct + name."""
+    if not message.properties:
+        return len(message.data) + len(message.schema.name.encode())
     properties = struct_pb2.Struct()
     for key, value in message.properties.items():
         properties.fields[key].CopyFrom(value)

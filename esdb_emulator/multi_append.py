@@ -213,10 +213,7 @@ def _event(record: streams_pb2.AppendRecord) -> tuple[ProposedEvent, int]:
         properties["$schema.format"] = struct_pb2.Value(string_value=_FORMAT_NAMES[schema.format])
     if schema.HasField("id"):
         properties["$schema.id"] = struct_pb2.Value(string_value=schema.id)
-    stored = struct_pb2.Struct()
-    for key, value in properties.items():
-        stored.fields[key].CopyFrom(value)
-    size = len(record.data) + stored.ByteSize() + len(schema.name.encode())
+    size = len(record.data) + _struct_size(properties) + len(schema.name.encode())
     if properties:
         shown = dict(properties)
         shown["$schema.name"] = struct_pb2.Value(string_value=schema.name)
@@ -233,6 +230,15 @@ def _event(record: streams_pb2.AppendRecord) -> tuple[ProposedEvent, int]:
         metadata=metadata.encode(),
     )
     return event, size
+
+
+def _struct_size(fields: dict[str, struct_pb2.Value]) -> int:
+    if not fields:
+        return 0
+    struct = struct_pb2.Struct()
+    for key, value in fields.items():
+        struct.fields[key].CopyFrom(value)
+    return struct.ByteSize()
 
 
 @functools.lru_cache(maxsize=4096)

@@ -104,7 +104,7 @@ def cloud_rate(m: Measured, cloud: Cloud) -> float:
 def per_million(m: Measured, cloud: Cloud) -> dict[str, float]:
     rate = cloud_rate(m, cloud)
     per_slice = min(SLICE_EVENTS, rate * (cloud.timeout_seconds - 10))
-    invocations = 1e6 / per_slice
+    invocations = 1e6 / per_slice if m.relay else 0.0  # a baseline is a long-lived service
     seconds = 1e6 / rate + invocations * START_SECONDS
     gb_seconds = seconds * cloud.memory_gb
     reads = invocations * STORE_READS_PER_SLICE
@@ -171,10 +171,12 @@ def render(measured: list[Measured], run_note: str) -> str:
         out += ["|---|---:|---:|---:|---:|---:|---:|"]
         for m in measured:
             f = per_million(m, cloud)
-            store = (f"{f['reads']:,.0f}", f"{f['writes']:,.0f}") if m.relay else ("—", "—")
+            counts = [
+                f"{f[k]:,.0f}" if m.relay else "—" for k in ("invocations", "reads", "writes")
+            ]
             out.append(
-                f"| {m.strategy} | {f['rate']:,.0f} | {f['invocations']:,.0f} "
-                f"| {f['gb_seconds']:,.0f} | {store[0]} | {store[1]} | {f['usd']:.3f} |"
+                f"| {m.strategy} | {f['rate']:,.0f} | {counts[0]} | {f['gb_seconds']:,.0f} "
+                f"| {counts[1]} | {counts[2]} | {f['usd']:.3f} |"
             )
         out.append("")
     out += [

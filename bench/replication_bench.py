@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib.metadata import version
 from pathlib import Path
 
 from bench import cost_model
@@ -230,15 +231,12 @@ def _machine() -> str:
         )
     except (OSError, subprocess.CalledProcessError):
         model = "?"
-    import esdbclient
-    import grpc
-
     with open("/proc/meminfo") as f:
         mem_gib = int(f.readline().split()[1]) / 1024 / 1024
     return (
         f"{platform.machine()} {model}, {os.cpu_count()} cores, {mem_gib:.0f} GiB; "
-        f"Python {platform.python_version()}, grpcio {grpc.__version__}, "
-        f"esdbclient {esdbclient.__version__ if hasattr(esdbclient, '__version__') else '1.1.7'}"
+        f"Python {platform.python_version()}, grpcio {version('grpcio')}, "
+        f"esdbclient {version('esdbclient')}"
     )
 
 

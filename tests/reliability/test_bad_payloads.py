@@ -74,7 +74,7 @@ with_endpoint = st.builds(
     lambda base, key, value: {**base, key: value},
     near_valid,
     st.sampled_from(ENDPOINT_KEYS),
-    st.sampled_from(["esdb://admin:x@evil.example:2113", "127.0.0.1:2113", "sqlite:////tmp/x.db"])
+    st.sampled_from(["esdb+discover://evil.example:2113", "127.0.0.1:2113", "sqlite:////tmp/x.db"])
     | json_values,
 )
 payloads = json_values | near_valid | with_endpoint

@@ -312,6 +312,12 @@ class EventStore:
             ) from None
         except esdb.EventStoreDBClientException as e:
             raise _translate(e, side, "connect") from None
+        except OSError as e:  # esdbclient reads tlsCaFile here
+            raise PermanentError(
+                f"{side}: cannot read the tlsCaFile {e.filename}: {e.strerror}",
+                hint="set tlsCaFile in the connection string to the PEM file of the CA that "
+                "signed the server certificate (a path readable where the relay runs)",
+            ) from None
 
     def close(self) -> None:
         self._client.close()

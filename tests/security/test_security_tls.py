@@ -123,6 +123,7 @@ def ca_less(db: Emulator) -> str:
         ("TLS client, plaintext server", "source"),
         ("wrong password", "access denied (UNAUTHENTICATED)"),
         ("unreachable host", "reachable from here"),
+        ("missing CA file", "cannot read the tlsCaFile /no/such/ca.pem"),
     ],
 )
 def test_mismatches_end_the_run_with_one_clear_line(
@@ -136,6 +137,7 @@ def test_mismatches_end_the_run_with_one_clear_line(
             "TLS client, plaintext server": f"esdb://admin:{PASSWORD}@{plain_source.target}",
             "wrong password": tls_source.connection_string(password=WRONG),
             "unreachable host": f"esdb://admin:{PASSWORD}@127.0.0.1:9?tls=false",
+            "missing CA file": ca_less(tls_source) + "?tlsCaFile=/no/such/ca.pem",
         }[case]
         before = target.store.last_position
         code, output, store = run_cli(

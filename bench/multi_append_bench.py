@@ -8,7 +8,9 @@ disturbed), with the CPU time the emulator process and this client spent per 1,0
 - batch append: one stream per call (esdbclient `append_to_stream`, `--batch` events a call);
 - multi-append: `--batch` events spread over `--streams` streams in one AppendSession call,
   through core.eventstore's `multi_append` (what the engine uses);
-- adapter one-stream append: the same adapter, `append` of `--batch` events to one stream.
+- adapter one-stream append: the same adapter, `append` of `--batch` events to one stream;
+- multi-append of `--batch` events to a single stream: the per-stream cost of AppendSession
+  (one AppendRequest message per stream) shows as the difference to the case above.
 
     python -m bench.multi_append_bench [--events 50000] [--batch 500] [--streams 100] [--repeat 3]
 """
@@ -134,6 +136,7 @@ def main() -> None:
         f"multi-append, {args.streams} streams a call": lambda uri: multi_append(
             uri, args.events, args.batch, args.streams
         ),
+        "multi-append, 1 stream a call": lambda uri: multi_append(uri, args.events, args.batch, 1),
     }
     best: dict[str, tuple[float, float, float]] = {}  # rate, server and client CPU/1k events
     for _ in range(args.repeat):

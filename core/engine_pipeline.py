@@ -1,0 +1,186 @@
+"""The moving parts of a slice around the writes: a reader thread that reads and plans the
+next chunk of `$all` while the current one is written, the low watermark of partitioned mode,
+and the stable hash that sends a stream to its partition."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from core.engine_writer import Op, SliceIndex
+from core.eventstore import Event, EventStore
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    after: int | None  # exclusive start (None = the start of `$all`)
+    max_events: int
+    max_bytes: int
+    deadline: float  # time.monotonic() value: no more reading after it
+    stop_at: int | None  # last position to read (inclusive)
+    chunk_events: int
+    chunk_bytes: int
+
+
+_DONE = object()
+
+
+class ChunkReader:
+    """Reads one slice of `$all` on a background thread and plans it, chunk by chunk, into a
+    queue. The slice's budget bounds the whole read, so memory stays bounded by the slice; the
+    queue itself is not bounded because the id search (core/engine_writer.py) waits for the
+    whole read while the writer has not taken the chunks yet."""
+
+    def __init__(
+        self,
+        source: EventStore,
+        limits: ReadLimits,
+        plan: Callable[[Event], Op],
+        index: SliceIndex,
+    ) -> None:
+        self.source = source
+        self.limits = limits
+        self.plan = plan
+        self.index = index
+        self.events_read = 0
+        self.last_position: int | None = limits.after
+        self.exhausted = False  # the read reached the end of `$all` (or stop_at)
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._finished = False
+        self._thread = threading.Thread(target=self._run, name="relay-reader", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------- the thread
+    def _run(self) -> None:
+        ok = False
+        try:
+            ok = self._read()
+        except BaseException as e:  # handed over to the consumer, raised there
+            self._error = e
+        finally:
+            self.index.finish(ok)
+            self._put(_DONE)
+
+    def _read(self) -> bool:
+        lim = self.limits
+        chunk: list[Event] = []
+        chunk_size = total_size = count = 0
+        events = self.source.read_all_after(lim.after, lim.max_events)
+        try:
+            for event in events:
+                if self._stop.is_set():
+                    return False
+                if lim.stop_at is not None and event.commit_position > lim.stop_at:
+                    self.exhausted = True
+                    break
+                chunk.append(event)
+                count += 1
+                chunk_size += event.size
+                total_size += event.size
+                if total_size >= lim.max_bytes or time.monotonic() > lim.deadline:
+                    break
+                if len(chunk) >= lim.chunk_events or chunk_size >= lim.chunk_bytes:
+                    self._hand_over(chunk)
+                    chunk, chunk_size = [], 0
+            else:
+                self.exhausted = count < lim.max_events
+        finally:
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
+        if chunk:
+            self._hand_over(chunk)
+        return not self._stop.is_set()
+
+    def _hand_over(self, chunk: list[Event]) -> None:
+        ops = [self.plan(e) for e in chunk]
+        self.index.add(ops)
+        self.events_read += len(chunk)
+        self.last_position = chunk[-1].commit_position
+        self._put(ops)
+
+    def _put(self, item: object) -> None:
+        if self._stop.is_set() and item is not _DONE:
+            return  # the consumer has gone
+        self._queue.put(item)
+
+    # ------------------------------------------------------------- the consumer
+    def next_ops(self) -> list[Op] | None:
+        """Wait for at least one chunk, then take every chunk already read (so writes batch
+        over as much as the read is ahead). None when the slice's read is over."""
+        if self._finished:
+            return None
+        ops = self._take(self._queue.get())
+        while ops is not None and not self._finished:
+            try:
+                more = self._take(self._queue.get_nowait())
+            except queue.Empty:
+                break
+            if more:
+                ops.extend(more)
+        return ops
+
+    def _take(self, item: object) -> list[Op] | None:
+        if item is _DONE:
+            self._finished = True
+            self._thread.join()
+            if self._error is not None:
+                raise self._error
+            return None
+        assert isinstance(item, list)
+        return item
+
+    def read_all(self) -> list[Op]:
+        ops: list[Op] = []
+        while (more := self.next_ops()) is not None:
+            ops.extend(more)
+        return ops
+
+    def close(self) -> None:
+        """Stop reading (if still reading) and let the thread end."""
+        self._stop.set()
+        while not self._finished:
+            try:
+                item = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if not self._thread.is_alive():
+                    break
+                continue
+            if item is _DONE:
+                self._finished = True
+        self._thread.join(timeout=30)
+
+
+class Watermark:
+    """The highest source position P such that every op at or below P is done. Ops are added
+    in `$all` order, before any of them can be done; `done` may come in any order."""
+
+    def __init__(self, start: int | None) -> None:
+        self.position = start
+        self._pending: deque[int] = deque()
+        self._done: set[int] = set()
+        self._lock = threading.Lock()
+
+    def add(self, positions: Iterable[int]) -> None:
+        with self._lock:
+            self._pending.extend(positions)
+
+    def done(self, positions: Iterable[int]) -> None:
+        with self._lock:
+            self._done.update(positions)
+            while self._pending and self._pending[0] in self._done:
+                p = self._pending.popleft()
+                self._done.discard(p)
+                self.position = p
+
+
+def partition_of(stream: str, partitions: int) -> int:
+    """A stable hash (the same in every process and run, unlike `hash()`)."""
+    return zlib.crc32(stream.encode()) % partitions

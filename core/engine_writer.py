@@ -1,0 +1,478 @@
+"""How one slice writes planned ops to the target: per-stream sync, exact expected revisions,
+resync once then ConflictError, oversize splits and dead letters (see core/engine.py's
+docstring for the exactly-once argument).
+
+A `StreamWriter` owns the per-stream state of the streams it writes. Ordered mode has one;
+partitioned mode has one per partition, and a stream (with its `$$` metadata stream and its
+tombstone) always goes to the same partition, so no state is shared between threads.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from core import rules
+from core.config import JobConfig
+from core.errors import ConflictError, OversizeEventError, RelayError
+from core.eventstore import (
+    NO_STREAM,
+    AppendTooLarge,
+    Event,
+    EventStore,
+    OutEvent,
+    StreamTombstoned,
+    WrongExpectedRevision,
+)
+
+
+@dataclass
+class Op:
+    """The target writes one source record turns into."""
+
+    source: Event
+    kind: rules.Kind
+    events: list[OutEvent] = field(default_factory=list)
+
+    @property
+    def stream(self) -> str:
+        """The target stream the op belongs to (a metadata record belongs to its stream)."""
+        if self.kind is rules.Kind.METADATA:
+            return self.source.stream[2:]
+        return self.source.stream
+
+    @property
+    def position(self) -> int:
+        return self.source.commit_position
+
+    @property
+    def size(self) -> int:
+        return sum(e.size for e in self.events)
+
+
+class SliceIndex:
+    """This slice's events by id and per stream (bounded by the slice budget), filled as
+    chunks are planned. The id search needs all of it, so it waits for the whole read."""
+
+    def __init__(self) -> None:
+        self.positions_by_id: dict[uuid.UUID, int] = {}
+        self.events_per_stream: Counter[str] = Counter()
+        self.first_revision: dict[str, int] = {}
+        self._complete = threading.Event()
+        self._failed = False
+
+    def add(self, ops: Iterable[Op]) -> None:
+        for op in ops:
+            if op.kind is rules.Kind.EVENT:
+                self.first_revision.setdefault(op.source.stream, op.source.revision)
+                self.events_per_stream[op.source.stream] += len(op.events)
+                for e in op.events:
+                    self.positions_by_id[e.event_id] = op.position
+
+    def finish(self, ok: bool) -> None:
+        self._failed = not ok
+        self._complete.set()
+
+    def wait_complete(self) -> None:
+        self._complete.wait()
+        if self._failed:
+            # Deciding what a stream holds from a partial index could write a duplicate.
+            raise RelayError("the slice's read stopped before the id search could finish")
+
+
+@dataclass
+class WriteContext:
+    """What every writer of a slice shares (read-only, or guarded by `lock`)."""
+
+    job: JobConfig
+    source: EventStore
+    target: EventStore
+    index: SliceIndex
+    on_step: Callable[[str], None]
+    warnings: list[str] = field(default_factory=list)
+    dead_letters: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def replicates(self, event: Event) -> bool:
+        return rules.classify(event) is rules.Kind.EVENT and self.job.filters.accepts(
+            event.stream, event.type
+        )
+
+
+class StreamState:
+    """What one slice knows of a target stream: its revision and how far it already goes."""
+
+    def __init__(self, revision: int, marker: int, soft_deleted: bool = False) -> None:
+        self.revision = revision  # expected revision for the next append (NO_STREAM if none)
+        self.marker = marker  # source position at or before which events are already there
+        self.soft_deleted = soft_deleted  # the target's metadata says `$tb` = long.MaxValue
+
+
+class StreamWriter:
+    def __init__(self, ctx: WriteContext) -> None:
+        self.ctx = ctx
+        self.job = ctx.job
+        self.source = ctx.source
+        self.target = ctx.target
+        self.streams: dict[str, StreamState] = {}
+        self.meta_markers: dict[str, int] = {}
+
+    def write(self, group: list[Op]) -> tuple[int, int]:
+        """Write a group of ops of one stream; (events written, bytes written)."""
+        head = group[0]
+        if head.kind is rules.Kind.SKIP or (
+            head.kind is rules.Kind.EVENT and not any(op.events for op in group)
+        ):
+            return 0, 0
+        if head.kind is rules.Kind.TOMBSTONE:
+            self.target.tombstone(head.source.stream)
+            self.streams.pop(head.source.stream, None)
+            return 0, 0
+        if head.kind is rules.Kind.METADATA:
+            return self._write_metadata(head)
+        return self._append(head.source.stream, group)
+
+    # ------------------------------------------------------------------ metadata
+    def _write_metadata(self, op: Op) -> tuple[int, int]:
+        stream = op.stream
+        state = self.streams.get(stream) or self.sync(stream)
+        if op.position <= state.marker:
+            return 0, 0
+        event = op.events[0]
+        data = self._translate_tb(stream, event.data, op.position)
+        if _tb(data) == rules.DELETED_STREAM and state.soft_deleted:
+            # Deleting again: appending `$tb = long.MaxValue` to the metastream of a stream
+            # that is already soft-deleted makes the server *undelete* it (it rewrites `$tb`
+            # to the next revision: StorageWriterService.SoftUndeleteMetastream). The target
+            # already shows the deletion, and no event of the stream can lie in between.
+            self.meta_markers[stream] = op.position
+            state.marker = op.position
+            return 0, 0
+        self.target.append_any(
+            op.source.stream,
+            [OutEvent(event.event_id, event.type, event.content_type, data, event.metadata)],
+        )
+        # A soft delete or undelete moves the target's revisions: learn them again next time.
+        self.streams.pop(stream, None)
+        self.meta_markers[stream] = op.position
+        return 1, event.size
+
+    def _translate_tb(self, stream: str, data: bytes, position: int) -> bytes:
+        """`$tb` names a source revision; the target's revisions differ, so map it."""
+        try:
+            metadata = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            return data
+        if not isinstance(metadata, dict):
+            return data
+        tb = metadata.get("$tb")
+        if not isinstance(tb, int) or tb == rules.DELETED_STREAM or tb <= 0:
+            return data
+        translated = self._target_revision_for(stream, tb, position)
+        if translated == tb:
+            return data
+        metadata["$tb"] = translated
+        return json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def _target_revision_for(self, stream: str, n: int, position: int) -> int:
+        """Target revision of the first replicated event whose source revision is >= n.
+
+        Exact when the target shows the events around that point with their
+        `$originalStreamRevision`, or when the source still holds events from n on that the
+        target shows (matched by id). Otherwise it counts forward from the stream's last
+        replicated event: the events of the stream that follow it in the source's `$all` and
+        the job copies, and one for one beyond the source's end.
+        """
+        tail = self.target.stream_tail(stream, 4096)
+        visible = list(tail.events)
+        originals = [rules.read_original_revision(e.metadata) for e in visible]
+        positions = [rules.read_original_position(e.metadata) for e in visible]
+        if visible and None not in originals and None not in positions:
+            newest = visible[-1]
+            if originals[-1] < n:  # type: ignore[operator]
+                return self._count(
+                    stream,
+                    positions[-1],
+                    newest.revision,
+                    originals[-1],
+                    n,  # type: ignore[arg-type]
+                )
+            answer = newest.revision
+            for event, original in zip(reversed(visible), reversed(originals), strict=True):
+                if original < n:  # type: ignore[operator]
+                    return answer
+                answer = event.revision
+            oldest, oldest_original = visible[0], originals[0]
+            assert oldest_original is not None
+            if oldest.revision == 0 or oldest_original == n:
+                return oldest.revision
+            # Earlier target events are hidden ($maxCount): count back one for one.
+            return max(0, oldest.revision - (oldest_original - n))
+        by_id = {e.event_id: e.revision for e in visible}
+        try:
+            later = self.source.read_stream(stream, from_revision=n, limit=256)
+        except StreamTombstoned:
+            later = []  # the tombstone follows; the target stream ends deleted all the same
+        for event in later:
+            if event.event_id in by_id:
+                # Count back from it over the source's $all: events between n and it may be
+                # hidden from reads on either side.
+                return self._count(
+                    stream, event.commit_position, by_id[event.event_id], event.revision, n
+                )
+        last = tail.last_revision if visible else self.target.current_revision(stream)
+        before = self.source.stream_records_before(stream, position, 1)
+        if not before:
+            return self._count(stream, None, last, -1, n)
+        anchor = before[0]
+        return self._count(
+            stream, anchor.commit_position, last, anchor.revision, n, self.ctx.replicates(anchor)
+        )
+
+    def _count(
+        self,
+        stream: str,
+        anchor: int | None,
+        target_last: int,
+        source_last: int,
+        n: int,
+        anchor_copied: bool = True,
+    ) -> int:
+        """The target revision source revision n lands on, given that the stream's record at
+        `$all` position `anchor` (source revision `source_last`, copied or filtered out) is the
+        last the target holds up to `target_last`: count the copied records between them in
+        the source's `$all`."""
+        limit = 10_000
+        if n <= source_last:
+            copied = int(anchor_copied)
+            if anchor is not None and source_last > n:
+                for event in self.source.stream_records_before(
+                    stream, anchor, min(source_last - n, limit)
+                ):
+                    if event.revision < n:
+                        break
+                    copied += self.ctx.replicates(event)
+            return max(0, target_last + 1 - copied)
+        copied = 0
+        seen = source_last
+        wanted = min(n - source_last - 1, limit)
+        for event in self.source.stream_records_after(stream, anchor, wanted) if wanted else ():
+            if event.revision >= n:
+                break
+            seen = event.revision
+            copied += self.ctx.replicates(event)
+        # Revisions the source does not hold yet are taken as copied one for one.
+        return target_last + 1 + copied + max(0, n - seen - 1)
+
+    # ------------------------------------------------------------------ events
+    def _append(self, stream: str, group: list[Op]) -> tuple[int, int]:
+        state = self.streams.get(stream) or self.sync(stream)
+        pending = [op for op in group if op.position > state.marker]
+        if not pending or not any(op.events for op in pending):
+            return 0, 0
+        try:
+            return self._append_ops(stream, state, pending)
+        except WrongExpectedRevision:
+            # Someone moved the stream (an invocation that lost its lease, or a crash replay
+            # the first check could not see): learn it again and skip what is already there.
+            state = self.sync(stream)
+            pending = [op for op in pending if op.position > state.marker]
+            if not pending:
+                return 0, 0
+            try:
+                return self._append_ops(stream, state, pending)
+            except WrongExpectedRevision:
+                raise ConflictError(stream, state.revision, None) from None
+
+    def _append_ops(self, stream: str, state: StreamState, ops: list[Op]) -> tuple[int, int]:
+        """Append the ops' events in one call; split in halves if the server finds it too big."""
+        events = [e for op in ops for e in op.events]
+        if not events:
+            return 0, 0
+        try:
+            self.ctx.on_step("append")
+            self.target.append(stream, state.revision, events)
+        except AppendTooLarge as e:
+            if len(ops) > 1:
+                half = len(ops) // 2
+                n1, b1 = self._append_ops(stream, state, ops[:half])
+                n2, b2 = self._append_ops(stream, state, ops[half:])
+                return n1 + n2, b1 + b2
+            op = ops[0]
+            if self.job.dead_letter:
+                self._dead_letter(stream, op, sum(x.size for x in events), e.limit)
+                state.marker = op.position
+                return 0, 0
+            raise OversizeEventError(
+                stream,
+                op.source.revision,
+                sum(x.size for x in events),
+                e.limit or 0,
+                hint=f"at source position {op.position}; raise the target's "
+                "MaxAppendSize or shrink the event with a transform",
+            ) from None
+        state.revision = (state.revision if state.revision >= 0 else -1) + len(events)
+        state.marker = ops[-1].position
+        return len(events), sum(e.size for e in events)
+
+    def _dead_letter(self, stream: str, op: Op, size: int, limit: int | None) -> None:
+        """Record an event the target refuses, instead of stopping (`dead_letter = true`).
+
+        The record goes to the target's `$esdb-relay-dead-letters-<job>` system stream, with
+        where to find the event in the source; the payload itself stays in the source.
+        """
+        record = {
+            "stream": stream,
+            "revision": op.source.revision,
+            "position": op.position,
+            "eventId": str(op.source.event_id),
+            "type": op.source.type,
+            "size": size,
+            "limit": limit,
+            "reason": "over the target's maximum append size",
+        }
+        self.target.append_any(
+            f"$esdb-relay-dead-letters-{self.job.job_id}",
+            [
+                OutEvent(
+                    rules.derive_id(op.source.event_id, 1_000_000),
+                    "DeadLetter",
+                    "application/json",
+                    json.dumps(record).encode(),
+                    b"",
+                )
+            ],
+        )
+        with self.ctx.lock:
+            self.ctx.dead_letters += 1
+            self.ctx.warnings.append(
+                f"event {op.source.revision} of {stream!r} ({size} bytes) dead-lettered"
+            )
+
+    # ------------------------------------------------------------------ sync
+    def sync(self, stream: str) -> StreamState:
+        """Learn the target stream's revision and how far it already goes (see module doc).
+
+        The marker covers the stream and its metadata: both are written in `$all` order, so a
+        later record of either means every earlier record of the stream is on the target.
+        """
+        tail = self.target.stream_tail(stream, 1)
+        if tail.tombstoned:
+            # Nothing of a stream can follow its tombstone in the source: all of it is there.
+            state = StreamState(NO_STREAM, rules.DELETED_STREAM)
+            self.streams[stream] = state
+            return state
+        marker = self.meta_markers.get(stream, -1)
+        meta = self.target.stream_tail("$$" + stream, 1)
+        soft_deleted = False
+        revision = tail.last_revision
+        if meta.events:
+            last_meta = meta.events[-1]
+            marker = max(marker, rules.read_original_position(last_meta.metadata) or -1)
+            soft_deleted = _tb(last_meta.data) == rules.DELETED_STREAM
+            if not tail.events:
+                # `$tb`/`$maxCount` or a soft delete may hide every event: ask for the revision.
+                revision = self.target.current_revision(stream)
+        if tail.events:
+            last = tail.events[-1]
+            found = rules.read_original_position(last.metadata)
+            if found is None:
+                found = self._search_ids(stream)
+                if found < 0 and self._foreign(stream, last):
+                    raise ConflictError(
+                        stream,
+                        None,
+                        tail.last_revision,
+                        message=(
+                            f"target stream {stream!r} already holds events this job did not "
+                            f"write (last: revision {last.revision}, type {last.type!r}, id "
+                            f"{last.event_id}); nothing was written to it"
+                        ),
+                    )
+            marker = max(marker, found)
+        state = StreamState(revision, marker, soft_deleted)
+        self.streams[stream] = state
+        return state
+
+    def _foreign(self, stream: str, last: Event) -> bool:
+        """Is the target's last event not one of ours? Ours carry `$originalPosition` when the
+        job adds it and the metadata allows it; and a stream whose first source event is in
+        this slice must be empty on the target unless our events are there."""
+        if (
+            self.job.original_metadata
+            and rules.add_original_metadata(b"", last)
+            and (_is_json_object(last.metadata) or not last.metadata.strip())
+        ):
+            return True
+        return self.ctx.index.first_revision.get(stream) == 0
+
+    def _search_ids(self, stream: str) -> int:
+        """Without `$originalPosition` on the target: the newest tail event that is one of
+        this slice's events marks how far the stream goes. Events of the stream later than
+        ours imply all of ours (per-stream order), so the tail need only reach back over this
+        slice's events of the stream plus one batch an invocation fenced out could still write.
+        """
+        index = self.ctx.index
+        index.wait_complete()
+        depth = index.events_per_stream.get(stream, 0) + self.job.batch.max_events
+        tail = self.target.stream_tail(stream, depth)
+        for event in reversed(tail.events):
+            position = index.positions_by_id.get(event.event_id)
+            if position is not None:
+                return position
+        return -1
+
+
+def runs(ops: Iterable[Op], max_events: int, max_bytes: int) -> Iterator[list[Op]]:
+    """Consecutive ops of one kind and stream, split by the batch limits."""
+    group: list[Op] = []
+    events = size = 0
+    for op in ops:
+        n = len(op.events)
+        b = op.size
+        same = (
+            group
+            and op.kind is rules.Kind.EVENT
+            and group[0].kind is rules.Kind.EVENT
+            and group[0].source.stream == op.source.stream
+            and events + n <= max_events
+            and size + b <= max_bytes
+        )
+        if group and not same:
+            yield group
+            group, events, size = [], 0, 0
+        group.append(op)
+        events += n
+        size += b
+    if group:
+        yield group
+
+
+def stream_batches(ops: Iterable[Op], max_events: int, max_bytes: int) -> Iterator[list[Op]]:
+    """Each stream's ops in its own order, its events batched into as few appends as the
+    limits allow whatever other streams lie between them; metadata and tombstones are
+    barriers. Streams come in the order of their first op."""
+    by_stream: dict[str, list[Op]] = {}
+    for op in ops:
+        by_stream.setdefault(op.stream, []).append(op)
+    for stream_ops in by_stream.values():
+        yield from runs(stream_ops, max_events, max_bytes)
+
+
+def _tb(metadata: bytes) -> object:
+    try:
+        value = json.loads(metadata)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return value.get("$tb") if isinstance(value, dict) else None
+
+
+def _is_json_object(data: bytes) -> bool:
+    try:
+        return isinstance(json.loads(data), dict)
+    except (ValueError, UnicodeDecodeError):
+        return False

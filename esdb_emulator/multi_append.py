@@ -36,6 +36,7 @@ import grpc
 from google.protobuf import any_pb2, struct_pb2
 
 from core.protocol.google.rpc import error_details_pb2, status_pb2
+from core.protocol.kurrent.rpc import errors_pb2 as server_errors_pb2
 from core.protocol.kurrentdb.protocol.v2.streams import (
     errors_pb2,
     shared_pb2,
@@ -71,11 +72,18 @@ _FORMAT_NAMES = {
 class SessionError(Exception):
     """An error the handler answers with: a gRPC code and a google.rpc.Status."""
 
-    def __init__(self, code: grpc.StatusCode, reason: str, message: str, *details: object):
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        reason: str,
+        message: str,
+        *details: object,
+        domain: str = "streams",
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.status = status_pb2.Status(code=code.value[0], message=message)
-        for detail in (error_details_pb2.ErrorInfo(reason=reason, domain="streams"), *details):
+        for detail in (error_details_pb2.ErrorInfo(reason=reason, domain=domain), *details):
             self.status.details.append(_pack(detail))
 
     def abort(self, context: grpc.ServicerContext) -> None:
@@ -361,6 +369,40 @@ def _failure(writes: list[_StreamWrite], failures: list[tuple[int, tuple[str, in
     )
 
 
+class _V2Context:
+    """The call's context, except that the v1-style not-leader answer the fault injector gives
+    every method (NOT_FOUND with leader trailers) becomes the v2 API's: FAILED_PRECONDITION with
+    NotLeaderNodeErrorDetails (ApiErrors.NotLeaderNode)."""
+
+    def __init__(self, context: grpc.ServicerContext) -> None:
+        self._context = context
+        self._trailers: dict[str, str] = {}
+
+    def set_trailing_metadata(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._trailers = dict(metadata)
+        self._context.set_trailing_metadata(metadata)
+
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        if self._trailers.get("exception") == "not-leader":
+            host = self._trailers.get("leader-endpoint-host", "")
+            port = int(self._trailers.get("leader-endpoint-port", "0"))
+            leader = server_errors_pb2.NotLeaderNodeErrorDetails.NodeInfo(
+                host=host, port=port, node_id=str(uuid.UUID(int=1))
+            )
+            SessionError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "NOT_LEADER_NODE",
+                "The server is not the leader node and cannot handle the request. Please retry "
+                f"your request against the leader node directly at {host}:{port}",
+                server_errors_pb2.NotLeaderNodeErrorDetails(current_leader=leader),
+                domain="server",
+            ).abort(self._context)
+        self._context.abort(code, details)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._context, name)
+
+
 class MultiStreamAppendService(streams_pb2_grpc.StreamsServiceServicer):
     def __init__(self, store: Store, guard: Guard, faults: object) -> None:
         self.store = store
@@ -370,7 +412,7 @@ class MultiStreamAppendService(streams_pb2_grpc.StreamsServiceServicer):
     def AppendSession(
         self, request_iterator: Iterator[streams_pb2.AppendRequest], context: grpc.ServicerContext
     ) -> streams_pb2.AppendSessionResponse:
-        self.guard(METHOD, context)
+        self.guard(METHOD, _V2Context(context))  # type: ignore[arg-type]
         session = Session(self.faults.max_append_size)  # type: ignore[attr-defined]
         try:
             for request in request_iterator:

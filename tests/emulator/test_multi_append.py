@@ -32,6 +32,7 @@ from core.eventstore import (
 )
 from core.protocol import serverfeatures_pb2_grpc
 from core.protocol.google.rpc import error_details_pb2, status_pb2
+from core.protocol.kurrent.rpc import errors_pb2 as server_errors_pb2
 from core.protocol.kurrentdb.protocol.v2.streams import (
     errors_pb2,
     shared_pb2,
@@ -411,3 +412,23 @@ def test_cli_emulator_switch(flag: str, supported: bool) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_not_leader_is_answered_the_v2_way() -> None:
+    # ApiErrors.NotLeaderNode: FAILED_PRECONDITION with NotLeaderNodeErrorDetails (not the v1
+    # NOT_FOUND "Leader info available" with trailers).
+    faults = FaultConfig(not_leader_next=1, methods=frozenset({"AppendSession"}))
+    with Emulator(faults=faults) as db, grpc.insecure_channel(db.target) as channel:
+        stub = streams_pb2_grpc.StreamsServiceStub(channel)
+        request = streams_pb2.AppendRequest(stream="x", records=[_record()])
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.AppendSession(iter([request]), timeout=5)
+        error = caught.value
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
+        trailers = dict(error.trailing_metadata())  # type: ignore[attr-defined]
+        status = status_pb2.Status.FromString(trailers["grpc-status-details-bin"])
+        details = server_errors_pb2.NotLeaderNodeErrorDetails()
+        status.details[1].Unpack(details)
+        leader = details.current_leader
+        assert (leader.host, leader.port) == (db.host, db.port)
+        assert stub.AppendSession(iter([request]), timeout=5).output[0].stream_revision == 0

@@ -249,3 +249,17 @@ def _detail(detail: object, message: str) -> V2Error | None:
         leader = d.current_leader
         return V2Error("not_leader", message, leader=(leader.host, leader.port))
     return None
+
+
+def stored_metadata_matches(sent: bytes, stored: bytes) -> bool:
+    """Whether metadata read back (v1) from an event written by a multi-append is what was
+    sent: the same JSON object once the server's `$schema.name`/`$schema.format` (and
+    `$schema.id`) keys are dropped, numbers compared as the doubles the server keeps."""
+    expected = _properties(sent)
+    found = _properties(stored)
+    if expected is None or found is None:
+        return False
+    for key in ("$schema.name", "$schema.format", "$schema.id"):
+        if key not in expected.fields and key in found.fields:
+            del found.fields[key]
+    return expected == found

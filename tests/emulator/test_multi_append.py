@@ -30,6 +30,7 @@ from core.eventstore import (
     StreamAppend,
     StreamTombstoned,
 )
+from core.multi_append import stored_metadata_matches
 from core.protocol import serverfeatures_pb2_grpc
 from core.protocol.google.rpc import error_details_pb2, status_pb2
 from core.protocol.kurrent.rpc import errors_pb2 as server_errors_pb2
@@ -140,6 +141,10 @@ def test_adapter_writes_several_streams_and_reads_them_back(
     metadata = json.loads(read_a[0].metadata)
     assert metadata["tenant"] == "acme" and metadata["$correlationId"] == "c-1"
     assert metadata["$schema.name"] == "Placed"  # as the server's v1 reads show it
+    assert all(
+        stored_metadata_matches(sent.metadata, got.metadata)
+        for sent, got in zip(events_a, read_a, strict=True)
+    )
     assert read_b[1].commit_position > read_a[-1].commit_position  # one transaction, in order
 
 

@@ -96,3 +96,15 @@ def test_a_conflict_keeps_its_streams_across_processes() -> None:
     error = MultiAppendConflict("target: conflict", {"a": 3, "b": None})
     copy = pickle.loads(pickle.dumps(error))
     assert isinstance(copy, MultiAppendConflict) and copy.streams == {"a": 3, "b": None}
+
+
+def test_stored_metadata_compares_without_the_servers_keys() -> None:
+    sent = b'{"tenant": "acme", "n": 2, "list": [1, "a"]}'
+    stored = (
+        b'{ "n": 2.0, "tenant": "acme", "list": [ 1, "a" ], '
+        b'"$schema.name": "T", "$schema.format": "Json" }'
+    )
+    assert v2.stored_metadata_matches(sent, stored)
+    assert v2.stored_metadata_matches(b"", b'{ "$schema.name": "T", "$schema.format": "Json" }')
+    assert not v2.stored_metadata_matches(sent, b'{ "tenant": "other", "$schema.name": "T" }')
+    assert not v2.stored_metadata_matches(b"not json", b'{ "$schema.name": "T" }')

@@ -14,8 +14,9 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-# user:password@ in any URL-like text; passwords never reach a log line.
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]+):[^@/\s]*@", re.I)
+# user:password@ in any URL-like text; passwords never reach a log line. The password runs to
+# the last '@' before a space or quote: a raw '@' or '/' in it must not leave a tail visible.
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]+):[^\s\"'<>]*@", re.I)
 _STANDARD = set(vars(logging.makeLogRecord({})))
 
 logger = logging.getLogger("esdb_relay")
@@ -31,14 +32,15 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": scrub(record.getMessage()),
+            "message": record.getMessage(),
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = scrub(value) if isinstance(value, str) else value
+                entry[key] = value
         if record.exc_info:
-            entry["exception"] = scrub(self.formatException(record.exc_info))
-        return json.dumps(entry, default=str)
+            entry["exception"] = self.formatException(record.exc_info)
+        # Scrub the whole line: extras may be nested (a slice's figures, a chained payload).
+        return scrub(json.dumps(entry, default=str))
 
 
 class TextFormatter(logging.Formatter):

@@ -61,11 +61,21 @@ class Member:
     port: int
 
 
+_KURRENTDB_SCHEMES = {"kurrentdb": "esdb", "kurrentdb+discover": "esdb+discover"}
+
+
+def esdbclient_uri(connection_string: str) -> str:
+    """kurrentdb:// names the same protocol as esdb://; esdbclient 1.1.7 knows only esdb."""
+    scheme, sep, rest = connection_string.partition("://")
+    mapped = _KURRENTDB_SCHEMES.get(scheme.lower())
+    return f"{mapped}://{rest}" if sep and mapped else connection_string
+
+
 def parse_connection_string(connection_string: str, *, side: str) -> Endpoint:
     """The parts of a connection string esdbclient uses; PermanentError (without the string)
     if esdbclient would refuse it."""
     try:
-        spec = ConnectionSpec(connection_string)
+        spec = ConnectionSpec(esdbclient_uri(connection_string))
     except ValueError as e:
         raise PermanentError(
             f"{side}: invalid connection string: {_first_line(e)}",
@@ -304,7 +314,7 @@ class EventStore:
         self.retries = 0
         self._v2: tuple[object, v2.Client, bool | None] | None = None
         try:
-            self._client = EventStoreDBClient(connection_string)
+            self._client = EventStoreDBClient(esdbclient_uri(connection_string))
         except ValueError as e:
             raise PermanentError(
                 f"{side}: invalid connection string: {_first_line(e)}",

@@ -79,6 +79,21 @@ def test_tls_with_a_custom_ca_copies_everything_without_warnings(tls_source, tmp
         assert differences(tls_source.store, target.store) == []
 
 
+def test_the_kurrentdb_scheme_names_the_same_protocol(tls_source, tmp_path, monkeypatch):
+    with Emulator(tls=True, users=USERS) as target:
+        source = tls_source.connection_string(password=PASSWORD).replace("esdb://", "kurrentdb://")
+        code, output, _ = run_cli(
+            tmp_path,
+            monkeypatch,
+            source,
+            target.connection_string(password=PASSWORD, discover=True).replace(
+                "esdb+discover://", "kurrentdb+discover://"
+            ),
+        )
+        assert code == 0, output
+        assert differences(tls_source.store, target.store) == []
+
+
 def test_plaintext_only_when_asked_and_then_a_warning(plain_source, tmp_path, monkeypatch):
     with Emulator() as target:
         code, output, _ = run_cli(tmp_path, monkeypatch, plain_source.uri, target.uri)

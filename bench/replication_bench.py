@@ -113,7 +113,7 @@ def plan_for(args: argparse.Namespace) -> Plan:
         realistic_latencies=(TARGET_LATENCY,),
         seconds=args.seconds or (30.0 if args.full else 10.0),
         rss_sizes=(100_000, 1_000_000) if args.full else (20_000, 100_000),
-        rss_seconds=args.rss_seconds or (1800.0 if args.full else 60.0),
+        rss_seconds=args.rss_seconds or (1800.0 if args.full else 90.0),
     )
 
 

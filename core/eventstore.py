@@ -362,6 +362,10 @@ class EventStore:
                 return fn()
             except esdb.EventStoreDBClientException as e:
                 raise _translate(e, self.side, action) from None
+            except ValueError as e:  # another thread's reconnect closed the channel under us
+                if "hannel closed" not in str(e) and "closed channel" not in str(e):
+                    raise
+                raise TransientError(f"{self.side}: {action}: the channel was reset") from None
 
         return self._retrying()(attempt)
 

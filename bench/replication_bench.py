@@ -357,16 +357,17 @@ def render(report: Report, plan: Plan, command: str) -> str:
         "",
         "### Throughput",
         "",
-        "| workload | latency | strategy | events | s | events/s | MB/s | x ordered baseline "
-        "| x partitioned-6 baseline | peak RSS MiB | CPU s / M events |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| workload | latency | strategy | target multi-append | events | s | events/s | MB/s "
+        "| x ordered baseline | x partitioned-6 baseline | peak RSS MiB | CPU s / M events |",
+        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in report.rows:
         base_o = report.find(row.workload, row.latency_ms, BASELINE_ORDERED)
         base_p = report.find(row.workload, row.latency_ms, BASELINE_PARTITIONED)
         out.append(
             f"| {row.workload.split(',')[0]} | {row.latency_ms:g} ms | {row.strategy.name} "
-            f"| {row.events:,} | {row.seconds:.1f} | {row.rate:,.0f} | {row.mb_per_s:.2f} "
+            f"| {'offered' if row.strategy.multi_append else 'no'} | {row.events:,} "
+            f"| {row.seconds:.1f} | {row.rate:,.0f} | {row.mb_per_s:.2f} "
             f"| {_ratio(row.rate, base_o.rate if base_o else None)} "
             f"| {_ratio(row.rate, base_p.rate if base_p else None)} "
             f"| {row.peak_rss_mib:.0f} | {row.cpu_per_million:,.0f} |"

@@ -16,7 +16,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 import yaml
 from esdbclient.connection_spec import ConnectionOptions
@@ -133,10 +133,11 @@ def _query(value: str) -> str:
 
 def _options_problem(value: str) -> str | None:
     """What esdbclient would refuse in the options (unknown name, bad value), or None."""
-    try:
-        ConnectionOptions(_query(value))
-    except ValueError as exc:  # its message quotes the option, never the userinfo
-        return f"has an invalid option: {str(exc).splitlines()[0]}"
+    for name, values in parse_qs(_query(value)).items():
+        try:
+            ConnectionOptions(urlencode({name: values[0]}))
+        except ValueError as exc:  # its message quotes the option, never the userinfo
+            return f"has an invalid option {name}: {str(exc).splitlines()[0]}"
     return None
 
 

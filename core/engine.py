@@ -13,11 +13,13 @@ Exactly once, without an atomic write across the checkpoint store and the target
 
 Modes. A reader thread reads and plans the next chunk of `$all` while the current one is
 written (core/engine_pipeline.py). Ordered mode writes in `$all` order, one append per run of
-consecutive same-stream events. Partitioned mode hashes each stream (with its metadata and
-tombstone) to one of N writer threads; a writer batches each stream's events of what has been
-read into as few appends as the batch limits allow, in the stream's order. Its checkpoint is the
-low watermark: the highest position at or below which every op is written. A stop (deadline,
-error in one partition) commits that watermark and nothing past it.
+consecutive same-stream events, or, when the target has KurrentDB's multi-stream append, one
+atomic append per batch of several streams' runs (a conflict resyncs the named stream once).
+Partitioned mode hashes each stream (with its metadata and tombstone) to one of N writer
+threads; a writer batches each stream's events of what has been read into as few appends as the
+batch limits allow, in the stream's order. Its checkpoint is the low watermark: the highest
+position at or below which every op is written. A stop (deadline, error in one partition)
+commits that watermark and nothing past it.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from core.engine_writer import (
     SliceIndex,
     StreamWriter,
     WriteContext,
+    ordered_batches,
     runs,
     stream_batches,
 )
@@ -270,6 +273,9 @@ class _Slice:
     def _run_ordered(self, reader: ChunkReader, after: int | None) -> tuple[int | None, bool]:
         """Write in `$all` order; (position every write up to which is done, stopped early)."""
         writer = StreamWriter(self.ctx)
+        multi = self.target.supports_multi_append()
+        batches = ordered_batches if multi else runs
+        write = writer.write_batch if multi else writer.write
         done = after
         first = True
         while True:
@@ -279,12 +285,12 @@ class _Slice:
                 first = False
             if ops is None:
                 return done, False
-            for group in runs(ops, self.job.batch.max_events, self.job.batch.max_bytes):
+            for group in batches(ops, self.job.batch.max_events, self.job.batch.max_bytes):
                 if time.monotonic() > self.budget.deadline:
                     return done, True
                 self._check_lease()
                 try:
-                    n, b = writer.write(group)
+                    n, b = write(group)
                 except PermanentError as e:
                     raise _at(e, group[0].source) from None
                 self.on_step("written")

@@ -24,9 +24,13 @@ from core.eventstore import (
     AppendTooLarge,
     Event,
     EventStore,
+    MultiAppendConflict,
+    MultiAppendUnsupported,
     OutEvent,
+    StreamAppend,
     StreamTombstoned,
     WrongExpectedRevision,
+    multi_append_problem,
 )
 
 
@@ -319,6 +323,72 @@ class StreamWriter:
         state.marker = ops[-1].position
         return len(events), sum(e.size for e in events)
 
+    # ------------------------------------------------------------------ multi-stream
+    def write_batch(self, group: list[Op]) -> tuple[int, int]:
+        """Write a group from `ordered_batches`: consecutive runs of several streams go in one
+        atomic multi-stream append, in `$all` order, each stream at its exact revision."""
+        parts = _by_run(group)
+        if group[0].kind is not rules.Kind.EVENT or len(parts) == 1:
+            return self.write(group)
+        return self._multi(parts, frozenset())
+
+    def _multi(
+        self, parts: list[tuple[str, list[Op]]], resynced: frozenset[str]
+    ) -> tuple[int, int]:
+        plans: list[tuple[str, StreamState, list[Op]]] = []
+        for stream, ops in parts:
+            state = self.streams.get(stream) or self.sync(stream)
+            pending = [op for op in ops if op.position > state.marker]
+            if any(op.events for op in pending):
+                plans.append((stream, state, pending))
+        if len(plans) <= 1:
+            return self._one_by_one(plans)
+        appends = [
+            StreamAppend(stream, state.revision, [e for op in ops for e in op.events])
+            for stream, state, ops in plans
+        ]
+        if multi_append_problem(appends):  # e.g. metadata the v2 API cannot carry
+            return self._one_by_one(plans)
+        try:
+            self.ctx.on_step("append")
+            self.target.multi_append(appends)
+        except MultiAppendConflict as e:
+            # As a single append's resync (see module doc), once per stream: learn the named
+            # streams again, drop what is already there, retry the rest.
+            named = [s for s in e.streams if any(s == stream for stream, _, _ in plans)]
+            again = [s for s in named if s in resynced]
+            if not named or again:
+                stream = (again or [plans[0][0]])[0]
+                expected = next((st.revision for s, st, _ in plans if s == stream), None)
+                raise ConflictError(stream, expected, e.streams.get(stream)) from None
+            for stream in named:
+                self.sync(stream)
+            return self._multi([(s, ops) for s, _, ops in plans], resynced | set(named))
+        except AppendTooLarge:
+            ops = [op for _, _, stream_ops in plans for op in stream_ops]
+            ops.sort(key=lambda op: op.position)
+            half = len(ops) // 2
+            n1, b1 = self._multi(_by_run(ops[:half]), resynced)
+            n2, b2 = self._multi(_by_run(ops[half:]), resynced)
+            return n1 + n2, b1 + b2
+        except MultiAppendUnsupported:
+            return self._one_by_one(plans)
+        written = size = 0
+        for (_, state, ops), append in zip(plans, appends, strict=True):
+            state.revision = (state.revision if state.revision >= 0 else -1) + len(append.events)
+            state.marker = ops[-1].position
+            written += len(append.events)
+            size += sum(e.size for e in append.events)
+        return written, size
+
+    def _one_by_one(self, plans: list[tuple[str, StreamState, list[Op]]]) -> tuple[int, int]:
+        written = size = 0
+        for stream, _, ops in plans:
+            n, b = self._append(stream, ops)
+            written += n
+            size += b
+        return written, size
+
     def _dead_letter(self, stream: str, op: Op, size: int, limit: int | None) -> None:
         """Record an event the target refuses, instead of stopping (`dead_letter = true`).
 
@@ -450,6 +520,45 @@ def runs(ops: Iterable[Op], max_events: int, max_bytes: int) -> Iterator[list[Op
         size += b
     if group:
         yield group
+
+
+def ordered_batches(ops: Iterable[Op], max_events: int, max_bytes: int) -> Iterator[list[Op]]:
+    """For a target with multi-stream append: consecutive event ops of any streams, in `$all`
+    order, up to the batch limits; a stream that comes back after another one ends the batch
+    (one multi-stream append names a stream once). Metadata and tombstones are barriers."""
+    group: list[Op] = []
+    seen: set[str] = set()
+    events = size = 0
+    for op in ops:
+        n, b = len(op.events), op.size
+        key = op.source.stream.casefold()
+        fits = (
+            group
+            and op.kind is rules.Kind.EVENT
+            and group[0].kind is rules.Kind.EVENT
+            and events + n <= max_events
+            and size + b <= max_bytes
+            and (key not in seen or group[-1].source.stream.casefold() == key)
+        )
+        if group and not fits:
+            yield group
+            group, seen, events, size = [], set(), 0, 0
+        group.append(op)
+        seen.add(key)
+        events += n
+        size += b
+    if group:
+        yield group
+
+
+def _by_run(ops: list[Op]) -> list[tuple[str, list[Op]]]:
+    parts: list[tuple[str, list[Op]]] = []
+    for op in ops:
+        if parts and parts[-1][0] == op.source.stream:
+            parts[-1][1].append(op)
+        else:
+            parts.append((op.source.stream, [op]))
+    return parts
 
 
 def stream_batches(ops: Iterable[Op], max_events: int, max_bytes: int) -> Iterator[list[Op]]:

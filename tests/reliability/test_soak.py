@@ -15,3 +15,4 @@ def test_kill_soak_short_ordered():
     assert report.events_checked > 2000
     assert (report.differences, report.duplicates, report.missing) == (0, 0, 0)
     assert not report.out_of_order
+    assert report.checkpoint_regressions == 0

@@ -28,6 +28,8 @@ RelayFactory = Callable[[JobConfig], Relay]
 # that does not reach the tail enqueues the next. A chain hop follows its slice within seconds,
 # so a slice that ended this recently, behind the tail and without error, means a chain runs.
 CHAIN_ACTIVE_SECONDS = 60.0
+# $all positions are signed 64-bit on the server (TFPos); larger ones cannot even be sent.
+MAX_POSITION = 2**63 - 1
 
 
 class InvocationRequest(BaseModel):
@@ -40,10 +42,18 @@ class InvocationRequest(BaseModel):
     )
     job: str | None = Field(default=None, description="the job this function runs, if named")
     from_position: int | None = Field(
-        default=None, alias="from", ge=0, description="backfill: first $all position to copy"
+        default=None,
+        alias="from",
+        ge=0,
+        le=MAX_POSITION,
+        description="backfill: first $all position to copy",
     )
     to_position: int | None = Field(
-        default=None, alias="to", ge=0, description="backfill: last $all position to copy"
+        default=None,
+        alias="to",
+        ge=0,
+        le=MAX_POSITION,
+        description="backfill: last $all position to copy",
     )
     dry_run: bool = Field(default=False, description="read and plan, write nothing")
     chained: bool = Field(

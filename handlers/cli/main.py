@@ -19,6 +19,7 @@ from rich.table import Table
 from core.config import JobConfig
 from core.engine import SliceResult
 from core.errors import ConfigError, RelayError
+from core.invocation import MAX_POSITION
 from core.logs import configure as configure_logging
 from core.relay import Relay
 from esdb_emulator import Emulator, FaultConfig
@@ -133,9 +134,15 @@ def run(
 @app.command()
 def backfill(
     config: Path | None = ConfigOption,
-    from_position: int = typer.Option(..., "--from", help="First $all commit position to copy."),
+    from_position: int = typer.Option(
+        ..., "--from", min=0, max=MAX_POSITION, help="First $all commit position to copy."
+    ),
     to_position: int | None = typer.Option(
-        None, "--to", help="Last $all commit position to copy (default: the current head)."
+        None,
+        "--to",
+        min=0,
+        max=MAX_POSITION,
+        help="Last $all commit position to copy (default: the current head).",
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Read and plan, write nothing."),
     log_format: str = LogFormat,

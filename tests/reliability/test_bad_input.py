@@ -247,3 +247,15 @@ def test_cloud_store_urls_refused_before_any_call(module, url, said):
     with pytest.raises(ConfigError, match=said) as raised:
         open_store(url)
     assert "use " in str(raised.value)
+
+
+@pytest.mark.parametrize("args", [["--from", str(10**30)], ["--from", "0", "--to", str(2**63)]])
+def test_backfill_positions_beyond_64_bits_are_refused(tmp_path, monkeypatch, args):
+    # They used to reach protobuf and end in a ValueError traceback.
+    monkeypatch.chdir(tmp_path)
+    for key, value in GOOD.items():
+        monkeypatch.setenv(f"ESDB_RELAY_{key.upper()}", value)
+    result = CliRunner().invoke(app, ["backfill", *args, "--dry-run"])
+    assert result.exit_code == 2, result.output
+    assert "9223372036854775807" in result.output and result.exception.__class__ is SystemExit
+    assert list(tmp_path.iterdir()) == []

@@ -58,3 +58,20 @@ def test_json_lines_hide_it_in_nested_extras_and_exceptions(scheme, password):
         line = formatter.format(rec)
         assert password not in line, line
     json.loads(JsonFormatter().format(rec))  # still one valid JSON object
+
+
+def test_log_lines_follow_sys_stderr_when_it_is_swapped(monkeypatch):
+    # A CLI runner swaps sys.stderr per invocation; lines logged later (e.g. the plaintext
+    # warning when the next job loads) must reach the current stream, not a closed one.
+    import io
+
+    from core.logs import configure, logger
+
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    configure("text")
+    first.close()
+    monkeypatch.setattr(sys, "stderr", second)
+    logger.warning("to esdb://admin:Zq7-secret@h:2113")
+    assert "esdb://admin:***@h:2113" in second.getvalue()
+    assert "Zq7-secret" not in second.getvalue()

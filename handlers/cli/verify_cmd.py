@@ -27,7 +27,7 @@ from rich.table import Table
 from core.config import JobConfig
 from core.errors import ConfigError, RelayError
 from core.eventstore import EventStore
-from core.verify import VerifyReport, public_endpoint
+from core.verify import VerifyReport, VerifyState, public_endpoint
 from core.verify import verify as run_verify
 
 EXIT_EQUAL = 0
@@ -85,7 +85,7 @@ def verify(
         raise typer.Exit(EXIT_ERROR)
     if not json_out:
         if state is not None and state.exists():
-            out.print(f"resuming from {escape(str(state))}")
+            out.print(f"resuming from {escape(str(state))}{_saved_progress(state)}")
         out.print(
             f"verifying job [bold]{escape(job.job_id)}[/]: "
             f"{escape(public_endpoint(job.source.get_secret_value()))} → "
@@ -100,7 +100,12 @@ def verify(
         err.print(f"[red]verify failed: cannot write the state file: {escape(str(e))}[/]")
         raise typer.Exit(EXIT_ERROR) from None
     except KeyboardInterrupt:
-        where = f"; progress saved to {escape(str(state))}, run again to continue" if state else ""
+        if state is None:
+            where = ""
+        elif state.exists():
+            where = f"; progress saved to {escape(str(state))}: run the same command to continue"
+        else:
+            where = " during the scan of $all, before any stream was checked: nothing to resume"
         err.print(f"[yellow]interrupted{where}[/]")
         raise typer.Exit(EXIT_INTERRUPTED) from None
     if json_out:
@@ -109,6 +114,14 @@ def verify(
     else:
         _print_report(out, report, show)
     raise typer.Exit(EXIT_EQUAL if report.ok else EXIT_DIFFERENT)
+
+
+def _saved_progress(state: Path) -> str:
+    try:
+        saved = VerifyState.model_validate_json(state.read_bytes())
+    except (OSError, ValueError):
+        return ""  # verify itself reports an unreadable file
+    return f": {saved.done:,} of {len(saved.streams):,} streams already checked"
 
 
 def _run(

@@ -7,7 +7,12 @@ interrupted (with --state, the progress is saved: run the same command again to 
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -34,6 +39,10 @@ EXIT_EQUAL = 0
 EXIT_DIFFERENT = 1
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
+
+
+class _Interrupted(Exception):
+    """Ctrl-C (or SIGTERM) was received; verify stops between two streams."""
 
 
 def verify(
@@ -99,7 +108,7 @@ def verify(
     except OSError as e:
         err.print(f"[red]verify failed: cannot write the state file: {escape(str(e))}[/]")
         raise typer.Exit(EXIT_ERROR) from None
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Interrupted):
         if state is None:
             where = ""
         elif state.exists():
@@ -133,6 +142,7 @@ def _run(
     state: Path | None = None,
 ) -> VerifyReport:
     with (
+        _stop_on_signals(err) as stop,
         EventStore(job.source.get_secret_value(), side="source") as source,
         EventStore(job.target.get_secret_value(), side="target") as target,
         Progress(
@@ -150,6 +160,8 @@ def _run(
         task = bar.add_task(scan, total=None)
 
         def progress(done: int, total: int) -> None:
+            if stop.is_set():
+                raise _Interrupted
             bar.update(task, description="checking streams", completed=done, total=total)
 
         return run_verify(
@@ -162,6 +174,30 @@ def _run(
             workers=workers,
             state=state,
         )
+
+
+@contextmanager
+def _stop_on_signals(err: Console) -> Iterator[threading.Event]:
+    """The first Ctrl-C stops verify between two streams (so --state saves a consistent
+    progress; an exception inside a gRPC read can leave the channel unable to close); the
+    second quits at once."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        if stop.is_set():
+            os._exit(EXIT_INTERRUPTED)
+        stop.set()
+        err.print("[yellow]stopping after the stream being checked (again to quit at once)[/]")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _print_report(out: Console, report: VerifyReport, show: int) -> None:

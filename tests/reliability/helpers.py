@@ -89,6 +89,7 @@ def check_replica(
 class Drive:
     slices: int = 0
     failed_slices: int = 0
+    retries: int = 0  # transient failures retried inside slices
     errors: list[str] = field(default_factory=list)
     last: SliceResult | None = None
 
@@ -123,6 +124,7 @@ def drive(
                 return outcome
     finally:
         if relay is not None:
+            outcome.retries = relay.source.retries + relay.target.retries
             relay.close()
     raise AssertionError(f"not caught up after {max_slices} slices: {outcome.errors[-5:]}")
 

@@ -16,6 +16,7 @@ from typing import Literal
 
 from bench.emulator_server import multi_append_switch_available
 from bench.processes import Measured, python_module, run_measured, served_emulator
+from core.config import JobConfig
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,8 @@ def relay_job(source: str, target: str, strategy: Strategy, folder: Path) -> Pat
         # the runner passes the time left as the slice deadline; keep none of it back
         "budget": {"safety_margin_seconds": 0},
     }
+    if strategy.multi_append and "multi_append" in JobConfig.model_fields:
+        job["multi_append"] = True  # opt-in where the engine makes it one
     path = folder / "job.json"
     path.write_text(json.dumps(job))
     return path

@@ -69,7 +69,11 @@ def test_replicator_baseline_copies_exactly(source: Emulator, writers: int) -> N
 
 @pytest.mark.parametrize(
     "strategy",
-    [Strategy("ordered", "relay"), Strategy("p8", "relay", mode="partitioned", partitions=8)],
+    [
+        Strategy("ordered", "relay"),
+        Strategy("ordered, multi-append", "relay", multi_append=True),
+        Strategy("p8", "relay", mode="partitioned", partitions=8),
+    ],
 )
 def test_relay_runner_copies_exactly(source: Emulator, strategy: Strategy, tmp_path: Path) -> None:
     with Emulator() as target:

@@ -16,3 +16,12 @@ def test_kill_soak_short_ordered():
     assert (report.differences, report.duplicates, report.missing) == (0, 0, 0)
     assert not report.out_of_order
     assert report.checkpoint_regressions == 0
+
+
+def test_kill_soak_short_partitioned():
+    report = run_soak(8, seed=12, mode="partitioned", partitions=8)
+    print(report)
+    assert report.kills == 8
+    assert report.events_checked > 2000
+    assert (report.differences, report.duplicates, report.missing) == (0, 0, 0)
+    assert report.checkpoint_regressions == 0

@@ -353,6 +353,12 @@ class JobConfig(BaseSettings):
         description="true or false: add $originalStreamRevision/$originalPosition/"
         "$originalCreated to JSON metadata",
     )
+    multi_append: bool = Field(
+        default=False,
+        description="true or false: in ordered mode, write several streams' events in one "
+        "multi-stream append when the target has it (KurrentDB >= 25.1; faster, but the target "
+        "then shows event metadata as re-rendered JSON with $schema.name/$schema.format added)",
+    )
     budget: BudgetConfig = Field(default_factory=BudgetConfig, description="slice budget")
     batch: BatchConfig = Field(default_factory=BatchConfig, description="append batch limits")
     dead_letter: bool = Field(

@@ -13,8 +13,9 @@ Exactly once, without an atomic write across the checkpoint store and the target
 
 Modes. A reader thread reads and plans the next chunk of `$all` while the current one is
 written (core/engine_pipeline.py). Ordered mode writes in `$all` order, one append per run of
-consecutive same-stream events, or, when the target has KurrentDB's multi-stream append, one
-atomic append per batch of several streams' runs (a conflict resyncs the named stream once).
+consecutive same-stream events, or, when the job opts in and the target has KurrentDB's
+multi-stream append, one atomic append per batch of several streams' runs (a conflict
+resyncs the named stream once).
 Partitioned mode hashes each stream (with its metadata and tombstone) to one of N writer
 threads; a writer batches each stream's events of what has been read into as few appends as the
 batch limits allow, in the stream's order. Its checkpoint is the low watermark: the highest
@@ -112,8 +113,9 @@ def run_slice(
     """One invocation's work. `start_after` is where a job with no checkpoint yet begins
     (exclusive; None = the start of `$all`), `stop_at` the last position a backfill copies
     (inclusive). A dry run reads and plans but neither writes nor commits. `on_step` is
-    called at each step boundary ("read", "append", "written", "commit", "committed"): tests
-    use it to kill the process at exact points."""
+    called at each step boundary ("read", "append", "written", "commit", "committed", and
+    "chunk" on the reader thread each time a chunk of `$all` is read and planned): tests use
+    it to kill the process at exact points. Writer threads call it concurrently."""
     owner = owner or f"relay-{uuid.uuid4().hex[:12]}"
     started_at = datetime.now(UTC)
     started = time.monotonic()
@@ -233,6 +235,7 @@ class _Slice:
             ),
             self._plan,
             self.index,
+            on_chunk=lambda: self.on_step("chunk"),
         )
         try:
             if self.limits.dry_run:
@@ -273,7 +276,9 @@ class _Slice:
     def _run_ordered(self, reader: ChunkReader, after: int | None) -> tuple[int | None, bool]:
         """Write in `$all` order; (position every write up to which is done, stopped early)."""
         writer = StreamWriter(self.ctx)
-        multi = self.target.supports_multi_append()
+        # Opt-in: the server stores a v2 append's metadata as properties, so reads show it
+        # re-rendered with `$schema.*` keys added (core/multi_append.py), not byte for byte.
+        multi = self.job.multi_append and self.target.supports_multi_append()
         batches = ordered_batches if multi else runs
         write = writer.write_batch if multi else writer.write
         done = after

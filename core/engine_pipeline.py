@@ -42,8 +42,10 @@ class ChunkReader:
         limits: ReadLimits,
         plan: Callable[[Event], Op],
         index: SliceIndex,
+        on_chunk: Callable[[], None] = lambda: None,
     ) -> None:
         self.source = source
+        self.on_chunk = on_chunk
         self.limits = limits
         self.plan = plan
         self.index = index
@@ -105,6 +107,7 @@ class ChunkReader:
         self.events_read += len(chunk)
         self.last_position = chunk[-1].commit_position
         self._put(ops)
+        self.on_chunk()
 
     def _put(self, item: object) -> None:
         if self._stop.is_set() and item is not _DONE:

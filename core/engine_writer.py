@@ -32,6 +32,7 @@ from core.eventstore import (
     WrongExpectedRevision,
     multi_append_problem,
 )
+from core.multi_append import event_problem
 
 
 @dataclass
@@ -525,17 +526,20 @@ def runs(ops: Iterable[Op], max_events: int, max_bytes: int) -> Iterator[list[Op
 def ordered_batches(ops: Iterable[Op], max_events: int, max_bytes: int) -> Iterator[list[Op]]:
     """For a target with multi-stream append: consecutive event ops of any streams, in `$all`
     order, up to the batch limits; a stream that comes back after another one ends the batch
-    (one multi-stream append names a stream once). Metadata and tombstones are barriers."""
+    (one multi-stream append names a stream once). Metadata, tombstones and events the v2 API
+    cannot carry (non-JSON metadata) are barriers, written alone."""
     group: list[Op] = []
+    group_alone = False
     seen: set[str] = set()
     events = size = 0
     for op in ops:
         n, b = len(op.events), op.size
         key = op.source.stream.casefold()
+        alone = op.kind is not rules.Kind.EVENT or any(event_problem(e) for e in op.events)
         fits = (
             group
-            and op.kind is rules.Kind.EVENT
-            and group[0].kind is rules.Kind.EVENT
+            and not alone
+            and not group_alone
             and events + n <= max_events
             and size + b <= max_bytes
             and (key not in seen or group[-1].source.stream.casefold() == key)
@@ -543,6 +547,7 @@ def ordered_batches(ops: Iterable[Op], max_events: int, max_bytes: int) -> Itera
         if group and not fits:
             yield group
             group, seen, events, size = [], set(), 0, 0
+        group_alone = alone
         group.append(op)
         seen.add(key)
         events += n

@@ -7,6 +7,8 @@ What is compared, per user stream the job's stream filters accept:
   `job.original_metadata` is on). The expected target events are derived from the source's
   visible events exactly as the engine derives them: system/link events skipped, event-type
   filters applied, then the job's transform (if any) applied;
+  Metadata a v2 (multi-stream) append stored as properties is compared by value instead
+  (see _synthesized_canon): that API cannot keep the bytes;
 - the effective stream metadata (`$maxCount`, `$maxAge`, `$acl`, custom keys…), except `$tb`:
   `$tb` names source revisions on the source and translated revisions on the target, so it is
   compared by its effect — the visible events, which are compared anyway;
@@ -258,10 +260,14 @@ class _Print:
     data_len: int
     metadata_sha: bytes
     metadata_len: int
+    metadata_canon: bytes | None = None  # sha256 of the metadata as a canonical JSON object
+    synthesized: bool = False  # target metadata a v2 (multi-stream) append rebuilt
 
     @classmethod
     def of(cls, event: Event, metadata: bytes | None = None) -> _Print:
+        """A target event's print."""
         metadata = event.metadata if metadata is None else metadata
+        canon, synthesized = _synthesized_canon(metadata, event.type)
         return cls(
             str(event.event_id),
             event.revision,
@@ -271,7 +277,14 @@ class _Print:
             len(event.data),
             hashlib.sha256(metadata).digest(),
             len(metadata),
+            canon,
+            synthesized,
         )
+
+    def same_metadata(self, other: _Print) -> bool:
+        if self.metadata_sha == other.metadata_sha:
+            return True
+        return other.synthesized and self.metadata_canon == other.metadata_canon is not None
 
     def mismatch(self, other: _Print) -> str | None:
         """What differs between the expected event (self) and the target's (other)."""
@@ -287,12 +300,60 @@ class _Print:
                 f"data sha256 {self.data_sha.hex()[:_DIGEST_HEX]} ({self.data_len} B) != "
                 f"{other.data_sha.hex()[:_DIGEST_HEX]} ({other.data_len} B)"
             )
-        if self.metadata_sha != other.metadata_sha:
+        if not self.same_metadata(other):
             parts.append(
                 f"metadata sha256 {self.metadata_sha.hex()[:_DIGEST_HEX]} ({self.metadata_len} B)"
                 f" != {other.metadata_sha.hex()[:_DIGEST_HEX]} ({other.metadata_len} B)"
             )
         return "; ".join(parts) or None
+
+
+def _canonical(value: Any) -> Any:
+    """JSON values as a protobuf Struct returns them compare equal: integral floats as ints."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def _digest(value: dict) -> bytes:
+    text = json.dumps(_canonical(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).digest()
+
+
+def _canon_digest(metadata: bytes) -> bytes | None:
+    """The metadata's digest as a JSON object (empty = {}); None when it is not one."""
+    if not metadata.strip():
+        return _digest({})
+    if not metadata.lstrip().startswith(b"{"):
+        return None
+    try:
+        value = json.loads(metadata)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return _digest(value) if isinstance(value, dict) else None
+
+
+def _synthesized_canon(metadata: bytes, event_type: str) -> tuple[bytes | None, bool]:
+    """A v2 append (KurrentDB >= 25.1 multi-stream append) stores metadata as properties; v1
+    reads show them as JSON plus `$schema.name` (the event type) and `$schema.format`
+    (EventRecord.SynthesizeMetadataFromProperties), with numbers as doubles. Such metadata is
+    compared by value, without those two keys; anything else byte for byte."""
+    if b"$schema.name" not in metadata:
+        return None, False
+    try:
+        value = json.loads(metadata)
+    except (ValueError, UnicodeDecodeError):
+        return None, False
+    if not isinstance(value, dict) or value.get("$schema.name") != event_type:
+        return None, False
+    if "$schema.format" not in value:
+        return None, False
+    del value["$schema.name"], value["$schema.format"]
+    return _digest(value), True
 
 
 def _short(value: object, limit: int = 60) -> str:
@@ -601,6 +662,7 @@ class _StreamCheck:
                     len(out.data),
                     hashlib.sha256(out.metadata).digest(),
                     len(out.metadata),
+                    _canon_digest(out.metadata),
                 )
 
     def _actual(self, name: str, first: list[Event]) -> Iterator[_Print]:

@@ -73,3 +73,46 @@ def test_resume_after_sigkill(tmp_path, step, occurrence, delay):
         assert len(target.store) > written_before_resume or step == "committed"
         assert differences(source.store, target.store) == []
         assert user_event_count(target.store) == user_event_count(source.store)
+
+
+@pytest.mark.parametrize(
+    ("step", "occurrence", "delay"),
+    [
+        ("chunk", 3, 0.0),  # the reader thread mid-read, writers maybe mid-append
+        ("written", 9, 0.0),  # some partitions ahead of others: the watermark lags behind
+        ("append", 12, 0.05),  # appends in flight on several writer threads at once
+        ("commit", 2, 0.0),  # every partition done, the watermark not committed
+    ],
+)
+def test_resume_after_sigkill_in_partitioned_mode(tmp_path, step, occurrence, delay):
+    with Emulator() as source, Emulator() as target:
+        generate(
+            source.store,
+            Workload(events=1500, streams=60, interleaving="random", seed=occurrence),
+        )
+        if step == "append":
+            target.faults.update(latency_ms=300, methods={"BatchAppend"})
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "ESDB_RELAY_JOB_ID": "crash-partitioned",
+            "ESDB_RELAY_SOURCE": source.uri,
+            "ESDB_RELAY_TARGET": target.uri,
+            "ESDB_RELAY_CHECKPOINT_STORE": f"sqlite:///{tmp_path}/cp.db",
+            "ESDB_RELAY_MODE": "partitioned",
+            "ESDB_RELAY_PARTITIONS": "8",
+            "ESDB_RELAY_BUDGET__MAX_EVENTS": "400",
+            "ESDB_RELAY_BATCH__MAX_EVENTS": "10",
+            "ESDB_RELAY_LEASE_TTL_SECONDS": "2",
+        }
+        assert run_child(env, step, occurrence, delay) == -signal.SIGKILL
+        target.faults.reset()
+        assert run_child(env, "none", 0) == 0
+        assert differences(source.store, target.store) == []
+        assert user_event_count(target.store) == user_event_count(source.store)
+        ids = [
+            r.event_id
+            for r in target.store.iter_all()
+            if not r.stream.startswith("$") and not r.type.startswith("$")
+        ]
+        assert len(ids) == len(set(ids))  # no duplicates, even hidden by $maxCount

@@ -284,7 +284,9 @@ class Cutover:
         self.options = options
         self.observer = observer or CutoverObserver()
         self.clock = clock
-        self.sleeper = threading.Event()  # never set: its wait() is an interruptible sleep
+        # Set (by a signal handler, or another thread) to stop at the next check: waits and
+        # verify's streams end cleanly, never in the middle of a gRPC call.
+        self.abort = threading.Event()
         self.relay: _RelayThread | None = None
         self.report = CutoverReport(
             job_id=job.job_id,
@@ -380,9 +382,19 @@ class Cutover:
         self.observer.step_done(record)
 
     def _sleep(self, seconds: float) -> None:
-        self.sleeper.wait(max(0.0, seconds))
+        self.abort.wait(max(0.0, seconds))
+        self._check_abort()
+
+    def _check_abort(self) -> None:
+        if self.abort.is_set():
+            raise CutoverStop("aborted", EXIT_ABORTED, "interrupted by the operator")
+
+    def _verify_progress(self, done: int, total: int) -> None:
+        self._check_abort()
+        self.observer.verify_progress(done, total)
 
     def _check_relay(self) -> None:
+        self._check_abort()
         if self.relay is not None and self.relay.error is not None:
             raise CutoverStop(
                 "failed",
@@ -530,7 +542,7 @@ class Cutover:
             self.target,
             sample=options.sample,
             seed=options.seed,
-            progress=self.observer.verify_progress,
+            progress=self._verify_progress,
             workers=options.verify_workers,
         )
         self.report.verify = result

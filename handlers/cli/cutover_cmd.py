@@ -12,6 +12,11 @@ caught up (refused without --wait) or a wait timed out; 4 aborted by the operato
 from __future__ import annotations
 
 import importlib
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -142,12 +147,38 @@ def cutover(
         raise typer.Exit(EXIT_ERROR) from None
     out.print(f"cutover of job [bold]{escape(job.job_id)}[/]")
     observer = RichObserver(out, assume_yes=yes)
+    procedure = Cutover(job, options, observer=observer)
     try:
-        report = Cutover(job, options, observer=observer).run()
+        with _stop_on_signals(procedure, observer, err):
+            report = procedure.run()
     finally:
         observer.close()
     _print_result(out, report)
     raise typer.Exit(report.exit_code)
+
+
+@contextmanager
+def _stop_on_signals(procedure: Cutover, observer: RichObserver, err: Console) -> Iterator[None]:
+    """Ctrl-C (or SIGTERM) stops the cutover at its next check, so the report is written and no
+    gRPC call is cut in the middle; at the prompt it answers no; a second one quits at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        if procedure.abort.is_set():
+            os._exit(EXIT_ABORTED)
+        procedure.abort.set()
+        if observer.prompting:
+            raise KeyboardInterrupt
+        err.print("[yellow]stopping at the next check (again to quit at once)[/]")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _register_store(url: str) -> None:
@@ -172,6 +203,7 @@ class RichObserver(CutoverObserver):
         self.bar: Progress | None = None
         self.task = None
         self.number = 0
+        self.prompting = False
 
     def close(self) -> None:
         if self.live is not None:
@@ -213,7 +245,11 @@ class RichObserver(CutoverObserver):
         if self.assume_yes:
             self.out.print("   --yes: taking it that the writers are being stopped")
             return True
-        return Confirm.ask("   Are all the writers stopped?", console=self.out, default=False)
+        self.prompting = True
+        try:
+            return Confirm.ask("   Are all the writers stopped?", console=self.out, default=False)
+        finally:
+            self.prompting = False
 
     def quiet(self, watch: QuietWatch, timeout: float) -> None:
         streams = f", lately in {', '.join(watch.recent_streams)}" if watch.recent_streams else ""

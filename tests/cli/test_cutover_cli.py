@@ -4,6 +4,10 @@ prompt, the printed checkpoints and report files, and no password in the output.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -17,6 +21,7 @@ from handlers.cli.cutover_cmd import cutover
 from tests.engine.helpers import make_job, run_until_caught_up
 
 PASSWORD = "changeit"
+ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--poll-seconds", "0.05", "--quiet-seconds", "0.3"]
 
 app = typer.Typer()
@@ -109,3 +114,37 @@ def test_usage_errors_exit_2(setup, tmp_path):
     as_file.write_text("")
     result = runner.invoke(app, ["cutover", "--report-dir", str(as_file)], env=env)
     assert result.exit_code == 2 and "is a file" in result.output
+
+
+def test_sigint_stops_the_cutover_with_a_report(setup, tmp_path):
+    _, job, env = setup
+    run_until_caught_up(job)
+    reports_dir = tmp_path / "reports"
+    args = ["cutover", "--yes", "--quiet-seconds", "600", "--report-dir", str(reports_dir)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "handlers.cli.main", *args],
+        cwd=ROOT,
+        env={**os.environ, **env, "COLUMNS": "120"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        seen = []
+        for line in proc.stdout:  # the prompt's text comes just before the quiet watch
+            seen.append(line)
+            if "taking it that the writers are being stopped" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output = "".join(seen) + rest
+    assert proc.returncode == 4, output
+    assert "ABORTED" in output and "interrupted by the operator" in output
+    assert PASSWORD not in output
+    (data,) = reports(tmp_path)
+    assert data["outcome"] == "aborted" and data["steps"][-1]["name"] == "writers"

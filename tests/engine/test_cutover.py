@@ -333,3 +333,26 @@ def test_no_secrets_in_the_report(tmp_path):
     data, md = saved(report)
     assert "changeit" not in json.dumps(data) and "changeit" not in md
     assert "tlsCaFile" not in md and report.target.startswith("esdb://127.0.0.1:")
+
+
+class Interrupting(CutoverObserver):
+    """Sets the cutover's abort flag, as the CLI's Ctrl-C handler does."""
+
+    def __init__(self) -> None:
+        self.cutover: Cutover | None = None
+
+    def quiet(self, watch: QuietWatch, timeout: float) -> None:
+        assert self.cutover is not None
+        self.cutover.abort.set()
+
+
+def test_abort_flag_stops_at_the_next_check_with_a_report(migrated, tmp_path):
+    _, _, _, job = migrated
+    observer = Interrupting()
+    options = CutoverOptions(**FAST, report_dir=tmp_path / "reports")
+    observer.cutover = Cutover(job, options, observer=observer)
+    report = observer.cutover.run()
+    assert report.outcome == "aborted" and report.exit_code == EXIT_ABORTED
+    assert report.message == "interrupted by the operator"
+    assert [(s.name, s.status) for s in report.steps][-1] == ("writers", "failed")
+    assert saved(report)[0]["outcome"] == "aborted"

@@ -654,8 +654,9 @@ def report_markdown(report: CutoverReport) -> str:
         f"| source `$all` head | {_opt(report.source_head)} |",
         f"| relay checkpoint | {_opt(report.checkpoint_position)} |",
         f"| target `$all` head | {_opt(report.target_head)} |",
-        f"| events written by the job (all slices) | {_opt(report.events_written_total)} |",
-        f"| events copied during the cutover | {_opt(report.events_copied_during_cutover)} |",
+        f"| records written by the job, all slices (events, stream metadata, deletes) | "
+        f"{_opt(report.events_written_total)} |",
+        f"| records copied during the cutover | {_opt(report.events_copied_during_cutover)} |",
     ]
     if report.quiet:
         q = report.quiet

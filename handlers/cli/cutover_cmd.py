@@ -151,6 +151,9 @@ def cutover(
     try:
         with _stop_on_signals(procedure, observer, err):
             report = procedure.run()
+    except OSError as e:  # the report directory cannot be written
+        err.print(f"[red]cannot write the report: {escape(str(e))}[/]", soft_wrap=True)
+        raise typer.Exit(EXIT_ERROR) from None
     finally:
         observer.close()
     _print_result(out, report)

@@ -356,3 +356,24 @@ def test_abort_flag_stops_at_the_next_check_with_a_report(migrated, tmp_path):
     assert report.message == "interrupted by the operator"
     assert [(s.name, s.status) for s in report.steps][-1] == ("writers", "failed")
     assert saved(report)[0]["outcome"] == "aborted"
+
+
+def test_a_checkpoint_that_cannot_be_translated_fails_after_the_rest(migrated, tmp_path):
+    _, _, _, job = migrated
+    checkpoints = tmp_path / "checkpoints.csv"
+    checkpoints.write_text(
+        "name,kind,stream,position,revision\n"
+        "good,stream,order-0,,1\n"
+        "typo,stream,,,1\n"  # kind stream without a stream
+    )
+    report = cutover(job, tmp_path, checkpoints_file=checkpoints)
+    assert report.outcome == "failed" and report.exit_code == EXIT_CHECK_FAILED
+    assert "1 catch-up checkpoint(s) could not be translated" in report.message
+    assert report.verify is not None and report.verify.ok
+    rows = {r["name"]: r for r in report.catch_up_checkpoints}
+    assert rows["good"]["target_revision"] == "1" and not rows["good"]["error"]
+    assert rows["typo"]["error"] == "kind stream needs a stream"
+    assert Path(report.catch_up_file).suffix == ".csv"
+    _, md = saved(report)
+    assert "| typo |" in md and "kind stream needs a stream" in md
+    assert "point every writer" in md  # verified: the clients can move, the row needs fixing

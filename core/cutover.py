@@ -33,6 +33,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -328,16 +329,16 @@ class Cutover:
                 self.source, self.target, self.store = source, target, store
                 start = store.load(self.job.job_id)
                 written_before = start.events_written if start else 0
-                if options.run_relay:
-                    with _RelayThread(self.job, options.poll_seconds) as self.relay:
-                        self._step("caught-up", "confirm the relay is caught up", self._caught_up)
-                        self._step("writers", "stop the writers, watch for quiet", self._quiet)
-                        self._step("final-copy", "wait for the final events", self._final_copy)
-                    self.relay = None
-                else:
+                relay = (
+                    _RelayThread(self.job, options.poll_seconds)
+                    if options.run_relay
+                    else nullcontext()
+                )
+                with relay as self.relay:  # our relay runs until the final copy is done
                     self._step("caught-up", "confirm the relay is caught up", self._caught_up)
                     self._step("writers", "stop the writers, watch for quiet", self._quiet)
                     self._step("final-copy", "wait for the final events", self._final_copy)
+                self.relay = None
                 self._positions(written_before)
                 self._step("verify", "verify the target against the source", self._verify)
                 self._step("subscriptions", "translate subscription checkpoints", self._subs)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from core.config import FilterConfig, JobConfig
 from core.engine import SliceResult
-from core.errors import RelayError
+from core.errors import RelayError, TransientError
 from core.relay import Relay
 from esdb_emulator import Emulator
 from esdb_emulator.store import Store
@@ -91,6 +91,7 @@ class Drive:
     failed_slices: int = 0
     retries: int = 0  # transient failures retried inside slices
     errors: list[str] = field(default_factory=list)
+    permanent_errors: list[str] = field(default_factory=list)  # not retryable: must not occur
     last: SliceResult | None = None
 
 
@@ -116,6 +117,8 @@ def drive(
             except RelayError as e:
                 outcome.failed_slices += 1
                 outcome.errors.append(str(e))
+                if not isinstance(e, TransientError):
+                    outcome.permanent_errors.append(f"{type(e).__name__}: {e}")
                 time.sleep(0.05)
                 continue
             outcome.slices += 1

@@ -51,7 +51,7 @@ def job_for(source: Emulator, target: Emulator, tmp_path, **overrides: Any):
         "budget": {"max_events": 250},
         "batch": {"max_events": 30},
         "filters": FILTERS,
-        "lease_ttl_seconds": 5,
+        "lease_ttl_seconds": 30,
         **overrides,
     }
     return make_job(source, target, tmp_path, **settings)
@@ -75,7 +75,7 @@ def test_relay_survives_fault(tmp_path, side, fault):
                 faulty.faults.update(**CLEAR)
 
         job = job_for(source, target, tmp_path)
-        drive(job, on_step=on_step)
+        outcome = drive(job, on_step=on_step)
         injected = sum(faulty.faults.injected.values())
         check = check_replica(source.store, target.store, job.filters)
         assert armed > 0
@@ -83,6 +83,7 @@ def test_relay_survives_fault(tmp_path, side, fault):
             assert injected > 0, faulty.faults.injected
         assert check.events_checked > 400
         assert check.clean, check
+        assert outcome.permanent_errors == []  # transient faults never stop a job for good
 
 
 def test_target_max_append_size_rejections(tmp_path):
@@ -98,13 +99,14 @@ def test_target_max_append_size_rejections(tmp_path):
         assert check.clean, check
 
 
-def test_both_sides_random_faults(tmp_path):
-    """Every fault on both sides at once, seeded."""
+@pytest.mark.parametrize("mode", ["ordered", "partitioned"])
+def test_both_sides_random_faults(tmp_path, mode):
+    """Every fault on both sides at once, seeded; partitioned mode runs 8 writers that share
+    the target connection."""
     rng = random.Random(77)
     with Emulator() as source, Emulator() as target:
         generate(source.store, Workload(events=1200, streams=50, seed=77))
         target.faults.update(max_append_size=20_000)
-
         armed = 0
 
         def on_step(step: str) -> None:
@@ -116,11 +118,34 @@ def test_both_sides_random_faults(tmp_path):
                 elif rng.random() < 0.1:
                     emulator.faults.update(**CLEAR)
 
-        job = job_for(source, target, tmp_path)
-        drive(job, on_step=on_step)
+        partitions = 8 if mode == "partitioned" else 1
+        job = job_for(source, target, tmp_path, mode=mode, partitions=partitions)
+        outcome = drive(job, on_step=on_step)
         assert sum(source.faults.injected.values()) + sum(target.faults.injected.values()) > 0
-        check = check_replica(source.store, target.store, job.filters)
+        check = check_replica(source.store, target.store, job.filters, ordered=partitions == 1)
         assert check.clean, check
+        assert outcome.permanent_errors == []
+
+
+def test_partitioned_writers_survive_target_unavailable(tmp_path):
+    """8 writers share one target connection: one writer's UNAVAILABLE makes esdbclient close
+    the channel and reconnect, which cancels the other writers' in-flight appends (CANCELLED,
+    "Channel closed!"). Those appends never completed: they must be retried, not stop the job
+    with a permanent error."""
+    permanent: list[str] = []
+    for seed in (1, 2):
+        with Emulator() as source, Emulator() as target:
+            generate(source.store, Workload(events=1200, streams=50, seed=seed))
+            target.faults.update(
+                unavailable_rate=0.1, latency_ms=20, seed=seed, methods={"Append", "BatchAppend"}
+            )
+            job = job_for(source, target, tmp_path / str(seed), mode="partitioned", partitions=8)
+            outcome = drive(job)
+            assert target.faults.injected.get("unavailable", 0) > 0
+            check = check_replica(source.store, target.store, job.filters, ordered=False)
+            assert check.clean, check
+            permanent += outcome.permanent_errors
+    assert permanent == []
 
 
 def test_target_restarted_from_its_snapshot_mid_run(tmp_path):

@@ -252,7 +252,13 @@ def _translate(error: Exception, side: str, action: str) -> Exception:
             code.name,
             hint="check the username and password in the connection string and the user's ACLs",
         )
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+    # CANCELLED: esdbclient closed the channel under this call to reconnect (another thread's
+    # UNAVAILABLE or not-leader); the call never finished, and retrying an append is harmless.
+    if code in (
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.CANCELLED,
+    ):
         return TransientError(f"{side}: {action}: {code.name}")
     return PermanentError(f"{side}: {action} failed: {type(error).__name__}: {error}")
 

@@ -67,9 +67,11 @@ services-deps: node_modules/.bin/azurite-table
 test: setup kurrent-env checkov-env services-deps lint audit
 	$(BIN)/python -m pytest
 
-# The long kill soak (200 SIGKILLs, seeded, bounded); the short one is in `make test`.
+# The long kill soaks (200 SIGKILLs each, seeded, bounded; ordered, then 8 partitioned
+# writers; about 10 minutes each on 2 cores); the short ones are in `make test`.
 soak: setup
 	$(BIN)/python -m tests.reliability.soak --kills 200 --seed 1
+	$(BIN)/python -m tests.reliability.soak --kills 200 --seed 1 --mode partitioned --partitions 8
 
 # All benchmarks (about 15 minutes on 2 cores); the replication run rewrites its section of
 # docs/benchmarks.md and docs/cost-model.md. `make bench BENCH_ARGS=--full` for 100k-1M events.

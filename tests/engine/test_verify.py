@@ -372,7 +372,7 @@ def test_different_data_type_and_metadata(source, golden, tmp_path):
 
 
 def test_metadata_a_v2_append_rebuilt_is_compared_by_value(tmp_path):
-    """Interleaved streams go to the target in multi-stream (v2) appends: its metadata then
+    """With multi_append, interleaved streams go to the target in v2 appends: its metadata then
     carries `$schema.*` and numbers as the server re-serialised them. That is equal; a changed
     value under the same `$schema.*` keys is not."""
     with Emulator() as source:
@@ -382,7 +382,7 @@ def test_metadata_a_v2_append_rebuilt_is_compared_by_value(tmp_path):
             event = ProposedEvent(str(uuid.uuid4()), "Added", "application/json", b"{}", metadata)
             source.store.append(f"cart-{n % 3}", ANY, [event])
         with Emulator() as target:
-            migrate(job_for(source, target, tmp_path))
+            migrate(job_for(source, target, tmp_path, multi_append=True))
             assert check(job_for(source, target, tmp_path)).ok
             golden = target.store.export_records(), target.store.head_position
         synthesized = [r for r in golden[0] if b'"$schema.name"' in r.metadata]

@@ -332,7 +332,18 @@ def render(report: Report, plan: Plan, command: str) -> str:
         "target stream tails. The source has none. Each run stops after the workload's events "
         f"or {plan.seconds:g} s, whichever comes first. Peak RSS and CPU seconds are the "
         "replicator process's own (`os.wait4`). MB/s = events/s x the workload's mean event "
-        "size (data + metadata) as read from the source.",
+        "size (data + metadata) as read from the source. CPU s / M events = the process's CPU "
+        "over the events it finished; a run stopped by time also paid for what it had read "
+        "ahead.",
+        "",
+        "Baselines (`bench/baselines.py`): the Event Store Replicator's sink as its source "
+        "code has it — one `append_to_stream(stream, ANY, [event])` per event, in `$all` "
+        "order, from 1 writer, or from 6 writers each owning a hash partition of the stream "
+        "names; a reader thread fills bounded queues (50,000 events). Ours "
+        "(`bench/relay_runner.py`): `Relay.run_once` slices back to back with the product's "
+        "defaults (20,000 events per slice, appends of up to 500 events / 1 MB, SQLite "
+        "checkpoint store), multi-stream append switched on (`multi_append = true`) where the "
+        "row says the target offers it and the mode is ordered.",
         "",
         f"Workloads (`bench/workloads.py`, plain events, no links/deletes/metadata): "
         f"{plan.random.label}; {plan.realistic.label} (bursts, mean 8 events per run).",

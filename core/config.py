@@ -354,10 +354,10 @@ class JobConfig(BaseSettings):
         "$originalCreated to JSON metadata",
     )
     multi_append: bool = Field(
-        default=False,
+        default=True,
         description="true or false: in ordered mode, write several streams' events in one "
-        "multi-stream append when the target has it (KurrentDB >= 25.1; faster, but the target "
-        "then shows event metadata as re-rendered JSON with $schema.name/$schema.format added)",
+        "multi-stream append when the target has it (KurrentDB >= 25.1); the target then shows "
+        "event metadata re-rendered with $schema.name/$schema.format added (false: byte for byte)",
     )
     budget: BudgetConfig = Field(default_factory=BudgetConfig, description="slice budget")
     batch: BatchConfig = Field(default_factory=BatchConfig, description="append batch limits")

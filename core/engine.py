@@ -13,8 +13,8 @@ Exactly once, without an atomic write across the checkpoint store and the target
 
 Modes. A reader thread reads and plans the next chunk of `$all` while the current one is
 written (core/engine_pipeline.py). Ordered mode writes in `$all` order, one append per run of
-consecutive same-stream events, or, when the job opts in and the target has KurrentDB's
-multi-stream append, one atomic append per batch of several streams' runs (a conflict
+consecutive same-stream events, or, when the target has KurrentDB's multi-stream append (and
+the job does not turn it off), one atomic append per batch of several streams' runs (a conflict
 resyncs the named stream once).
 Partitioned mode hashes each stream (with its metadata and tombstone) to one of N writer
 threads; a writer batches each stream's events of what has been read into as few appends as the
@@ -31,6 +31,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -51,6 +52,9 @@ from core.engine_writer import (
 from core.errors import LeaseLostError, PermanentError, RelayError
 from core.eventstore import Event, EventStore, OutEvent
 from core.scavenge import ScavengeFilter
+
+# Ordered mode learns the state of a chunk's new target streams with this many reads at once.
+SYNC_THREADS = 16
 
 
 @dataclass(frozen=True)
@@ -276,31 +280,33 @@ class _Slice:
     def _run_ordered(self, reader: ChunkReader, after: int | None) -> tuple[int | None, bool]:
         """Write in `$all` order; (position every write up to which is done, stopped early)."""
         writer = StreamWriter(self.ctx)
-        # Opt-in: the server stores a v2 append's metadata as properties, so reads show it
-        # re-rendered with `$schema.*` keys added (core/multi_append.py), not byte for byte.
+        # The server stores a v2 append's metadata as properties, so reads show it re-rendered
+        # with `$schema.*` keys added (core/multi_append.py): a job can turn it off.
         multi = self.job.multi_append and self.target.supports_multi_append()
         batches = ordered_batches if multi else runs
         write = writer.write_batch if multi else writer.write
         done = after
         first = True
-        while True:
-            ops = reader.next_ops()
-            if first:
-                self.on_step("read")
-                first = False
-            if ops is None:
-                return done, False
-            for group in batches(ops, self.job.batch.max_events, self.job.batch.max_bytes):
-                if time.monotonic() > self.budget.deadline:
-                    return done, True
-                self._check_lease()
-                try:
-                    n, b = write(group)
-                except PermanentError as e:
-                    raise _at(e, group[0].source) from None
-                self.on_step("written")
-                self._count(group, n, b)
-                done = group[-1].position
+        with ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="relay-sync") as pool:
+            while True:
+                ops = reader.next_ops()
+                if first:
+                    self.on_step("read")
+                    first = False
+                if ops is None:
+                    return done, False
+                writer.prefetch(ops, pool)
+                for group in batches(ops, self.job.batch.max_events, self.job.batch.max_bytes):
+                    if time.monotonic() > self.budget.deadline:
+                        return done, True
+                    self._check_lease()
+                    try:
+                        n, b = write(group)
+                    except PermanentError as e:
+                        raise _at(e, group[0].source) from None
+                    self.on_step("written")
+                    self._count(group, n, b)
+                    done = group[-1].position
 
     def _run_partitioned(self, reader: ChunkReader, after: int | None) -> tuple[int | None, bool]:
         """Dispatch each stream's ops to its partition's writer thread; (low watermark,

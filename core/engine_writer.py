@@ -9,11 +9,13 @@ tombstone) always goes to the same partition, so no state is shared between thre
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from core import rules
@@ -425,6 +427,23 @@ class StreamWriter:
             )
 
     # ------------------------------------------------------------------ sync
+    def prefetch(self, ops: Iterable[Op], pool: Executor) -> None:
+        """Sync, concurrently, the streams these ops write that this slice has not synced yet.
+        Only reads: the same as syncing each at its first write, done earlier. A stream whose
+        sync fails is left to its first write, which fails (or succeeds) in order."""
+        wanted = dict.fromkeys(
+            op.stream
+            for op in ops
+            if op.kind is not rules.Kind.SKIP and op.stream not in self.streams
+        )
+
+        def sync(stream: str) -> None:
+            with contextlib.suppress(RelayError):
+                self.sync(stream)
+
+        for _ in pool.map(sync, wanted):
+            pass
+
     def sync(self, stream: str) -> StreamState:
         """Learn the target stream's revision and how far it already goes (see module doc).
 

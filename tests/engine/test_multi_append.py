@@ -67,11 +67,11 @@ def test_multi_append_is_used_exactly_when_the_target_has_it(tmp_path, multi_app
         assert user_order(target.store) == user_order(source.store)
 
 
-def test_not_used_unless_the_job_opts_in(tmp_path):
+def test_not_used_when_the_job_turns_it_off(tmp_path):
     with Emulator() as source, Emulator() as target:
         generate(source.store, Workload(events=200, streams=50, seed=5, **RANDOM))
         target.faults.update(unavailable_next=1, methods={"AppendSession"})
-        job = make_job(source, target, tmp_path, budget={"max_events": 5000})
+        job = make_job(source, target, tmp_path, multi_append=False, budget={"max_events": 5000})
         assert count_appends(job, source, target) > 150
         assert target.faults.injected.get("unavailable", 0) == 0
         # Byte for byte: no `$schema.*` keys in the copied metadata.

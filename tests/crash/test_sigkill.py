@@ -116,3 +116,32 @@ def test_resume_after_sigkill_in_partitioned_mode(tmp_path, step, occurrence, de
             if not r.stream.startswith("$") and not r.type.startswith("$")
         ]
         assert len(ids) == len(set(ids))  # no duplicates, even hidden by $maxCount
+
+
+def test_resume_after_sigkill_with_a_multi_stream_append_in_flight(tmp_path):
+    with Emulator() as source, Emulator() as target:
+        generate(source.store, Workload(events=1500, streams=60, interleaving="random", seed=8))
+        # The kill lands while the server holds the multi-stream append (it then applies it).
+        target.faults.update(latency_ms=300, methods={"AppendSession"})
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "ESDB_RELAY_JOB_ID": "crash-multi",
+            "ESDB_RELAY_SOURCE": source.uri,
+            "ESDB_RELAY_TARGET": target.uri,
+            "ESDB_RELAY_CHECKPOINT_STORE": f"sqlite:///{tmp_path}/cp.db",
+            "ESDB_RELAY_BUDGET__MAX_EVENTS": "400",
+            "ESDB_RELAY_BATCH__MAX_EVENTS": "25",
+            "ESDB_RELAY_LEASE_TTL_SECONDS": "2",
+        }
+        assert run_child(env, "append", 6, 0.05) == -signal.SIGKILL
+        target.faults.reset()
+        assert run_child(env, "none", 0) == 0
+        assert differences(source.store, target.store) == []
+        assert user_event_count(target.store) == user_event_count(source.store)
+        ids = [
+            r.event_id
+            for r in target.store.iter_all()
+            if not r.stream.startswith("$") and not r.type.startswith("$")
+        ]
+        assert len(ids) == len(set(ids))

@@ -67,9 +67,11 @@ services-deps: node_modules/.bin/azurite-table
 test: setup kurrent-env checkov-env services-deps lint audit
 	$(BIN)/python -m pytest
 
-# The long kill soaks (200 SIGKILLs each, seeded, bounded; ordered, then 8 partitioned
-# writers; about 10 minutes each on 2 cores); the short ones are in `make test`.
+# The long reliability runs: the tests marked `soak` (Firestore restart, network partition,
+# short partitioned soak), then the kill soaks (200 SIGKILLs each, seeded, bounded; ordered,
+# then 8 partitioned writers; about 10 minutes each on 2 cores).
 soak: setup
+	$(BIN)/python -m pytest -m soak tests/reliability
 	$(BIN)/python -m tests.reliability.soak --kills 200 --seed 1
 	$(BIN)/python -m tests.reliability.soak --kills 200 --seed 1 --mode partitioned --partitions 8
 

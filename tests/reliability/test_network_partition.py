@@ -120,6 +120,7 @@ def start_target(link: Link, data: Path) -> subprocess.Popen[bytes]:
     raise RuntimeError(f"the target emulator did not start in {link.ns}")
 
 
+@pytest.mark.soak  # ~20 s: run by `make soak`
 def test_relay_rides_out_a_partition_of_the_target(tmp_path, link):
     data = tmp_path / "target.gz"
     target = start_target(link, data)

@@ -1,8 +1,11 @@
 """The kill soak, short: 15 SIGKILLs of a real relay process at seeded random points, source
 writes between runs, then target == filtered source with 0 differences, duplicates and gaps.
-The long one (200 kills) is `make soak` (python -m tests.reliability.soak)."""
+The partitioned one (8 kills, 8 writers) and the long ones (200 kills each) run with
+`make soak`."""
 
 from __future__ import annotations
+
+import pytest
 
 from tests.reliability.soak import run_soak
 
@@ -18,6 +21,7 @@ def test_kill_soak_short_ordered():
     assert report.checkpoint_regressions == 0
 
 
+@pytest.mark.soak
 def test_kill_soak_short_partitioned():
     report = run_soak(8, seed=12, mode="partitioned", partitions=8)
     print(report)

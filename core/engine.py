@@ -15,12 +15,12 @@ Modes. A reader thread reads and plans the next chunk of `$all` while the curren
 written (core/engine_pipeline.py). Ordered mode writes in `$all` order, one append per run of
 consecutive same-stream events, or, when the target has KurrentDB's multi-stream append (and
 the job does not turn it off), one atomic append per batch of several streams' runs (a conflict
-resyncs the named stream once).
-Partitioned mode hashes each stream (with its metadata and tombstone) to one of N writer
-threads; a writer batches each stream's events of what has been read into as few appends as the
-batch limits allow, in the stream's order. Its checkpoint is the low watermark: the highest
-position at or below which every op is written. A stop (deadline, error in one partition)
-commits that watermark and nothing past it.
+resyncs the named stream once). Partitioned mode hashes each stream (with its metadata and
+tombstone) to one of N writer threads; a writer learns its streams' target state while the
+slice is read, then writes each stream's events of the slice in as few appends as the batch
+limits allow, in the stream's order. Its checkpoint is the low watermark: the highest position
+at or below which every op is written. A stop (deadline, error in one partition) commits that
+watermark and nothing past it.
 """
 
 from __future__ import annotations
@@ -378,42 +378,40 @@ class _Slice:
         deadline_hit: threading.Event,
         errors: list[tuple[BaseException, Op]],
     ) -> None:
-        """One partition's writer thread: its streams' state is its own."""
+        """One partition's writer thread: its streams' state is its own. While the slice is
+        read it learns the state of its streams on the target (reads only); once the read is
+        over it writes each stream's events of the whole slice in as few appends as the batch
+        limits allow."""
         writer = StreamWriter(self.ctx)
         batch = self.job.batch
-        closing = False
-        while not closing:
-            item = inbox.get()
-            if item is None:
-                return
-            ops = list(item)
-            while True:  # take everything already dispatched: fewer, fuller appends
-                try:
-                    more = inbox.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    closing = True
-                    break
-                ops.extend(more)
-            for group in stream_batches(ops, batch.max_events, batch.max_bytes):
+        ops: list[Op] = []
+        while (item := inbox.get()) is not None:
+            ops.extend(item)
+            for stream in dict.fromkeys(op.stream for op in item):
                 if stop.is_set():
                     return
-                if time.monotonic() > self.budget.deadline:
-                    deadline_hit.set()
-                    stop.set()
-                    return
-                try:
-                    self._check_lease()
-                    n, b = writer.write(group)
-                except BaseException as e:  # raised by the coordinator after every writer stopped
-                    with self._lock:
-                        errors.append((e, group[0]))
-                    stop.set()
-                    return
-                self.on_step("written")
-                self._count(group, n, b)
-                watermark.done(op.position for op in group)
+                if stream not in writer.streams:
+                    # A failure here is met again, in order, by the stream's first write.
+                    with contextlib.suppress(RelayError):
+                        writer.sync(stream)
+        for group in stream_batches(ops, batch.max_events, batch.max_bytes):
+            if stop.is_set():
+                return
+            if time.monotonic() > self.budget.deadline:
+                deadline_hit.set()
+                stop.set()
+                return
+            try:
+                self._check_lease()
+                n, b = writer.write(group)
+            except BaseException as e:  # raised by the coordinator after every writer stopped
+                with self._lock:
+                    errors.append((e, group[0]))
+                stop.set()
+                return
+            self.on_step("written")
+            self._count(group, n, b)
+            watermark.done(op.position for op in group)
 
     def _count(self, group: list[Op], written: int, size: int) -> None:
         skipped = sum(

@@ -342,6 +342,9 @@ def replicate(pair, workdir: Path, case: Case, history: History) -> list[SliceRe
             "budget": {"max_events": case.max_events},
             "batch": {"max_events": case.batch},
             "original_metadata": case.original_metadata,
+            # This oracle compares metadata bytes; a multi-stream (v2) append re-renders them
+            # (test_properties_multi_append.py covers that path).
+            "multi_append": False,
             "filters": {
                 "include_streams": include,
                 "exclude_streams": exclude,

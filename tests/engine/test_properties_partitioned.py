@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -52,7 +53,7 @@ def workdir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("properties-partitioned")
 
 
-def replicate(emulators, workdir: Path, case: Case, history: History, partitions: int) -> None:
+def replicate(emulators, workdir: Path, case: Case, history: History, **settings: object) -> None:
     source, target, s, t = emulators
     job_id = f"job-{history.prefix}"
     include, exclude, exclude_types = case.filters
@@ -61,8 +62,7 @@ def replicate(emulators, workdir: Path, case: Case, history: History, partitions
             "job_id": job_id,
             "source": source.uri,
             "target": target.uri,
-            "mode": "partitioned",
-            "partitions": partitions,
+            **settings,
             "checkpoint_store": f"sqlite:///{workdir}/{job_id}.db",
             "budget": {"max_events": case.max_events},
             "batch": {"max_events": case.batch},
@@ -82,7 +82,9 @@ def replicate(emulators, workdir: Path, case: Case, history: History, partitions
 
     results: list[SliceResult] = []
     target.faults.update(
-        unavailable_rate=case.unavailable_rate, methods={"BatchAppend"}, seed=case.seed
+        unavailable_rate=case.unavailable_rate,
+        methods={"BatchAppend", "AppendSession"},
+        seed=case.seed,
     )
     try:
         for _ in range(400):
@@ -101,7 +103,13 @@ def replicate(emulators, workdir: Path, case: Case, history: History, partitions
     raise AssertionError(f"did not catch up: {[r.error for r in results[-3:]]}")
 
 
-def check(source: Store, target: Store, case: Case, history: History) -> None:
+def check(
+    source: Store,
+    target: Store,
+    case: Case,
+    history: History,
+    check_metadata: Callable[[Case, Record, Record], None] = check_metadata,
+) -> None:
     def user(r: Record) -> bool:
         return r.stream.startswith(history.prefix) and not r.type.startswith("$")
 
@@ -160,5 +168,5 @@ def check(source: Store, target: Store, case: Case, history: History) -> None:
 def test_target_equals_filtered_source_in_partitioned_mode(emulators, workdir, case, partitions):
     source = emulators[0].store
     history = apply_history(source, case)
-    replicate(emulators, workdir, case, history, partitions)
+    replicate(emulators, workdir, case, history, mode="partitioned", partitions=partitions)
     check(source, emulators[1].store, case, history)

@@ -11,7 +11,7 @@ import pytest
 
 from core.checkpoint import open_store
 from core.engine import Budget, run_slice
-from core.engine_pipeline import partition_of
+from core.engine_pipeline import Watermark, partition_of
 from core.errors import ConflictError
 from core.eventstore import EventStore
 from esdb_emulator.store import ANY, ProposedEvent
@@ -57,6 +57,20 @@ def test_partition_of_is_stable_and_spreads_streams():
     counts = [first.count(p) for p in range(8)]
     assert min(counts) > 150  # roughly even: 250 each
     assert partition_of("order-1", 8) == 7  # crc32: the same in every process and run
+
+
+def test_the_watermark_never_passes_an_op_not_done():
+    mark = Watermark(None)
+    mark.add([10, 20, 30, 40, 50])
+    mark.done([20, 40])  # later ops done first (other partitions ahead)
+    assert mark.position is None
+    mark.done([10])
+    assert mark.position == 20
+    mark.add([60])
+    mark.done([50, 60])
+    assert mark.position == 20  # 30 is still being written
+    mark.done([30])
+    assert mark.position == 60
 
 
 def test_full_history_is_copied_exactly(pair, tmp_path):

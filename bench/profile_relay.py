@@ -1,7 +1,7 @@
 """Where does our relay's CPU go? One bounded relay run under py-spy (GIL-holding samples, all
-threads), summarised by function, inclusive. py-spy is not a project dependency: install it in
-a throwaway venv (`python -m venv /tmp/spy && /tmp/spy/bin/pip install py-spy`) and pass
-`--py-spy /tmp/spy/bin/py-spy`.
+threads; `--wall` for every thread, waiting or not), summarised by function, inclusive. py-spy
+is not a project dependency: install it in a throwaway venv (`python -m venv /tmp/spy &&
+/tmp/spy/bin/pip install py-spy`) and pass `--py-spy /tmp/spy/bin/py-spy`.
 
     python -m bench.profile_relay --py-spy PATH [--mode partitioned --partitions 64]
         [--latency-ms 5] [--shape random] [--events 20000] [--streams 2000] [--seconds 60]
@@ -50,9 +50,13 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=2_000)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--top", type=int, default=40)
+    parser.add_argument(
+        "--wall", action="store_true", help="sample every thread, waiting or not (wall time)"
+    )
     args = parser.parse_args()
     workload = BenchWorkload(shape=args.shape, events=args.events, streams=args.streams)
-    strategy = Strategy("profiled", "relay", mode=args.mode, partitions=args.partitions)
+    partitions = args.partitions if args.mode == "partitioned" else 1
+    strategy = Strategy("profiled", "relay", mode=args.mode, partitions=partitions)
     with (
         served_emulator(workload) as source,
         served_emulator(latency_ms=args.latency_ms) as target,
@@ -61,7 +65,8 @@ def main() -> None:
         config = relay_job(source, target, strategy, Path(tmp))
         raw = Path(tmp) / "samples.txt"
         runner = ["-m", "bench.relay_runner", "--config", str(config)]
-        spy = [args.py_spy, "record", "--gil", "--format", "raw", "--rate", "100"]
+        spy = [args.py_spy, "record", "--format", "raw", "--rate", "100"]
+        spy += [] if args.wall else ["--gil"]
         subprocess.run(
             [
                 *spy,

@@ -32,7 +32,6 @@ from core.eventstore import (
     StreamAppend,
     StreamTombstoned,
     WrongExpectedRevision,
-    multi_append_problem,
 )
 from core.multi_append import event_problem
 
@@ -350,8 +349,6 @@ class StreamWriter:
             StreamAppend(stream, state.revision, [e for op in ops for e in op.events])
             for stream, state, ops in plans
         ]
-        if multi_append_problem(appends):  # e.g. metadata the v2 API cannot carry
-            return self._one_by_one(plans)
         try:
             self.ctx.on_step("append")
             self.target.multi_append(appends)

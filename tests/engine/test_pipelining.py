@@ -47,10 +47,11 @@ def test_the_first_chunk_is_written_before_the_second_is_read(tmp_path):
 
 def test_pipelined_ordered_mode_keeps_the_global_order(tmp_path):
     with Emulator() as source, Emulator(multi_append=False) as target:
-        generate(source.store, Workload(events=500, streams=30, interleaving="random", seed=6))
-        target.faults.update(unavailable_rate=0.1, methods={"BatchAppend"}, seed=3)
+        generate(source.store, Workload(events=300, streams=30, interleaving="random", seed=6))
+        target.faults.update(unavailable_rate=0.05, methods={"BatchAppend"}, seed=3)
         job = make_job(source, target, tmp_path, batch={"max_events": 7})
         run_until_caught_up(job, max_slices=500)
+        assert target.faults.injected.get("unavailable", 0) > 0
         target.faults.reset()
         assert differences(source.store, target.store) == []
 

@@ -291,8 +291,8 @@ class StreamWriter:
                 return 0, 0
             try:
                 return self._append_ops(stream, state, pending)
-            except WrongExpectedRevision:
-                raise ConflictError(stream, state.revision, None) from None
+            except WrongExpectedRevision as e:
+                raise ConflictError(stream, state.revision, e.actual) from None
 
     def _append_ops(self, stream: str, state: StreamState, ops: list[Op]) -> tuple[int, int]:
         """Append the ops' events in one call; split in halves if the server finds it too big."""

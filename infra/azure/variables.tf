@@ -220,6 +220,8 @@ variable "job_settings" {
   description = "More ESDB_RELAY_* job settings (core/config.py), e.g. { ESDB_RELAY_FILTERS__EXCLUDE_STREAMS = \"[\\\"^tmp-\\\"]\" }. Never connection strings: those live in Key Vault."
   type        = map(string)
   default     = {}
+  # Terraform echoes an offending value in validation errors: never a secret pasted here by mistake.
+  sensitive = true
 
   validation {
     condition     = alltrue([for k in keys(var.job_settings) : can(regex("^ESDB_RELAY_[A-Z0-9_]+$", k))])

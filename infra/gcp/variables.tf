@@ -190,6 +190,8 @@ variable "job_settings" {
   description = "Further job settings as ESDB_RELAY_* environment variables (core/config.py), e.g. { ESDB_RELAY_FILTERS__INCLUDE_STREAMS = jsonencode([\"^order-\"]) }. Not for connection strings: those come from Secret Manager."
   type        = map(string)
   default     = {}
+  # Terraform echoes an offending value in validation errors: never a secret pasted here by mistake.
+  sensitive = true
 
   validation {
     condition     = alltrue([for k in keys(var.job_settings) : can(regex("^ESDB_RELAY_[A-Z0-9_]+$", k))])

@@ -568,7 +568,7 @@ CASES: list[tuple[str, dict[str, Any], str | None]] = [
     ("source in plain env", {"job_settings": {"ESDB_RELAY_SOURCE": "x"}}, "job_settings"),
     (
         "connection string in a setting",
-        {"job_settings": {"ESDB_RELAY_TRANSFORM": "esdb://admin:changeit@db:2113"}},
+        {"job_settings": {"ESDB_RELAY_TRANSFORM": "esdb://admin:pw@db:2113"}},
         "job_settings",
     ),
     ("setting the module owns", {"job_settings": {"ESDB_RELAY_JOB_ID": "other"}}, "job_settings"),

@@ -77,7 +77,22 @@ def event_problem(event: EventLike) -> str | None:
         )
     if event.metadata and _properties(event.metadata) is None:
         return "event metadata is not empty or a JSON object"
+    if event.metadata and _has_inexact_number(json.loads(event.metadata)):
+        # The server keeps properties as doubles: such a number would be rounded.
+        return "event metadata holds an integer beyond 2^53, which a v2 append would round"
     return None
+
+
+def _has_inexact_number(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return abs(value) > 2**53
+    if isinstance(value, dict):
+        return any(_has_inexact_number(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_inexact_number(v) for v in value)
+    return False
 
 
 @functools.lru_cache(maxsize=4096)  # event types repeat; bounded

@@ -149,3 +149,18 @@ def test_a_foreign_write_mid_slice_stops_with_a_conflict_and_writes_nothing(tmp_
         # The failed multi-append was atomic: none of the batch's other streams was written.
         assert user_event_count(target.store) == 1
         assert open_store(job.checkpoint_store).load(job.job_id) is None
+
+
+def test_metadata_a_double_would_round_is_copied_byte_for_byte(tmp_path):
+    big = b'{"ledger": 9007199254740993}'
+    with Emulator() as source, Emulator() as target:
+        for n in range(3):
+            source.store.append(
+                f"acct-{n}",
+                ANY,
+                [ProposedEvent(str(uuid.uuid4()), "Posted", "application/json", b"{}", big)],
+            )
+        job = multi_job(source, target, tmp_path, original_metadata=False)
+        assert run(job, source, target).caught_up
+        copied = [r.metadata for r in target.store.iter_all() if r.stream.startswith("acct-")]
+        assert copied == [big] * 3

@@ -40,6 +40,12 @@ def test_events_it_cannot() -> None:
         assert "metadata" in (v2.event_problem(_event(metadata=metadata)) or ""), metadata
 
 
+def test_integers_a_double_would_round_go_alone() -> None:
+    assert v2.event_problem(_event(metadata=b'{"n": 9007199254740992, "f": 0.1}')) is None
+    for metadata in (b'{"n": 9007199254740993}', b'{"a": [{"b": -18446744073709551615}]}'):
+        assert "2^53" in (v2.event_problem(_event(metadata=metadata)) or ""), metadata
+
+
 def test_batch_problems() -> None:
     ok = [StreamAppend("a", NO_STREAM, [_event()]), StreamAppend("b", 3, [_event()])]
     assert multi_append_problem(ok) is None

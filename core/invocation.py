@@ -240,6 +240,14 @@ def _status(job: JobConfig, status: Status) -> InvocationResponse:
     )
 
 
+def failure_response(error: RelayError) -> dict[str, Any]:
+    """The result an HTTP trigger answers a failed slice with: the error and, when the relay
+    attached it, whether the job is stalled (failing_slices, last_error)."""
+    liveness = getattr(error, "liveness", None)
+    extra = liveness.model_dump() if isinstance(liveness, Liveness) else {}
+    return {"status": "failed", "next_action": "stop", "error": str(error), **extra}
+
+
 def _slice_figures(result: SliceResult, liveness: Liveness | None) -> dict[str, Any]:
     # stalled / failing_slices / last_error: a job that keeps failing says so in every result.
     return {**asdict(result), **(liveness.model_dump() if liveness else {})}

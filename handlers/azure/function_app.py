@@ -20,7 +20,7 @@ import azure.functions as func
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from core.errors import RelayError
-from core.invocation import handle
+from core.invocation import failure_response, handle
 from core.logs import configure
 from handlers.azure.checkpoint_store import register
 
@@ -61,7 +61,7 @@ def manual(request: func.HttpRequest) -> func.HttpResponse:
     try:
         response = run(payload)
     except RelayError as e:
-        return _json({"status": "failed", "next_action": "stop", "error": str(e)}, 500)
+        return _json(failure_response(e), 500)
     return _json(response, 400 if response.get("status") == "failed" else 200)
 
 

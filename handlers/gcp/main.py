@@ -23,7 +23,7 @@ import functions_framework
 from google.cloud import pubsub_v1
 
 from core.errors import RelayError
-from core.invocation import handle
+from core.invocation import failure_response, handle
 from core.logs import configure
 from handlers.gcp.checkpoint_store import register
 
@@ -53,7 +53,7 @@ def on_http(request: Any) -> tuple[str, int, dict[str, str]]:
     try:
         response = run(payload)
     except RelayError as e:
-        response, status = {"status": "failed", "next_action": "stop", "error": str(e)}, 500
+        response, status = failure_response(e), 500
     else:
         status = 400 if response.get("status") == "failed" else 200
     return json.dumps(response), status, {"Content-Type": "application/json"}

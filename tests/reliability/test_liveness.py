@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import ConflictError, RelayError
-from core.invocation import handle
+from core.invocation import failure_response, handle
 from core.relay import STALL_AFTER_SLICES, Relay
 from esdb_emulator import Emulator
 from esdb_emulator.store import NO_STREAM, ProposedEvent
@@ -117,9 +117,13 @@ def test_a_handler_whose_slices_fail_never_answers_ok_and_reports_the_stall(hand
         chained: list[dict] = []
         caplog.set_level(logging.ERROR, logger="esdb_relay")
         for _ in range(STALL_AFTER_SLICES):
-            with pytest.raises(RelayError):
+            with pytest.raises(RelayError) as failure:
                 handle({}, remaining_seconds=60, chain=chained.append)
         assert chained == []  # a failed slice chains nothing
+        # What the GCP and Azure HTTP triggers answer with (status 500).
+        body = failure_response(failure.value)
+        assert body["status"] == "failed" and body["error"]
+        assert body["stalled"] is True and body["failing_slices"] == STALL_AFTER_SLICES
         logged = [r for r in caplog.records if r.getMessage().startswith("slice failed")]
         assert [r.liveness["failing_slices"] for r in logged] == [1, 2, 3]
         assert logged[-1].liveness["stalled"] is True

@@ -376,6 +376,27 @@ class EventStore:
         return self._retrying()(attempt)
 
     # ------------------------------------------------------------------ reads
+    def _read_all(self, **kwargs: object) -> Iterator[object]:
+        return self._whole(self._client.read_all(**kwargs))  # type: ignore[arg-type]
+
+    def _get_stream(self, stream: str, **kwargs: object) -> tuple[object, ...]:
+        return tuple(self._whole(self._client.read_stream(stream, **kwargs)))  # type: ignore[arg-type]
+
+    def _whole(self, response: object) -> Iterator[object]:
+        """The records of an esdbclient read, every one of them, or TransientError.
+
+        esdbclient ends a read silently, as if the server had sent its last record, when its
+        reconnect (after another thread's UNAVAILABLE or not-leader on this shared connection)
+        cancels the reads in flight on the old channel: a stream would read as absent or
+        shorter than it is, and a writer would then take an existing stream for a new one.
+        Such a cut read raises TransientError (retried) instead.
+        """
+        with response:  # type: ignore[attr-defined]
+            yield from response  # type: ignore[misc]
+            code = getattr(getattr(response, "_read_resps", None), "code", None)
+            if code is not None and code() == grpc.StatusCode.CANCELLED:
+                raise TransientError(f"{self.side}: a read was cut short by a reconnect")
+
     def read_all_after(self, position: int | None, limit: int) -> Iterator[Event]:
         """Up to `limit` records of `$all` strictly after `position` (None = from the start).
 
@@ -399,14 +420,12 @@ class EventStore:
         if limit <= 0:
             return
         if position is None:
-            for recorded in self._client.read_all(
-                filter_exclude=[], limit=limit, timeout=self.timeout
-            ):
+            for recorded in self._read_all(filter_exclude=[], limit=limit, timeout=self.timeout):
                 yield _event(recorded)
             return
         # read_all is inclusive of the given position; ask for one more and drop it.
         sent = 0
-        for recorded in self._client.read_all(
+        for recorded in self._read_all(
             commit_position=position, filter_exclude=[], limit=limit + 1, timeout=self.timeout
         ):
             if recorded.commit_position == position:
@@ -429,7 +448,7 @@ class EventStore:
             "read the end of $all",
             lambda: [
                 _event(r)
-                for r in self._client.read_all(
+                for r in self._read_all(
                     backwards=True, filter_exclude=[], limit=count, timeout=self.timeout
                 )
             ],
@@ -440,7 +459,7 @@ class EventStore:
         if stream reads hide them (`$tb`, `$maxCount`): `$all` keeps records until a scavenge."""
 
         def read() -> list[Event]:
-            records = self._client.read_all(
+            records = self._read_all(
                 commit_position=position,
                 backwards=True,
                 filter_include=[re.escape(stream)],
@@ -459,7 +478,7 @@ class EventStore:
             return self.stream_records_before(stream, before, limit)
 
         def read() -> list[Event]:
-            records = self._client.read_all(
+            records = self._read_all(
                 backwards=True,
                 filter_include=[re.escape(stream)],
                 filter_by_stream_name=True,
@@ -475,7 +494,7 @@ class EventStore:
         start), hidden from stream reads or not."""
 
         def read() -> list[Event]:
-            records = self._client.read_all(
+            records = self._read_all(
                 commit_position=position,
                 filter_include=[re.escape(stream)],
                 filter_by_stream_name=True,
@@ -493,11 +512,11 @@ class EventStore:
 
         def read() -> list[Event]:
             if before is None:
-                records = self._client.read_all(
+                records = self._read_all(
                     backwards=True, filter_exclude=[], limit=limit, timeout=self.timeout
                 )
             else:
-                records = self._client.read_all(
+                records = self._read_all(
                     commit_position=before,
                     backwards=True,
                     filter_exclude=[],
@@ -512,7 +531,7 @@ class EventStore:
         """The `$all` record at exactly this commit position, if there is one."""
 
         def read() -> Event | None:
-            for r in self._client.read_all(
+            for r in self._read_all(
                 commit_position=position, filter_exclude=[], limit=1, timeout=self.timeout
             ):
                 return _event(r) if r.commit_position == position else None
@@ -528,7 +547,7 @@ class EventStore:
 
         def read() -> list[Event]:
             try:
-                recorded = self._client.get_stream(
+                recorded = self._get_stream(
                     stream,
                     stream_position=from_revision,
                     backwards=True,
@@ -568,7 +587,7 @@ class EventStore:
 
         def read() -> list[dict]:
             try:
-                recorded = self._client.get_stream(
+                recorded = self._get_stream(
                     "$persistentSubscriptionConfig",
                     backwards=True,
                     limit=1,
@@ -635,7 +654,7 @@ class EventStore:
     def stream_tail(self, stream: str, limit: int) -> StreamTail:
         def read() -> StreamTail:
             try:
-                recorded = self._client.get_stream(
+                recorded = self._get_stream(
                     stream, backwards=True, limit=max(1, limit), timeout=self.timeout
                 )
             except esdb.NotFound:
@@ -654,7 +673,7 @@ class EventStore:
 
         def read() -> list[Event]:
             try:
-                recorded = self._client.get_stream(
+                recorded = self._get_stream(
                     stream, stream_position=from_revision, limit=limit, timeout=self.timeout
                 )
             except esdb.NotFound:
@@ -666,7 +685,12 @@ class EventStore:
     def stream_metadata(self, stream: str) -> dict:
         def read() -> dict:
             try:
-                metadata, _ = self._client.get_stream_metadata(stream, timeout=self.timeout)
+                recorded = self._get_stream(
+                    "$$" + stream, backwards=True, limit=1, timeout=self.timeout
+                )
+                metadata = json.loads(recorded[0].data) if recorded else {}  # type: ignore[attr-defined]
+            except esdb.NotFound:
+                return {}
             except json.JSONDecodeError:
                 return {}
             return metadata

@@ -42,6 +42,7 @@ class FaultInjector:
         self._config = config or FaultConfig()
         self._random = random.Random(self._config.seed)
         self.injected: dict[str, int] = {}
+        self.calls: dict[str, int] = {}  # calls seen per method (a test waits for one in flight)
 
     @property
     def config(self) -> FaultConfig:
@@ -82,6 +83,7 @@ class FaultInjector:
     ) -> None:
         """Sleep and/or abort the call as configured. Called first in every handler."""
         with self._lock:
+            self.calls[method] = self.calls.get(method, 0) + 1
             if not self._applies(method):
                 return
             c = self._config

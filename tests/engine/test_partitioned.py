@@ -4,6 +4,7 @@ events batched over the slice, the checkpoint at the low watermark of what is wr
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 
@@ -12,8 +13,9 @@ import pytest
 from core.checkpoint import open_store
 from core.engine import Budget, run_slice
 from core.engine_pipeline import Watermark, partition_of
+from core.engine_writer import SliceIndex, StreamState, StreamWriter, WriteContext
 from core.errors import ConflictError
-from core.eventstore import EventStore
+from core.eventstore import EventStore, OutEvent
 from esdb_emulator.store import ANY, ProposedEvent
 from esdb_emulator.workload import Workload, generate
 from tests.engine.helpers import (
@@ -222,3 +224,40 @@ def test_a_deadline_stop_commits_only_the_watermark(pair, tmp_path):
         target.faults.reset()
     run_until_caught_up(job)
     assert_copied_once(source, target)
+
+
+def test_a_sync_cut_by_another_writers_reconnect_reads_the_stream_again(pair, tmp_path):
+    """The partitioned soak's ConflictError ("expected revision -1" on a stream the target
+    holds). The writers share one target connection: one writer's UNAVAILABLE makes esdbclient
+    reconnect, which cancels every read in flight on the old channel, and esdbclient ends a
+    cancelled read as if the server had sent its last record. Another writer's sync then read
+    an existing stream as absent (revision -1, marker -1): its append at "no stream" was
+    refused, and when the resync was cut the same way the job stopped. A cut read must be
+    read again."""
+    source, target = pair
+    generate(source.store, Workload(events=300, streams=10, seed=5))
+    job = partitioned(source, target, tmp_path)
+    run_until_caught_up(job)
+    stream = max(per_stream_ids(target.store).items(), key=lambda item: len(item[1]))[0]
+    with (
+        EventStore(source.uri, side="source") as s,
+        EventStore(target.uri, side="target") as t,
+    ):
+        ctx = WriteContext(job, s, t, SliceIndex(), lambda _: None)
+        known = StreamWriter(ctx).sync(stream)
+        assert known.revision >= 0 and known.marker > 0
+        reads = target.faults.calls.get("Read", 0)
+        target.faults.update(latency_ms=2000, methods={"Read"})  # holds the sync's tail read
+        found: list[StreamState] = []
+        syncing = threading.Thread(target=lambda: found.append(StreamWriter(ctx).sync(stream)))
+        syncing.start()
+        while target.faults.calls.get("Read", 0) == reads:
+            time.sleep(0.01)
+        # Another writer's append meets UNAVAILABLE: esdbclient reconnects and retries it.
+        target.faults.update(latency_ms=0, unavailable_next=1, methods={"Append", "BatchAppend"})
+        event = OutEvent(uuid.uuid4(), "Other", "application/json", b"{}", b"")
+        t.append("other-writer-stream", -1, [event])
+        syncing.join()
+        assert (found[0].revision, found[0].marker) == (known.revision, known.marker)
+        assert target.faults.injected.get("unavailable") == 1
+        assert t.retries >= 1  # the reconnect did cut the read, and it was read again

@@ -157,7 +157,7 @@ def test_completes_once_the_writers_stop(migrated, tmp_path):
             Operator(stop_writers),
             wait=True,
             run_relay=True,
-            quiet_seconds=1.5,
+            quiet_seconds=3.0,  # a writer thread starved by a loaded machine is not "stopped"
             poll_seconds=0.3,
             checkpoints_file=checkpoints,
         )
@@ -178,7 +178,7 @@ def test_completes_once_the_writers_stop(migrated, tmp_path):
     assert user_event_count(target.store) == user_event_count(source.store) == 30 + written[0]
     assert report.verify is not None and report.verify.ok
     assert report.verify.streams_checked == 6 + 5  # order-*, cart-0..3, cart-late
-    assert report.quiet is not None and report.quiet.quiet_for >= 1.5
+    assert report.quiet is not None and report.quiet.quiet_for >= 3.0
     assert report.quiet.final_position == head(source)
     assert report.source_head == head(source) == report.checkpoint_position
     assert report.target_head == head(target)

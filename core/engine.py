@@ -51,6 +51,7 @@ from core.engine_writer import (
 )
 from core.errors import LeaseLostError, PermanentError, RelayError
 from core.eventstore import Event, EventStore, OutEvent
+from core.known_streams import KnownStreams
 from core.scavenge import ScavengeFilter
 
 # Ordered mode learns the state of a chunk's new target streams with this many reads at once.
@@ -113,13 +114,16 @@ def run_slice(
     stop_at: int | None = None,
     dry_run: bool = False,
     on_step: Callable[[str], None] | None = None,
+    known: KnownStreams | None = None,
 ) -> SliceResult:
     """One invocation's work. `start_after` is where a job with no checkpoint yet begins
     (exclusive; None = the start of `$all`), `stop_at` the last position a backfill copies
     (inclusive). A dry run reads and plans but neither writes nor commits. `on_step` is
     called at each step boundary ("read", "append", "written", "commit", "committed", and
     "chunk" on the reader thread each time a chunk of `$all` is read and planned): tests use
-    it to kill the process at exact points. Writer threads call it concurrently."""
+    it to kill the process at exact points. Writer threads call it concurrently. `known` is
+    what earlier slices of this process learned about target streams (core/known_streams.py):
+    the slice uses it instead of reading those streams, and leaves what it learned there."""
     owner = owner or f"relay-{uuid.uuid4().hex[:12]}"
     started_at = datetime.now(UTC)
     started = time.monotonic()
@@ -146,7 +150,7 @@ def run_slice(
     result.from_position = checkpoint.position.commit if checkpoint.position else None
     try:
         _Slice(
-            job, source, target, store, lease, checkpoint, budget, result, transform, limits
+            job, source, target, store, lease, checkpoint, budget, result, transform, limits, known
         ).run()
     except RelayError as e:
         result.status = "failed"
@@ -200,6 +204,7 @@ class _Slice:
         result: SliceResult,
         transform: rules.Transform | None,
         limits: _Limits,
+        known: KnownStreams | None = None,
     ) -> None:
         self.job = job
         self.source = source
@@ -213,7 +218,8 @@ class _Slice:
         self.limits = limits
         self.on_step = limits.on_step
         self.index = SliceIndex()
-        self.ctx = WriteContext(job, source, target, self.index, self.on_step)
+        self.ctx = WriteContext(job, source, target, self.index, self.on_step, known)
+        self.writers: list[StreamWriter] = []
         self.scavenge = ScavengeFilter(source) if job.filters.scavenge else None
         self.reader: ChunkReader | None = None
         self.written = self.skipped = self.size = 0
@@ -252,11 +258,19 @@ class _Slice:
                 done_position, stopped = self._run_partitioned(reader, after)
             else:
                 done_position, stopped = self._run_ordered(reader, after)
+            self._finish(after, done_position)
+        except BaseException:
+            # An append whose outcome is unknown may have moved a stream: forget them all.
+            if self.ctx.known is not None:
+                self.ctx.known.clear()
+            raise
         finally:
             reader.close()
             self.result.warnings.extend(self.ctx.warnings)
             self.result.dead_letters += self.ctx.dead_letters
-        self._finish(after, done_position)
+        if self.ctx.known is not None:
+            for writer in self.writers:
+                self.ctx.known.learn(*writer.learned())
         self.result.caught_up = (
             reader.exhausted and not stopped and done_position == reader.last_position
         )
@@ -280,6 +294,7 @@ class _Slice:
     def _run_ordered(self, reader: ChunkReader, after: int | None) -> tuple[int | None, bool]:
         """Write in `$all` order; (position every write up to which is done, stopped early)."""
         writer = StreamWriter(self.ctx)
+        self.writers.append(writer)
         # The server stores a v2 append's metadata as properties, so reads show it re-rendered
         # with `$schema.*` keys added (core/multi_append.py): a job can turn it off.
         multi = self.job.multi_append and self.target.supports_multi_append()
@@ -383,6 +398,8 @@ class _Slice:
         over it writes each stream's events of the whole slice in as few appends as the batch
         limits allow."""
         writer = StreamWriter(self.ctx)
+        with self._lock:
+            self.writers.append(writer)
         batch = self.job.batch
         ops: list[Op] = []
         while (item := inbox.get()) is not None:
@@ -390,7 +407,7 @@ class _Slice:
             for stream in dict.fromkeys(op.stream for op in item):
                 if stop.is_set():
                     return
-                if stream not in writer.streams:
+                if stream not in writer.streams and not writer.known(stream):
                     # A failure here is met again, in order, by the stream's first write.
                     with contextlib.suppress(RelayError):
                         writer.sync(stream)

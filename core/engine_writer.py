@@ -33,6 +33,7 @@ from core.eventstore import (
     StreamTombstoned,
     WrongExpectedRevision,
 )
+from core.known_streams import KnownState, KnownStreams
 from core.multi_append import event_problem
 
 
@@ -99,6 +100,7 @@ class WriteContext:
     target: EventStore
     index: SliceIndex
     on_step: Callable[[str], None]
+    known: KnownStreams | None = None  # what earlier slices of this process learned
     warnings: list[str] = field(default_factory=list)
     dead_letters: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -112,10 +114,15 @@ class WriteContext:
 class StreamState:
     """What one slice knows of a target stream: its revision and how far it already goes."""
 
-    def __init__(self, revision: int, marker: int, soft_deleted: bool = False) -> None:
+    def __init__(
+        self, revision: int, marker: int, soft_deleted: bool = False, exact: bool = True
+    ) -> None:
         self.revision = revision  # expected revision for the next append (NO_STREAM if none)
         self.marker = marker  # source position at or before which events are already there
         self.soft_deleted = soft_deleted  # the target's metadata says `$tb` = long.MaxValue
+        # The marker covers every record up to `revision`. Not so when it was found by
+        # searching for this slice's ids: later slices' events may lie beyond it.
+        self.exact = exact
 
 
 class StreamWriter:
@@ -126,6 +133,32 @@ class StreamWriter:
         self.target = ctx.target
         self.streams: dict[str, StreamState] = {}
         self.meta_markers: dict[str, int] = {}
+        self.forgotten: set[str] = set()  # streams whose revisions this slice stopped knowing
+
+    def state(self, stream: str) -> StreamState:
+        """The stream's state: known to this slice, known from an earlier slice, or read."""
+        return self.streams.get(stream) or self.known(stream) or self.sync(stream)
+
+    def known(self, stream: str) -> StreamState | None:
+        """What an earlier slice of this process ended with, if it is still in the cache. It
+        may be stale (something else wrote the stream since): then the exact expected revision
+        makes the append fail and the writer reads the stream (`_append`, `_multi`), so nothing
+        lands twice or out of place (core/known_streams.py)."""
+        cached = self.ctx.known.get(stream) if self.ctx.known is not None else None
+        if cached is None:
+            return None
+        state = StreamState(cached.revision, cached.marker, cached.soft_deleted)
+        self.streams[stream] = state
+        return state
+
+    def learned(self) -> tuple[dict[str, KnownState], set[str]]:
+        """What this writer ends the slice knowing, and the streams it stopped knowing."""
+        states = {
+            stream: KnownState(st.revision, st.marker, st.soft_deleted)
+            for stream, st in self.streams.items()
+            if st.exact
+        }
+        return states, self.forgotten - states.keys()
 
     def write(self, group: list[Op]) -> tuple[int, int]:
         """Write a group of ops of one stream; (events written, bytes written)."""
@@ -137,6 +170,7 @@ class StreamWriter:
         if head.kind is rules.Kind.TOMBSTONE:
             self.target.tombstone(head.source.stream)
             self.streams.pop(head.source.stream, None)
+            self.forgotten.add(head.source.stream)
             return 0, 0
         if head.kind is rules.Kind.METADATA:
             return self._write_metadata(head)
@@ -145,7 +179,7 @@ class StreamWriter:
     # ------------------------------------------------------------------ metadata
     def _write_metadata(self, op: Op) -> tuple[int, int]:
         stream = op.stream
-        state = self.streams.get(stream) or self.sync(stream)
+        state = self.state(stream)
         if op.position <= state.marker:
             return 0, 0
         event = op.events[0]
@@ -164,6 +198,7 @@ class StreamWriter:
         )
         # A soft delete or undelete moves the target's revisions: learn them again next time.
         self.streams.pop(stream, None)
+        self.forgotten.add(stream)
         self.meta_markers[stream] = op.position
         return 1, event.size
 
@@ -276,7 +311,7 @@ class StreamWriter:
 
     # ------------------------------------------------------------------ events
     def _append(self, stream: str, group: list[Op]) -> tuple[int, int]:
-        state = self.streams.get(stream) or self.sync(stream)
+        state = self.state(stream)
         pending = [op for op in group if op.position > state.marker]
         if not pending or not any(op.events for op in pending):
             return 0, 0
@@ -323,6 +358,7 @@ class StreamWriter:
             ) from None
         state.revision = (state.revision if state.revision >= 0 else -1) + len(events)
         state.marker = ops[-1].position
+        state.exact = True  # what was just appended is the stream's end
         return len(events), sum(e.size for e in events)
 
     # ------------------------------------------------------------------ multi-stream
@@ -339,7 +375,7 @@ class StreamWriter:
     ) -> tuple[int, int]:
         plans: list[tuple[str, StreamState, list[Op]]] = []
         for stream, ops in parts:
-            state = self.streams.get(stream) or self.sync(stream)
+            state = self.state(stream)
             pending = [op for op in ops if op.position > state.marker]
             if any(op.events for op in pending):
                 plans.append((stream, state, pending))
@@ -377,6 +413,7 @@ class StreamWriter:
         for (_, state, ops), append in zip(plans, appends, strict=True):
             state.revision = (state.revision if state.revision >= 0 else -1) + len(append.events)
             state.marker = ops[-1].position
+            state.exact = True
             written += len(append.events)
             size += sum(e.size for e in append.events)
         return written, size
@@ -428,11 +465,11 @@ class StreamWriter:
         """Sync, concurrently, the streams these ops write that this slice has not synced yet.
         Only reads: the same as syncing each at its first write, done earlier. A stream whose
         sync fails is left to its first write, which fails (or succeeds) in order."""
-        wanted = dict.fromkeys(
-            op.stream
-            for op in ops
-            if op.kind is not rules.Kind.SKIP and op.stream not in self.streams
-        )
+        wanted = [
+            stream
+            for stream in dict.fromkeys(op.stream for op in ops if op.kind is not rules.Kind.SKIP)
+            if stream not in self.streams and not self.known(stream)
+        ]
 
         def sync(stream: str) -> None:
             with contextlib.suppress(RelayError):
@@ -464,11 +501,13 @@ class StreamWriter:
             if not tail.events:
                 # `$tb`/`$maxCount` or a soft delete may hide every event: ask for the revision.
                 revision = self.target.current_revision(stream)
+        exact = True
         if tail.events:
             last = tail.events[-1]
             found = rules.read_original_position(last.metadata)
             if found is None:
                 found = self._search_ids(stream)
+                exact = False
                 if found < 0 and self._foreign(stream, last):
                     raise ConflictError(
                         stream,
@@ -481,7 +520,7 @@ class StreamWriter:
                         ),
                     )
             marker = max(marker, found)
-        state = StreamState(revision, marker, soft_deleted)
+        state = StreamState(revision, marker, soft_deleted, exact)
         self.streams[stream] = state
         return state
 

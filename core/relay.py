@@ -6,6 +6,7 @@ with Relay(job) as relay:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import threading
@@ -16,7 +17,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel
 
-from core import rules
+from core import known_streams, rules
 from core.checkpoint import CheckpointStore, SliceRecord, open_store
 from core.config import JobConfig
 from core.engine import Budget, SliceResult, run_slice
@@ -87,6 +88,8 @@ class Relay:
         self.on_step = on_step
         self.transform = rules.load_transform(job.transform)
         self.store = store or open_store(job.checkpoint_store)
+        # The process-wide cache of target stream states is per job and target (by digest).
+        self._target_key = hashlib.sha256(job.target.get_secret_value().encode()).hexdigest()
         self.source = EventStore(job.source.get_secret_value(), side="source", timeout=timeout)
         try:
             self.target = EventStore(job.target.get_secret_value(), side="target", timeout=timeout)
@@ -139,6 +142,7 @@ class Relay:
                 stop_at=stop_at,
                 dry_run=dry_run,
                 on_step=self.on_step,
+                known=known_streams.for_job(job.job_id, self._target_key),
             )
         except RelayError as e:
             # Every failed slice leaves an ERROR line, with how long the job has been failing.

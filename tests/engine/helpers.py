@@ -9,6 +9,7 @@ from core.config import JobConfig
 from core.engine import Budget, SliceResult, run_slice
 from core.errors import RelayError
 from core.eventstore import EventStore
+from core.known_streams import KnownStreams
 from esdb_emulator import Emulator
 from esdb_emulator.store import Store, StreamDeleted, StreamNotFound
 
@@ -53,8 +54,13 @@ def make_job(source: Emulator, target: Emulator, tmp_path: Path, **overrides: ob
     return JobConfig.load(payload=payload)
 
 
-def run_until_caught_up(job: JobConfig, max_slices: int = 200) -> list[SliceResult]:
+def run_until_caught_up(
+    job: JobConfig, max_slices: int = 200, *, known: KnownStreams | None = None
+) -> list[SliceResult]:
+    """Slices one after another, as one relay process runs them: sharing what they learn of
+    the target's streams (core/known_streams.py) unless `known` says otherwise."""
     store = open_store(job.checkpoint_store)
+    known = KnownStreams() if known is None else known
     results = []
     with (
         EventStore(job.source.get_secret_value(), side="source") as source,
@@ -62,7 +68,7 @@ def run_until_caught_up(job: JobConfig, max_slices: int = 200) -> list[SliceResu
     ):
         for _ in range(max_slices):
             try:
-                result = run_slice(job, source, target, store, Budget.from_job(job))
+                result = run_slice(job, source, target, store, Budget.from_job(job), known=known)
             except RelayError:
                 continue  # a failed slice commits nothing; the next one resumes
             results.append(result)

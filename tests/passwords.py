@@ -22,7 +22,6 @@ TEST_PASSWORDS: dict[str, str] = {
     "tests/contract/test_dynamodb_store.py secret": "very-secret",
     "tests/contract/test_dynamodb_store.py access key": "AKIAEXAMPLEKEYID1234",
     "tests/security password": "Sec-Guard-9x7Q2",
-    "tests/security/test_security_logs.py": "Zq7-secret",
 }
 
 # Too short or too common to search output for (they would match ordinary text), or placeholders

@@ -393,7 +393,7 @@ def test_cli_json_report(tls_pair, tmp_path):
         f"esdb://admin:{SECRET}@127.0.0.1:{closed_port()}?Tls=false",
     )
     assert result.exit_code == 1
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     failed = {c["name"] for c in report["checks"] if c["status"] == "fail"}
     assert failed == {"target: TCP", "network: Azure gateway transit"}
     assert report["ok"] is False and report["failures"] == 2

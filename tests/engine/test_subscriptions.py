@@ -254,7 +254,7 @@ def test_cli_migrate_subscriptions(pair, tmp_path):
 
     result = runner.invoke(app, ["migrate-subscriptions", "-c", config, "--apply", "--json"])
     assert result.exit_code == 0, result.output
-    payload = json.loads(result.output)
+    payload = json.loads(result.stdout)
     assert payload["applied"] is True
     assert sorted(g["action"] for g in payload["groups"]) == ["create", "create"]
     assert len(dst.list_subscriptions()) == 2

@@ -277,7 +277,7 @@ def test_cli_translate(pair, tmp_path):
     run_until_caught_up(make_job(source_db, target_db, tmp_path, filters=FILTERS))
     result = runner.invoke(app, ["translate", str(position), "-c", config, "--json"])
     assert result.exit_code == 0, result.output
-    payload = json.loads(result.output)
+    payload = json.loads(result.stdout)
     with (
         EventStore(source_db.uri, side="source") as source,
         EventStore(target_db.uri, side="target") as target,

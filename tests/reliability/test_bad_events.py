@@ -67,13 +67,18 @@ def corpus() -> dict[str, list[ProposedEvent]]:
 
 @pytest.fixture(scope="module")
 def copied(tmp_path_factory):
-    """The corpus copied twice: with `$original*` metadata (the default) and without."""
+    """The corpus copied twice: with the defaults (`$original*` metadata, multi-stream appends
+    where the target has them) and byte for byte (neither; core/multi_append.py)."""
     with Emulator() as source, Emulator() as plain, Emulator() as annotated:
         written = corpus()
         for stream, events in written.items():
             source.store.append(stream, NO_STREAM, events)
         tmp = tmp_path_factory.mktemp("events")
-        run_until_caught_up(make_job(source, plain, tmp, job_id="plain", original_metadata=False))
+        run_until_caught_up(
+            make_job(
+                source, plain, tmp, job_id="plain", original_metadata=False, multi_append=False
+            )
+        )
         run_until_caught_up(make_job(source, annotated, tmp, job_id="annotated"))
         yield written, plain.store, annotated.store
 

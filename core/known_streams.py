@@ -22,7 +22,7 @@ from dataclasses import dataclass
 DEFAULT_CAPACITY = 50_000  # about 10 MB of entries
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KnownState:
     revision: int  # the target stream's last revision (NO_STREAM if none)
     marker: int  # source position at or before which the stream's records are on the target

@@ -70,7 +70,7 @@ class V2Error:
 
 def event_problem(event: EventLike) -> str | None:
     """Why this event cannot be written by a v2 append (None if it can)."""
-    if not _is_schema_name(event.type):
+    if not is_schema_name(event.type):
         return (
             f"event type {event.type!r} is not a valid v2 schema name (letters, digits, "
             "'_', '.', '$', ':' and '-' only, Unicode NFC)"
@@ -96,7 +96,8 @@ def _has_inexact_number(value: object) -> bool:
 
 
 @functools.lru_cache(maxsize=4096)  # event types repeat; bounded
-def _is_schema_name(name: str) -> bool:
+def is_schema_name(name: str) -> bool:
+    """KurrentDB's SchemaNameValidator (the emulator checks with the same rule)."""
     # SchemaNameValidator: ^[\p{L}\p{N}_.$:-]+$ and NFC.
     return (
         bool(name)

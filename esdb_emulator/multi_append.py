@@ -27,7 +27,6 @@ from __future__ import annotations
 import functools
 import math
 import re
-import unicodedata
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from dataclasses import dataclass
 import grpc
 from google.protobuf import any_pb2, struct_pb2
 
+from core.multi_append import is_schema_name
 from core.protocol.google.rpc import error_details_pb2, status_pb2
 from core.protocol.kurrent.rpc import errors_pb2 as server_errors_pb2
 from core.protocol.kurrentdb.protocol.v2.streams import (
@@ -119,16 +119,6 @@ def _invalid(message: str, field: str) -> SessionError:
     )
 
 
-@functools.lru_cache(maxsize=4096)  # event types repeat; bounded
-def _is_schema_name(name: str) -> bool:
-    # SchemaNameValidator: ^[\p{L}\p{N}_.$:-]+$, Unicode NFC.
-    return (
-        bool(name)
-        and unicodedata.is_normalized("NFC", name)
-        and all(c.isalnum() or c in "_.$:-" for c in name)
-    )
-
-
 class Session:
     """AppendSessionCommand: the requests of one session, validated and sized as they come."""
 
@@ -203,7 +193,7 @@ def _event(record: streams_pb2.AppendRecord) -> tuple[ProposedEvent, int]:
     schema = record.schema
     if schema.format not in _FORMAT_NAMES:
         raise _invalid("Schema format must be one of Json, Protobuf or Bytes.", "Schema.Format")
-    if not _is_schema_name(schema.name):
+    if not is_schema_name(schema.name):
         raise _invalid(
             "Schema name can only contain unicode letters, digits, underscores, dashes, "
             f"periods, colons, and dollar signs. Attempted Value: {schema.name}",

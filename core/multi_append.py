@@ -76,11 +76,18 @@ def event_problem(event: EventLike) -> str | None:
             "'_', '.', '$', ':' and '-' only, Unicode NFC)"
         )
     if event.metadata and _properties(event.metadata) is None:
+        # Parsed again only here, on the rare refusal, to say why.
+        if _holds_inexact_number(event.metadata):
+            return "event metadata holds an integer beyond 2^53, which a v2 append would round"
         return "event metadata is not empty or a JSON object"
-    if event.metadata and _has_inexact_number(json.loads(event.metadata)):
-        # The server keeps properties as doubles: such a number would be rounded.
-        return "event metadata holds an integer beyond 2^53, which a v2 append would round"
     return None
+
+
+def _holds_inexact_number(metadata: bytes) -> bool:
+    try:
+        return _has_inexact_number(json.loads(metadata))
+    except (ValueError, UnicodeDecodeError):
+        return False
 
 
 def _has_inexact_number(value: object) -> bool:
@@ -115,6 +122,8 @@ def _properties(metadata: bytes) -> struct_pb2.Struct | None:
         return None
     if not isinstance(value, dict) or any(not key for key in value):
         return None
+    if _has_inexact_number(value):
+        return None  # the server keeps properties as doubles: it would round such a number
     struct = struct_pb2.Struct()
     try:
         json_format.ParseDict(value, struct)

@@ -457,28 +457,16 @@ class EventStore:
     def stream_records_before(self, stream: str, position: int, limit: int) -> list[Event]:
         """The stream's last `limit` records in `$all` before `position`, newest first, even
         if stream reads hide them (`$tb`, `$maxCount`): `$all` keeps records until a scavenge."""
-
-        def read() -> list[Event]:
-            records = self._read_all(
-                commit_position=position,
-                backwards=True,
-                filter_include=[re.escape(stream)],
-                filter_by_stream_name=True,
-                limit=limit,
-                timeout=self.timeout,
-            )
-            return [_event(r) for r in records]
-
-        return self._call(f"read $all for {stream!r}", read)
+        return self.stream_records_backwards(stream, position, limit)
 
     def stream_records_backwards(self, stream: str, before: int | None, limit: int) -> list[Event]:
         """The stream's `limit` records in `$all` strictly before `before` (None = from the
         end), newest first, hidden from stream reads or not."""
-        if before is not None:
-            return self.stream_records_before(stream, before, limit)
+        start = {} if before is None else {"commit_position": before}
 
         def read() -> list[Event]:
             records = self._read_all(
+                **start,
                 backwards=True,
                 filter_include=[re.escape(stream)],
                 filter_by_stream_name=True,

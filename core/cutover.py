@@ -183,14 +183,7 @@ class CutoverStop(Exception):
 # ------------------------------------------------------------------------ pure steps
 def replicable(job: JobConfig, event: Event) -> bool:
     """Whether the relay copies this `$all` record (see the module doc)."""
-    kind = rules.classify(event)
-    if kind is rules.Kind.EVENT:
-        return job.filters.accepts(event.stream, event.type)
-    if kind is rules.Kind.METADATA:
-        return job.filters.accepts_stream(event.stream[2:])
-    if kind is rules.Kind.TOMBSTONE:
-        return job.filters.accepts_stream(event.stream)
-    return False
+    return rules.copied_kind(job.filters, event) is not rules.Kind.SKIP
 
 
 def _user_stream(event: Event) -> str:

@@ -106,9 +106,7 @@ class WriteContext:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def replicates(self, event: Event) -> bool:
-        return rules.classify(event) is rules.Kind.EVENT and self.job.filters.accepts(
-            event.stream, event.type
-        )
+        return rules.copied_kind(self.job.filters, event) is rules.Kind.EVENT
 
 
 class StreamState:

@@ -16,9 +16,13 @@ import json
 import uuid
 from collections.abc import Callable
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from core.errors import ConfigError, TransformError
 from core.eventstore import Event, OutEvent
+
+if TYPE_CHECKING:
+    from core.config import FilterConfig
 
 ORIGINAL_REVISION = "$originalStreamRevision"
 ORIGINAL_POSITION = "$originalPosition"
@@ -41,6 +45,20 @@ def classify(event: Event) -> Kind:
     if event.stream.startswith("$") or event.type.startswith("$"):
         return Kind.SKIP
     return Kind.EVENT
+
+
+def copied_kind(filters: FilterConfig, event: Event) -> Kind:
+    """What the job's stream and event-type filters make of this `$all` record: the kind of
+    target write it becomes, or SKIP. Event-type filters apply to events only; metadata and
+    tombstones follow their stream."""
+    kind = classify(event)
+    if kind is Kind.EVENT:
+        return kind if filters.accepts(event.stream, event.type) else Kind.SKIP
+    if kind is Kind.METADATA:
+        return kind if filters.accepts_stream(event.stream[2:]) else Kind.SKIP
+    if kind is Kind.TOMBSTONE:
+        return kind if filters.accepts_stream(event.stream) else Kind.SKIP
+    return kind
 
 
 def original_metadata(event: Event) -> dict[str, object]:

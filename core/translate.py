@@ -96,12 +96,8 @@ def _require_replicated(
 
 
 def _replicated_kind(job: JobConfig, event: Event) -> bool:
-    kind = rules.classify(event)
-    if kind is rules.Kind.EVENT:
-        return job.filters.accepts(event.stream, event.type)
-    if kind is rules.Kind.METADATA:
-        return job.filters.accepts_stream(event.stream[2:])
-    return False
+    """An event or stream metadata the job copies: the records that carry `$original*`."""
+    return rules.copied_kind(job.filters, event) in (rules.Kind.EVENT, rules.Kind.METADATA)
 
 
 # ------------------------------------------------------------------------------------ $all

@@ -5,7 +5,10 @@ Exactly once, without an atomic write across the checkpoint store and the target
 - the first time a slice touches a target stream it reads the stream's last event and the
   source position recorded in it (`$originalPosition`), and skips every pending event at or
   before that position: a crashed run, or an invocation that lost its lease mid-write, may have
-  written them already. Without that metadata it searches the tail for the pending ids;
+  written them already. Without that metadata it searches the tail for the pending ids. A
+  stream first met at its source revision 0 is not read: its append expects NO_STREAM, which
+  the server refuses unless the stream has no events or the same ids already stand there
+  (StreamWriter.assumed);
 - an append that meets another revision than expected resynchronises the same way once, then
   stops with a ConflictError rather than write a duplicate;
 - the checkpoint is committed under the lease (fencing token + version), only after every write
@@ -404,10 +407,13 @@ class _Slice:
         ops: list[Op] = []
         while (item := inbox.get()) is not None:
             ops.extend(item)
-            for stream in dict.fromkeys(op.stream for op in item):
+            firsts: dict[str, Op] = {}
+            for op in item:
+                firsts.setdefault(op.stream, op)
+            for stream, first in firsts.items():
                 if stop.is_set():
                     return
-                if stream not in writer.streams and not writer.known(stream):
+                if writer.unknown(stream, first):
                     # A failure here is met again, in order, by the stream's first write.
                     with contextlib.suppress(RelayError):
                         writer.sync(stream)

@@ -104,6 +104,25 @@ class WriteContext:
     warnings: list[str] = field(default_factory=list)
     dead_letters: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # The target's head, read before the slice's first append to an assumed stream
+    # (`StreamWriter.assumed`); an append whose answer lies at or before it wrote nothing.
+    head: int | None = None
+    replaying: bool = False  # such an answer came: this slice reads streams, assumes none
+
+    def note_head(self) -> None:
+        with self.lock:
+            if self.head is None:
+                self.head = self.target.head_position()
+
+    def wrote_nothing(self, position: int | None) -> bool:
+        """Was an append answered with events already on the target (the server's idempotent
+        replay)? A new write's position is past every position before it."""
+        if self.head is None:
+            return False
+        if position is None or position <= self.head:
+            self.replaying = True
+            return True
+        return False
 
     def replicates(self, event: Event) -> bool:
         return rules.copied_kind(self.job.filters, event) is rules.Kind.EVENT
@@ -113,7 +132,12 @@ class StreamState:
     """What one slice knows of a target stream: its revision and how far it already goes."""
 
     def __init__(
-        self, revision: int, marker: int, soft_deleted: bool = False, exact: bool = True
+        self,
+        revision: int,
+        marker: int,
+        soft_deleted: bool = False,
+        exact: bool = True,
+        meta_synced: bool = True,
     ) -> None:
         self.revision = revision  # expected revision for the next append (NO_STREAM if none)
         self.marker = marker  # source position at or before which events are already there
@@ -121,6 +145,9 @@ class StreamState:
         # The marker covers every record up to `revision`. Not so when it was found by
         # searching for this slice's ids: later slices' events may lie beyond it.
         self.exact = exact
+        # False when assumed rather than read (`StreamWriter.assumed`): the target's metadata
+        # stream was never looked at, so a metadata write reads the stream first.
+        self.meta_synced = meta_synced
 
 
 class StreamWriter:
@@ -133,9 +160,42 @@ class StreamWriter:
         self.meta_markers: dict[str, int] = {}
         self.forgotten: set[str] = set()  # streams whose revisions this slice stopped knowing
 
-    def state(self, stream: str) -> StreamState:
-        """The stream's state: known to this slice, known from an earlier slice, or read."""
-        return self.streams.get(stream) or self.known(stream) or self.sync(stream)
+    def state(self, stream: str, first: Op | None = None) -> StreamState:
+        """The stream's state: known to this slice, known from an earlier slice, assumed from
+        `first` (the stream's first op this writer meets), or read."""
+        return (
+            self.streams.get(stream)
+            or self.known(stream)
+            or self.assumed(stream, first)
+            or self.sync(stream)
+        )
+
+    def assumed(self, stream: str, first: Op | None) -> StreamState | None:
+        """A stream first met at its source revision 0 is taken to be absent on the target,
+        without reading it: its appends expect NO_STREAM, and the server checks that. Such an
+        append lands only if the target stream has no events (then none of ours is there: a
+        soft delete keeps a stream's revisions, a tombstone refuses the append), or the same
+        ids already stand at the same revisions (an idempotent replay, nothing written
+        twice). Anything else is refused, and the writer reads the stream as for any other
+        refused append. This is the common case of a backfill from the start of `$all`:
+        every stream's first event is its revision 0, and the relay reads no target stream.
+        The metadata stream stays unread until a metadata write needs it (`meta_synced`).
+        A replay over a target that already has the events (a crash before the commit, a
+        lost checkpoint) is told by the position the server answers with (`wrote_nothing`):
+        it is not counted as written, and the rest of the slice reads streams instead."""
+        if self.ctx.replaying or first is None or first.kind is not rules.Kind.EVENT:
+            return None
+        if first.source.revision != 0:
+            return None
+        self.ctx.note_head()
+        state = StreamState(NO_STREAM, -1, meta_synced=False)
+        self.streams[stream] = state
+        return state
+
+    def unknown(self, stream: str, first: Op) -> bool:
+        """Must the stream be read before `first`, its first op this writer meets, is written?
+        (False also when its state is assumed: `assumed` records it.)"""
+        return not (stream in self.streams or self.known(stream) or self.assumed(stream, first))
 
     def known(self, stream: str) -> StreamState | None:
         """What an earlier slice of this process ended with, if it is still in the cache. It
@@ -145,14 +205,16 @@ class StreamWriter:
         cached = self.ctx.known.get(stream) if self.ctx.known is not None else None
         if cached is None:
             return None
-        state = StreamState(cached.revision, cached.marker, cached.soft_deleted)
+        state = StreamState(
+            cached.revision, cached.marker, cached.soft_deleted, meta_synced=cached.meta_synced
+        )
         self.streams[stream] = state
         return state
 
     def learned(self) -> tuple[dict[str, KnownState], set[str]]:
         """What this writer ends the slice knowing, and the streams it stopped knowing."""
         states = {
-            stream: KnownState(st.revision, st.marker, st.soft_deleted)
+            stream: KnownState(st.revision, st.marker, st.soft_deleted, st.meta_synced)
             for stream, st in self.streams.items()
             if st.exact
         }
@@ -178,6 +240,8 @@ class StreamWriter:
     def _write_metadata(self, op: Op) -> tuple[int, int]:
         stream = op.stream
         state = self.state(stream)
+        if not state.meta_synced:
+            state = self.sync(stream)
         if op.position <= state.marker:
             return 0, 0
         event = op.events[0]
@@ -309,15 +373,16 @@ class StreamWriter:
 
     # ------------------------------------------------------------------ events
     def _append(self, stream: str, group: list[Op]) -> tuple[int, int]:
-        state = self.state(stream)
+        state = self.state(stream, group[0])
         pending = [op for op in group if op.position > state.marker]
         if not pending or not any(op.events for op in pending):
             return 0, 0
         try:
             return self._append_ops(stream, state, pending)
-        except WrongExpectedRevision:
+        except (WrongExpectedRevision, StreamTombstoned):
             # Someone moved the stream (an invocation that lost its lease, or a crash replay
-            # the first check could not see): learn it again and skip what is already there.
+            # the first check could not see, or an assumed state was wrong): learn it again
+            # and skip what is already there (all of it, when the stream is tombstoned).
             state = self.sync(stream)
             pending = [op for op in pending if op.position > state.marker]
             if not pending:
@@ -334,7 +399,7 @@ class StreamWriter:
             return 0, 0
         try:
             self.ctx.on_step("append")
-            self.target.append(stream, state.revision, events)
+            position = self.target.append(stream, state.revision, events)
         except AppendTooLarge as e:
             if len(ops) > 1:
                 half = len(ops) // 2
@@ -357,6 +422,8 @@ class StreamWriter:
         state.revision = (state.revision if state.revision >= 0 else -1) + len(events)
         state.marker = ops[-1].position
         state.exact = True  # what was just appended is the stream's end
+        if self.ctx.wrote_nothing(position):
+            return 0, 0
         return len(events), sum(e.size for e in events)
 
     # ------------------------------------------------------------------ multi-stream
@@ -373,7 +440,7 @@ class StreamWriter:
     ) -> tuple[int, int]:
         plans: list[tuple[str, StreamState, list[Op]]] = []
         for stream, ops in parts:
-            state = self.state(stream)
+            state = self.state(stream, ops[0])
             pending = [op for op in ops if op.position > state.marker]
             if any(op.events for op in pending):
                 plans.append((stream, state, pending))
@@ -385,16 +452,17 @@ class StreamWriter:
         ]
         try:
             self.ctx.on_step("append")
-            self.target.multi_append(appends)
-        except MultiAppendConflict as e:
+            position = self.target.multi_append(appends)
+        except (MultiAppendConflict, StreamTombstoned) as e:
             # As a single append's resync (see module doc), once per stream: learn the named
             # streams again, drop what is already there, retry the rest.
-            named = [s for s in e.streams if any(s == stream for stream, _, _ in plans)]
+            actual = e.streams if isinstance(e, MultiAppendConflict) else {_named(e): None}
+            named = [s for s in actual if any(s == stream for stream, _, _ in plans)]
             again = [s for s in named if s in resynced]
             if not named or again:
                 stream = (again or [plans[0][0]])[0]
                 expected = next((st.revision for s, st, _ in plans if s == stream), None)
-                raise ConflictError(stream, expected, e.streams.get(stream)) from None
+                raise ConflictError(stream, expected, actual.get(stream)) from None
             for stream in named:
                 self.sync(stream)
             return self._multi([(s, ops) for s, _, ops in plans], resynced | set(named))
@@ -414,6 +482,8 @@ class StreamWriter:
             state.exact = True
             written += len(append.events)
             size += sum(e.size for e in append.events)
+        if self.ctx.wrote_nothing(position):
+            return 0, 0
         return written, size
 
     def _one_by_one(self, plans: list[tuple[str, StreamState, list[Op]]]) -> tuple[int, int]:
@@ -463,11 +533,11 @@ class StreamWriter:
         """Sync, concurrently, the streams these ops write that this slice has not synced yet.
         Only reads: the same as syncing each at its first write, done earlier. A stream whose
         sync fails is left to its first write, which fails (or succeeds) in order."""
-        wanted = [
-            stream
-            for stream in dict.fromkeys(op.stream for op in ops if op.kind is not rules.Kind.SKIP)
-            if stream not in self.streams and not self.known(stream)
-        ]
+        firsts: dict[str, Op] = {}
+        for op in ops:
+            if op.kind is not rules.Kind.SKIP:
+                firsts.setdefault(op.stream, op)
+        wanted = [stream for stream, first in firsts.items() if self.unknown(stream, first)]
 
         def sync(stream: str) -> None:
             with contextlib.suppress(RelayError):
@@ -628,6 +698,10 @@ def stream_batches(ops: Iterable[Op], max_events: int, max_bytes: int) -> Iterat
         by_stream.setdefault(op.stream, []).append(op)
     for stream_ops in by_stream.values():
         yield from runs(stream_ops, max_events, max_bytes)
+
+
+def _named(error: StreamTombstoned) -> str:
+    return str(getattr(error, "stream", ""))
 
 
 def _tb(metadata: bytes) -> object:

@@ -844,8 +844,9 @@ class EventStore:
         self._v2 = (connection, client, supported)
         return supported
 
-    def multi_append(self, appends: list[StreamAppend]) -> None:
-        """Append to several streams atomically in one call: all or nothing.
+    def multi_append(self, appends: list[StreamAppend]) -> int | None:
+        """Append to several streams atomically in one call: all or nothing; returns the
+        commit position of the last record (None when there was nothing to append).
 
         Each stream's expected revision is exact (or NO_STREAM). Replaying the same event ids
         at the same revisions succeeds without writing them again, so a retry of an append
@@ -854,7 +855,7 @@ class EventStore:
         multi_append_problem; the server lacks the call)."""
         appends = [a for a in appends if a.events]
         if not appends:
-            return
+            return None
         problem = multi_append_problem(appends)
         if problem:
             raise MultiAppendUnsupported(
@@ -867,10 +868,10 @@ class EventStore:
         more = ", ..." if len(appends) > 3 else ""
         action = f"multi-append to {len(appends)} streams ({named}{more})"
 
-        def attempt() -> None:
+        def attempt() -> int:
             _, client = self._v2_client()
             try:
-                client.append_session(messages, self.timeout)
+                return client.append_session(messages, self.timeout).position
             except grpc.RpcError as e:
                 found = v2.parse_error(e)
                 if found.kind == "not_leader" and found.leader and self._may_follow_leader():
@@ -879,7 +880,7 @@ class EventStore:
                     self._v2 = (self._v2[0], self._v2[1], False)
                 raise self._v2_error(found, e, action, size) from None
 
-        self._call(action, attempt)
+        return self._call(action, attempt)
 
     def _may_follow_leader(self) -> bool:
         # As esdbclient's autoreconnect: not for a single esdb:// target.

@@ -27,6 +27,7 @@ class KnownState:
     revision: int  # the target stream's last revision (NO_STREAM if none)
     marker: int  # source position at or before which the stream's records are on the target
     soft_deleted: bool
+    meta_synced: bool = True  # False: assumed, the metadata stream never read
 
 
 class KnownStreams:

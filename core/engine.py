@@ -21,7 +21,8 @@ the job does not turn it off), one atomic append per batch of several streams' r
 resyncs the named stream once). Partitioned mode hashes each stream (with its metadata and
 tombstone) to one of N writer threads; a writer learns its streams' target state while the
 slice is read, then writes each stream's events of the slice in as few appends as the batch
-limits allow, in the stream's order. Its checkpoint is the low watermark: the highest position
+limits allow, in the stream's order; with multi-stream append, several of its streams' appends
+go in one call. Its checkpoint is the low watermark: the highest position
 at or below which every op is written. A stop (deadline, error in one partition) commits that
 watermark and nothing past it.
 """
@@ -49,6 +50,7 @@ from core.engine_writer import (
     StreamWriter,
     WriteContext,
     ordered_batches,
+    packed_batches,
     runs,
     stream_batches,
 )
@@ -225,6 +227,7 @@ class _Slice:
         self.writers: list[StreamWriter] = []
         self.scavenge = ScavengeFilter(source) if job.filters.scavenge else None
         self.reader: ChunkReader | None = None
+        self.multi = False  # writes go by multi-stream append (set when the writing starts)
         self.written = self.skipped = self.size = 0
         self._lock = threading.Lock()  # the lease and the counters, shared by writers
 
@@ -298,9 +301,7 @@ class _Slice:
         """Write in `$all` order; (position every write up to which is done, stopped early)."""
         writer = StreamWriter(self.ctx)
         self.writers.append(writer)
-        # The server stores a v2 append's metadata as properties, so reads show it re-rendered
-        # with `$schema.*` keys added (core/multi_append.py): a job can turn it off.
-        multi = self.job.multi_append and self.target.supports_multi_append()
+        multi = self.multi = self._use_multi_append()
         batches = ordered_batches if multi else runs
         write = writer.write_batch if multi else writer.write
         done = after
@@ -331,6 +332,7 @@ class _Slice:
         stopped early). A writer's error stops every writer after its current append; the
         watermark is committed, then the error raised."""
         partitions = self.job.partitions
+        self.multi = self._use_multi_append()
         watermark = Watermark(after)
         stop = threading.Event()
         deadline_hit = threading.Event()
@@ -417,7 +419,12 @@ class _Slice:
                     # A failure here is met again, in order, by the stream's first write.
                     with contextlib.suppress(RelayError):
                         writer.sync(stream)
-        for group in stream_batches(ops, batch.max_events, batch.max_bytes):
+        groups = stream_batches(ops, batch.max_events, batch.max_bytes)
+        if self.multi:
+            packs = packed_batches(groups, batch.max_events, batch.max_bytes)
+        else:
+            packs = ([group] for group in groups)
+        for pack in packs:
             if stop.is_set():
                 return
             if time.monotonic() > self.budget.deadline:
@@ -426,15 +433,54 @@ class _Slice:
                 return
             try:
                 self._check_lease()
-                n, b = writer.write(group)
+                n, b = writer.write_pack(pack)
+            except RelayError as e:
+                if len(pack) == 1:
+                    with self._lock:
+                        errors.append((e, pack[0][0]))
+                    stop.set()
+                    return
+                if not self._write_groups(writer, pack, watermark, errors):
+                    stop.set()
+                    return
+                continue
             except BaseException as e:  # raised by the coordinator after every writer stopped
                 with self._lock:
-                    errors.append((e, group[0]))
+                    errors.append((e, pack[0][0]))
                 stop.set()
                 return
-            self.on_step("written")
-            self._count(group, n, b)
-            watermark.done(op.position for op in group)
+            self._written(pack, n, b, watermark)
+
+    def _write_groups(
+        self,
+        writer: StreamWriter,
+        pack: list[list[Op]],
+        watermark: Watermark,
+        errors: list[tuple[BaseException, Op]],
+    ) -> bool:
+        """A pack's streams one by one, after its multi-stream append failed: the streams that
+        can be written are, and the watermark stops just below the one that cannot. False if
+        one failed (its error recorded)."""
+        for group in pack:
+            try:
+                n, b = writer.write(group)
+            except BaseException as e:
+                with self._lock:
+                    errors.append((e, group[0]))
+                return False
+            self._written([group], n, b, watermark)
+        return True
+
+    def _written(self, pack: list[list[Op]], n: int, b: int, watermark: Watermark) -> None:
+        done = [op for group in pack for op in group]
+        self.on_step("written")
+        self._count(done, n, b)
+        watermark.done(op.position for op in done)
+
+    def _use_multi_append(self) -> bool:
+        # The server stores a v2 append's metadata as properties, so reads show it re-rendered
+        # with `$schema.*` keys added (core/multi_append.py): a job can turn it off.
+        return self.job.multi_append and self.target.supports_multi_append()
 
     def _count(self, group: list[Op], written: int, size: int) -> None:
         skipped = sum(

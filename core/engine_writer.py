@@ -435,6 +435,13 @@ class StreamWriter:
             return self.write(group)
         return self._multi(parts, frozenset())
 
+    def write_pack(self, pack: list[list[Op]]) -> tuple[int, int]:
+        """Write a pack from `packed_batches`: its streams' groups in one atomic multi-stream
+        append (a group that is not plain events, alone as `write` does)."""
+        if len(pack) == 1:
+            return self.write(pack[0])
+        return self._multi([(group[0].source.stream, group) for group in pack], frozenset())
+
     def _multi(
         self, parts: list[tuple[str, list[Op]]], resynced: frozenset[str]
     ) -> tuple[int, int]:
@@ -467,11 +474,11 @@ class StreamWriter:
                 self.sync(stream)
             return self._multi([(s, ops) for s, _, ops in plans], resynced | set(named))
         except AppendTooLarge:
-            ops = [op for _, _, stream_ops in plans for op in stream_ops]
-            ops.sort(key=lambda op: op.position)
-            half = len(ops) // 2
-            n1, b1 = self._multi(_by_run(ops[:half]), resynced)
-            n2, b2 = self._multi(_by_run(ops[half:]), resynced)
+            # Halves of whole streams (each stream's ops stay together and in order); a
+            # single stream is split by `_append`.
+            half = len(plans) // 2
+            n1, b1 = self._multi([(s, ops) for s, _, ops in plans[:half]], resynced)
+            n2, b2 = self._multi([(s, ops) for s, _, ops in plans[half:]], resynced)
             return n1 + n2, b1 + b2
         except MultiAppendUnsupported:
             return self._one_by_one(plans)
@@ -677,6 +684,38 @@ def ordered_batches(ops: Iterable[Op], max_events: int, max_bytes: int) -> Itera
         size += b
     if group:
         yield group
+
+
+def packed_batches(
+    groups: Iterable[list[Op]], max_events: int, max_bytes: int
+) -> Iterator[list[list[Op]]]:
+    """For a target with multi-stream append: `stream_batches`' groups, several streams' at a
+    time, for one atomic append each, up to the batch limits. A stream's groups keep their
+    order: one that is not plain events the v2 API can carry (metadata, tombstone, non-JSON
+    metadata) is written alone, and a stream already in the pack ends it (one multi-stream
+    append names a stream once)."""
+    pack: list[list[Op]] = []
+    names: set[str] = set()
+    events = size = 0
+    for group in groups:
+        n = sum(len(op.events) for op in group)
+        b = sum(op.size for op in group)
+        key = group[0].source.stream.casefold()
+        alone = group[0].kind is not rules.Kind.EVENT or any(
+            event_problem(e) for op in group for e in op.events
+        )
+        if pack and (alone or key in names or events + n > max_events or size + b > max_bytes):
+            yield pack
+            pack, names, events, size = [], set(), 0, 0
+        if alone:
+            yield [group]
+            continue
+        pack.append(group)
+        names.add(key)
+        events += n
+        size += b
+    if pack:
+        yield pack
 
 
 def _by_run(ops: list[Op]) -> list[tuple[str, list[Op]]]:

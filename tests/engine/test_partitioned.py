@@ -261,3 +261,41 @@ def test_a_sync_cut_by_another_writers_reconnect_reads_the_stream_again(pair, tm
         assert (found[0].revision, found[0].marker) == (known.revision, known.marker)
         assert target.faults.injected.get("unavailable") == 1
         assert t.retries >= 1  # the reconnect did cut the read, and it was read again
+
+
+@pytest.mark.parametrize("multi_append", [True, False])
+def test_writers_pack_their_streams_into_multi_stream_appends(pair, tmp_path, multi_append):
+    """With the target's multi-stream append a writer sends several of its streams in one
+    call: 120 streams over 2 writers take a handful of calls instead of one per stream."""
+    source, target = pair
+    generate(
+        source.store,
+        Workload(
+            events=1200,
+            streams=120,
+            seed=31,
+            interleaving="random",
+            links=False,
+            soft_deleted=0,
+            tombstoned=0,
+            with_metadata=0,
+            non_json_metadata=0,  # such events go by the v1 append, alone
+        ),
+    )
+    job = partitioned(
+        source,
+        target,
+        tmp_path,
+        partitions=2,
+        multi_append=multi_append,
+        budget={"max_events": 600},
+    )
+    results = run_until_caught_up(job)
+    assert_copied_once(source, target)
+    calls = target.faults.calls
+    appends = calls.get("AppendSession", 0) + calls.get("BatchAppend", 0) + calls.get("Append", 0)
+    if multi_append:
+        # 1,200 events of 0.5-4 KiB in appends of at most 500 events / 1 MB, per writer.
+        assert calls.get("AppendSession", 0) >= 2 and appends <= 20, calls
+    else:
+        assert calls.get("AppendSession", 0) == 0 and appends >= 120 * len(results) // 2, calls

@@ -206,6 +206,18 @@ def multi_append_problem(appends: Sequence[StreamAppend]) -> str | None:
     """Why these appends cannot be one multi-stream append (None if they can): a stream named
     twice (case-insensitively, as the server compares), or an event the v2 API cannot carry
     (metadata that is not a JSON object, an event type outside the schema-name characters)."""
+    return _streams_problem(appends) or next(
+        (
+            f"{append.stream!r} event {event.event_id}: {problem}"
+            for append in appends
+            for event in append.events
+            if (problem := v2.event_problem(event))
+        ),
+        None,
+    )
+
+
+def _streams_problem(appends: Sequence[StreamAppend]) -> str | None:
     seen: set[str] = set()
     for append in appends:
         if not append.events:
@@ -216,10 +228,6 @@ def multi_append_problem(appends: Sequence[StreamAppend]) -> str | None:
         seen.add(key)
         if append.expected_revision < NO_STREAM:
             return f"expected revision {append.expected_revision} of {append.stream!r}"
-        for event in append.events:
-            problem = v2.event_problem(event)
-            if problem:
-                return f"{append.stream!r} event {event.event_id}: {problem}"
     return None
 
 
@@ -856,14 +864,21 @@ class EventStore:
         appends = [a for a in appends if a.events]
         if not appends:
             return None
-        problem = multi_append_problem(appends)
+        # The events' problems come to light as their records are built (each is parsed once).
+        problem = _streams_problem(appends)
+        try:
+            messages = (
+                []
+                if problem
+                else v2.requests((a.stream, a.expected_revision, a.events) for a in appends)
+            )
+        except ValueError:
+            problem = multi_append_problem(appends)
         if problem:
             raise MultiAppendUnsupported(
                 f"{self.side}: cannot multi-append: {problem}",
                 hint="append these streams one by one",
             )
-        messages = v2.requests((a.stream, a.expected_revision, a.events) for a in appends)
-        size = sum(v2.record_size(r) for m in messages for r in m.records)
         named = ", ".join(repr(a.stream) for a in appends[:3])
         more = ", ..." if len(appends) > 3 else ""
         action = f"multi-append to {len(appends)} streams ({named}{more})"
@@ -878,6 +893,7 @@ class EventStore:
                     self._client.reconnect(f"{found.leader[0]}:{found.leader[1]}")
                 if found.kind == "unimplemented" and self._v2 is not None:
                     self._v2 = (self._v2[0], self._v2[1], False)
+                size = sum(v2.record_size(r) for m in messages for r in m.records)
                 raise self._v2_error(found, e, action, size) from None
 
         return self._call(action, attempt)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
-from google.protobuf import empty_pb2, json_format, struct_pb2
+from google.protobuf import empty_pb2, struct_pb2
 
 from core.protocol import serverfeatures_pb2_grpc
 from core.protocol.google.rpc import status_pb2
@@ -75,7 +75,7 @@ def event_problem(event: EventLike) -> str | None:
             f"event type {event.type!r} is not a valid v2 schema name (letters, digits, "
             "'_', '.', '$', ':' and '-' only, Unicode NFC)"
         )
-    if event.metadata and _properties(event.metadata) is None:
+    if event.metadata and _metadata_object(event.metadata) is None:
         # Parsed again only here, on the rare refusal, to say why.
         if _holds_inexact_number(event.metadata):
             return "event metadata holds an integer beyond 2^53, which a v2 append would round"
@@ -113,9 +113,11 @@ def is_schema_name(name: str) -> bool:
     )
 
 
-def _properties(metadata: bytes) -> struct_pb2.Struct | None:
+def _metadata_object(metadata: bytes) -> dict[str, object] | None:
+    """The metadata as the JSON object a v2 append carries as properties; None if it is not
+    one (or holds a number the server, keeping properties as doubles, would round)."""
     if not metadata:
-        return struct_pb2.Struct()
+        return {}
     try:
         value = json.loads(metadata)
     except (ValueError, UnicodeDecodeError):
@@ -123,23 +125,30 @@ def _properties(metadata: bytes) -> struct_pb2.Struct | None:
     if not isinstance(value, dict) or any(not key for key in value):
         return None
     if _has_inexact_number(value):
-        return None  # the server keeps properties as doubles: it would round such a number
-    struct = struct_pb2.Struct()
-    try:
-        json_format.ParseDict(value, struct)
-    except json_format.ParseError:
         return None
+    return value
+
+
+def _properties(metadata: bytes) -> struct_pb2.Struct | None:
+    value = _metadata_object(metadata)
+    if value is None:
+        return None
+    struct = struct_pb2.Struct()
+    struct.update(value)  # JSON values map onto Struct values one to one (as ParseDict)
     return struct
 
 
 def record(event: EventLike) -> streams_pb2.AppendRecord:
+    """The v2 record of an event (ValueError, saying why, if the v2 API cannot carry it)."""
+    if not is_schema_name(event.type):
+        raise ValueError(event_problem(event))
     properties = _properties(event.metadata)
     if properties is None:
         raise ValueError(event_problem(event))
     is_json = event.content_type == JSON_CONTENT_TYPE
     return streams_pb2.AppendRecord(
         record_id=str(event.event_id),
-        properties=dict(properties.fields),
+        properties=properties.fields,
         schema=shared_pb2.SchemaInfo(
             format=shared_pb2.SCHEMA_FORMAT_JSON if is_json else shared_pb2.SCHEMA_FORMAT_BYTES,
             name=event.type,

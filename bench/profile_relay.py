@@ -24,15 +24,17 @@ from bench.workloads import BenchWorkload
 _FRAME = re.compile(r" \((?:.*/)?([^/]+)\.py:\d+\)")
 
 
-def summarise(raw: Path, top: int) -> list[str]:
-    """Inclusive share of samples per function, from py-spy's raw (collapsed) output."""
+def summarise(raw: Path, top: int, own: bool = False) -> list[str]:
+    """Share of samples per function, from py-spy's raw (collapsed) output: inclusive, or
+    (`own`) only where the function itself was running."""
     inclusive: Counter[str] = Counter()
     total = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         n = int(count)
         total += n
-        for name in {_FRAME.sub(r" (\1)", frame) for frame in stack.split(";")}:
+        frames = stack.split(";")[-1:] if own else stack.split(";")
+        for name in {_FRAME.sub(r" (\1)", frame) for frame in frames}:
             inclusive[name] += n
     skip = ("threading)", "<module>", "runpy)", "relay_runner)")
     rows = [(k, v) for k, v in inclusive.most_common() if not k.endswith(skip)]
@@ -53,6 +55,7 @@ def main() -> None:
     parser.add_argument(
         "--wall", action="store_true", help="sample every thread, waiting or not (wall time)"
     )
+    parser.add_argument("--own", action="store_true", help="own time, not inclusive")
     args = parser.parse_args()
     workload = BenchWorkload(shape=args.shape, events=args.events, streams=args.streams)
     partitions = args.partitions if args.mode == "partitioned" else 1
@@ -81,7 +84,7 @@ def main() -> None:
             check=True,
             cwd=ROOT,
         )
-        print("\n".join(summarise(raw, args.top)))
+        print("\n".join(summarise(raw, args.top, args.own)))
 
 
 if __name__ == "__main__":

@@ -69,6 +69,7 @@ class Row:
 class Ceiling:
     latency_ms: float
     append: dict[int, float]  # writers -> events/s
+    copy: float  # events/s of the bare copy (bench/ceilings.py)
 
     @property
     def best(self) -> float:
@@ -159,9 +160,10 @@ def measure_workload(
             ceiling = Ceiling(
                 latency,
                 {int(n): a["events"] / a["seconds"] for n, a in out["append"].items()},
+                out["copy"]["events"] / out["copy"]["seconds"],
             )
             ceilings.append(ceiling)
-            _say(f"  {latency:g} ms ceilings: append {ceiling.append}")
+            _say(f"  {latency:g} ms ceilings: append {ceiling.append}, copy {ceiling.copy:,.0f}")
             for strategy in strategies:
                 m = run_strategy(strategy, source, workload.events, seconds, latency)
                 row = Row(
@@ -279,9 +281,9 @@ def targets(report: Report, plan: Plan) -> list[str]:
     p64 = rate(rnd, "ours, partitioned 64")
     base_p6 = rate(rnd, BASELINE_PARTITIONED.name)
     base_ord = rate(rnd, BASELINE_ORDERED.name)
-    ceiling = next(
-        (c.best for c in report.ceilings.get(rnd, []) if c.latency_ms == TARGET_LATENCY), None
-    )
+    at_target = [c for c in report.ceilings.get(rnd, []) if c.latency_ms == TARGET_LATENCY]
+    ceiling = at_target[0].best if at_target else None
+    copy = at_target[0].copy if at_target else None
     multi = rate(rnd, "ours, ordered + multi-append")
     ordered_real = rate(real, "ours, ordered")
     base_real = rate(real, BASELINE_ORDERED.name)
@@ -305,6 +307,13 @@ def targets(report: Report, plan: Plan) -> list[str]:
         ordered_real / base_real if ordered_real and base_real else None,
         3,
     )
+    if copy and base_p6:
+        lines.append(
+            f"- context, not a target: the bare copy (above) does {copy:,.0f} events/s here, "
+            f"**{copy / base_p6:.2f}x** the Replicator's 6 partitions and "
+            f"{copy / ceiling if ceiling else float('nan'):.2f} of the batch-append ceiling"
+            + (f"; partitioned 64 reaches **{p64 / copy:.2f}** of it" if p64 else "")
+        )
     if len(report.rss) == 2:
         (small, a), (large, b) = report.rss
         growth = b.peak_rss_mib / a.peak_rss_mib - 1
@@ -357,16 +366,25 @@ def render(report: Report, plan: Plan, command: str) -> str:
         ]
     out += [f"- {note}" for note in report.skipped]
     out += ["", "### Emulator ceilings (bare esdbclient, own process, same run)", ""]
-    out += ["| workload | latency | `$all` read events/s | batch-append events/s (writers) |"]
-    out += ["|---|---:|---:|---|"]
+    out += [
+        "| workload | latency | `$all` read events/s | batch-append events/s (writers) "
+        "| bare copy events/s |"
+    ]
+    out += ["|---|---:|---:|---|---:|"]
     for label, ceilings in report.ceilings.items():
         for c in ceilings:
             appends = ", ".join(f"{v:,.0f} ({n})" for n, v in sorted(c.append.items()))
             read = report.read_ceiling.get(label, 0)
-            out.append(f"| {label.split(',')[0]} | {c.latency_ms:g} ms | {read:,.0f} | {appends} |")
+            out.append(
+                f"| {label.split(',')[0]} | {c.latency_ms:g} ms | {read:,.0f} | {appends} "
+                f"| {c.copy:,.0f} |"
+            )
     out += [
         "",
-        "Batch appends carry 100 events per call, each writer thread to its own streams.",
+        "Batch appends carry 100 events per call, each writer thread to its own streams. The "
+        "bare copy reads `$all` and appends what it read, 100 events per call from 8 writer "
+        "threads, with no order, checks or checkpoints: the most a one-process relay through "
+        "esdbclient reaches on this machine (bench/ceilings.py).",
         "",
         "### Throughput",
         "",

@@ -124,13 +124,16 @@ def test_targets_compare_ratios_within_the_run() -> None:
             _row(real.label, BASELINE_ORDERED, 1_000),
             _row(real.label, ordered, 2_000),  # 2x: short of 3x
         ],
-        ceilings={rnd.label: [Ceiling(5.0, {1: 4_000.0, 64: 10_000.0})]},  # p64 at 0.3
+        # p64 at 0.3 of the batch-append ceiling, 0.5 of the bare copy
+        ceilings={rnd.label: [Ceiling(5.0, {1: 4_000.0, 64: 10_000.0}, 6_000.0)]},
     )
     lines = "\n".join(targets(report, plan))
     assert "partitioned 64 / Replicator partitioned-6: **30.00** (target ≥ 20) — PASS" in lines
     assert "batch-append ceiling: **0.30** (target ≥ 0.5) — MISS" in lines
     assert "realistic workload / Replicator ordered: **2.00** (target ≥ 3) — MISS" in lines
     assert "ordered + multi-append / Replicator ordered: not measured" in lines
+    assert "bare copy (above) does 6,000 events/s here, **60.00x**" in lines
+    assert "partitioned 64 reaches **0.50** of it" in lines
 
 
 def test_write_doc_replaces_only_its_section(tmp_path: Path) -> None:

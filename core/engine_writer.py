@@ -188,7 +188,8 @@ class StreamWriter:
         if first.source.revision != 0:
             return None
         self.ctx.note_head()
-        state = StreamState(NO_STREAM, -1, meta_synced=False)
+        # Not `exact` until an append confirms it: an unconfirmed guess is not cached.
+        state = StreamState(NO_STREAM, -1, exact=False, meta_synced=False)
         self.streams[stream] = state
         return state
 
@@ -423,6 +424,7 @@ class StreamWriter:
         state.marker = ops[-1].position
         state.exact = True  # what was just appended is the stream's end
         if self.ctx.wrote_nothing(position):
+            state.exact = False  # the stream may go further: not for the cache
             return 0, 0
         return len(events), sum(e.size for e in events)
 
@@ -490,6 +492,8 @@ class StreamWriter:
             written += len(append.events)
             size += sum(e.size for e in append.events)
         if self.ctx.wrote_nothing(position):
+            for _, state, _ in plans:
+                state.exact = False
             return 0, 0
         return written, size
 

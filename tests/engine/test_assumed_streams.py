@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import pytest
 
+from core.engine_writer import Op, SliceIndex, StreamWriter, WriteContext
+from core.eventstore import NO_STREAM, EventStore
+from core.known_streams import KnownStreams
+from core.rules import Kind
 from esdb_emulator import Emulator
 from esdb_emulator.store import ProposedEvent
 from esdb_emulator.workload import Workload, generate
@@ -82,3 +86,20 @@ def test_a_foreign_stream_on_the_target_is_still_refused(tmp_path, settings):
         with pytest.raises(AssertionError, match="did not catch up"):
             run_until_caught_up(job, max_slices=3)
         assert [r.type for r in target.store.visible_records(name)] == ["Other"]
+
+
+def test_an_assumption_no_append_confirmed_is_not_cached(tmp_path):
+    with Emulator() as source, Emulator() as target:
+        generate(source.store, Workload(events=20, streams=2, seed=24, **RANDOM))
+        job = make_job(source, target, tmp_path)
+        with (
+            EventStore(source.uri, side="source") as s,
+            EventStore(target.uri, side="target") as t,
+        ):
+            ctx = WriteContext(job, s, t, SliceIndex(), lambda _: None, KnownStreams())
+            writer = StreamWriter(ctx)
+            first = next(e for e in s.read_all_after(None, 100) if not e.stream.startswith("$"))
+            state = writer.state(first.stream, Op(first, Kind.EVENT))
+            assert state.revision == NO_STREAM and not state.meta_synced
+            assert target.faults.calls.get("Read", 0) == 1  # the head, not the stream
+            assert writer.learned() == ({}, set())

@@ -8,9 +8,12 @@ expected revision and the writer re-reads the stream before going on (core/engin
 exactly as it does for a state it read itself. So an entry can be wrong only at the cost of one
 refused append; it can never make an append land in the wrong place.
 
-The cache is bounded (least recently used first out), so memory does not grow with the number
-of streams, and it is emptied whenever a slice fails: an append whose outcome is unknown leaves
-nothing behind.
+The cache is bounded (least recently used first out) by the slice budget: as many streams as a
+slice may read events (about 250 bytes each; 20,000 by default, ~5 MB), so it holds at least
+what the last slice touched, and memory stays flat however many streams the store has (a cap
+of 50,000 made peak RSS grow by 45% from a store of 10,000 streams to one of 100,000,
+docs/benchmarks.md). It is emptied whenever a slice fails: an append whose outcome is unknown
+leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
-DEFAULT_CAPACITY = 50_000  # about 10 MB of entries
+DEFAULT_CAPACITY = 20_000  # the default slice budget's events
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,13 +70,15 @@ _BY_JOB: dict[tuple[str, str], KnownStreams] = {}
 _BY_JOB_LOCK = threading.Lock()
 
 
-def for_job(job_id: str, target: str) -> KnownStreams:
+def for_job(job_id: str, target: str, capacity: int = DEFAULT_CAPACITY) -> KnownStreams:
     """The process's cache for one job and target (a warm function container keeps it from
-    one invocation to the next)."""
+    one invocation to the next), holding at most `capacity` streams."""
     with _BY_JOB_LOCK:
         key = (job_id, target)
         if key not in _BY_JOB:
             if len(_BY_JOB) >= 8:
                 _BY_JOB.pop(next(iter(_BY_JOB)))
-            _BY_JOB[key] = KnownStreams()
-        return _BY_JOB[key]
+            _BY_JOB[key] = KnownStreams(capacity)
+        known = _BY_JOB[key]
+        known.capacity = capacity
+        return known

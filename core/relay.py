@@ -142,7 +142,7 @@ class Relay:
                 stop_at=stop_at,
                 dry_run=dry_run,
                 on_step=self.on_step,
-                known=known_streams.for_job(job.job_id, self._target_key),
+                known=known_streams.for_job(job.job_id, self._target_key, job.budget.max_events),
             )
         except RelayError as e:
             # Every failed slice leaves an ERROR line, with how long the job has been failing.

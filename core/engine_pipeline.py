@@ -28,13 +28,17 @@ class ReadLimits:
 
 
 _DONE = object()
+# Chunks the reader may be ahead of the writer. Beyond them it waits, so a slice's events are
+# not all in memory at once (the slice budget still bounds the whole read).
+READ_AHEAD_CHUNKS = 8
 
 
 class ChunkReader:
     """Reads one slice of `$all` on a background thread and plans it, chunk by chunk, into a
-    queue. The slice's budget bounds the whole read, so memory stays bounded by the slice; the
-    queue itself is not bounded because the id search (core/engine_writer.py) waits for the
-    whole read while the writer has not taken the chunks yet."""
+    queue, at most `READ_AHEAD_CHUNKS` ahead of the consumer. Except while the id search
+    (core/engine_writer.py) waits for the whole read (`SliceIndex.awaited`): the consumer
+    takes no chunks then, so the reader goes on to the end of the slice, whose budget bounds
+    it."""
 
     def __init__(
         self,
@@ -53,6 +57,7 @@ class ChunkReader:
         self.last_position: int | None = limits.after
         self.exhausted = False  # the read reached the end of `$all` (or stop_at)
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._room = threading.Condition()  # the consumer took a chunk
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._finished = False
@@ -110,6 +115,15 @@ class ChunkReader:
         self.on_chunk()
 
     def _put(self, item: object) -> None:
+        if item is not _DONE:
+            with self._room:
+                while (
+                    self._queue.qsize() >= READ_AHEAD_CHUNKS
+                    and not self.index.awaited
+                    and not self._stop.is_set()
+                ):
+                    # The timeout notices the id search starting to wait.
+                    self._room.wait(0.05)
         if self._stop.is_set() and item is not _DONE:
             return  # the consumer has gone
         self._queue.put(item)
@@ -131,6 +145,8 @@ class ChunkReader:
         return ops
 
     def _take(self, item: object) -> list[Op] | None:
+        with self._room:
+            self._room.notify()
         if item is _DONE:
             self._finished = True
             self._thread.join()

@@ -71,6 +71,7 @@ class SliceIndex:
         self.first_revision: dict[str, int] = {}
         self._complete = threading.Event()
         self._failed = False
+        self.awaited = False  # a writer waits for the whole read: the reader must not wait
 
     def add(self, ops: Iterable[Op]) -> None:
         for op in ops:
@@ -85,6 +86,7 @@ class SliceIndex:
         self._complete.set()
 
     def wait_complete(self) -> None:
+        self.awaited = True
         self._complete.wait()
         if self._failed:
             # Deciding what a stream holds from a partial index could write a duplicate.

@@ -10,10 +10,9 @@ refused append; it can never make an append land in the wrong place.
 
 The cache is bounded (least recently used first out) by the slice budget: as many streams as a
 slice may read events (about 250 bytes each; 20,000 by default, ~5 MB), so it holds at least
-what the last slice touched, and memory stays flat however many streams the store has (a cap
-of 50,000 made peak RSS grow by 45% from a store of 10,000 streams to one of 100,000,
-docs/benchmarks.md). It is emptied whenever a slice fails: an append whose outcome is unknown
-leaves nothing behind.
+what the last slice touched, and its memory does not grow with the number of streams past
+that (docs/benchmarks.md measures peak RSS at 100k and 1M events). It is emptied whenever a
+slice fails: an append whose outcome is unknown leaves nothing behind.
 """
 
 from __future__ import annotations

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from core.checkpoint import open_store
 from core.engine import Budget, run_slice
+from core.engine_pipeline import READ_AHEAD_CHUNKS, ChunkReader, ReadLimits
+from core.engine_writer import Op, SliceIndex
 from core.eventstore import EventStore
+from core.rules import Kind
 from esdb_emulator import Emulator
 from esdb_emulator.workload import Workload, generate
 from tests.engine.helpers import differences, make_job, run_until_caught_up, user_event_count
@@ -66,47 +71,34 @@ def test_pipelined_ordered_mode_keeps_the_global_order(tmp_path):
         assert order(target.store) == order(source.store)
 
 
-def _reader(source_uri: str, index, chunk_events: int = 10):
-    from core.engine_pipeline import ChunkReader, ReadLimits
-    from core.engine_writer import Op
-    from core.rules import Kind
-
-    source = EventStore(source_uri, side="source")
-    limits = ReadLimits(None, 5000, 10**9, time.monotonic() + 60, None, chunk_events, 10**9)
-    return source, ChunkReader(source, limits, lambda e: Op(e, Kind.EVENT), index)
+@contextmanager
+def reading_slice() -> Iterator[tuple[ChunkReader, SliceIndex]]:
+    """A reader over 600 generated events (plus system records), 10 events a chunk, whose
+    chunks nobody takes until the test does."""
+    with Emulator() as emulator:
+        generate(emulator.store, Workload(events=600, streams=10, seed=7))
+        index = SliceIndex()
+        limits = ReadLimits(None, 5000, 10**9, time.monotonic() + 60, None, 10, 10**9)
+        with EventStore(emulator.uri, side="source") as source:
+            reader = ChunkReader(source, limits, lambda e: Op(e, Kind.EVENT), index)
+            try:
+                yield reader, index
+            finally:
+                reader.close()
 
 
 def test_the_reader_stays_a_few_chunks_ahead_of_a_slow_writer():
-    from core.engine_pipeline import READ_AHEAD_CHUNKS
-    from core.engine_writer import SliceIndex
-
-    with Emulator() as source:
-        generate(source.store, Workload(events=600, streams=10, seed=7))
-        index = SliceIndex()
-        es, reader = _reader(source.uri, index)
-        try:
-            time.sleep(1.0)  # no chunk taken: the reader fills its window and waits
-            # the window, and the chunk in hand that waits for room in it
-            assert reader.events_read == (READ_AHEAD_CHUNKS + 1) * 10
-            assert len(reader.read_all()) > 600  # taking chunks lets it go on to the end
-        finally:
-            reader.close()
-            es.close()
+    with reading_slice() as (reader, _):
+        time.sleep(1.0)  # no chunk taken: the reader fills its window and waits
+        # the window, and the chunk in hand that waits for room in it
+        assert reader.events_read == (READ_AHEAD_CHUNKS + 1) * 10
+        assert len(reader.read_all()) > 600  # taking chunks lets it go on to the end
 
 
 def test_the_reader_reads_on_while_the_id_search_waits_for_the_whole_slice():
-    from core.engine_writer import SliceIndex
-
-    with Emulator() as source:
-        generate(source.store, Workload(events=600, streams=10, seed=7))
-        index = SliceIndex()
-        es, reader = _reader(source.uri, index)
-        try:
-            waiter = threading.Thread(target=index.wait_complete, daemon=True)
-            waiter.start()  # as a writer's id search does, taking no chunk meanwhile
-            waiter.join(timeout=20)
-            assert not waiter.is_alive(), "the whole read never finished: a deadlock"
-            assert reader.events_read > 600
-        finally:
-            reader.close()
-            es.close()
+    with reading_slice() as (reader, index):
+        waiter = threading.Thread(target=index.wait_complete, daemon=True)
+        waiter.start()  # as a writer's id search does, taking no chunk meanwhile
+        waiter.join(timeout=20)
+        assert not waiter.is_alive(), "the whole read never finished: a deadlock"
+        assert reader.events_read > 600

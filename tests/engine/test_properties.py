@@ -261,6 +261,23 @@ def check_metadata(case: Case, source: Record, target: Record) -> None:
         assert target.metadata.startswith(body), where
 
 
+def assert_global_order(source: Store, target: Store, case: Case, history: History) -> None:
+    """Every replicated user event once, in the source's `$all` order."""
+
+    def user(r: Record) -> bool:
+        return r.stream.startswith(history.prefix) and not r.type.startswith("$")
+
+    wanted = [
+        r.event_id
+        for r in source.iter_all()
+        if r.position > history.start
+        and user(r)
+        and accepts_stream(case, r.stream)
+        and accepts_type(case, r.type)
+    ]
+    assert [r.event_id for r in target.iter_all() if user(r)] == wanted
+
+
 def check(source: Store, target: Store, case: Case, history: History) -> None:
     prefix = history.prefix
     for name in history.names:
@@ -289,20 +306,7 @@ def check(source: Store, target: Store, case: Case, history: History) -> None:
         else:
             assert actual == expected, name
 
-    # Global order: every replicated user event once, in the source's `$all` order.
-    def user(r: Record) -> bool:
-        return r.stream.startswith(prefix) and not r.type.startswith("$")
-
-    wanted = [
-        r.event_id
-        for r in source.iter_all()
-        if r.position > history.start
-        and user(r)
-        and accepts_stream(case, r.stream)
-        and accepts_type(case, r.type)
-    ]
-    written = [r.event_id for r in target.iter_all() if user(r)]
-    assert written == wanted
+    assert_global_order(source, target, case, history)
 
     # Nothing of system streams, links or filtered streams reaches the target.
     accepted = {n for n in history.names if accepts_stream(case, n)}

@@ -16,9 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from esdb_emulator.store import Record
 from tests.engine.test_properties import (
     Case,
-    accepts_stream,
-    accepts_type,
     apply_history,
+    assert_global_order,
     cases,
     check_metadata,
 )
@@ -68,17 +67,4 @@ def test_target_equals_filtered_source_with_multi_append(emulators, workdir, cas
     history = apply_history(source, case)
     replicate(emulators, workdir, case, history, multi_append=True)
     check(source, target, case, history, check_metadata_by_value)
-
-    # Ordered mode: the replicated user events in the source's `$all` order.
-    def user(r: Record) -> bool:
-        return r.stream.startswith(history.prefix) and not r.type.startswith("$")
-
-    wanted = [
-        r.event_id
-        for r in source.iter_all()
-        if r.position > history.start
-        and user(r)
-        and accepts_stream(case, r.stream)
-        and accepts_type(case, r.type)
-    ]
-    assert [r.event_id for r in target.iter_all() if user(r)] == wanted
+    assert_global_order(source, target, case, history)  # ordered mode keeps `$all` order

@@ -434,19 +434,14 @@ class _Slice:
             try:
                 self._check_lease()
                 n, b = writer.write_pack(pack)
-            except RelayError as e:
-                if len(pack) == 1:
+            except BaseException as e:  # raised by the coordinator after every writer stopped
+                if isinstance(e, RelayError) and len(pack) > 1:
+                    # Its streams one by one: those that can be written are.
+                    if self._write_groups(writer, pack, watermark, errors):
+                        continue
+                else:
                     with self._lock:
                         errors.append((e, pack[0][0]))
-                    stop.set()
-                    return
-                if not self._write_groups(writer, pack, watermark, errors):
-                    stop.set()
-                    return
-                continue
-            except BaseException as e:  # raised by the coordinator after every writer stopped
-                with self._lock:
-                    errors.append((e, pack[0][0]))
                 stop.set()
                 return
             self._written(pack, n, b, watermark)

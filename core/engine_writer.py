@@ -331,7 +331,7 @@ class StreamWriter:
                     stream, event.commit_position, by_id[event.event_id], event.revision, n
                 )
         last = tail.last_revision if visible else self.target.current_revision(stream)
-        before = self.source.stream_records_before(stream, position, 1)
+        before = self.source.stream_records_backwards(stream, position, 1)
         if not before:
             return self._count(stream, None, last, -1, n)
         anchor = before[0]
@@ -356,7 +356,7 @@ class StreamWriter:
         if n <= source_last:
             copied = int(anchor_copied)
             if anchor is not None and source_last > n:
-                for event in self.source.stream_records_before(
+                for event in self.source.stream_records_backwards(
                     stream, anchor, min(source_last - n, limit)
                 ):
                     if event.revision < n:

@@ -462,14 +462,10 @@ class EventStore:
             ],
         )
 
-    def stream_records_before(self, stream: str, position: int, limit: int) -> list[Event]:
-        """The stream's last `limit` records in `$all` before `position`, newest first, even
-        if stream reads hide them (`$tb`, `$maxCount`): `$all` keeps records until a scavenge."""
-        return self.stream_records_backwards(stream, position, limit)
-
     def stream_records_backwards(self, stream: str, before: int | None, limit: int) -> list[Event]:
         """The stream's `limit` records in `$all` strictly before `before` (None = from the
-        end), newest first, hidden from stream reads or not."""
+        end), newest first, even if stream reads hide them (`$tb`, `$maxCount`): `$all` keeps
+        records until a scavenge."""
         start = {} if before is None else {"commit_position": before}
 
         def read() -> list[Event]:
@@ -866,14 +862,12 @@ class EventStore:
             return None
         # The events' problems come to light as their records are built (each is parsed once).
         problem = _streams_problem(appends)
-        try:
-            messages = (
-                []
-                if problem
-                else v2.requests((a.stream, a.expected_revision, a.events) for a in appends)
-            )
-        except ValueError:
-            problem = multi_append_problem(appends)
+        messages = []
+        if not problem:
+            try:
+                messages = v2.requests((a.stream, a.expected_revision, a.events) for a in appends)
+            except ValueError:
+                problem = multi_append_problem(appends)
         if problem:
             raise MultiAppendUnsupported(
                 f"{self.side}: cannot multi-append: {problem}",

@@ -45,8 +45,6 @@ from core.checkpoint import Checkpoint, CheckpointStore, Lease, Position, SliceR
 from core.config import JobConfig
 from core.engine_pipeline import ChunkReader, ReadLimits, Watermark, partition_of
 from core.engine_writer import (
-    Op,
-    SliceIndex,
     StreamWriter,
     WriteContext,
     ordered_batches,
@@ -55,9 +53,9 @@ from core.engine_writer import (
     stream_batches,
 )
 from core.errors import LeaseLostError, PermanentError, RelayError
-from core.eventstore import Event, EventStore, OutEvent
+from core.eventstore import Event, EventStore
 from core.known_streams import KnownStreams
-from core.scavenge import ScavengeFilter
+from core.planner import Op, Planner, SliceIndex
 
 # Ordered mode learns the state of a chunk's new target streams with this many reads at once.
 SYNC_THREADS = 16
@@ -91,6 +89,7 @@ class SliceResult:
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
     dead_letters: int = 0
+    provenance_dropped: int = 0  # events written without `$original*`: too big with them
     seconds: float = 0.0
 
 
@@ -223,9 +222,13 @@ class _Slice:
         self.limits = limits
         self.on_step = limits.on_step
         self.index = SliceIndex()
-        self.ctx = WriteContext(job, source, target, self.index, self.on_step, known)
+        self.planner = Planner(job, source, transform)
+        self.ctx = WriteContext(
+            job, source, target, self.index, self.on_step, known, planner=self.planner
+        )
+        # A range of a backfill: the main job may have copied past it.
+        self.ctx.ahead = limits.start_after is not None or limits.stop_at is not None
         self.writers: list[StreamWriter] = []
-        self.scavenge = ScavengeFilter(source) if job.filters.scavenge else None
         self.reader: ChunkReader | None = None
         self.multi = False  # writes go by multi-stream append (set when the writing starts)
         self.written = self.skipped = self.size = 0
@@ -249,7 +252,7 @@ class _Slice:
                 chunk_events=batch.max_events,
                 chunk_bytes=batch.max_bytes,
             ),
-            self._plan,
+            self.planner.plan,
             self.index,
             on_chunk=lambda: self.on_step("chunk"),
         )
@@ -274,6 +277,7 @@ class _Slice:
             reader.close()
             self.result.warnings.extend(self.ctx.warnings)
             self.result.dead_letters += self.ctx.dead_letters
+            self.result.provenance_dropped += self.ctx.provenance_dropped
         if self.ctx.known is not None:
             for writer in self.writers:
                 self.ctx.known.learn(*writer.learned())
@@ -495,31 +499,6 @@ class _Slice:
         self.result.caught_up = exhausted
         self.result.next_action = "stop"
         self.result.warnings.append("dry run: nothing was written or committed")
-
-    def _plan(self, event: Event) -> Op:
-        kind = rules.classify(event)
-        if kind is rules.Kind.SKIP:
-            return Op(event, kind)
-        stream = event.stream[2:] if kind is rules.Kind.METADATA else event.stream
-        if not self.job.filters.accepts_stream(stream):
-            return Op(event, rules.Kind.SKIP)
-        if kind is rules.Kind.TOMBSTONE:
-            return Op(event, kind)
-        if kind is rules.Kind.METADATA:
-            return Op(event, kind, [self._metadata_event(event)])
-        if not self.job.filters.accepts_event_type(event.type):
-            return Op(event, rules.Kind.SKIP)
-        if self.scavenge is not None and self.scavenge.removes(event):
-            return Op(event, rules.Kind.SKIP)
-        outputs = rules.apply_transform(self.transform, event) if self.transform else [event]
-        with_original = self.job.original_metadata
-        return Op(event, kind, [rules.out_event(o, with_original=with_original) for o in outputs])
-
-    def _metadata_event(self, event: Event) -> OutEvent:
-        # The source position goes into the event's own metadata (the server ignores it),
-        # never into the stream metadata JSON, so users' stream metadata is unchanged.
-        marker = rules.add_original_metadata(b"", event)
-        return OutEvent(event.event_id, "$metadata", event.content_type, event.data, marker)
 
     def _check_lease(self) -> None:
         assert self.lease is not None

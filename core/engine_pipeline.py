@@ -12,8 +12,8 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from core.engine_writer import Op, SliceIndex
 from core.eventstore import Event, EventStore
+from core.planner import Op, SliceIndex
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-import uuid
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -24,7 +22,6 @@ from core.errors import ConflictError, OversizeEventError, RelayError
 from core.eventstore import (
     NO_STREAM,
     AppendTooLarge,
-    Event,
     EventStore,
     MultiAppendConflict,
     MultiAppendUnsupported,
@@ -34,63 +31,12 @@ from core.eventstore import (
     WrongExpectedRevision,
 )
 from core.known_streams import KnownState, KnownStreams
+from core.locate import Locator, Missing
 from core.multi_append import event_problem
+from core.planner import Op, Origin, Planner, SliceIndex
+from core.truncation import Truncation
 
-
-@dataclass
-class Op:
-    """The target writes one source record turns into."""
-
-    source: Event
-    kind: rules.Kind
-    events: list[OutEvent] = field(default_factory=list)
-
-    @property
-    def stream(self) -> str:
-        """The target stream the op belongs to (a metadata record belongs to its stream)."""
-        if self.kind is rules.Kind.METADATA:
-            return self.source.stream[2:]
-        return self.source.stream
-
-    @property
-    def position(self) -> int:
-        return self.source.commit_position
-
-    @property
-    def size(self) -> int:
-        return sum(e.size for e in self.events)
-
-
-class SliceIndex:
-    """This slice's events by id and per stream (bounded by the slice budget), filled as
-    chunks are planned. The id search needs all of it, so it waits for the whole read."""
-
-    def __init__(self) -> None:
-        self.positions_by_id: dict[uuid.UUID, int] = {}
-        self.events_per_stream: Counter[str] = Counter()
-        self.first_revision: dict[str, int] = {}
-        self._complete = threading.Event()
-        self._failed = False
-        self.awaited = False  # a writer waits for the whole read: the reader must not wait
-
-    def add(self, ops: Iterable[Op]) -> None:
-        for op in ops:
-            if op.kind is rules.Kind.EVENT:
-                self.first_revision.setdefault(op.source.stream, op.source.revision)
-                self.events_per_stream[op.source.stream] += len(op.events)
-                for e in op.events:
-                    self.positions_by_id[e.event_id] = op.position
-
-    def finish(self, ok: bool) -> None:
-        self._failed = not ok
-        self._complete.set()
-
-    def wait_complete(self) -> None:
-        self.awaited = True
-        self._complete.wait()
-        if self._failed:
-            # Deciding what a stream holds from a partial index could write a duplicate.
-            raise RelayError("the slice's read stopped before the id search could finish")
+__all__ = ["Op", "SliceIndex", "StreamState", "StreamWriter", "WriteContext"]
 
 
 @dataclass
@@ -103,13 +49,18 @@ class WriteContext:
     index: SliceIndex
     on_step: Callable[[str], None]
     known: KnownStreams | None = None  # what earlier slices of this process learned
+    planner: Planner | None = None  # the slice's; made from the job (no transform) if None
     warnings: list[str] = field(default_factory=list)
     dead_letters: int = 0
+    provenance_dropped: int = 0  # events written without the keys the relay adds (size)
     lock: threading.Lock = field(default_factory=threading.Lock)
     # The target's head, read before the slice's first append to an assumed stream
     # (`StreamWriter.assumed`); an append whose answer lies at or before it wrote nothing.
     head: int | None = None
     replaying: bool = False  # such an answer came: this slice reads streams, assumes none
+    # The target may hold this job's events past the slice (a backfill range, a replay): a
+    # stream's last event that the source hides is then looked for in the target's `$all`.
+    ahead: bool = False
 
     def note_head(self) -> None:
         with self.lock:
@@ -126,8 +77,12 @@ class WriteContext:
             return True
         return False
 
-    def replicates(self, event: Event) -> bool:
-        return rules.copied_kind(self.job.filters, event) is rules.Kind.EVENT
+    def __post_init__(self) -> None:
+        if self.planner is None:
+            self.planner = Planner(self.job, self.source, None)
+        self.locator = Locator(self.source, self.planner, self.index)
+        letters = rules.dead_letter_stream(self.job.job_id) if self.job.dead_letter else None
+        self.truncation = Truncation(self.source, self.target, self.planner, letters)
 
 
 class StreamState:
@@ -269,110 +224,19 @@ class StreamWriter:
 
     def _translate_tb(self, stream: str, data: bytes, position: int) -> bytes:
         """`$tb` names a source revision; the target's revisions differ, so map it."""
-        try:
-            metadata = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
-            return data
-        if not isinstance(metadata, dict):
+        metadata = rules.json_object(data)
+        if metadata is None:
             return data
         tb = metadata.get("$tb")
-        if not isinstance(tb, int) or tb == rules.DELETED_STREAM or tb <= 0:
+        if not isinstance(tb, int) or isinstance(tb, bool):
             return data
-        translated = self._target_revision_for(stream, tb, position)
+        if tb == rules.DELETED_STREAM or tb <= 0:
+            return data
+        translated = self.ctx.truncation.target_revision(stream, tb, position)
         if translated == tb:
             return data
         metadata["$tb"] = translated
         return json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode()
-
-    def _target_revision_for(self, stream: str, n: int, position: int) -> int:
-        """Target revision of the first replicated event whose source revision is >= n.
-
-        Exact when the target shows the events around that point with their
-        `$originalStreamRevision`, or when the source still holds events from n on that the
-        target shows (matched by id). Otherwise it counts forward from the stream's last
-        replicated event: the events of the stream that follow it in the source's `$all` and
-        the job copies, and one for one beyond the source's end.
-        """
-        tail = self.target.stream_tail(stream, 4096)
-        visible = list(tail.events)
-        originals = [rules.read_original_revision(e.metadata) for e in visible]
-        positions = [rules.read_original_position(e.metadata) for e in visible]
-        if visible and None not in originals and None not in positions:
-            newest = visible[-1]
-            if originals[-1] < n:  # type: ignore[operator]
-                return self._count(
-                    stream,
-                    positions[-1],
-                    newest.revision,
-                    originals[-1],
-                    n,  # type: ignore[arg-type]
-                )
-            answer = newest.revision
-            for event, original in zip(reversed(visible), reversed(originals), strict=True):
-                if original < n:  # type: ignore[operator]
-                    return answer
-                answer = event.revision
-            oldest, oldest_original = visible[0], originals[0]
-            assert oldest_original is not None
-            if oldest.revision == 0 or oldest_original == n:
-                return oldest.revision
-            # Earlier target events are hidden ($maxCount): count back one for one.
-            return max(0, oldest.revision - (oldest_original - n))
-        by_id = {e.event_id: e.revision for e in visible}
-        try:
-            later = self.source.read_stream(stream, from_revision=n, limit=256)
-        except StreamTombstoned:
-            later = []  # the tombstone follows; the target stream ends deleted all the same
-        for event in later:
-            if event.event_id in by_id:
-                # Count back from it over the source's $all: events between n and it may be
-                # hidden from reads on either side.
-                return self._count(
-                    stream, event.commit_position, by_id[event.event_id], event.revision, n
-                )
-        last = tail.last_revision if visible else self.target.current_revision(stream)
-        before = self.source.stream_records_backwards(stream, position, 1)
-        if not before:
-            return self._count(stream, None, last, -1, n)
-        anchor = before[0]
-        return self._count(
-            stream, anchor.commit_position, last, anchor.revision, n, self.ctx.replicates(anchor)
-        )
-
-    def _count(
-        self,
-        stream: str,
-        anchor: int | None,
-        target_last: int,
-        source_last: int,
-        n: int,
-        anchor_copied: bool = True,
-    ) -> int:
-        """The target revision source revision n lands on, given that the stream's record at
-        `$all` position `anchor` (source revision `source_last`, copied or filtered out) is the
-        last the target holds up to `target_last`: count the copied records between them in
-        the source's `$all`."""
-        limit = 10_000
-        if n <= source_last:
-            copied = int(anchor_copied)
-            if anchor is not None and source_last > n:
-                for event in self.source.stream_records_backwards(
-                    stream, anchor, min(source_last - n, limit)
-                ):
-                    if event.revision < n:
-                        break
-                    copied += self.ctx.replicates(event)
-            return max(0, target_last + 1 - copied)
-        copied = 0
-        seen = source_last
-        wanted = min(n - source_last - 1, limit)
-        for event in self.source.stream_records_after(stream, anchor, wanted) if wanted else ():
-            if event.revision >= n:
-                break
-            seen = event.revision
-            copied += self.ctx.replicates(event)
-        # Revisions the source does not hold yet are taken as copied one for one.
-        return target_last + 1 + copied + max(0, n - seen - 1)
 
     # ------------------------------------------------------------------ events
     def _append(self, stream: str, group: list[Op]) -> tuple[int, int]:
@@ -386,6 +250,8 @@ class StreamWriter:
             # Someone moved the stream (an invocation that lost its lease, or a crash replay
             # the first check could not see, or an assumed state was wrong): learn it again
             # and skip what is already there (all of it, when the stream is tombstoned).
+            if state.revision == NO_STREAM:
+                self.ctx.ahead = True  # a stream taken to be new is there: a replay
             state = self.sync(stream)
             pending = [op for op in pending if op.position > state.marker]
             if not pending:
@@ -410,6 +276,19 @@ class StreamWriter:
                 n2, b2 = self._append_ops(stream, state, ops[half:])
                 return n1 + n2, b1 + b2
             op = ops[0]
+            plain = [x.without_provenance() for x in op.events]
+            if plain != op.events:
+                # Too big with the keys the relay adds: it goes as the user wrote it.
+                n, b = self._append_ops(stream, state, [Op(op.source, op.kind, plain)])
+                if n:
+                    with self.ctx.lock:
+                        self.ctx.provenance_dropped += n
+                        self.ctx.warnings.append(
+                            f"event {op.source.revision} of {stream!r} written without the "
+                            f"$original* keys: with them it is over the target's maximum "
+                            f"append size ({e.limit} bytes)"
+                        )
+                return n, b
             if self.job.dead_letter:
                 self._dead_letter(stream, op, sum(x.size for x in events), e.limit)
                 state.marker = op.position
@@ -419,8 +298,10 @@ class StreamWriter:
                 op.source.revision,
                 sum(x.size for x in events),
                 e.limit or 0,
-                hint=f"at source position {op.position}; raise the target's "
-                "MaxAppendSize or shrink the event with a transform",
+                hint=f"at source position {op.position}; the size counts nothing the relay "
+                "adds. Raise the target's MaxAppendSize, shrink the event with a transform, "
+                "or set dead_letter = true to record it in the target's "
+                f"{rules.dead_letter_stream(self.job.job_id)} stream and carry on",
             ) from None
         state.revision = (state.revision if state.revision >= 0 else -1) + len(events)
         state.marker = ops[-1].position
@@ -475,6 +356,8 @@ class StreamWriter:
                 expected = next((st.revision for s, st, _ in plans if s == stream), None)
                 raise ConflictError(stream, expected, actual.get(stream)) from None
             for stream in named:
+                if any(s == stream and st.revision == NO_STREAM for s, st, _ in plans):
+                    self.ctx.ahead = True  # a stream taken to be new is there: a replay
                 self.sync(stream)
             return self._multi([(s, ops) for s, _, ops in plans], resynced | set(named))
         except AppendTooLarge:
@@ -524,7 +407,7 @@ class StreamWriter:
             "reason": "over the target's maximum append size",
         }
         self.target.append_any(
-            f"$esdb-relay-dead-letters-{self.job.job_id}",
+            rules.dead_letter_stream(self.job.job_id),
             [
                 OutEvent(
                     rules.derive_id(op.source.event_id, 1_000_000),
@@ -560,7 +443,8 @@ class StreamWriter:
             pass
 
     def sync(self, stream: str) -> StreamState:
-        """Learn the target stream's revision and how far it already goes (see module doc).
+        """Learn the target stream's revision and how far it already goes: the source record
+        its last event came from (core/locate.py; never what an event's metadata claims).
 
         The marker covers the stream and its metadata: both are written in `$all` order, so a
         later record of either means every earlier record of the stream is on the target.
@@ -577,7 +461,10 @@ class StreamWriter:
         revision = tail.last_revision
         if meta.events:
             last_meta = meta.events[-1]
-            marker = max(marker, rules.read_original_position(last_meta.metadata) or -1)
+            # Not found: a `$metadata` record the target server wrote itself (an undelete).
+            origin = self.ctx.locator.locate("$$" + stream, last_meta)
+            if isinstance(origin, Origin):
+                marker = max(marker, origin.position)
             soft_deleted = _tb(last_meta.data) == rules.DELETED_STREAM
             if not tail.events:
                 # `$tb`/`$maxCount` or a soft delete may hide every event: ask for the revision.
@@ -585,11 +472,26 @@ class StreamWriter:
         exact = True
         if tail.events:
             last = tail.events[-1]
-            found = rules.read_original_position(last.metadata)
-            if found is None:
-                found = self._search_ids(stream)
-                exact = False
-                if found < 0 and self._foreign(stream, last):
+            first = self.ctx.index.first_revision.get(stream)
+            origin = self.ctx.locator.locate(stream, last, around=first)
+            if isinstance(origin, Origin):
+                marker = max(marker, origin.position)
+            else:
+                # Not the source's (FOREIGN), or hidden from its stream reads now (truncated,
+                # soft-deleted): written by a zombie past this slice's events, or before them.
+                found = -1 if origin is Missing.FOREIGN else self._search_ids(stream)
+                if (
+                    found < 0
+                    and origin is Missing.HIDDEN
+                    and (self.ctx.ahead or self.ctx.replaying)
+                ):
+                    found = self._search_target_all(stream)
+                if found >= 0:
+                    marker = max(marker, found)
+                    exact = False  # the tail's own origin is unknown: not for the cache
+                elif origin is Missing.FOREIGN or first == 0:
+                    # The source shows the stream's whole history without this event, or the
+                    # stream's first source record is in this slice: ours cannot be before it.
                     raise ConflictError(
                         stream,
                         None,
@@ -600,37 +502,41 @@ class StreamWriter:
                             f"{last.event_id}); nothing was written to it"
                         ),
                     )
-            marker = max(marker, found)
+                # Otherwise it lies in what the source hides now: before this slice.
         state = StreamState(revision, marker, soft_deleted, exact)
         self.streams[stream] = state
         return state
 
-    def _foreign(self, stream: str, last: Event) -> bool:
-        """Is the target's last event not one of ours? Ours carry `$originalPosition` when the
-        job adds it and the metadata allows it; and a stream whose first source event is in
-        this slice must be empty on the target unless our events are there."""
-        if (
-            self.job.original_metadata
-            and rules.add_original_metadata(b"", last)
-            and (_is_json_object(last.metadata) or not last.metadata.strip())
-        ):
-            return True
-        return self.ctx.index.first_revision.get(stream) == 0
+    def _search_target_all(self, stream: str) -> int:
+        """The newest of this slice's events among the stream's records in the target's
+        `$all` (hidden ones included), searched from the end: a scan of the target's log, so
+        only when the target may hold events past the slice."""
+        index = self.ctx.index
+        index.wait_complete()
+        before: int | None = None
+        while True:
+            page = self.target.stream_records_backwards(stream, before, 500)
+            for record in page:
+                origin = index.origin(stream, record.event_id)
+                if origin is not None:
+                    return origin.position
+            if len(page) < 500:
+                return -1
+            before = page[-1].commit_position
 
     def _search_ids(self, stream: str) -> int:
-        """Without `$originalPosition` on the target: the newest tail event that is one of
-        this slice's events marks how far the stream goes. Events of the stream later than
-        ours imply all of ours (per-stream order), so the tail need only reach back over this
-        slice's events of the stream plus one batch an invocation fenced out could still write.
-        """
+        """The newest tail event that is one of this slice's events marks how far the stream
+        goes. Events of the stream later than ours imply all of ours (per-stream order), so
+        the tail need only reach back over this slice's events of the stream plus one batch
+        an invocation fenced out could still write."""
         index = self.ctx.index
         index.wait_complete()
         depth = index.events_per_stream.get(stream, 0) + self.job.batch.max_events
         tail = self.target.stream_tail(stream, depth)
         for event in reversed(tail.events):
-            position = index.positions_by_id.get(event.event_id)
-            if position is not None:
-                return position
+            origin = index.origin(stream, event.event_id)
+            if origin is not None:
+                return origin.position
         return -1
 
 
@@ -755,10 +661,3 @@ def _tb(metadata: bytes) -> object:
     except (ValueError, UnicodeDecodeError):
         return None
     return value.get("$tb") if isinstance(value, dict) else None
-
-
-def _is_json_object(data: bytes) -> bool:
-    try:
-        return isinstance(json.loads(data), dict)
-    except (ValueError, UnicodeDecodeError):
-        return False

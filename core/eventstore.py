@@ -125,17 +125,27 @@ def size_on_disk(type_: str, data: bytes, metadata: bytes) -> int:
 
 @dataclass(frozen=True, slots=True)
 class OutEvent:
-    """An event to append: ids, types, payloads and content types kept byte for byte."""
+    """An event to append: ids, types, payloads and content types kept byte for byte.
+
+    `plain` is the user's metadata when the relay inserted its provenance keys into it
+    (core/rules.py), None when `metadata` is the user's own bytes."""
 
     event_id: UUID
     type: str
     content_type: str
     data: bytes
     metadata: bytes
+    plain: bytes | None = None
 
     @property
     def size(self) -> int:
         return size_on_disk(self.type, self.data, self.metadata)
+
+    def without_provenance(self) -> OutEvent:
+        """The event as the user wrote it, without the keys the relay added."""
+        if self.plain is None:
+            return self
+        return OutEvent(self.event_id, self.type, self.content_type, self.data, self.plain)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -69,18 +70,45 @@ class V2Error:
 
 
 def event_problem(event: EventLike) -> str | None:
-    """Why this event cannot be written by a v2 append (None if it can)."""
+    """Why this event cannot be written by a v2 append (None if it can): the server would
+    refuse it, or store its metadata other than as the same JSON value (docs/multi-append.md)."""
     if not is_schema_name(event.type):
         return (
             f"event type {event.type!r} is not a valid v2 schema name (letters, digits, "
             "'_', '.', '$', ':' and '-' only, Unicode NFC)"
         )
-    if event.metadata and _metadata_object(event.metadata) is None:
+    if not event.metadata:
+        return None
+    value = _metadata_object(event.metadata)
+    if value is None:
         # Parsed again only here, on the rare refusal, to say why.
         if _holds_inexact_number(event.metadata):
-            return "event metadata holds an integer beyond 2^53, which a v2 append would round"
+            return (
+                "event metadata holds an integer beyond 2^53 or a non-finite number, which a "
+                "v2 append would change"
+            )
         return "event metadata is not empty or a JSON object"
+    if _schema_keys_changed(value, event):
+        return "event metadata holds $schema.* keys, which a v2 append would overwrite"
     return None
+
+
+def _schema_keys_changed(value: dict[str, object], event: EventLike) -> bool:
+    """Would the server's own `$schema.name` / `$schema.format` replace a user's key? Keys it
+    would set to the same value are no change (metadata a v2 append wrote, copied again)."""
+    for key, kept in value.items():
+        if not key.startswith("$schema."):
+            continue
+        if key == "$schema.name" and kept == event.type:
+            continue
+        if key == "$schema.format" and kept == _format_name(event):
+            continue
+        return True
+    return False
+
+
+def _format_name(event: EventLike) -> str:
+    return "Json" if event.content_type == JSON_CONTENT_TYPE else "Bytes"
 
 
 def _holds_inexact_number(metadata: bytes) -> bool:
@@ -95,6 +123,8 @@ def _has_inexact_number(value: object) -> bool:
         return False
     if isinstance(value, int):
         return abs(value) > 2**53
+    if isinstance(value, float):
+        return not math.isfinite(value)  # json.loads takes NaN and Infinity; JSON has neither
     if isinstance(value, dict):
         return any(_has_inexact_number(v) for v in value.values())
     if isinstance(value, list):
@@ -119,7 +149,7 @@ def _metadata_object(metadata: bytes) -> dict[str, object] | None:
     if not metadata:
         return {}
     try:
-        value = json.loads(metadata)
+        value = json.loads(metadata.decode("utf-8"))  # (json.loads would take UTF-16 too)
     except (ValueError, UnicodeDecodeError):
         return None
     if not isinstance(value, dict) or any(not key for key in value):
@@ -140,11 +170,11 @@ def _properties(metadata: bytes) -> struct_pb2.Struct | None:
 
 def record(event: EventLike) -> streams_pb2.AppendRecord:
     """The v2 record of an event (ValueError, saying why, if the v2 API cannot carry it)."""
-    if not is_schema_name(event.type):
+    value = _metadata_object(event.metadata) if is_schema_name(event.type) else None
+    if value is None or _schema_keys_changed(value, event):
         raise ValueError(event_problem(event))
-    properties = _properties(event.metadata)
-    if properties is None:
-        raise ValueError(event_problem(event))
+    properties = struct_pb2.Struct()
+    properties.update(value)  # JSON values map onto Struct values one to one (as ParseDict)
     is_json = event.content_type == JSON_CONTENT_TYPE
     return streams_pb2.AppendRecord(
         record_id=str(event.event_id),

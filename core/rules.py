@@ -1,7 +1,8 @@
 """What is replicated, and how each source record becomes target writes.
 
 - user events (stream and type not `$`-prefixed) are copied with id, type, data, content type
-  and metadata kept byte for byte; `$original*` keys are appended to JSON-object metadata;
+  and metadata kept byte for byte; `$original*` keys are inserted into JSON-object metadata
+  (before its closing brace, no user byte changed) unless it already holds one;
 - `$metadata` events of user streams become `$metadata` events of the target's metastream,
   with `$tb` (a source revision) translated by the engine;
 - `$streamDeleted` (tombstones) of user streams become tombstones;
@@ -61,64 +62,74 @@ def copied_kind(filters: FilterConfig, event: Event) -> Kind:
     return kind
 
 
-def original_metadata(event: Event) -> dict[str, object]:
+PROVENANCE_KEYS = (ORIGINAL_REVISION, ORIGINAL_POSITION, ORIGINAL_CREATED)
+
+
+def _provenance(event: Event) -> bytes:
     created = event.created.isoformat() if event.created else None
-    return {
+    keys = {
         ORIGINAL_REVISION: event.revision,
         ORIGINAL_POSITION: event.commit_position,
         ORIGINAL_CREATED: created,
     }
+    return json.dumps(keys, separators=(",", ":"), ensure_ascii=False)[1:-1].encode()
+
+
+def json_object(metadata: bytes) -> dict[str, object] | None:
+    """Metadata as the JSON object it holds (UTF-8, as the server reads it), or None."""
+    try:
+        value = json.loads(metadata.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def add_original_metadata(metadata: bytes, event: Event) -> bytes:
-    """Append `$original*` keys to JSON-object metadata, keeping the user's bytes verbatim.
-
-    Empty metadata counts as an empty object. Metadata that is not a JSON object is returned
-    unchanged, and a key the user already has is never overwritten.
-    """
-    if not metadata.strip():
-        existing: dict[str, object] = {}
-        body = b"{"
-    else:
-        try:
-            existing = json.loads(metadata)
-        except (ValueError, UnicodeDecodeError):
-            return metadata
-        if not isinstance(existing, dict):
-            return metadata
-        body = metadata.rstrip()[:-1].rstrip()  # the user's bytes up to the closing brace
-    extra = {k: v for k, v in original_metadata(event).items() if k not in existing}
-    if not extra:
+    """The user's metadata with the relay's provenance keys inserted and every user byte kept:
+    the keys go just before the object's closing brace; empty metadata becomes an object of
+    them. Unchanged when the metadata is not a JSON object (whitespace alone included), or
+    already holds an `$original*` key: those describe the event's origin (data migrated
+    before), and a mix of the user's keys and the relay's would describe two origins."""
+    if not metadata:
+        return b"{" + _provenance(event) + b"}"
+    existing = json_object(metadata)
+    if existing is None or any(key in existing for key in PROVENANCE_KEYS):
         return metadata
-    added = json.dumps(extra, separators=(",", ":"), ensure_ascii=False)[1:-1].encode()
+    end = metadata.rindex(b"}")
     separator = b"," if existing else b""
-    return body + separator + added + b"}"
+    return metadata[:end] + separator + _provenance(event) + metadata[end:]
 
 
 def read_original_position(metadata: bytes) -> int | None:
-    """The source position recorded in a target event's metadata, if any."""
+    """The source position a target event's metadata claims it came from, if any. A claim
+    only: user metadata may hold the key too (core/locate.py checks it against the source)."""
     value = _metadata_value(metadata, ORIGINAL_POSITION)
-    return value if isinstance(value, int) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def read_original_revision(metadata: bytes) -> int | None:
     value = _metadata_value(metadata, ORIGINAL_REVISION)
-    return value if isinstance(value, int) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _metadata_value(metadata: bytes, key: str) -> object:
     if key.encode() not in metadata:
         return None
-    try:
-        value = json.loads(metadata)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return value.get(key) if isinstance(value, dict) else None
+    value = json_object(metadata)
+    return value.get(key) if value is not None else None
 
 
 def out_event(event: Event, *, with_original: bool) -> OutEvent:
-    metadata = add_original_metadata(event.metadata, event) if with_original else event.metadata
-    return OutEvent(event.event_id, event.type, event.content_type, event.data, metadata)
+    if not with_original:
+        return OutEvent(event.event_id, event.type, event.content_type, event.data, event.metadata)
+    metadata = add_original_metadata(event.metadata, event)
+    plain = None if metadata == event.metadata else event.metadata
+    return OutEvent(event.event_id, event.type, event.content_type, event.data, metadata, plain)
+
+
+def dead_letter_stream(job_id: str) -> str:
+    """Where the job records the events the target refused (`dead_letter = true`)."""
+    return f"$esdb-relay-dead-letters-{job_id}"
 
 
 def derive_id(source_id: uuid.UUID, index: int) -> uuid.UUID:

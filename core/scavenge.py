@@ -40,6 +40,11 @@ class ScavengeFilter:
             return event.created < self.now - rules.max_age
         return False
 
+    def truncates_before(self, stream: str) -> int:
+        """Revisions below this are removed (a deleted stream: all of them)."""
+        rules = self._rules.get(stream) or self._load(stream)
+        return DELETED_STREAM if rules.deleted else rules.truncate_before
+
     def _load(self, stream: str) -> _StreamRules:
         try:
             tail = self.source.stream_tail(stream, 1)

@@ -18,6 +18,11 @@ the translated value is passed as it is. Without `$original*` metadata (`origina
 false`), the last replicated source event at or before P is found in the source and its id
 looked up in the target (ids are kept).
 
+`$original*` keys are only claims: a user's metadata may hold them too (data migrated before,
+by esdb-relay or another tool). Every claim a translation rests on, the anchor's and the next
+marked record's, is confirmed in the source (the record there has the same id,
+core/locate.py); if one is not, the translation is made by event ids instead.
+
 Every search reads pages (bounded memory). For `$all` it scans from whichever end of the
 target is nearer, judged by where P lies in the source's log. Records that carry no source
 position (tombstones, target-only system records) are never chosen: such a record just after
@@ -29,6 +34,7 @@ from __future__ import annotations
 import csv
 import json
 import uuid
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -39,6 +45,8 @@ from core.checkpoint import open_store
 from core.config import JobConfig
 from core.errors import PermanentError, RelayError
 from core.eventstore import Event, EventStore, StreamTombstoned
+from core.locate import Locator
+from core.planner import Origin, Planner, SliceIndex
 
 PAGE = 500
 MAX_MISSES = 200  # replicated-looking source events not found on the target: give up
@@ -121,15 +129,23 @@ def translate_position(
             "subscriptions at cutover, from the target's end, once the relay has caught up",
         )
     relayed = _require_replicated(job, source, position, f"position {position:,}", relayed)
+    method: Literal["original-metadata", "event-id"] = "event-id"
+    found: Event | None = None
+    by_id = not job.original_metadata
     if job.original_metadata:
-        found = _all_by_original(source, target, position)
-        found = _over_unmarked_all(source, target, found, position)
-        method: Literal["original-metadata", "event-id"] = "original-metadata"
-        if found is None and _has_replicated_before(job, source, position):
-            # Metadata may be missing (non-JSON user metadata): fall back to ids.
-            found = _all_by_id(job, source, target, position)
-            method = "event-id"
-    else:
+        claims = _claims(job, source)
+        try:
+            anchor = _all_by_original(source, target, position)
+            _confirm(claims, anchor, lambda origin: origin.position <= position)
+            found = _over_unmarked_all(source, target, anchor, position)
+            following = _next_marked(target.read_all_after, found, rules.read_original_position)
+            _confirm(claims, following, lambda origin: origin.position > position)
+            method = "original-metadata"
+        except _Unconfirmed:
+            found, by_id = None, True
+        # Metadata may be missing (non-JSON user metadata): fall back to ids.
+        by_id = by_id or (found is None and _has_replicated_before(job, source, position))
+    if by_id:
         found = _all_by_id(job, source, target, position)
         method = "event-id"
     return TranslatedPosition(
@@ -140,6 +156,50 @@ def translate_position(
         anchor_event_id=str(found.event_id) if found else None,
         relay_position=relayed,
     )
+
+
+class _Unconfirmed(Exception):
+    """A claim the translation rests on is not confirmed by the source."""
+
+
+def _claims(job: JobConfig, source: EventStore) -> Locator:
+    transform = rules.load_transform(job.transform)
+    return Locator(source, Planner(job, source, transform), SliceIndex())
+
+
+def _confirm(claims: Locator, record: Event | None, holds: Callable[[Origin], bool]) -> None:
+    """The source confirms the record's claim, and `holds` of where it came from."""
+    if record is None:
+        return
+    origin = claims.claimed(record.stream, record)
+    if origin is None or not holds(origin):
+        raise _Unconfirmed
+    position = rules.read_original_position(record.metadata)
+    revision = rules.read_original_revision(record.metadata)
+    if position not in (None, origin.position) or revision not in (None, origin.revision):
+        raise _Unconfirmed  # one key the source's, the other not: not the relay's
+
+
+def _next_marked(
+    read_after: Callable[[int | None, int], Iterable[Event]],
+    after: Event | None,
+    claim: Callable[[bytes], int | None],
+    *,
+    key: Callable[[Event], int] = lambda e: e.commit_position,
+) -> Event | None:
+    """The first record after `after` that carries a claim (None: none in UNMARKED_RUN)."""
+    at = key(after) if after else None
+    seen = 0
+    while seen < UNMARKED_RUN:
+        page = list(read_after(at, 64))
+        for event in page:
+            if claim(event.metadata) is not None:
+                return event
+        if len(page) < 64:
+            return None
+        seen += len(page)
+        at = key(page[-1])
+    return None
 
 
 def _all_by_original(source: EventStore, target: EventStore, position: int) -> Event | None:
@@ -332,13 +392,29 @@ def translate_stream(
     )
     method: Literal["original-metadata", "event-id"] = "event-id"
     found: Event | None = None
+    by_id = not job.original_metadata
     if job.original_metadata:
-        found = _stream_by_original(target, stream, revision)
-        found = _over_unmarked_stream(source, target, stream, found, revision)
-        method = "original-metadata"
-    if found is None and (
-        not job.original_metadata or _has_replicated_in_stream(job, source, stream, revision)
-    ):
+        claims = _claims(job, source)
+        try:
+            anchor = _stream_by_original(target, stream, revision)
+            _confirm(claims, anchor, lambda origin: origin.revision <= revision)
+            found = _over_unmarked_stream(source, target, stream, anchor, revision)
+
+            def after(at: int | None, limit: int) -> list[Event]:
+                start = 0 if at is None else at + 1
+                return target.read_stream(stream, from_revision=start, limit=limit)
+
+            following = _next_marked(
+                after, found, rules.read_original_revision, key=lambda e: e.revision
+            )
+            _confirm(claims, following, lambda origin: origin.revision > revision)
+            method = "original-metadata"
+        except _Unconfirmed:
+            found, by_id = None, True
+        by_id = by_id or (
+            found is None and _has_replicated_in_stream(job, source, stream, revision)
+        )
+    if by_id:
         found = _stream_by_id(job, source, target, stream, revision)
         method = "event-id"
     return TranslatedPosition(

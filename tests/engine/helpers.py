@@ -10,6 +10,7 @@ from core.engine import Budget, SliceResult, run_slice
 from core.errors import RelayError
 from core.eventstore import EventStore
 from core.known_streams import KnownStreams
+from core.rules import load_transform
 from esdb_emulator import Emulator
 from esdb_emulator.store import Store, StreamDeleted, StreamNotFound
 
@@ -61,6 +62,7 @@ def run_until_caught_up(
     the target's streams (core/known_streams.py) unless `known` says otherwise."""
     store = open_store(job.checkpoint_store)
     known = KnownStreams() if known is None else known
+    transform = load_transform(job.transform)  # as core.relay.Relay loads it
     results = []
     with (
         EventStore(job.source.get_secret_value(), side="source") as source,
@@ -68,7 +70,15 @@ def run_until_caught_up(
     ):
         for _ in range(max_slices):
             try:
-                result = run_slice(job, source, target, store, Budget.from_job(job), known=known)
+                result = run_slice(
+                    job,
+                    source,
+                    target,
+                    store,
+                    Budget.from_job(job),
+                    known=known,
+                    transform=transform,
+                )
             except RelayError:
                 continue  # a failed slice commits nothing; the next one resumes
             results.append(result)

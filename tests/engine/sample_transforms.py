@@ -21,3 +21,7 @@ def split_in_two(event: Event) -> list[Event]:
 
 def explode(event: Event) -> Event:
     raise ValueError("boom")
+
+
+def drop_dropped(event: Event) -> Event | None:
+    return None if event.type == "Drop" else event

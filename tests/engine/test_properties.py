@@ -1,62 +1,57 @@
-"""Property-based tests of run_slice (ordered mode): random histories, random job settings.
+"""Property-based tests of run_slice: random histories, random job settings, faults.
 
 Each example writes a random history (interleaved appends, soft deletes and recreates,
-tombstones, stream metadata with `$maxCount`/`$tb`/custom keys, JSON / empty / non-JSON event
-metadata, links and system-stream events that must be skipped) straight into a source emulator's
-store, replicates it with random budgets, batch sizes, filters and `original_metadata`, with
-UNAVAILABLE faults injected in the target's appends so slices fail mid-write and later ones
-resume, and checks the target against an oracle written here from the design's rules — never
-from engine code:
+tombstones, stream metadata with `$maxCount`/`$tb`/custom keys, links and system-stream events
+that must be skipped, and event metadata as real users have it: empty, JSON objects padded with
+whitespace or in any key order, JSON scalars, non-JSON bytes, and data migrated before whose
+metadata already carries `$original*` keys larger, smaller or equal to the real position, or
+`$schema.*` keys) straight into a fresh source emulator's store, replicates it with random
+budgets, batch sizes, filters, scavenge and `original_metadata`, with UNAVAILABLE faults in the
+target's appends so slices fail mid-write and later ones resume, then:
 
-- per stream: the target's visible events (ids, types, data, content types, metadata) are the
-  source stream's events after its `$tb` (in source revisions), without skipped event types,
-  then its `$maxCount`; soft-deleted / tombstoned / missing state is the same; `$maxCount` and
-  custom stream-metadata keys are equal;
-- global order: the target's `$all` holds the replicated user events in the source's `$all`
-  order, each exactly once;
-- nothing of a filtered-out stream, a system stream or a link reaches the target.
+- checks the target with tests/oracle.py, written from the documented rules, never from the
+  engine's code;
+- runs `esdb-relay verify` (core.verify) and requires it to agree with the oracle: 0
+  differences exactly when the oracle finds none, also after the target was tampered with
+  (an extra event, changed stream metadata, a tombstone, an extra stream).
 
-One pair of emulators serves every example; each example has fresh stream names, its own job id
-and SQLite file, and starts its job at the source's head so that it reads only its own history.
+The partitioned and multi-stream-append variants (test_properties_partitioned.py,
+test_properties_multi_append.py) run the same examples through those modes.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
-import re
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from core.checkpoint import Checkpoint, Position, open_store
+from core.checkpoint import open_store
 from core.config import JobConfig
 from core.engine import Budget, SliceResult, run_slice
 from core.errors import RelayError
 from core.eventstore import EventStore
+from core.verify import verify
 from esdb_emulator import Emulator
 from esdb_emulator.store import (
     ANY,
-    DELETED_STREAM,
     ProposedEvent,
-    Record,
     Store,
     StreamDeleted,
-    StreamNotFound,
     WrongExpectedVersion,
 )
+from tests import oracle
 
-ORIGINAL_KEYS = ("$originalStreamRevision", "$originalPosition", "$originalCreated")
 JSON_CT = "application/json"
 BINARY_CT = "application/octet-stream"
 
 EVENT_TYPES = ["Created", "Updated", "Removed", "Noise"]
+EQUAL = b"<the event's own position>"  # apply_history writes the real `$originalPosition`
 EVENT_METADATA = [
     b"",
     b"",
@@ -67,6 +62,23 @@ EVENT_METADATA = [
     b"[1, 2, 3]",
     b"null",
     b"{}",
+    # data migrated before (by esdb-relay or another tool): provenance already there
+    b'{"$originalPosition": 1000000000000000, "$originalStreamRevision": 1000000}',
+    b'{"$originalStreamRevision": 0, "$originalPosition": 1, "$originalCreated": "x"}',
+    EQUAL,
+    # keys a multi-stream append's server sets, with the user's values or the server's
+    b'{"$schema.name": "user-set", "x": 1}',
+    b'{"$schema.format": "Json", "$schema.name": "Created"}',
+    # bytes the relay must not touch
+    b'  {"padded": true}  \n',
+    b'{"z": 1, "a": 2 }',
+    b"42",
+    b'"text"',
+    b"  ",
+    b'{"big": 9007199254740993}',
+    b'{"x": NaN}',
+    '{"u": 1}'.encode("utf-16"),
+    b'\xef\xbb\xbf{"bom": 1}',
 ]
 EVENT_DATA = [
     (JSON_CT, b'{"x":%d}'),
@@ -131,6 +143,8 @@ class Case:
     filters: tuple[list[str], list[str], list[str]]
     unavailable_rate: float
     seed: int
+    scavenge: bool = False
+    tamper: int | None = None  # what to change on the target afterwards (see tamper())
 
 
 cases = st.builds(
@@ -143,6 +157,8 @@ cases = st.builds(
     filters=st.sampled_from(FILTERS),
     unavailable_rate=st.sampled_from([0.0, 0.0, 0.1, 0.25]),
     seed=st.integers(0, 2**16),
+    scavenge=st.booleans(),
+    tamper=st.one_of(st.none(), st.none(), st.integers(0, 4)),
 )
 
 
@@ -150,13 +166,12 @@ cases = st.builds(
 class History:
     prefix: str
     names: list[str]
-    start: int  # source position of the last record before the history
     counter: Iterator[int] = field(default_factory=itertools.count)
 
 
 def apply_history(store: Store, case: Case) -> History:
     prefix = f"p{uuid.uuid4().hex[:10]}"
-    history = History(prefix, [f"{prefix}-s{i}" for i in range(case.streams)], store.last_position)
+    history = History(prefix, [f"{prefix}-s{i}" for i in range(case.streams)])
     for kind, index, arg in case.ops:
         name = history.names[index % case.streams]
         n = next(history.counter)
@@ -169,7 +184,7 @@ def apply_history(store: Store, case: Case) -> History:
                     events.append(
                         ProposedEvent(str(uuid.uuid4()), type_, content_type, data, metadata)
                     )
-                store.append(name, ANY, events)
+                append(store, name, events)
             elif kind == "meta":
                 store.set_metadata(name, dict(arg))
             elif kind == "delete":
@@ -190,211 +205,172 @@ def apply_history(store: Store, case: Case) -> History:
     return history
 
 
-# ------------------------------------------------------------------------------ the oracle
-def accepts_stream(case: Case, name: str) -> bool:
-    include, exclude, _ = case.filters
-    if include and not any(re.search(p, name) for p in include):
-        return False
-    return not any(re.search(p, name) for p in exclude)
-
-
-def accepts_type(case: Case, type_: str) -> bool:
-    return not type_.startswith("$") and not any(re.search(p, type_) for p in case.filters[2])
-
-
-def records_of(store: Store, name: str) -> list[Record]:
-    return [r for r in store.iter_all() if r.stream == name]
-
-
-def expected_view(source: Store, case: Case, name: str) -> object:
-    """What a read of `name` on the target must return."""
-    records = records_of(source, name)
-    if any(r.revision == DELETED_STREAM for r in records):
-        return "deleted"
-    meta = source.stream_metadata(name)
-    tb = meta.get("$tb")
-    if tb == DELETED_STREAM:
-        return "not found"
-    if isinstance(tb, int) and tb > 0:
-        records = [r for r in records if r.revision >= tb]
-    records = [r for r in records if accepts_type(case, r.type)]
-    max_count = meta.get("$maxCount")
-    if isinstance(max_count, int) and max_count > 0:
-        records = records[-max_count:]
-    return records
-
-
-def target_view(target: Store, name: str) -> object:
-    try:
-        return target.visible_records(name)
-    except StreamNotFound:
-        return "not found"
-    except StreamDeleted:
-        return "deleted"
-
-
-def check_metadata(case: Case, source: Record, target: Record) -> None:
-    where = f"{source.stream}@{source.revision}"
-    if not case.original_metadata:
-        assert target.metadata == source.metadata, where
+def append(store: Store, name: str, events: list[ProposedEvent]) -> None:
+    """Append; an event whose metadata is EQUAL goes alone, claiming its own real place."""
+    if not any(e.metadata == EQUAL for e in events):
+        store.append(name, ANY, events)
         return
+    for event in events:
+        if event.metadata == EQUAL:
+            revision = store.stream_state(name)[0] + 1
+            claim = b'{"$originalStreamRevision": %d, "$originalPosition": %d}' % (
+                revision,
+                store.head_position,
+            )
+            event = ProposedEvent(event.event_id, event.type, event.content_type, event.data, claim)
+        store.append(name, ANY, [event])
+
+
+# ------------------------------------------------------------------------------ the checks
+def oracle_job(case: Case, history: History, **settings: object) -> oracle.Job:
+    include, exclude, exclude_types = case.filters
+    ordered = settings.get("mode", "ordered") == "ordered"
+    return oracle.Job(
+        include_streams=tuple(include),
+        exclude_streams=tuple(exclude),
+        exclude_event_types=tuple(exclude_types),
+        original_metadata=case.original_metadata,
+        multi_append=bool(settings.get("multi_append", True)),
+        scavenge=case.scavenge,
+        ordered=ordered,
+        streams=lambda name: name.startswith(history.prefix),
+    )
+
+
+def tamper(target: Store, case: Case, history: History) -> bool:
+    """Change the target behind the relay's back; True if something changed."""
+    job = oracle_job(case, history)
+    accepted = [n for n in history.names if job.accepts_stream(n)]
+    present = [n for n in accepted if n in target.stream_names()]
+    extra = ProposedEvent(str(uuid.uuid4()), "Intruder", JSON_CT, b"{}")
     try:
-        original = json.loads(source.metadata) if source.metadata.strip() else {}
-    except (ValueError, UnicodeDecodeError):
-        original = None
-    if not isinstance(original, dict):  # not a JSON object: kept byte for byte
-        assert target.metadata == source.metadata, where
-        return
-    copied = json.loads(target.metadata)
-    assert isinstance(copied, dict), where
-    added = {k: copied[k] for k in ORIGINAL_KEYS if k not in original}
-    assert {k: v for k, v in copied.items() if k not in added} == original, where
-    assert set(added) == {k for k in ORIGINAL_KEYS if k not in original}, where
-    if "$originalStreamRevision" in added:
-        assert added["$originalStreamRevision"] == source.revision, where
-    if "$originalPosition" in added:
-        assert added["$originalPosition"] == source.position, where
-    if "$originalCreated" in added:
-        assert isinstance(added["$originalCreated"], str), where
-    if source.metadata.strip():  # the user's bytes are kept up to their closing brace
-        body = source.metadata.rstrip()[:-1].rstrip()
-        assert target.metadata.startswith(body), where
-
-
-def assert_global_order(source: Store, target: Store, case: Case, history: History) -> None:
-    """Every replicated user event once, in the source's `$all` order."""
-
-    def user(r: Record) -> bool:
-        return r.stream.startswith(history.prefix) and not r.type.startswith("$")
-
-    wanted = [
-        r.event_id
-        for r in source.iter_all()
-        if r.position > history.start
-        and user(r)
-        and accepts_stream(case, r.stream)
-        and accepts_type(case, r.type)
-    ]
-    assert [r.event_id for r in target.iter_all() if user(r)] == wanted
-
-
-def check(source: Store, target: Store, case: Case, history: History) -> None:
-    prefix = history.prefix
-    for name in history.names:
-        if not accepts_stream(case, name):
-            assert target_view(target, name) == "not found", name
-            assert target_view(target, "$$" + name) == "not found", name
-            continue
-        expected = expected_view(source, case, name)
-        actual = target_view(target, name)
-        if isinstance(expected, list):
-            if not expected and actual == "not found":
-                actual = []
-            assert isinstance(actual, list), (name, actual)
-
-            def fields(records: list[Record]) -> list[tuple]:
-                return [(r.event_id, r.type, r.content_type, r.data) for r in records]
-
-            assert fields(actual) == fields(expected), name
-            for s, t in zip(expected, actual, strict=True):
-                check_metadata(case, s, t)
-            meta_source = source.stream_metadata(name)
-            meta_target = target.stream_metadata(name)
-            assert {k: v for k, v in meta_target.items() if k != "$tb"} == {
-                k: v for k, v in meta_source.items() if k != "$tb"
-            }, name
+        if case.tamper == 0 and present:
+            target.append(present[0], ANY, [extra])  # an event the source does not have
+        elif case.tamper == 1 and present and not target.stream_state(present[0])[1]:
+            meta = target.stream_metadata(present[0])  # (a tombstoned stream has none)
+            target.set_metadata(present[0], {**meta, "intruder": True})
+        elif case.tamper == 2 and present:
+            target.tombstone(present[0], ANY)
+        elif case.tamper == 3 or (case.tamper == 4 and len(accepted) == len(history.names)):
+            target.append(f"{history.prefix}-intruder", ANY, [extra])  # a stream of its own
+        elif case.tamper == 4:
+            refused = next(n for n in history.names if n not in accepted)
+            target.append(refused, ANY, [extra])  # a stream the filters exclude
         else:
-            assert actual == expected, name
-
-    assert_global_order(source, target, case, history)
-
-    # Nothing of system streams, links or filtered streams reaches the target.
-    accepted = {n for n in history.names if accepts_stream(case, n)}
-    for name in target.stream_names():
-        if prefix in name:
-            assert name in accepted or (name.startswith("$$") and name[2:] in accepted), name
-    assert not any(r.type == "$>" and prefix in r.data.decode() for r in target.iter_all())
+            return False
+    except StreamDeleted:
+        return False
+    return True
 
 
-# ------------------------------------------------------------------------------ running
-@pytest.fixture(scope="module")
-def pair():
+def check(
+    source: Emulator,
+    target: Emulator,
+    job: JobConfig,
+    case: Case,
+    history: History,
+    expected: oracle.Job,
+) -> None:
+    """The oracle finds the target exact, and verify agrees with it, before and after the
+    target is tampered with."""
+    found = oracle.compare(source.store, target.store, expected)
+    assert_verify_agrees(job, source, target, found)
+    assert found.clean, found
+    if case.tamper is not None and tamper(target.store, case, history):
+        found = oracle.compare(source.store, target.store, expected)
+        assert not found.clean, "the tampering changed nothing the oracle sees"
+        assert_verify_agrees(job, source, target, found)
+
+
+def assert_verify_agrees(
+    job: JobConfig, source: Emulator, target: Emulator, found: oracle.Report
+) -> None:
     with (
-        Emulator() as source,
-        Emulator() as target,
         EventStore(source.uri, side="source") as s,
         EventStore(target.uri, side="target") as t,
     ):
-        yield source, target, s, t
+        report = verify(job, s, t)
+    assert (report.differences_total == 0) == found.clean, (report.differences, found)
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("properties")
-
-
-def replicate(pair, workdir: Path, case: Case, history: History) -> list[SliceResult]:
-    source, target, s, t = pair
-    job_id = f"job-{history.prefix}"
+# ------------------------------------------------------------------------------ running
+def job_for(
+    source: Emulator,
+    target: Emulator,
+    workdir: Path,
+    case: Case,
+    history: History,
+    **settings: object,
+) -> JobConfig:
     include, exclude, exclude_types = case.filters
-    job = JobConfig.load(
+    job_id = f"job-{history.prefix}"
+    return JobConfig.load(
         payload={
             "job_id": job_id,
             "source": source.uri,
             "target": target.uri,
+            **settings,
             "checkpoint_store": f"sqlite:///{workdir}/{job_id}.db",
             "budget": {"max_events": case.max_events},
             "batch": {"max_events": case.batch},
             "original_metadata": case.original_metadata,
-            # This oracle compares metadata bytes; a multi-stream (v2) append re-renders them
-            # (test_properties_multi_append.py covers that path).
-            "multi_append": False,
             "filters": {
                 "include_streams": include,
                 "exclude_streams": exclude,
                 "exclude_event_types": exclude_types,
+                "scavenge": case.scavenge,
             },
         }
     )
-    store = open_store(job.checkpoint_store)
-    # Start at the source's head before this example: earlier examples' records are not ours.
-    lease = store.acquire(job_id, "test-setup", 30)
-    start = Position(commit=history.start, prepare=history.start)
-    store.commit(lease, Checkpoint(job_id=job_id, position=start))
-    store.release(lease)
 
+
+def replicate(job: JobConfig, target: Emulator, case: Case) -> list[SliceResult]:
+    store = open_store(job.checkpoint_store)
     results: list[SliceResult] = []
     target.faults.update(
-        unavailable_rate=case.unavailable_rate, methods={"BatchAppend"}, seed=case.seed
+        unavailable_rate=case.unavailable_rate,
+        methods={"BatchAppend", "AppendSession"},
+        seed=case.seed,
     )
     try:
-        for _ in range(400):
-            try:
-                result = run_slice(job, s, t, store, Budget(case.max_events, 10**9, _later()))
-            except RelayError as e:
-                results.append(SliceResult(job_id, "failed", error=str(e)))
-                continue
-            results.append(result)
-            if result.caught_up:
-                return results
+        with (
+            EventStore(job.source.get_secret_value(), side="source") as s,
+            EventStore(job.target.get_secret_value(), side="target") as t,
+        ):
+            for _ in range(400):
+                try:
+                    budget = Budget(case.max_events, 10**9, time.monotonic() + 60)
+                    result = run_slice(job, s, t, store, budget)
+                except RelayError as e:
+                    results.append(SliceResult(job.job_id, "failed", error=str(e)))
+                    continue
+                results.append(result)
+                if result.caught_up:
+                    return results
     finally:
         target.faults.reset()
+        store.close()
     raise AssertionError(f"did not catch up: {[r.error for r in results[-3:]]}")
 
 
-def _later() -> float:
-    return time.monotonic() + 60
+def run_case(workdir: Path, case: Case, **settings: object) -> None:
+    """One example: a fresh pair of emulators, the history, the relay, the checks."""
+    with Emulator() as source, Emulator() as target:
+        history = apply_history(source.store, case)
+        job = job_for(source, target, workdir, case, history, **settings)
+        replicate(job, target, case)
+        check(source, target, job, case, history, oracle_job(case, history, **settings))
 
 
-@settings(
+PROPERTY_SETTINGS = settings(
     max_examples=150,
     phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+
+
+@PROPERTY_SETTINGS
 @given(case=cases)
-def test_target_equals_filtered_source(pair, workdir, case):
-    source = pair[0].store
-    history = apply_history(source, case)
-    replicate(pair, workdir, case, history)
-    check(source, pair[1].store, case, history)
+def test_target_equals_filtered_source(tmp_path_factory, case):
+    run_case(tmp_path_factory.mktemp("ordered"), case, multi_append=False)

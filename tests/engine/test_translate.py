@@ -313,3 +313,51 @@ def test_partitioned_mode_refuses_all_positions(pair, tmp_path):
         pytest.raises(TranslateError, match="partitioned mode"),
     ):
         translate_position(job, source, target, 0)
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_user_provenance_keys_never_steer_a_translation(pair, tmp_path, seed):
+    """Data migrated before (issue 13): source events whose metadata already holds
+    `$originalPosition` / `$originalStreamRevision` (larger, smaller, or another record's);
+    the relay adds none to them, and translate confirms every claim it uses in the source."""
+    source_db, target_db = pair
+    src = EventStoreDBClient(source_db.uri)
+    dst = EventStoreDBClient(target_db.uri)
+    rng = random.Random(seed)
+    for n in range(200):
+        stream = rng.choice(["order-1", "order-2", "cart-1"])
+        claim = rng.choice([10**15, 1, rng.randrange(0, 40_000), None])
+        metadata = (
+            b'{"user":"x"}'
+            if claim is None
+            else json.dumps(
+                {"$originalPosition": claim, "$originalStreamRevision": claim % 50}
+            ).encode()
+        )
+        src.append_to_stream(
+            stream, current_version=StreamState.ANY, events=[_event("Created", n, metadata)]
+        )
+    job = make_job(source_db, target_db, tmp_path, budget={"max_events": 37})
+    run_until_caught_up(job)
+    source_events = _all_from(src, None)
+    with (
+        EventStore(source_db.uri, side="source") as source,
+        EventStore(target_db.uri, side="target") as target,
+    ):
+        for stop in [source_events[0], source_events[-1], *rng.sample(source_events, 10)]:
+            p = stop.commit_position
+            expected = _user_ids([e for e in source_events if e.commit_position > p], job)
+            translated = translate_position(job, source, target, p)
+            assert _user_ids(_all_from(dst, translated.target), job) == expected, p
+        events = list(src.get_stream("order-1"))
+        for stop in [events[0], events[-1], *rng.sample(events, 6)]:
+            t = translate_stream(job, source, target, "order-1", stop.stream_position)
+            expected = [str(e.id) for e in events if e.stream_position > stop.stream_position]
+            received = [
+                str(e.id)
+                for e in dst.get_stream("order-1")
+                if t.target is None or e.stream_position > t.target
+            ]
+            assert received == expected, stop.stream_position
+    src.close()
+    dst.close()

@@ -1,17 +1,17 @@
 """Shared pieces of the reliability tests: the replica check, a fault-tolerant slice loop, and
 the relay child's environment.
 
-`check_replica` is the oracle every reliability test ends with: target == filtered source,
-event for event (ids, types, content types, data in order per stream), zero duplicates and
-zero gaps (every accepted source event id is on the target exactly once; in ordered mode the
-target's `$all` holds them in the source's `$all` order).
+`check_replica` is the oracle every reliability test ends with (tests/oracle.py, written from
+the documented rules): per stream the reader's view of the target == the filtered source's
+(ids, types, content types, data, metadata, state, stream metadata), zero duplicates and zero
+gaps in `$all` (every accepted source event id on the target exactly once; in ordered mode in
+the source's `$all` order).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +22,7 @@ from core.errors import RelayError, TransientError
 from core.relay import Relay
 from esdb_emulator import Emulator
 from esdb_emulator.store import Store
-from tests.engine.helpers import stream_view
+from tests import oracle
 
 ROOT = Path(__file__).parents[2]
 CHILD = ROOT / "tests" / "crash" / "relay_child.py"
@@ -42,47 +42,38 @@ class ReplicaCheck:
         return not (self.differences or self.duplicates or self.missing or self.out_of_order)
 
 
-def _user_ids(store: Store, filters: FilterConfig | None) -> list[str]:
-    return [
-        str(r.event_id)
-        for r in store.iter_all()
-        if not r.stream.startswith("$")
-        and not r.type.startswith("$")
-        and (filters is None or filters.accepts(r.stream, r.type))
-    ]
-
-
 def check_replica(
-    source: Store, target: Store, filters: FilterConfig | None = None, *, ordered: bool = True
+    source: Store,
+    target: Store,
+    filters: FilterConfig | None = None,
+    *,
+    ordered: bool = True,
+    multi_append: bool = True,
 ) -> ReplicaCheck:
-    check = ReplicaCheck()
-    for name in source.stream_names():
-        if name.startswith("$"):
-            continue
-        if filters is not None and not filters.accepts_stream(name):
-            if target.stream_names().count(name):
-                check.differences.append(f"filtered-out stream on target: {name}")
-            continue
-        check.streams += 1
-        expected, actual = stream_view(source, name), stream_view(target, name)
-        if isinstance(expected, list) and filters is not None:
-            expected = [e for e in expected if filters.accepts_event_type(e[1])]
-        if isinstance(expected, list):
-            check.events_checked += len(expected)
-        if expected != actual:
-            check.differences.append(name)
-    source_names = set(source.stream_names())
-    check.differences += [
-        f"extra:{n}"
-        for n in target.stream_names()
-        if not n.startswith("$") and n not in source_names
-    ]
-    wanted = _user_ids(source, filters)
-    got = _user_ids(target, None)
-    check.duplicates = sum(n - 1 for n in Counter(got).values() if n > 1)
-    check.missing = len(set(wanted) - set(got))
-    check.out_of_order = ordered and wanted != got
-    return check
+    """tests/oracle.py for a job with these filters and the default settings (provenance
+    added; multi-stream append allowed unless `multi_append` is False)."""
+    filters = filters or FilterConfig()
+    found = oracle.compare(
+        source,
+        target,
+        oracle.Job(
+            include_streams=tuple(filters.include_streams),
+            exclude_streams=tuple(filters.exclude_streams),
+            exclude_event_types=tuple(filters.exclude_event_types),
+            multi_append=multi_append,
+            scavenge=filters.scavenge,
+            ordered=ordered,
+        ),
+    )
+    extra = [f"{found.extra} event(s) the source does not hold"] if found.extra else []
+    return ReplicaCheck(
+        streams=found.streams,
+        events_checked=found.events_checked,
+        differences=found.differences + extra,
+        duplicates=found.duplicates,
+        missing=found.missing,
+        out_of_order=found.out_of_order,
+    )
 
 
 @dataclass

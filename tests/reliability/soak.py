@@ -1,14 +1,21 @@
 """Kill soak: a real relay process SIGKILLed at random points over many runs, each resumed,
-with the source taking writes between runs; at the end target == filtered source, event for
-event, with zero duplicates and zero gaps.
+with the source taking writes between runs; at the end the target equals the filtered source
+by tests/oracle.py (every event once, in order, metadata exactly as written), and
+`esdb-relay verify` (core.verify) agrees with the oracle.
 
     python -m tests.reliability.soak --kills 200 --seed 1 [--mode partitioned --partitions 8]
+        [--chain] [--no-multi-append]
 
 Each run starts tests/crash/relay_child.py and kills it one of two ways (seeded): at a random
 step boundary of the engine ("read", "append", "written", "commit", "committed"), after a
 random delay (so an in-flight append is cut), or by the parent at a random wall-clock time
 (anywhere: start-up, connecting, reading). Some runs also get UNAVAILABLE faults on the source
 or the target. Bounded: stops after `kills` kills or `max_runs` runs, whichever comes first.
+
+`--chain`: data migrated again. A generated history, with event metadata as real users have
+it (tests/reliability/histories.py: `$original*` keys larger, smaller or equal to the real
+place, `$schema.*` keys, padded and reordered JSON, scalars, non-JSON), is copied from A to B
+by a first job; the killed job copies B to C while B takes more such writes between runs.
 """
 
 from __future__ import annotations
@@ -26,11 +33,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from core.checkpoint import open_store
-from core.config import FilterConfig
+from core.config import JobConfig
+from core.eventstore import EventStore
+from core.verify import verify
 from esdb_emulator import Emulator
 from esdb_emulator.store import ANY, JSON, ProposedEvent, Store
 from esdb_emulator.workload import Workload, generate
-from tests.reliability.helpers import CHILD, ROOT, check_replica, child_env
+from tests import oracle
+from tests.engine.helpers import make_job, run_until_caught_up
+from tests.reliability.helpers import CHILD, ROOT, child_env
+from tests.reliability.histories import append_odd
 
 STEPS = ("read", "append", "written", "commit", "committed")
 EXCLUDE = "^cart-"
@@ -41,6 +53,8 @@ RUN_TIMEOUT = 120.0
 class SoakReport:
     mode: str
     seed: int
+    chain: bool = False
+    multi_append: bool = True
     runs: int = 0
     kills: int = 0
     step_kills: int = 0
@@ -55,14 +69,26 @@ class SoakReport:
     differences: int = 0
     duplicates: int = 0
     missing: int = 0
+    extra: int = 0
     out_of_order: bool = False
+    verify_differences: int = 0
+    verify_agrees: bool = False  # verify found differences exactly when the oracle did
     seconds: float = 0.0
 
+    @property
+    def clean(self) -> bool:
+        found = self.differences or self.duplicates or self.missing or self.extra
+        return not (found or self.out_of_order or self.checkpoint_regressions)
 
-def write_more(store: Store, rng: random.Random, count: int) -> None:
-    """Source writes between runs: new events on existing and new streams."""
+
+def write_more(store: Store, rng: random.Random, count: int, *, odd: bool = False) -> None:
+    """Source writes between runs: new events on existing and new streams (with `odd`, their
+    metadata of the shapes tests/reliability/histories.py lists)."""
     for _ in range(count):
         stream = f"{rng.choice(('order', 'cart', 'invoice'))}-live-{rng.randrange(30):03d}"
+        if odd:
+            append_odd(store, stream, rng)
+            continue
         store.append(
             stream,
             ANY,
@@ -86,18 +112,24 @@ def run_soak(
     partitions: int = 1,
     events: int = 3000,
     max_runs: int | None = None,
+    chain: bool = False,
+    multi_append: bool = True,
     log: bool = False,
 ) -> SoakReport:
     rng = random.Random(f"soak-{seed}")  # not `seed`: generate() draws event ids from that
-    report = SoakReport(mode=mode, seed=seed)
+    report = SoakReport(mode=mode, seed=seed, chain=chain, multi_append=multi_append)
     started = time.monotonic()
     max_runs = max_runs or kills * 3
     with (
         tempfile.TemporaryDirectory(prefix="esdb-soak-") as tmp,
+        Emulator() as origin,
         Emulator() as source,
         Emulator() as target,
     ):
-        generate(source.store, Workload(events=events, streams=120, seed=seed))
+        if chain:
+            _migrated_before(origin, source, Path(tmp), rng, seed, events)
+        else:
+            generate(source.store, Workload(events=events, streams=120, seed=seed))
         extra = {
             "ESDB_RELAY_BUDGET__MAX_EVENTS": "300",
             "ESDB_RELAY_BATCH__MAX_EVENTS": "25",
@@ -106,6 +138,7 @@ def run_soak(
             "ESDB_RELAY_FILTERS__EXCLUDE_STREAMS": json.dumps([EXCLUDE]),
             "ESDB_RELAY_MODE": mode,
             "ESDB_RELAY_PARTITIONS": str(partitions),
+            "ESDB_RELAY_MULTI_APPEND": json.dumps(multi_append),
         }
         store_url = f"sqlite:///{Path(tmp) / 'cp.db'}"
         env = child_env("soak", source, target, store_url, **extra)
@@ -113,12 +146,14 @@ def run_soak(
         committed = -1
         while report.kills < kills and report.runs < max_runs:
             report.runs += 1
-            write_more(source.store, rng, rng.randrange(0, 60))
+            write_more(source.store, rng, rng.randrange(0, 60), odd=chain)
             for emulator in (source, target):
                 emulator.faults.update(
                     unavailable_rate=rng.choice((0.0, 0.0, 0.02, 0.05)),
                     latency_ms=rng.choice((0.0, 0.0, 20.0)),
-                    methods={"BatchAppend", "Append"} if emulator is target else set(),
+                    methods={"BatchAppend", "Append", "AppendSession"}
+                    if emulator is target
+                    else set(),
                     seed=rng.randrange(2**31),
                 )
             killed, how = _one_run(env, rng)
@@ -140,19 +175,67 @@ def run_soak(
         # The last run: no kill, no fault, to completion.
         _run_child(env, ["none", "0"], timeout=RUN_TIMEOUT)
         report.faults_injected = report.kills + report.emulator_faults
-        filters = FilterConfig(exclude_streams=[EXCLUDE])
-        check = check_replica(
-            source.store, target.store, filters, ordered=mode == "ordered" and partitions == 1
-        )
-        report.source_events = sum(1 for _ in source.store.iter_all())
-        report.events_checked = check.events_checked
-        report.differences = len(check.differences)
-        report.duplicates = check.duplicates
-        report.missing = check.missing
-        report.out_of_order = check.out_of_order
+        _check(report, source, target, mode, partitions, multi_append)
         store.close()
     report.seconds = round(time.monotonic() - started, 1)
     return report
+
+
+def _migrated_before(
+    origin: Emulator, source: Emulator, tmp: Path, rng: random.Random, seed: int, events: int
+) -> None:
+    """A history on `origin`, with odd metadata on a third of its events, copied to `source`
+    by a first job (multi-stream appends on: metadata re-rendered with `$schema.*` keys)."""
+    generate(origin.store, Workload(events=events * 2 // 3, streams=120, seed=seed))
+    for _ in range(events // 3):
+        name = f"{rng.choice(('order', 'invoice', 'cart'))}-{rng.randrange(200):06d}"
+        append_odd(origin.store, name, rng)
+    run_until_caught_up(
+        make_job(origin, source, tmp, job_id="first-hop", budget={"max_events": 5000})
+    )
+
+
+def _check(
+    report: SoakReport,
+    source: Emulator,
+    target: Emulator,
+    mode: str,
+    partitions: int,
+    multi_append: bool,
+) -> None:
+    """The oracle's verdict, and whether verify agrees with it."""
+    ordered = mode == "ordered" and partitions == 1
+    found = oracle.compare(
+        source.store,
+        target.store,
+        oracle.Job(exclude_streams=(EXCLUDE,), multi_append=multi_append, ordered=ordered),
+    )
+    report.source_events = sum(1 for _ in source.store.iter_all())
+    report.events_checked = found.events_checked
+    report.differences = len(found.differences)
+    report.duplicates = found.duplicates
+    report.missing = found.missing
+    report.extra = found.extra
+    report.out_of_order = found.out_of_order
+    job = JobConfig.load(
+        payload={
+            "job_id": "soak",
+            "source": source.uri,
+            "target": target.uri,
+            "mode": mode,
+            "partitions": partitions,
+            "multi_append": multi_append,
+            "filters": {"exclude_streams": [EXCLUDE]},
+        }
+    )
+    with EventStore(source.uri, side="source") as s, EventStore(target.uri, side="target") as t:
+        checked = verify(job, s, t)
+    report.verify_differences = checked.differences_total
+    report.verify_agrees = (checked.differences_total == 0) == found.clean
+    if not found.clean:
+        print("oracle:", found.differences[:10], file=sys.stderr)
+    if checked.differences_total:
+        print("verify:", [d.model_dump() for d in checked.differences[:10]], file=sys.stderr)
 
 
 def _one_run(env: dict[str, str], rng: random.Random) -> tuple[bool, str]:
@@ -206,6 +289,8 @@ def main() -> None:
     parser.add_argument("--mode", choices=("ordered", "partitioned"), default="ordered")
     parser.add_argument("--partitions", type=int, default=1)
     parser.add_argument("--events", type=int, default=3000)
+    parser.add_argument("--chain", action="store_true", help="data migrated before (A->B->C)")
+    parser.add_argument("--no-multi-append", dest="multi_append", action="store_false")
     args = parser.parse_args()
     report = run_soak(
         args.kills,
@@ -213,17 +298,12 @@ def main() -> None:
         mode=args.mode,
         partitions=args.partitions,
         events=args.events,
+        chain=args.chain,
+        multi_append=args.multi_append,
         log=True,
     )
     print(json.dumps(asdict(report), indent=2))
-    clean = not (
-        report.differences
-        or report.duplicates
-        or report.missing
-        or report.out_of_order
-        or report.checkpoint_regressions
-    )
-    sys.exit(0 if clean and report.kills else 1)
+    sys.exit(0 if report.clean and report.verify_agrees and report.kills else 1)
 
 
 if __name__ == "__main__":

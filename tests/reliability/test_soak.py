@@ -1,7 +1,8 @@
-"""The kill soak, short: 15 SIGKILLs of a real relay process at seeded random points, source
-writes between runs, then target == filtered source with 0 differences, duplicates and gaps.
-The partitioned one (8 kills, 8 writers) and the long ones (200 kills each) run with
-`make soak`."""
+"""The kill soak, short: SIGKILLs of a real relay process at seeded random points, source
+writes between runs, then target == filtered source by tests/oracle.py with 0 differences,
+duplicates and gaps, and verify agreeing. The chain one copies data migrated before (A -> B ->
+C, metadata already holding `$original*` / `$schema.*` keys). The partitioned one (8 kills, 8
+writers) and the long ones (200 kills each) run with `make soak`."""
 
 from __future__ import annotations
 
@@ -19,6 +20,16 @@ def test_kill_soak_short_ordered():
     assert (report.differences, report.duplicates, report.missing) == (0, 0, 0)
     assert not report.out_of_order
     assert report.checkpoint_regressions == 0
+    assert report.clean and report.verify_agrees
+
+
+def test_kill_soak_short_chain():
+    report = run_soak(12, seed=13, chain=True, events=900)
+    print(report)
+    assert report.kills == 12
+    assert report.events_checked > 700
+    assert report.clean, report
+    assert report.verify_agrees and report.verify_differences == 0
 
 
 @pytest.mark.soak
@@ -29,3 +40,4 @@ def test_kill_soak_short_partitioned():
     assert report.events_checked > 2000
     assert (report.differences, report.duplicates, report.missing) == (0, 0, 0)
     assert report.checkpoint_regressions == 0
+    assert report.clean and report.verify_agrees

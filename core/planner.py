@@ -1,0 +1,142 @@
+"""The plan of one `$all` record: the target writes it becomes (core/rules.py says which).
+
+One `Planner` per slice applies the job's filters, the scavenge filter and the transform, so
+the engine, the search for where a target event came from (core/locate.py) and the `$tb`
+translation (core/truncation.py) count the same events.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from core import rules
+from core.config import JobConfig
+from core.errors import RelayError, TransformError
+from core.eventstore import Event, EventStore, OutEvent
+from core.scavenge import ScavengeFilter
+
+
+@dataclass
+class Op:
+    """The target writes one source record turns into."""
+
+    source: Event
+    kind: rules.Kind
+    events: list[OutEvent] = field(default_factory=list)
+
+    @property
+    def stream(self) -> str:
+        """The target stream the op belongs to (a metadata record belongs to its stream)."""
+        if self.kind is rules.Kind.METADATA:
+            return self.source.stream[2:]
+        return self.source.stream
+
+    @property
+    def position(self) -> int:
+        return self.source.commit_position
+
+    @property
+    def size(self) -> int:
+        return sum(e.size for e in self.events)
+
+
+class Planner:
+    def __init__(
+        self, job: JobConfig, source: EventStore, transform: rules.Transform | None
+    ) -> None:
+        self.filters = job.filters
+        self.with_original = job.original_metadata
+        self.transform = transform
+        self.scavenge = ScavengeFilter(source) if job.filters.scavenge else None
+
+    def plan(self, event: Event) -> Op:
+        kind = rules.classify(event)
+        if kind is rules.Kind.SKIP:
+            return Op(event, kind)
+        stream = event.stream[2:] if kind is rules.Kind.METADATA else event.stream
+        if not self.filters.accepts_stream(stream):
+            return Op(event, rules.Kind.SKIP)
+        if kind is rules.Kind.TOMBSTONE:
+            return Op(event, kind)
+        if kind is rules.Kind.METADATA:
+            # The position goes into the `$metadata` event's own metadata (the server ignores
+            # it), never into the stream metadata JSON: users' stream metadata is unchanged.
+            return Op(event, kind, [rules.out_event(event, with_original=True)])
+        if not self.filters.accepts_event_type(event.type):
+            return Op(event, rules.Kind.SKIP)
+        if self.scavenge is not None and self.scavenge.removes(event):
+            return Op(event, rules.Kind.SKIP)
+        outputs = rules.apply_transform(self.transform, event) if self.transform else [event]
+        with_original = self.with_original
+        return Op(event, kind, [rules.out_event(o, with_original=with_original) for o in outputs])
+
+    def copies(self, event: Event) -> int:
+        """How many events the target stream gets from this record of its stream."""
+        op = self.plan(event)
+        return len(op.events) if op.kind is rules.Kind.EVENT else 0
+
+    def produced(self, event: Event, event_id: uuid.UUID) -> bool:
+        """Could this source record have produced a target event with this id? Ids are
+        kept; a transform's outputs have the ids it gives them (rules.apply_transform)."""
+        if event_id == event.event_id:
+            return True
+        if self.transform is None or rules.classify(event) is not rules.Kind.EVENT:
+            return False
+        try:
+            return any(o.event_id == event_id for o in rules.apply_transform(self.transform, event))
+        except TransformError:
+            return False
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """The source record a target event was copied from."""
+
+    position: int
+    revision: int
+
+
+class SliceIndex:
+    """This slice's planned records by (target stream, event id), and the first source
+    revision of each stream (bounded by the slice budget), filled as chunks are planned. The
+    id search needs all of it, so it waits for the whole read."""
+
+    def __init__(self) -> None:
+        self.origins: dict[tuple[str, uuid.UUID], Origin] = {}
+        self.events_per_stream: Counter[str] = Counter()
+        self.first_revision: dict[str, int] = {}
+        self._complete = threading.Event()
+        self._failed = False
+        self.awaited = False  # a writer waits for the whole read: the reader must not wait
+
+    def add(self, ops: Iterable[Op]) -> None:
+        for op in ops:
+            source = op.source
+            origin = Origin(source.commit_position, source.revision)
+            if op.kind is rules.Kind.EVENT:
+                self.first_revision.setdefault(source.stream, source.revision)
+                self.events_per_stream[source.stream] += len(op.events)
+            elif op.kind is not rules.Kind.METADATA:
+                continue
+            for e in op.events:
+                self.origins[(source.stream, e.event_id)] = origin
+
+    def origin(self, stream: str, event_id: uuid.UUID) -> Origin | None:
+        """Where in this slice the target event `event_id` of `stream` (or of a `$$` metadata
+        stream) comes from, if the slice has read it yet."""
+        return self.origins.get((stream, event_id))
+
+    def finish(self, ok: bool) -> None:
+        self._failed = not ok
+        self._complete.set()
+
+    def wait_complete(self) -> None:
+        self.awaited = True
+        self._complete.wait()
+        if self._failed:
+            # Deciding what a stream holds from a partial index could write a duplicate.
+            raise RelayError("the slice's read stopped before the id search could finish")

@@ -52,12 +52,19 @@ def chained(message: func.QueueMessage) -> None:
     run(payload)
 
 
-@app.route(route="invoke", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
-def manual(request: func.HttpRequest) -> func.HttpResponse:
+# The worker binds the request to the parameter named by `trigger_arg_name` ("req" by default):
+# a parameter of any other name fails indexing, and with it every function of the app.
+@app.route(
+    route="invoke",
+    methods=["POST"],
+    auth_level=func.AuthLevel.FUNCTION,
+    trigger_arg_name="req",
+)
+def manual(req: func.HttpRequest) -> func.HttpResponse:
     try:
-        payload = request.get_json() if request.get_body() else {}
+        payload = req.get_json() if req.get_body() else {}
     except ValueError:
-        payload = request.get_body().decode("utf-8", "replace")
+        payload = req.get_body().decode("utf-8", "replace")
     try:
         response = run(payload)
     except RelayError as e:

@@ -20,7 +20,7 @@ import azure.functions as func
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from core.errors import RelayError
-from core.invocation import failure_response, handle
+from core.invocation import failure_response, handle, platform_clock
 from core.logs import configure
 from handlers.azure.checkpoint_store import register
 
@@ -73,9 +73,10 @@ def manual(req: func.HttpRequest) -> func.HttpResponse:
 
 
 def run(payload: Any) -> dict[str, Any]:
-    # Azure does not tell a function its remaining time: it has the host's functionTimeout.
+    # Azure does not tell a function its remaining time: it has the host's functionTimeout,
+    # counted here from the worker process's start on its first invocation (cold start).
     timeout = float(os.environ.get("ESDB_RELAY_FUNCTION_TIMEOUT", DEFAULT_TIMEOUT_SECONDS))
-    return handle(payload, remaining_seconds=timeout, chain=enqueue)
+    return handle(payload, clock=platform_clock(timeout), chain=enqueue)
 
 
 def enqueue(request: dict[str, Any]) -> None:

@@ -8,9 +8,9 @@ Python that sees nothing but the zip and those requirements: the entry points ar
 zip's root main.py, as the deployed functions' `entry_point` names them.
 
 Real here: the Firestore and Pub/Sub emulators and two TLS esdb emulators. Not run here:
-Eventarc, so this test does its part: it pulls each chained request from the job's topic (a
-subscription on the Pub/Sub emulator) and POSTs it to the event function as the CloudEvent
-Eventarc delivers for a Pub/Sub message (binary content mode).
+Pub/Sub's push delivery, so this test does its part: it pulls each chained request from the
+job's topic (a subscription on the Pub/Sub emulator) and POSTs it to the event function in the
+push subscription's request format.
 """
 
 from __future__ import annotations
@@ -148,23 +148,19 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
         return e.code, e.read()
 
 
-def pubsub_cloudevent(url: str, data: bytes) -> int:
-    """What Eventarc POSTs for one Pub/Sub message (binary content mode)."""
+def pubsub_push(url: str, data: bytes) -> int:
+    """What the job's push subscription (infra/gcp/pubsub.tf) POSTs for one message: Pub/Sub's
+    push body, which functions-framework turns into the CloudEvent on_event takes."""
     body = {
-        "message": {"data": base64.b64encode(data).decode(), "messageId": uuid.uuid4().hex},
-        "subscription": f"projects/{PROJECT}/subscriptions/eventarc-slices",
-    }
-    status, _ = post(
-        url,
-        json.dumps(body).encode(),
-        {
-            "Content-Type": "application/json",
-            "ce-id": uuid.uuid4().hex,
-            "ce-specversion": "1.0",
-            "ce-source": f"//pubsub.googleapis.com/projects/{PROJECT}/topics/slices",
-            "ce-type": "google.cloud.pubsub.topic.v1.messagePublished",
+        "message": {
+            "data": base64.b64encode(data).decode(),
+            "messageId": uuid.uuid4().hex,
+            "publishTime": "2026-12-07T12:00:00Z",
+            "attributes": {},
         },
-    )
+        "subscription": f"projects/{PROJECT}/subscriptions/relay-slices-push",
+    }
+    status, _ = post(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
     return status
 
 
@@ -188,11 +184,11 @@ def test_event_function_chains_through_pubsub_to_the_tail(deployed, serve):
     source, target = deployed["source"], deployed["target"]
     generate(source.store, Workload(events=600, streams=30, links=False))
     url = serve("on_event", "cloudevent", deployed["env"])
-    assert pubsub_cloudevent(url, b"{}") == 200  # what Cloud Scheduler publishes
+    assert pubsub_push(url, b"{}") == 200  # what Cloud Scheduler publishes
     hops = 0
     while messages := pull(deployed):
         for data in messages:
-            assert pubsub_cloudevent(url, data) == 200
+            assert pubsub_push(url, data) == 200
         hops += 1
         assert hops < 30
     assert hops >= 3

@@ -9,8 +9,14 @@ KVENV  := .venv-kurrent
 CVENV  := .venv-checkov
 # pip-audit, pinned, in its own environment so it never changes the tested set.
 AVENV  := .venv-audit
+# The clouds' own runtime code that loads the packaged zips (tests/runtimes): the Lambda runtime
+# interface client, the Azure Functions Python worker and AWS SAM's template transform, each in
+# its own environment (their pins differ from the relay's; the zip brings the function's own).
+LVENV  := .venv-lambda
+WVENV  := .venv-azure-worker
+SVENV  := .venv-sam
 
-.PHONY: setup kurrent-env checkov-env audit-env audit services-deps demo test lint format clean bench soak
+.PHONY: setup kurrent-env checkov-env runtimes-env audit-env audit services-deps demo test lint format clean bench soak
 
 setup: $(VENV)/.installed
 
@@ -32,6 +38,27 @@ $(CVENV)/.installed: tests/infra/checkov-requirements.txt
 	$(PYTHON) -m venv $(CVENV)
 	$(CVENV)/bin/python -m pip install --quiet --disable-pip-version-check uv
 	$(CVENV)/bin/uv pip install --quiet --python $(CVENV)/bin/python -r tests/infra/checkov-requirements.txt
+	touch $@
+
+runtimes-env: $(LVENV)/.installed $(WVENV)/.installed $(SVENV)/.installed
+
+$(LVENV)/.installed: tests/runtimes/lambda-requirements.txt
+	$(PYTHON) -m venv $(LVENV)
+	$(LVENV)/bin/python -m pip install --quiet --disable-pip-version-check uv
+	$(LVENV)/bin/uv pip install --quiet --python $(LVENV)/bin/python -r tests/runtimes/lambda-requirements.txt
+	touch $@
+
+# The worker library declares Python >= 3.13; its code runs on the 3.11 the zips are built for.
+$(WVENV)/.installed: tests/runtimes/azure-worker-requirements.txt
+	$(PYTHON) -m venv $(WVENV)
+	$(WVENV)/bin/python -m pip install --quiet --disable-pip-version-check uv
+	$(WVENV)/bin/uv pip install --quiet --python $(WVENV)/bin/python --python-version 3.13 -r tests/runtimes/azure-worker-requirements.txt
+	touch $@
+
+$(SVENV)/.installed: tests/runtimes/sam-requirements.txt
+	$(PYTHON) -m venv $(SVENV)
+	$(SVENV)/bin/python -m pip install --quiet --disable-pip-version-check uv
+	$(SVENV)/bin/uv pip install --quiet --python $(SVENV)/bin/python -r tests/runtimes/sam-requirements.txt
 	touch $@
 
 audit-env: $(AVENV)/.installed
@@ -64,7 +91,7 @@ lint: setup
 
 services-deps: node_modules/.bin/azurite-table
 
-test: setup kurrent-env checkov-env services-deps lint audit
+test: setup kurrent-env checkov-env runtimes-env services-deps lint audit
 	$(BIN)/python -m pytest
 
 # The long reliability runs: the tests marked `soak` (Firestore restart, network partition,
@@ -90,4 +117,4 @@ format: setup
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) $(KVENV) $(CVENV) $(AVENV) node_modules .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(KVENV) $(CVENV) $(AVENV) $(LVENV) $(WVENV) $(SVENV) node_modules .pytest_cache .ruff_cache

@@ -126,6 +126,161 @@ def per_million(m: Measured, cloud: Cloud) -> dict[str, float]:
     }
 
 
+HOURS_PER_MONTH = 730
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """A cost that runs whether or not a slice runs: per hour, or per GB it carries."""
+
+    cloud: str
+    topology: str  # "peered", "public" or "both"
+    item: str
+    per_hour: float
+    per_gb: float = 0.0
+    note: str = ""
+
+    @property
+    def monthly(self) -> float:
+        return self.per_hour * HOURS_PER_MONTH
+
+
+# List prices as published in 2025 (PRICES_AS_OF), us-east-1 / us-central1 / East US, for what
+# each template deploys. "public" is the topology without peering: egress through a static IP
+# that the cluster's allowlist names (NAT gateway / Cloud NAT / NAT gateway).
+FIXED = [
+    Fixed(
+        "AWS",
+        "peered",
+        "2 interface endpoints (SQS, Secrets Manager) x 2 AZs",
+        4 * 0.01,
+        0.01,
+        "aws.amazon.com/privatelink/pricing; + 2 x 2 AZs with CreateLogsEndpoint=true",
+    ),
+    Fixed("AWS", "both", "DynamoDB gateway endpoint", 0.0, 0.0, "free"),
+    Fixed("AWS", "public", "NAT gateway (one AZ)", 0.045, 0.045, "aws.amazon.com/vpc/pricing"),
+    Fixed(
+        "AWS",
+        "public",
+        "Elastic IP (public IPv4 address)",
+        0.005,
+        0.0,
+        "aws.amazon.com/vpc/pricing, public IPv4",
+    ),
+    Fixed(
+        "Google Cloud",
+        "both",
+        "Serverless VPC Access connector: 2 e2-micro instances (min)",
+        2 * 0.0084,
+        0.0,
+        "cloud.google.com/vpc/pricing#serverless-vpc-pricing (billed as VMs)",
+    ),
+    Fixed(
+        "Google Cloud",
+        "both",
+        "Cloud Scheduler job",
+        0.10 / HOURS_PER_MONTH,
+        0.0,
+        "3 jobs per billing account are free",
+    ),
+    Fixed(
+        "Google Cloud",
+        "public",
+        "Cloud NAT gateway (2 connector VMs)",
+        2 * 0.0014,
+        0.045,
+        "cloud.google.com/nat/pricing",
+    ),
+    Fixed(
+        "Google Cloud",
+        "public",
+        "static external IP address",
+        0.005,
+        0.0,
+        "cloud.google.com/vpc/network-pricing#ipaddress",
+    ),
+    Fixed(
+        "Azure",
+        "both",
+        "Elastic Premium EP1: one always-ready instance (1 vCPU, 3.5 GB)",
+        3600 * (0.000048 + 3.5 * 0.00000342),
+        0.0,
+        "azure.microsoft.com/pricing/details/functions; the plan bills at least one "
+        "instance at all times; a pre-warmed instance may add one more while it scales",
+    ),
+    Fixed(
+        "Azure",
+        "both",
+        "5 private endpoints (blob, queue, table, file, vault)",
+        5 * 0.01,
+        0.01,
+        "azure.microsoft.com/pricing/details/private-link",
+    ),
+    Fixed(
+        "Azure",
+        "both",
+        "5 private DNS zones",
+        5 * 0.50 / HOURS_PER_MONTH,
+        0.0,
+        "azure.microsoft.com/pricing/details/dns",
+    ),
+    Fixed(
+        "Azure",
+        "public",
+        "NAT gateway",
+        0.045,
+        0.045,
+        "azure.microsoft.com/pricing/details/azure-nat-gateway",
+    ),
+    Fixed(
+        "Azure",
+        "public",
+        "static public IP (Standard)",
+        0.005,
+        0.0,
+        "azure.microsoft.com/pricing/details/ip-addresses",
+    ),
+]
+
+
+def fixed_section() -> list[str]:
+    """The monthly costs that do not depend on events, per cloud and topology."""
+    out = [
+        "## Fixed monthly costs",
+        "",
+        f"What a deployment costs before it copies an event, {HOURS_PER_MONTH} hours a month, "
+        f"list prices ({PRICES_AS_OF}). They are larger than the per-event costs below for any "
+        "migration under about a billion events. *Peered* is the topology the templates deploy "
+        "(VPC/VNet peering with Event Store Cloud); *public* reaches a public cluster through "
+        "a static egress IP on its allowlist instead. Data processed by endpoints and NAT is "
+        "extra, per GB: the events copied cross it once (and the source's reads, when the "
+        "source is reached the same way).",
+        "",
+        "| cloud | topology | item | USD / month | + USD / GB | source |",
+        "|---|---|---|---:|---:|---|",
+    ]
+    for f in FIXED:
+        out.append(
+            f"| {f.cloud} | {f.topology} | {f.item} | {f.monthly:,.2f} | "
+            + (f"{f.per_gb:.3f}" if f.per_gb else "—")
+            + f" | {f.note} |"
+        )
+    out += ["", "| cloud | peered, USD / month | public, USD / month |", "|---|---:|---:|"]
+    for cloud in dict.fromkeys(f.cloud for f in FIXED):
+        rows = [f for f in FIXED if f.cloud == cloud]
+        peered = sum(f.monthly for f in rows if f.topology in ("peered", "both"))
+        public = sum(f.monthly for f in rows if f.topology in ("public", "both"))
+        out.append(f"| {cloud} | {peered:,.2f} | {public:,.2f} |")
+    out += [
+        "",
+        "AWS public: the interface endpoints are then optional (the NAT gateway reaches SQS "
+        "and Secrets Manager); with them, add the peered row's endpoints. A NAT gateway in "
+        "each Availability Zone doubles its row.",
+        "",
+    ]
+    return out
+
+
 def render(measured: list[Measured], run_note: str) -> str:
     out = [
         "# Cost model",
@@ -162,6 +317,7 @@ def render(measured: list[Measured], run_note: str) -> str:
         "compute only, as if hosted the same way, for comparison.",
         "",
     ]
+    out += fixed_section()
     for cloud in CLOUDS:
         out += [f"## {cloud.name}", ""]
         out += [

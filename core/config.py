@@ -287,6 +287,13 @@ class BudgetConfig(_Section):
         ge=0,
         description="seconds kept back from the function's remaining time to commit, >= 0",
     )
+    startup_margin_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="seconds a platform that does not tell the function its remaining time "
+        "(Cloud Functions, Azure Functions) may have counted against the timeout before the "
+        "process started (instance start-up), taken off the time left, >= 0",
+    )
 
     def effective_deadline(self, remaining_seconds: float | None = None) -> float:
         """Seconds this slice may run given the function's remaining time (None: unlimited)."""
@@ -379,7 +386,10 @@ class JobConfig(BaseSettings):
         description="true or false: record oversize events in a dead-letter record and go on",
     )
     lease_ttl_seconds: float = Field(
-        default=900.0, gt=0, description="seconds an invocation's lease lasts, > 0"
+        default=900.0,
+        gt=0,
+        description="seconds an invocation's lease lasts at most, > 0; under a cloud function "
+        "the lease ends when the platform stops the function (its timeout), whatever this says",
     )
     checkpoint_store: str = Field(
         default="sqlite:///esdb-relay.db",

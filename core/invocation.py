@@ -8,16 +8,19 @@ from the deployment's configuration and secret store only.
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from core.checkpoint import Checkpoint, LeasesUntil
 from core.config import JobConfig, format_validation_error
 from core.engine import SliceResult
-from core.errors import ConfigError, RelayError
+from core.errors import ConfigError, LeaseLostError, RelayError
 from core.logs import logger
 from core.preflight import preflight_from_env
 from core.relay import Liveness, Relay, Status
@@ -30,6 +33,79 @@ RelayFactory = Callable[[JobConfig], Relay]
 CHAIN_ACTIVE_SECONDS = 60.0
 # $all positions are signed 64-bit on the server (TFPos); larger ones cannot even be sent.
 MAX_POSITION = 2**63 - 1
+# The lease taken to raise a job's chain generation: a checkpoint read and write.
+CHAIN_LEASE_SECONDS = 30.0
+
+
+def _process_started(now: Callable[[], float] = time.monotonic) -> float:
+    """When this process started, on the monotonic clock: Linux's start time of the process
+    (/proc/self/stat, in clock ticks since boot) against the time since boot; the import of
+    this module where /proc cannot tell."""
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+        started_after_boot = int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - started_after_boot
+    except (OSError, ValueError, IndexError, AttributeError):
+        return now()
+    return now() - max(0.0, age)
+
+
+PROCESS_STARTED = _process_started()
+
+
+@dataclass
+class InvocationClock:
+    """When the platform stops this invocation, as seconds left at any moment.
+
+    - `remaining`: the platform's own answer (Lambda's context.get_remaining_time_in_millis):
+      exact, and it counts whatever start-up the platform counted.
+    - otherwise `timeout` (the function's configured timeout) counted from `started`, the
+      earliest moment this process knows of: the process start for the first invocation a
+      process serves (a cold start: imports and connections count against the timeout), the
+      handler's start after that; `seconds_left` also takes off the job's
+      budget.startup_margin_seconds for what the platform did before the process started.
+    """
+
+    started: float = field(default_factory=time.monotonic)
+    timeout: float | None = None
+    remaining: Callable[[], float] | None = None
+    now: Callable[[], float] = time.monotonic
+
+    @classmethod
+    def from_remaining(cls, remaining_seconds: float | None) -> InvocationClock:
+        """A clock that had `remaining_seconds` left when made (None: no limit)."""
+        if remaining_seconds is None:
+            return cls()
+        return cls(timeout=remaining_seconds)
+
+    def seconds_left(self, startup_margin: float = 0.0) -> float | None:
+        if self.remaining is not None:
+            return self.remaining()
+        if self.timeout is None:
+            return None
+        return self.timeout - (self.now() - self.started) - startup_margin
+
+
+_served_before = False
+COLD_START_SECONDS = 120.0
+"""The most process time before its first invocation that counts as that invocation's cold
+start. A process that waited longer (an Azure pre-warmed instance, a test run) was not started
+for it; the first invocation then counts this much, the platform's longest start-ups."""
+
+
+def platform_clock(
+    timeout_seconds: float, *, now: Callable[[], float] | None = None
+) -> InvocationClock:
+    """The clock of a platform that gives a function only its configured timeout (Cloud
+    Functions, Azure Functions): counted from this process's start on its first invocation (a
+    cold start, at most COLD_START_SECONDS back), from now on later ones."""
+    global _served_before
+    now = now or time.monotonic
+    moment = now()
+    started = moment if _served_before else max(PROCESS_STARTED, moment - COLD_START_SECONDS)
+    _served_before = True
+    return InvocationClock(started=min(started, moment), timeout=timeout_seconds, now=now)
 
 
 class InvocationRequest(BaseModel):
@@ -58,6 +134,12 @@ class InvocationRequest(BaseModel):
     dry_run: bool = Field(default=False, description="read and plan, write nothing")
     chained: bool = Field(
         default=False, description="set on the requests a slice enqueues for the next one"
+    )
+    generation: int | None = Field(
+        default=None,
+        ge=0,
+        description="set on chained requests: the job's chain generation they were sent under; "
+        "one from an older generation is dropped",
     )
 
     @model_validator(mode="after")
@@ -98,7 +180,8 @@ Chain = Callable[[dict[str, Any]], None]
 def handle(
     payload: Any,
     *,
-    remaining_seconds: float | None,
+    remaining_seconds: float | None = None,
+    clock: InvocationClock | None = None,
     chain: Chain,
     settings: Callable[[], Mapping[str, Any]] | None = None,
     relay_factory: RelayFactory = Relay,
@@ -113,7 +196,11 @@ def handle(
         request = parse_request(payload)
         job = JobConfig.load(payload=settings()) if settings else JobConfig.load()
         response = invoke(
-            request, job, remaining_seconds=remaining_seconds, relay_factory=relay_factory
+            request,
+            job,
+            remaining_seconds=remaining_seconds,
+            clock=clock,
+            relay_factory=relay_factory,
         )
     except ConfigError as e:
         logger.error("invocation refused: %s", e)
@@ -151,10 +238,13 @@ def invoke(
     job: JobConfig,
     *,
     remaining_seconds: float | None = None,
+    clock: InvocationClock | None = None,
     relay_factory: RelayFactory = Relay,
 ) -> InvocationResponse:
     """Run one invocation. Errors (RelayError) propagate, so the platform records a failure
-    and retries the trigger; the handler logs them first."""
+    and retries the trigger; the handler logs them first. `clock` says when the platform stops
+    the invocation (`remaining_seconds`: that many seconds from now; neither: no limit)."""
+    clock = clock or InvocationClock.from_remaining(remaining_seconds)
     if request.job is not None and request.job != job.job_id:
         raise ConfigError(
             f"this function runs job {job.job_id!r}, not {request.job!r}",
@@ -174,11 +264,11 @@ def invoke(
     with relay_factory(job) as relay:
         if request.action == "status":
             return _status(job, relay.status())
-        return _slice(request, job, relay, remaining_seconds)
+        return _slice(request, job, relay, clock)
 
 
 def _slice(
-    request: InvocationRequest, job: JobConfig, relay: Relay, remaining_seconds: float | None
+    request: InvocationRequest, job: JobConfig, relay: Relay, clock: InvocationClock
 ) -> InvocationResponse:
     range_job = job
     start_after = stop_at = None
@@ -190,27 +280,28 @@ def _slice(
             update={"job_id": f"{job.job_id}.backfill-{request.from_position}-{stop_at}"}
         )
         start_after = request.from_position - 1 if request.from_position > 0 else None
-    if not request.chained and request.from_position is None and _chain_running(relay, job):
-        return InvocationResponse(
-            action="slice",
-            job_id=job.job_id,
-            status="ok",
-            next_action="stop",
-            error=None,
-            result={"skipped": "a chain of slices is already copying this job"},
-        )
-    result = relay.run_once(
-        remaining_seconds,
-        start_after=start_after,
-        stop_at=stop_at,
-        dry_run=request.dry_run,
-        job=range_job,
-    )
+    if request.chained and not request.dry_run:
+        current = _generation(relay, range_job.job_id)
+        if (request.generation or 0) < current:
+            # A message of a chain that another has replaced (e.g. redelivered after a failure
+            # while a schedule tick started a new chain): acknowledged, nothing run.
+            return _skipped(
+                range_job,
+                f"a stale chain message (generation {request.generation or 0}; the job's chain "
+                f"is at generation {current})",
+            )
+    elif not request.chained and request.from_position is None and _chain_running(relay, job):
+        return _skipped(job, "a chain of slices is already copying this job")
+    result = _run_until_stopped(relay, range_job, clock, start_after, stop_at, request.dry_run)
     chain = None
-    if result.next_action == "continue" and result.status == "ok":
-        # A backfill's next invocation must copy the same range, even if the head moved on.
-        next_request = request.model_copy(update={"to_position": stop_at, "chained": True})
-        chain = next_request.payload()
+    if result.next_action == "continue" and result.status == "ok" and not request.dry_run:
+        generation = _chain_generation(relay, request, range_job.job_id)
+        if generation is not None:
+            # A backfill's next invocation must copy the same range, even if the head moved on.
+            next_request = request.model_copy(
+                update={"to_position": stop_at, "chained": True, "generation": generation}
+            )
+            chain = next_request.payload()
     return InvocationResponse(
         action="slice",
         job_id=range_job.job_id,
@@ -219,6 +310,75 @@ def _slice(
         chain=chain,
         result=_slice_figures(result, relay.liveness(range_job.job_id)),
         error=result.error,
+    )
+
+
+def _run_until_stopped(
+    relay: Relay,
+    job: JobConfig,
+    clock: InvocationClock,
+    start_after: int | None,
+    stop_at: int | None,
+    dry_run: bool,
+) -> SliceResult:
+    """One slice that ends before the platform stops the invocation, under a lease that ends
+    when the platform stops it: a killed slice leaves no lease behind."""
+    left = clock.seconds_left(job.budget.startup_margin_seconds)
+    if left is None:
+        return relay.run_once(
+            None, start_after=start_after, stop_at=stop_at, dry_run=dry_run, job=job
+        )
+    store = relay.store
+    relay.store = LeasesUntil(store, datetime.now(UTC) + timedelta(seconds=max(0.0, left)))
+    bounded = job.model_copy(
+        update={"lease_ttl_seconds": max(1.0, min(job.lease_ttl_seconds, left))}
+    )
+    try:
+        return relay.run_once(
+            clock.seconds_left(job.budget.startup_margin_seconds),
+            start_after=start_after,
+            stop_at=stop_at,
+            dry_run=dry_run,
+            job=bounded,
+        )
+    finally:
+        relay.store = store
+
+
+def _generation(relay: Relay, job_id: str) -> int:
+    checkpoint = relay.store.load(job_id)
+    return checkpoint.chain if checkpoint else 0
+
+
+def _chain_generation(relay: Relay, request: InvocationRequest, job_id: str) -> int | None:
+    """The generation the next request is sent under, or None when it must not be sent: a
+    chained slice goes on under its own generation unless another chain replaced it during the
+    slice; any other slice starts a chain, raising the job's generation so that messages of an
+    earlier chain are dropped when they arrive."""
+    if request.chained:
+        ours = request.generation or 0
+        return ours if _generation(relay, job_id) == ours else None
+    store = relay.store
+    try:
+        lease = store.acquire(job_id, relay.owner, CHAIN_LEASE_SECONDS)
+    except LeaseLostError:
+        return None  # another invocation works on the job: it chains, not this one
+    try:
+        checkpoint = store.load(job_id) or Checkpoint(job_id=job_id)
+        stored = store.commit(lease, checkpoint.model_copy(update={"chain": checkpoint.chain + 1}))
+    finally:
+        store.release(lease)
+    return stored.chain
+
+
+def _skipped(job: JobConfig, why: str) -> InvocationResponse:
+    return InvocationResponse(
+        action="slice",
+        job_id=job.job_id,
+        status="ok",
+        next_action="stop",
+        error=None,
+        result={"skipped": why},
     )
 
 

@@ -30,6 +30,9 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            # Cloud Logging reads a JSON line's severity from `severity` (DEBUG ... CRITICAL);
+            # `level` stays for CloudWatch metric filters and log queries that use it.
+            "severity": record.levelname,
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),

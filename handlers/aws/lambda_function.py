@@ -16,7 +16,7 @@ from typing import Any
 
 import boto3
 
-from core.invocation import handle
+from core.invocation import InvocationClock, handle
 from core.logs import configure
 from handlers.aws.checkpoint_store import register
 from handlers.aws.secrets import connection_settings
@@ -29,7 +29,7 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
     responses = [
         handle(
             payload,
-            remaining_seconds=_remaining(context),
+            clock=_clock(context),
             chain=lambda request: chain(request, context),
             settings=connection_settings,
         )
@@ -57,9 +57,12 @@ def _json_body(body: str) -> Any:
         return body  # parse_request rejects it with a clear message
 
 
-def _remaining(context: Any) -> float | None:
+def _clock(context: Any) -> InvocationClock:
+    """Lambda's own remaining time, read whenever the relay needs it (it counts the start-up)."""
     get = getattr(context, "get_remaining_time_in_millis", None)
-    return get() / 1000.0 if get else None
+    if get is None:
+        return InvocationClock()
+    return InvocationClock(remaining=lambda: get() / 1000.0)
 
 
 def chain(request: dict[str, Any], context: Any) -> None:

@@ -20,7 +20,7 @@ import azure.functions as func
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from core.errors import RelayError
-from core.invocation import failure_response, handle
+from core.invocation import failure_response, handle, platform_clock
 from core.logs import configure
 from handlers.azure.checkpoint_store import register
 
@@ -52,12 +52,19 @@ def chained(message: func.QueueMessage) -> None:
     run(payload)
 
 
-@app.route(route="invoke", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
-def manual(request: func.HttpRequest) -> func.HttpResponse:
+# The worker binds the request to the parameter named by `trigger_arg_name` ("req" by default):
+# a parameter of any other name fails indexing, and with it every function of the app.
+@app.route(
+    route="invoke",
+    methods=["POST"],
+    auth_level=func.AuthLevel.FUNCTION,
+    trigger_arg_name="req",
+)
+def manual(req: func.HttpRequest) -> func.HttpResponse:
     try:
-        payload = request.get_json() if request.get_body() else {}
+        payload = req.get_json() if req.get_body() else {}
     except ValueError:
-        payload = request.get_body().decode("utf-8", "replace")
+        payload = req.get_body().decode("utf-8", "replace")
     try:
         response = run(payload)
     except RelayError as e:
@@ -66,9 +73,10 @@ def manual(request: func.HttpRequest) -> func.HttpResponse:
 
 
 def run(payload: Any) -> dict[str, Any]:
-    # Azure does not tell a function its remaining time: it has the host's functionTimeout.
+    # Azure does not tell a function its remaining time: it has the host's functionTimeout,
+    # counted here from the worker process's start on its first invocation (cold start).
     timeout = float(os.environ.get("ESDB_RELAY_FUNCTION_TIMEOUT", DEFAULT_TIMEOUT_SECONDS))
-    return handle(payload, remaining_seconds=timeout, chain=enqueue)
+    return handle(payload, clock=platform_clock(timeout), chain=enqueue)
 
 
 def enqueue(request: dict[str, Any]) -> None:

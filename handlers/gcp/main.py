@@ -8,7 +8,8 @@
 
 Connection strings come from Secret Manager as secret environment variables (the platform
 resolves them); the function's timeout is given as `ESDB_RELAY_FUNCTION_TIMEOUT` (Cloud
-Functions does not tell a function its remaining time).
+Functions does not tell a function its remaining time): the slice's deadline and its lease end
+with it, counted from the process's start on a cold start.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import functions_framework
 from google.cloud import pubsub_v1
 
 from core.errors import RelayError
-from core.invocation import failure_response, handle
+from core.invocation import failure_response, handle, platform_clock
 from core.logs import configure
 from handlers.gcp.checkpoint_store import register
 
@@ -60,8 +61,11 @@ def on_http(request: Any) -> tuple[str, int, dict[str, str]]:
 
 
 def run(payload: Any) -> dict[str, Any]:
+    # Cloud Functions gives a function no remaining time: its timeout counts from the request
+    # (and a cold start's instance start-up), so the clock counts from this process's start on
+    # the first request (core/invocation.py, platform_clock).
     timeout = float(os.environ.get("ESDB_RELAY_FUNCTION_TIMEOUT", DEFAULT_TIMEOUT_SECONDS))
-    return handle(payload, remaining_seconds=timeout, chain=publish)
+    return handle(payload, clock=platform_clock(timeout), chain=publish)
 
 
 def publish(request: dict[str, Any]) -> None:

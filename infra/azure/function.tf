@@ -44,7 +44,6 @@ locals {
     ESDB_RELAY_MODE               = var.mode
     ESDB_RELAY_PARTITIONS         = tostring(var.partitions)
     ESDB_RELAY_BUDGET__MAX_EVENTS = tostring(var.slice_max_events)
-    ESDB_RELAY_LEASE_TTL_SECONDS  = tostring(var.function_timeout_seconds + 300)
 
     # Triggers (function_app.py): the timer's NCRONTAB, the chain queue and its identity-based
     # connection (ESDB_RELAY_QUEUE__*), and the time the handler may budget for one slice.

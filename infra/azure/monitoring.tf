@@ -19,3 +19,88 @@ resource "azurerm_application_insights" "relay" {
   local_authentication_enabled = false
   tags                         = local.tags
 }
+
+# Alerts, matching the AWS template's alarms: lag, failed slices, no slice at all, dead letters.
+# Each is a log search alert on Application Insights' traces: the relay writes one JSON line per
+# slice (core/logs.py: "logger": "esdb_relay", the figures under "slice"), and the host logs
+# each chain message it moves to the poison queue. They notify var.alert_action_group_ids.
+
+locals {
+  relay_lines = <<-KQL
+    traces
+    | where message has '"logger": "esdb_relay"'
+    | extend e = parse_json(message)
+  KQL
+
+  alerts = {
+    lag = {
+      description = "Every slice for ${var.lag_alert_hours} h reported more than ${var.lag_alert_bytes} source log bytes still to copy. Expected during the first backfill; otherwise the source writes faster than the relay copies (docs/deploy-azure.md, step 8)."
+      severity    = 2
+      frequency   = "PT1H"
+      window      = "PT${var.lag_alert_hours}H"
+      query       = "${local.relay_lines}| where isnotnull(e.slice.lag_bytes)\n| summarize value = min(tolong(e.slice.lag_bytes))"
+      operator    = "GreaterThan"
+      threshold   = var.lag_alert_bytes
+    }
+    failed_slices = {
+      description = "esdb-relay ${var.job_id} logged errors (failed slices or refused invocations) in the last 30 minutes."
+      severity    = 1
+      frequency   = "PT15M"
+      window      = "PT30M"
+      query       = "${local.relay_lines}| where tostring(e.level) == 'error'\n| summarize value = count()"
+      operator    = "GreaterThan"
+      threshold   = 0
+    }
+    no_slice = {
+      description = "No slice of esdb-relay ${var.job_id} ran for ${var.no_slice_alert_minutes} minutes: the app is stopped, the timer disabled, or the function fails before a slice starts (secrets, identity)."
+      severity    = 1
+      frequency   = "PT15M"
+      window      = "PT${var.no_slice_alert_minutes}M"
+      query       = "${local.relay_lines}| where isnotnull(e.slice.status)\n| summarize value = count()"
+      operator    = "LessThan"
+      threshold   = 1
+    }
+    dead_letters = {
+      description = "A chained slice of ${var.job_id} failed maxDequeueCount times and was moved to ${local.poison_queue}. A backfill range does not resume by itself: invoke it again."
+      severity    = 1
+      frequency   = "PT15M"
+      window      = "PT15M"
+      query       = "traces\n| where message has 'Moving message to queue' and message has '${local.poison_queue}'\n| summarize value = count()"
+      operator    = "GreaterThan"
+      threshold   = 0
+    }
+  }
+}
+
+resource "azurerm_monitor_scheduled_query_rules_alert_v2" "relay" {
+  for_each             = local.alerts
+  name                 = "${var.name}-${replace(each.key, "_", "-")}"
+  resource_group_name  = azurerm_resource_group.relay.name
+  location             = azurerm_resource_group.relay.location
+  description          = each.value.description
+  severity             = each.value.severity
+  scopes               = [azurerm_application_insights.relay.id]
+  evaluation_frequency = each.value.frequency
+  window_duration      = each.value.window
+  tags                 = local.tags
+
+  criteria {
+    query                   = each.value.query
+    time_aggregation_method = "Maximum"
+    metric_measure_column   = "value"
+    operator                = each.value.operator
+    threshold               = each.value.threshold
+
+    failing_periods {
+      minimum_failing_periods_to_trigger_alert = 1
+      number_of_evaluation_periods             = 1
+    }
+  }
+
+  dynamic "action" {
+    for_each = length(var.alert_action_group_ids) > 0 ? [1] : []
+    content {
+      action_groups = var.alert_action_group_ids
+    }
+  }
+}

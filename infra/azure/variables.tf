@@ -206,7 +206,7 @@ variable "partitions" {
 }
 
 variable "function_timeout_seconds" {
-  description = "The host's functionTimeout and ESDB_RELAY_FUNCTION_TIMEOUT (the slice's deadline is taken from it); the job's lease lasts 300 s longer."
+  description = "The host's functionTimeout and ESDB_RELAY_FUNCTION_TIMEOUT: a slice stops in time to commit, and its lease ends when the host would stop the function (counted from the worker's start on a cold start)."
   type        = number
   default     = 600
 
@@ -293,4 +293,50 @@ variable "tags" {
   description = "Tags for every resource created."
   type        = map(string)
   default     = {}
+}
+
+# --- alerting (monitoring.tf) ------------------------------------------------------------
+
+variable "alert_action_group_ids" {
+  description = "Azure Monitor action groups the alerts notify (resource IDs). Empty: alerts only fire in Azure Monitor."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for id in var.alert_action_group_ids : can(regex("^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/(?i:microsoft\\.insights)/actionGroups/[^/]+$", id))])
+    error_message = "alert_action_group_ids must be action group resource IDs: /subscriptions/<id>/resourceGroups/<group>/providers/microsoft.insights/actionGroups/<name>."
+  }
+}
+
+variable "lag_alert_bytes" {
+  description = "The lag alert fires when slices report more source log bytes than this still to copy for lag_alert_hours."
+  type        = number
+  default     = 1073741824
+
+  validation {
+    condition     = var.lag_alert_bytes >= 0
+    error_message = "lag_alert_bytes must be 0 or more."
+  }
+}
+
+variable "lag_alert_hours" {
+  description = "Hours of lag above lag_alert_bytes before the lag alert fires."
+  type        = number
+  default     = 6
+
+  validation {
+    condition     = var.lag_alert_hours >= 1 && var.lag_alert_hours <= 24 && floor(var.lag_alert_hours) == var.lag_alert_hours
+    error_message = "lag_alert_hours must be a whole number from 1 to 24."
+  }
+}
+
+variable "no_slice_alert_minutes" {
+  description = "Minutes without any slice before the no-slice alert fires (at least a few timer periods)."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.no_slice_alert_minutes >= 15 && var.no_slice_alert_minutes <= 1440 && floor(var.no_slice_alert_minutes) == var.no_slice_alert_minutes
+    error_message = "no_slice_alert_minutes must be a whole number from 15 to 1440."
+  }
 }

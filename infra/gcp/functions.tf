@@ -1,6 +1,6 @@
 # Two Cloud Functions (2nd gen) built from the one zip of `esdb-relay package gcp`:
-# - <name>-event: `on_event`, triggered by the job's Pub/Sub topic (schedule + chain), retried
-#   on failure;
+# - <name>-event: `on_event`, pushed the job's Pub/Sub messages (schedule + chain) by the push
+#   subscription in pubsub.tf, retried on failure and dead-lettered there;
 # - <name>-http:  `on_http`, the manual invoke (backfill a range, status, preflight).
 # Both run as the relay service account, inside the peered VPC through the connector, with
 # internal-only ingress and no public invoker.
@@ -103,7 +103,7 @@ resource "google_cloudfunctions2_function" "event" {
     min_instance_count               = 0
     max_instance_request_concurrency = 1
 
-    # Nothing outside Google Cloud's internal sources (Pub/Sub/Eventarc in this project, the VPC)
+    # Nothing outside Google Cloud's internal sources (Pub/Sub push in this project, the VPC)
     # can send it a request.
     ingress_settings               = "ALLOW_INTERNAL_ONLY"
     all_traffic_on_latest_revision = true
@@ -132,25 +132,12 @@ resource "google_cloudfunctions2_function" "event" {
     }
   }
 
-  event_trigger {
-    trigger_region        = var.region
-    event_type            = "google.cloud.pubsub.topic.v1.messagePublished"
-    pubsub_topic          = google_pubsub_topic.slices.id
-    service_account_email = google_service_account.trigger.email
-    # A slice that fails raises (handlers/gcp/main.py), so Pub/Sub redelivers the message with
-    # backoff; an invalid request is answered, not raised, and is not retried.
-    retry_policy = "RETRY_POLICY_RETRY"
-  }
-
   depends_on = [
     google_project_iam_member.relay_datastore_user,
     google_secret_manager_secret_iam_member.relay_source,
     google_secret_manager_secret_iam_member.relay_target,
     google_pubsub_topic_iam_member.relay_publisher,
-    google_storage_bucket_iam_member.build_reads_source,
-    google_artifact_registry_repository_iam_member.build_pushes_image,
-    google_project_iam_member.build_log_writer,
-    google_service_account_iam_member.pubsub_signs_as_trigger,
+    time_sleep.build_identity_propagation,
   ]
 }
 
@@ -212,8 +199,6 @@ resource "google_cloudfunctions2_function" "http" {
     google_secret_manager_secret_iam_member.relay_source,
     google_secret_manager_secret_iam_member.relay_target,
     google_pubsub_topic_iam_member.relay_publisher,
-    google_storage_bucket_iam_member.build_reads_source,
-    google_artifact_registry_repository_iam_member.build_pushes_image,
-    google_project_iam_member.build_log_writer,
+    time_sleep.build_identity_propagation,
   ]
 }

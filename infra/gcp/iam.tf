@@ -1,9 +1,9 @@
 # Identities, each with only what it needs:
 # - relay:   what the functions run as: the checkpoint database, the two secrets, the job's topic,
 #            logs and metrics. Nothing else.
-# - trigger: what Eventarc's push subscription authenticates as: invoke the event function only.
-# - build:   what Cloud Build builds the function image as: read the source zip, push to this
-#            deployment's Artifact Registry repository, write build logs.
+# - trigger: what the job's push subscription authenticates as: invoke the event function only.
+# - build:   what Cloud Build builds the function image as: the function source buckets, push
+#            to this deployment's Artifact Registry repository, write build logs.
 
 resource "google_service_account" "relay" {
   project      = var.project
@@ -18,7 +18,7 @@ resource "google_service_account" "trigger" {
   project      = var.project
   account_id   = "${var.name}-trigger"
   display_name = "esdb-relay ${var.job_id}: Pub/Sub trigger"
-  description  = "Identity of the Eventarc push subscription that invokes the esdb-relay event function."
+  description  = "Identity of the push subscription that invokes the esdb-relay event function."
 
   depends_on = [google_project_service.apis]
 }
@@ -82,7 +82,7 @@ resource "google_project_iam_member" "relay_metric_writer" {
   member  = google_service_account.relay.member
 }
 
-# --- trigger: Eventarc's push identity -----------------------------------------------------
+# --- trigger: the push subscription's identity -----------------------------------------------------
 
 resource "google_cloud_run_v2_service_iam_member" "trigger_invokes_event" {
   project  = var.project
@@ -102,10 +102,21 @@ resource "google_service_account_iam_member" "pubsub_signs_as_trigger" {
 
 # --- build: Cloud Build ----------------------------------------------------------------------
 
-resource "google_storage_bucket_iam_member" "build_reads_source" {
-  bucket = google_storage_bucket.source.name
-  role   = "roles/storage.objectViewer"
-  member = google_service_account.build.member
+# Cloud Functions copies the uploaded source into its own bucket, gcf-v2-sources-NUMBER-REGION,
+# and the build reads it from there (and writes to it), so the build identity needs object
+# admin on that bucket as well as read access to ours: Google's own example for a custom build
+# service account grants roles/storage.objectAdmin. That bucket is created on the first deploy,
+# so the grant is project-wide, conditioned on the two buckets' names.
+resource "google_project_iam_member" "build_sources" {
+  project = var.project
+  role    = "roles/storage.objectAdmin"
+  member  = google_service_account.build.member
+
+  condition {
+    title       = "${var.name}-function-sources"
+    description = "Only the function source buckets: Cloud Functions' own and this deployment's."
+    expression  = "resource.name.startsWith(\"projects/_/buckets/${local.gcf_sources_bucket}\") || resource.name.startsWith(\"projects/_/buckets/${google_storage_bucket.source.name}\")"
+  }
 }
 
 resource "google_artifact_registry_repository_iam_member" "build_pushes_image" {
@@ -120,6 +131,20 @@ resource "google_project_iam_member" "build_log_writer" {
   project = var.project
   role    = "roles/logging.logWriter"
   member  = google_service_account.build.member
+}
+
+# IAM grants take a while to reach every Google service: a build started at once can fail on a
+# role it was just given. Google's example for a custom build service account waits 60 s.
+resource "time_sleep" "build_identity_propagation" {
+  create_duration = "60s"
+
+  depends_on = [
+    google_project_iam_member.build_sources,
+    google_artifact_registry_repository_iam_member.build_pushes_image,
+    google_project_iam_member.build_log_writer,
+    google_service_account_iam_member.pubsub_signs_as_trigger,
+    google_pubsub_subscription_iam_member.pubsub_dead_letters,
+  ]
 }
 
 # --- operators: manual invokes ----------------------------------------------------------------

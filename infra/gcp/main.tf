@@ -39,7 +39,6 @@ locals {
     "cloudresourcemanager.googleapis.com",
     "cloudscheduler.googleapis.com",
     "compute.googleapis.com",
-    "eventarc.googleapis.com",
     "firestore.googleapis.com",
     "iam.googleapis.com",
     "pubsub.googleapis.com",
@@ -50,6 +49,9 @@ locals {
   ]
 
   pubsub_service_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+
+  # Where Cloud Functions (2nd gen) keeps a copy of the uploaded source for the build.
+  gcf_sources_bucket = "gcf-v2-sources-${data.google_project.this.number}-${var.region}"
 }
 
 data "google_project" "this" {

@@ -18,8 +18,13 @@ output "topic" {
   value       = google_pubsub_topic.slices.id
 }
 
+output "push_subscription" {
+  description = "The subscription that pushes the job's topic to the event function (retries, dead-lettering)."
+  value       = google_pubsub_subscription.push.id
+}
+
 output "dead_letter_subscription" {
-  description = "Slice requests the event function kept failing on (after the dead-letter topic is attached)."
+  description = "Slice requests the event function kept failing on (after max_delivery_attempts)."
   value       = google_pubsub_subscription.dead_letter.id
 }
 
@@ -34,7 +39,7 @@ output "service_account" {
 }
 
 output "trigger_service_account" {
-  description = "The identity Eventarc's push subscription invokes the event function as."
+  description = "The identity the job's push subscription invokes the event function as."
   value       = google_service_account.trigger.email
 }
 
@@ -66,14 +71,5 @@ output "add_secret_versions" {
   value = join("\n", [
     "gcloud secrets versions add ${google_secret_manager_secret.source.secret_id} --project=${var.project} --data-file=-",
     "gcloud secrets versions add ${google_secret_manager_secret.target.secret_id} --project=${var.project} --data-file=-",
-  ])
-}
-
-output "attach_dead_letter_topic" {
-  description = "Commands that attach the dead-letter topic to the push subscription Eventarc created for the event function (Terraform cannot manage that subscription)."
-  value = join("\n", [
-    "SUB=$(gcloud eventarc triggers describe ${google_cloudfunctions2_function.event.event_trigger[0].trigger} --format='value(transport.pubsub.subscription)')",
-    "gcloud pubsub subscriptions update \"$SUB\" --dead-letter-topic=${google_pubsub_topic.dead_letter.id} --max-delivery-attempts=10",
-    "gcloud pubsub subscriptions add-iam-policy-binding \"$SUB\" --member=${local.pubsub_service_agent} --role=roles/pubsub.subscriber",
   ])
 }

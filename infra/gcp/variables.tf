@@ -243,7 +243,7 @@ variable "runtime" {
 }
 
 variable "timeout_seconds" {
-  description = "Function time-out in seconds (also ESDB_RELAY_FUNCTION_TIMEOUT, so a slice stops in time to commit). 540 is the limit for event-triggered functions; keep it below the job's lease_ttl_seconds (900 by default)."
+  description = "Function time-out in seconds (also ESDB_RELAY_FUNCTION_TIMEOUT): a slice stops in time to commit, and its lease ends when the function would be stopped (counted from the instance's start on a cold start). 540 is the limit for event-driven functions."
   type        = number
   default     = 540
 
@@ -343,4 +343,61 @@ variable "labels" {
   description = "Labels added to every resource that takes labels."
   type        = map(string)
   default     = {}
+}
+
+variable "max_delivery_attempts" {
+  description = "Deliveries of one slice request to the event function before it goes to the dead-letter topic (Pub/Sub allows 5-100)."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.max_delivery_attempts >= 5 && var.max_delivery_attempts <= 100 && floor(var.max_delivery_attempts) == var.max_delivery_attempts
+    error_message = "max_delivery_attempts must be a whole number from 5 to 100 (Pub/Sub's limits for a dead-letter policy)."
+  }
+}
+
+# --- alerting (monitoring.tf) ------------------------------------------------------------
+
+variable "notification_channels" {
+  description = "Cloud Monitoring notification channel IDs the alert policies notify (projects/PROJECT/notificationChannels/ID). Empty: incidents only show in Cloud Monitoring."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for c in var.notification_channels : can(regex("^projects/[^/]+/notificationChannels/[^/]+$", c))])
+    error_message = "notification_channels must be notification channel IDs: projects/PROJECT/notificationChannels/ID."
+  }
+}
+
+variable "lag_alert_bytes" {
+  description = "The lag alert fires when slices report more source log bytes than this still to copy for lag_alert_hours."
+  type        = number
+  default     = 1073741824
+
+  validation {
+    condition     = var.lag_alert_bytes >= 0
+    error_message = "lag_alert_bytes must be 0 or more."
+  }
+}
+
+variable "lag_alert_hours" {
+  description = "Hours of lag above lag_alert_bytes before the lag alert fires."
+  type        = number
+  default     = 6
+
+  validation {
+    condition     = var.lag_alert_hours >= 1 && var.lag_alert_hours <= 24 && floor(var.lag_alert_hours) == var.lag_alert_hours
+    error_message = "lag_alert_hours must be a whole number from 1 to 24."
+  }
+}
+
+variable "no_slice_alert_minutes" {
+  description = "Minutes without any slice before the no-slice alert fires (at least a few schedule periods)."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.no_slice_alert_minutes >= 10 && var.no_slice_alert_minutes <= 1440 && floor(var.no_slice_alert_minutes) == var.no_slice_alert_minutes
+    error_message = "no_slice_alert_minutes must be a whole number from 10 to 1440."
+  }
 }

@@ -10,6 +10,11 @@ terraform {
       source  = "hashicorp/google"
       version = "~> 7.45"
     }
+    # time_sleep: the wait for IAM grants to propagate before the first build (iam.tf).
+    time = {
+      source  = "hashicorp/time"
+      version = "~> 0.13"
+    }
   }
 }
 

@@ -161,3 +161,19 @@ def test_cost_model_counts_slices_and_caps_the_rate_by_cpu() -> None:
     doc = cost_model.render([fast, slow], "test")
     assert "| fast | 5,800 |" in doc
     assert "1B events, hours" in doc
+
+
+def test_cost_model_has_the_fixed_monthly_costs_per_cloud_and_topology() -> None:
+    """The costs that run without a single event: EP1's always-allocated instance, interface
+    and private endpoints, the VPC connector's instances, NAT gateways and static IPs; the doc
+    carries the generator's section as it is."""
+    section = cost_model.fixed_section()
+    items = {(f.cloud, f.topology): f for f in cost_model.FIXED}
+    assert {c for c, _ in items} == {"AWS", "Google Cloud", "Azure"}
+    for cloud in ("AWS", "Google Cloud", "Azure"):
+        assert any(t in ("public",) for c, t in items if c == cloud), cloud
+        assert any(t in ("peered", "both") for c, t in items if c == cloud), cloud
+    ep1 = next(f for f in cost_model.FIXED if "EP1" in f.item)
+    assert ep1.monthly > 100  # the largest fixed cost: one instance at all times
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "cost-model.md").read_text()
+    assert "\n".join(section) in doc

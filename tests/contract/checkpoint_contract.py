@@ -131,6 +131,17 @@ class CheckpointStoreContract:
         assert loaded == stored
         assert (loaded.events_read, loaded.events_written, loaded.bytes_written) == (10, 9, 1000)
 
+    def test_chain_generation_round_trips_and_survives_later_commits(
+        self, store: CheckpointStore, job_id: str
+    ) -> None:
+        """The chain generation (core/invocation.py) lives in the checkpoint: raised once, it
+        is what every later commit carries on (the engine copies the loaded checkpoint)."""
+        lease = store.acquire(job_id, "a", TTL)
+        first = store.commit(lease, advanced(None, job_id, 100, chain=3))
+        assert store.load(job_id).chain == 3
+        store.commit(lease, advanced(first, job_id, 200))
+        assert store.load(job_id).chain == 3
+
     def test_resume_versions_increase(self, store: CheckpointStore, job_id: str) -> None:
         lease = store.acquire(job_id, "a", TTL)
         first = store.commit(lease, advanced(None, job_id, 100))

@@ -62,7 +62,7 @@ def test_backfill_range_chains_with_the_same_range(pair, tmp_path):
     request = parse_request({"from": 0})
     response = invoke(request, job, remaining_seconds=60)
     assert response.job_id == f"{job.job_id}.backfill-0-{end}"
-    assert response.chain == {"from": 0, "to": end, "chained": True}
+    assert response.chain == {"from": 0, "to": end, "chained": True, "generation": 1}
     for _ in range(30):
         if response.chain is None:
             break
@@ -91,10 +91,10 @@ def test_a_scheduled_tick_does_not_start_a_second_chain(pair, tmp_path):
     generate(source.store, Workload(events=600, streams=20, links=False))
     job = make_job(source, target, tmp_path, budget={"max_events": 100})
     first = invoke(parse_request({}), job, remaining_seconds=60)  # the schedule starts a chain
-    assert first.chain == {"chained": True}
+    assert first.chain == {"chained": True, "generation": 1}
     tick = invoke(parse_request({}), job, remaining_seconds=60)  # the next tick, mid-chain
     assert tick.chain is None and tick.result == {
         "skipped": "a chain of slices is already copying this job"
     }
     hop = invoke(parse_request(first.chain), job, remaining_seconds=60)  # the chain goes on
-    assert hop.chain == {"chained": True} and hop.result["events_written"] > 0
+    assert hop.chain == {"chained": True, "generation": 1} and hop.result["events_written"] > 0

@@ -187,7 +187,7 @@ def test_async_self_invoke_chain_when_no_queue(deployed, monkeypatch):
     function.handler({}, Context())
     assert invoked and invoked[0]["InvocationType"] == "Event"
     assert invoked[0]["FunctionName"] == Context.invoked_function_arn
-    assert json.loads(invoked[0]["Payload"]) == {"chained": True}
+    assert json.loads(invoked[0]["Payload"]) == {"chained": True, "generation": 1}
 
 
 def test_a_failing_slice_raises_so_lambda_retries(deployed, monkeypatch):

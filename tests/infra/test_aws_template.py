@@ -151,7 +151,7 @@ def linted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
     folder = tmp_path_factory.mktemp("cfn-lint")
     # a misspelt property of the SAM function: an error
     typo = folder / "typo.yaml"
-    typo.write_text(text.replace("ReservedConcurrentExecutions: 1", "ReservedConcurency: 1", 1))
+    typo.write_text(text.replace("ReservedConcurrentExecutions:", "ReservedConcurency:", 1))
     # W3005, a DependsOn that a GetAtt already enforces: a warning, nothing more. (cfn-lint
     # skips the unused-parameter warning W2001 in SAM templates.)
     redundant = folder / "redundant.yaml"
@@ -276,8 +276,40 @@ def test_function_runs_in_the_private_subnets_with_its_own_security_group(
     assert sg["VpcId"] == {"Ref": "VpcId"}
 
 
-def test_reserved_concurrency_is_one(template: dict[str, Any]) -> None:
-    assert props(template, FUNCTION)["ReservedConcurrentExecutions"] == 1
+def test_reserved_concurrency_is_a_parameter_one_by_default(template: dict[str, Any]) -> None:
+    """New accounts cannot reserve concurrency (unreserved must stay >= 100): "none" then."""
+    parameter = template["Parameters"]["ReservedConcurrency"]
+    assert parameter["Default"] == "1" and parameter["AllowedValues"] == ["1", "none"]
+    assert "below 100" in parameter["Description"]
+    assert template["Conditions"]["ReserveConcurrency"] == {
+        "Fn::Equals": [{"Ref": "ReservedConcurrency"}, "1"]
+    }
+    assert props(template, FUNCTION)["ReservedConcurrentExecutions"] == {
+        "Fn::If": ["ReserveConcurrency", 1, {"Ref": "AWS::NoValue"}]
+    }
+
+
+def test_a_failed_chain_message_is_retried_and_parked_in_step_with_the_timeout(
+    template: dict[str, Any],
+) -> None:
+    """For every function timeout the template allows: a message is not delivered again while
+    its slice may still run, a failure comes back soon after, and a message that keeps failing
+    reaches the dead-letter queue within two hours (it took 7.5 h with a fixed 90 minutes)."""
+    queue = props(template, "ChainQueue")
+    timing = template["Mappings"]["ChainTiming"]
+    assert queue["VisibilityTimeout"] == {
+        "Fn::FindInMap": ["ChainTiming", {"Ref": "FunctionTimeout"}, "VisibilityTimeout"]
+    }
+    assert queue["RedrivePolicy"]["maxReceiveCount"] == {
+        "Fn::FindInMap": ["ChainTiming", {"Ref": "FunctionTimeout"}, "MaxReceiveCount"]
+    }
+    allowed = template["Parameters"]["FunctionTimeout"]["AllowedValues"]
+    assert sorted(int(k) for k in timing) == sorted(allowed)
+    for timeout in allowed:
+        row = timing[str(timeout)]
+        assert timeout < row["VisibilityTimeout"] <= timeout + 120
+        assert 3 <= row["MaxReceiveCount"] <= 10
+        assert row["VisibilityTimeout"] * row["MaxReceiveCount"] <= 2 * 3600
 
 
 def test_schedule_triggers_the_function_with_an_empty_payload(template: dict[str, Any]) -> None:
@@ -632,9 +664,6 @@ def test_chain_queue_feeds_the_function_one_message_at_a_time(template: dict[str
     queue = props(template, "ChainQueue")
     redrive = queue["RedrivePolicy"]
     assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": ["ChainDeadLetterQueue", "Arn"]}
-    assert 1 <= redrive["maxReceiveCount"] <= 10
-    # Lambda's advice for SQS sources: visibility timeout >= 6 x the longest function timeout
-    assert queue["VisibilityTimeout"] >= 6 * template["Parameters"]["FunctionTimeout"]["MaxValue"]
     # the chain is a loop through SQS by design: Lambda must not stop it after ~16 hops
     assert props(template, FUNCTION)["RecursiveLoop"] == "Allow"
 

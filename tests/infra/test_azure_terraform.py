@@ -601,8 +601,9 @@ def test_job_settings_load_in_core(
     assert job.job_id == "orders-migration"
     assert (job.mode, job.partitions, job.budget.max_events) == ("ordered", 1, 20000)
     assert job.source.get_secret_value().startswith("esdb://")
-    # the lease outlives the longest invocation, so no one takes a running slice's job over
-    assert job.lease_ttl_seconds > float(relay["ESDB_RELAY_FUNCTION_TIMEOUT"])
+    # the lease follows the function timeout in the handler (core/invocation.py): no setting
+    # may pin it past the timeout, where a killed slice's lease would keep the job busy
+    assert "ESDB_RELAY_LEASE_TTL_SECONDS" not in relay
     table, options = parse_azuretable_url(job.checkpoint_store)
     assert table == "esdbrelay"
     assert options == {
@@ -864,3 +865,18 @@ def test_checkov_passes_with_only_reasoned_suppressions() -> None:
         ("CKV2_AZURE_31", "azurerm_subnet.function"),  # NSG on the subnet
     ):
         assert expected in passed, f"checkov did not pass {expected}"
+
+
+def test_alerts_match_the_aws_alarms(tf: Config) -> None:
+    """Lag, failed slices, no slice for N minutes, dead letters: log search alerts on the
+    traces the relay and the host write, notifying var.alert_action_group_ids."""
+    (alerts,) = tf.of("azurerm_monitor_scheduled_query_rules_alert_v2").values()
+    assert alerts["for_each"] == "${local.alerts}"
+    assert alerts["scopes"] == ["${azurerm_application_insights.relay.id}"]
+    assert "${var.alert_action_group_ids}" in json.dumps(alerts["dynamic"])
+    text = tf.texts["monitoring.tf"]
+    for name in ("lag", "failed_slices", "no_slice", "dead_letters"):
+        assert f"    {name} = {{" in text, name
+    assert "e.slice.lag_bytes" in text and "e.slice.status" in text  # core/logs.py's line
+    assert "Moving message to queue" in text and "${local.poison_queue}" in text
+    assert 'operator    = "LessThan"' in text  # no slice: fewer than one in the window

@@ -220,35 +220,92 @@ def test_schedule_publishes_an_empty_request_to_the_job_topic(tf: Config) -> Non
     assert "http_target" not in job
 
 
-def test_event_function_is_triggered_by_the_job_topic_and_retried_on_failure(tf: Config) -> None:
+def test_event_function_is_pushed_the_job_topic_retried_and_dead_lettered(tf: Config) -> None:
+    """The job's own push subscription (Terraform manages it, unlike an Eventarc trigger's):
+    retries with backoff, then the dead-letter topic, with the Pub/Sub service agent's two
+    roles that dead-lettering needs."""
     event, http = functions(tf)["event"], functions(tf)["http"]
-    trigger = one(event["event_trigger"])
-    assert trigger["event_type"] == "google.cloud.pubsub.topic.v1.messagePublished"
-    assert trigger["pubsub_topic"] == TOPIC_ID
-    assert trigger["retry_policy"] == "RETRY_POLICY_RETRY"
-    assert trigger["service_account_email"] == "${google_service_account.trigger.email}"
-    assert "event_trigger" not in http
-    # The chain publishes to the very topic that triggers the function.
+    assert "event_trigger" not in event and "event_trigger" not in http
+    push = tf.of("google_pubsub_subscription")["push"]
+    assert push["topic"] == TOPIC_ID
+    url = "${google_cloudfunctions2_function.event.service_config[0].uri}"
+    config = one(push["push_config"])
+    assert config["push_endpoint"] == url
+    token = one(config["oidc_token"])
+    assert token["service_account_email"] == "${google_service_account.trigger.email}"
+    assert token["audience"] == url
+    dead = one(push["dead_letter_policy"])
+    assert dead["dead_letter_topic"] == "${google_pubsub_topic.dead_letter.id}"
+    assert dead["max_delivery_attempts"] == "${var.max_delivery_attempts}"
+    assert one(push["retry_policy"])["minimum_backoff"] == "10s"
+    # a delivery may take as long as the function's longest timeout (540 s)
+    assert push["ack_deadline_seconds"] >= 540
+    publisher = tf.of("google_pubsub_topic_iam_member")["pubsub_dead_letters"]
+    assert (publisher["topic"], publisher["role"]) == (
+        "${google_pubsub_topic.dead_letter.name}",
+        "roles/pubsub.publisher",
+    )
+    subscriber = tf.of("google_pubsub_subscription_iam_member")["pubsub_dead_letters"]
+    assert subscriber["subscription"] == "${var.name}-slices-push"
+    assert push["name"] == "${var.name}-slices-push"
+    assert subscriber["role"] == "roles/pubsub.subscriber"
+    for grant in (publisher, subscriber):
+        assert grant["member"] == "${local.pubsub_service_agent}"
+    assert "attach_dead_letter_topic" not in tf.outputs  # no manual step any more
+    # The chain publishes to the very topic that is pushed to the function.
     assert tf.locals["relay_environment"]["ESDB_RELAY_CHAIN_TOPIC"] == TOPIC_ID
     entry = {n: one(f["build_config"])["entry_point"] for n, f in functions(tf).items()}
     assert entry == {"event": "on_event", "http": "on_http"}
     assert set(entry.values()) <= handler_entry_points()
 
 
-def test_dead_letter_topic_is_kept_and_writable_by_pubsub(tf: Config) -> None:
+def test_dead_letter_topic_is_kept(tf: Config) -> None:
     topics = tf.of("google_pubsub_topic")
     assert set(topics) == {"slices", "dead_letter"}
     sub = tf.of("google_pubsub_subscription")["dead_letter"]
     assert sub["topic"] == "${google_pubsub_topic.dead_letter.id}"
     assert "push_config" not in sub
-    grant = tf.of("google_pubsub_topic_iam_member")["pubsub_dead_letters"]
-    assert grant["topic"] == "${google_pubsub_topic.dead_letter.name}"
-    assert grant["role"] == "roles/pubsub.publisher"
-    assert grant["member"] == "${local.pubsub_service_agent}"
     assert "gcp-sa-pubsub.iam.gserviceaccount.com" in tf.locals["pubsub_service_agent"]
-    # Eventarc owns the trigger's subscription: the attach commands are an output.
-    attach = tf.outputs["attach_dead_letter_topic"]["value"]
-    assert "--dead-letter-topic=${google_pubsub_topic.dead_letter.id}" in attach
+
+
+def test_the_build_waits_for_its_roles_to_propagate(tf: Config) -> None:
+    """Google's example for a custom build service account: the roles, then a 60 s wait."""
+    wait = tf.of("time_sleep")["build_identity_propagation"]
+    assert wait["create_duration"] == "60s"
+    waited = set(wait["depends_on"])
+    assert {
+        "${google_project_iam_member.build_sources}",
+        "${google_artifact_registry_repository_iam_member.build_pushes_image}",
+        "${google_project_iam_member.build_log_writer}",
+    } <= waited
+    for name, function in functions(tf).items():
+        assert "${time_sleep.build_identity_propagation}" in function["depends_on"], name
+    versions = one(tf.terraform)["required_providers"]
+    providers = versions[0] if isinstance(versions, list) else versions
+    assert providers["time"]["source"] == "hashicorp/time"
+
+
+def test_alert_policies_match_the_aws_alarms(tf: Config) -> None:
+    """Lag, failed slices, no slice for N minutes, dead letters: one policy each, each on a
+    metric that exists, notifying var.notification_channels."""
+    policies = tf.of("google_monitoring_alert_policy")
+    assert set(policies) == {"lag", "failed_slices", "no_slice", "dead_letters"}
+    metrics = tf.of("google_logging_metric")
+    for name, policy in policies.items():
+        assert policy["notification_channels"] == "${var.notification_channels}", name
+        condition = one(policy["conditions"])
+        body = one(condition.get("condition_threshold") or condition["condition_absent"])
+        if name == "dead_letters":
+            assert "num_undelivered_messages" in body["filter"]
+            assert "${google_pubsub_subscription.dead_letter.name}" in body["filter"]
+        else:
+            used = [m for m in metrics if f"${{google_logging_metric.{m}.name}}" in body["filter"]]
+            assert len(used) == 1, (name, body["filter"])
+    assert "condition_absent" in one(policies["no_slice"]["conditions"])
+    assert metrics["lag_bytes"]["value_extractor"] == "EXTRACT(jsonPayload.slice.lag_bytes)"
+    # the severity core/logs.py writes for Cloud Logging
+    assert "severity>=ERROR" in metrics["error_lines"]["filter"]
+    assert "jsonPayload.slice.status:*" in metrics["slices"]["filter"]
 
 
 # --- secrets ------------------------------------------------------------------------------------
@@ -347,11 +404,7 @@ def test_trigger_and_build_identities_have_exactly_their_roles(tf: Config) -> No
         )
     }
     assert grants_to(tf, BUILD_SA) == {
-        (
-            "google_storage_bucket_iam_member",
-            "${google_storage_bucket.source.name}",
-            "roles/storage.objectViewer",
-        ),
+        ("google_project_iam_member", PROJECT, "roles/storage.objectAdmin"),
         (
             "google_artifact_registry_repository_iam_member",
             "${google_artifact_registry_repository.functions.name}",
@@ -359,12 +412,23 @@ def test_trigger_and_build_identities_have_exactly_their_roles(tf: Config) -> No
         ),
         ("google_project_iam_member", PROJECT, "roles/logging.logWriter"),
     }
+    # object admin on the two function source buckets only: Cloud Functions' and ours
+    sources = tf.of("google_project_iam_member")["build_sources"]
+    expression = one(sources["condition"])["expression"]
+    assert "projects/_/buckets/${local.gcf_sources_bucket}" in expression
+    assert "projects/_/buckets/${google_storage_bucket.source.name}" in expression
+    assert tf.locals["gcf_sources_bucket"] == (
+        "gcf-v2-sources-${data.google_project.this.number}-${var.region}"
+    )
 
 
 def test_no_broad_roles(tf: Config) -> None:
     for rtype, rname, body in tf.iam_grants():
         role = body["role"]
         assert role not in ("roles/owner", "roles/editor", "roles/viewer"), f"{rtype}.{rname}"
+        if role == "roles/storage.objectAdmin":  # the build's, on two buckets (checked above)
+            assert "condition" in body, f"{rtype}.{rname}: object admin everywhere"
+            continue
         assert not role.endswith(("Admin", ".admin")), f"{rtype}.{rname}: {role}"
         if rtype == "google_project_iam_member":
             assert role not in (

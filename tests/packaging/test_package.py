@@ -563,3 +563,30 @@ def test_aws_next_step_follows_the_templates_code_uri(tmp_path):
     assert other[-1].startswith("sam deploy")
     arm = steps("../../dist/esdb-relay-aws-0.1.0.zip", platform="arm64")
     assert any("Architectures is [x86_64]: this zip is arm64" in s for s in arm)
+
+
+DOC_TOLERANCE = 0.10  # relative; and at least 0.2 MiB, for the GCP zip's few hundred KiB
+DOC_SIZE = re.compile(r"([\d.]+) MiB zipped, ([\d.]+) MiB unzipped")
+
+
+def documented_sizes() -> dict[str, tuple[float, float]]:
+    """(zipped, unzipped) MiB per cloud from the "today" column of docs/packaging.md."""
+    found = {}
+    for line in (ROOT / "docs" / "packaging.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0] in CLOUDS and (size := DOC_SIZE.search(cells[3])):
+            found[cells[0]] = (float(size.group(1)), float(size.group(2)))
+    return found
+
+
+def test_documented_sizes_match_the_build(artifact_for, cloud):
+    documented = documented_sizes()
+    assert set(documented) == set(CLOUDS), documented
+    artifact = artifact_for(cloud)
+    built = (artifact.size / 2**20, artifact.unzipped_size / 2**20)
+    for what, doc, real in zip(("zipped", "unzipped"), documented[cloud], built, strict=True):
+        slack = max(0.2, DOC_TOLERANCE * real)
+        assert abs(doc - real) <= slack, (
+            f"docs/packaging.md says the {cloud} zip is {doc} MiB {what}; the build is "
+            f"{real:.1f} MiB: update the table"
+        )

@@ -370,8 +370,8 @@ class JobConfig(BaseSettings):
     )
     original_metadata: bool = Field(
         default=True,
-        description="true or false: add $originalStreamRevision/$originalPosition/"
-        "$originalCreated to JSON metadata",
+        description="true or false: insert $originalStreamRevision/$originalPosition/"
+        "$originalCreated into JSON-object metadata that holds none (every user byte kept)",
     )
     multi_append: bool = Field(
         default=True,

@@ -6,7 +6,8 @@ end with it, and core/verify is checked against it. It reads both sides through 
 emulator's store, as a stream read and a `$all` read of the server return them:
 
 - per user stream the job accepts: its state (live, soft-deleted, tombstoned) and the reader's
-  view: the source stream's visible events, less the event types the job skips, equal on the
+  view: the source stream's visible events, less the event types the job skips, through the
+  job's transform (given to the oracle as the test's own version of it), equal on the
   target (id, type, content type, data, metadata as below), in order. Where the source's
   window cannot be reproduced (a `$maxCount` window holding records the job does not copy,
   `$maxAge`: documented), the target may show older copies of the stream's events before the
@@ -32,9 +33,10 @@ from __future__ import annotations
 import json
 import math
 import re
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from esdb_emulator.store import DELETED_STREAM, Record, Store, StreamDeleted, StreamNotFound
@@ -53,6 +55,8 @@ class Job:
     multi_append: bool = False
     scavenge: bool = False  # events the source's readers no longer see are not copied
     ordered: bool = True  # one writer: the target's `$all` keeps the source's order
+    # The job's transform, as the test writes it again for records: a record's outputs.
+    transform: Callable[[Record], list[Record]] | None = None
     after: int = -1  # the job copies source records after this `$all` position
     streams: Callable[[str], bool] = lambda name: True  # the streams this check looks at
 
@@ -130,10 +134,20 @@ def view(store: Store, name: str) -> str | list[Record]:
 def _compare_stream(source: Store, target: Store, job: Job, name: str, report: Report) -> None:
     expected = view(source, name)
     actual = view(target, name)
+    metadata = source.stream_metadata(name)
+    if expected != "tombstoned":  # (a soft-deleted stream keeps its custom keys)
+        target_metadata = target.stream_metadata(name)
+        if _without_tb(metadata) != _without_tb(target_metadata):
+            report.differences.append(
+                f"{name}: stream metadata {_without_tb(target_metadata)} != {_without_tb(metadata)}"
+            )
     skipped_in_window = False
     if isinstance(expected, list):
         skipped_in_window = any(not job.accepts_type(r.type) for r in expected)
-        expected = [r for r in expected if job.accepts_type(r.type)]
+        expected = [o for r in expected if job.accepts_type(r.type) for o in outputs(job, r)]
+        max_count = metadata.get("$maxCount")
+        if job.transform is not None and _positive(max_count):
+            expected = expected[-max_count:]  # the target's window counts the outputs
         if not expected and actual == "absent":
             actual = []
     if not isinstance(expected, list) or not isinstance(actual, list):
@@ -143,9 +157,8 @@ def _compare_stream(source: Store, target: Store, job: Job, name: str, report: R
             )
         return
     report.events_checked += len(expected)
-    metadata = source.stream_metadata(name)
-    if _window_may_differ(metadata, skipped_in_window):
-        older = {r.event_id for r in _records_of(source, name)}
+    if _window_may_differ(metadata, skipped_in_window or job.transform is not None):
+        older = {o.event_id for r in _records_of(source, name) for o in outputs(job, r)}
         first = expected[0].event_id if expected else None
         while actual and actual[0].event_id != first and actual[0].event_id in older:
             actual = actual[1:]
@@ -159,11 +172,24 @@ def _compare_stream(source: Store, target: Store, job: Job, name: str, report: R
         problem = event_problem(job, s, t)
         if problem:
             report.differences.append(f"{name}@{s.revision}: {problem}")
-    target_metadata = target.stream_metadata(name)
-    if _without_tb(metadata) != _without_tb(target_metadata):
-        report.differences.append(
-            f"{name}: stream metadata {_without_tb(target_metadata)} != {_without_tb(metadata)}"
-        )
+
+
+def outputs(job: Job, record: Record) -> list[Record]:
+    """The events the job writes for a source record: the transform's outputs, those after
+    the first that keep the record's id given the documented derived id."""
+    if job.transform is None or record.type.startswith("$"):
+        return [record]
+    found = []
+    for i, output in enumerate(job.transform(record)):
+        if i and output.event_id == record.event_id:
+            derived = uuid.uuid5(uuid.UUID(record.event_id), str(i))
+            output = replace(output, event_id=str(derived))
+        found.append(output)
+    return found
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _window_may_differ(metadata: dict, skipped_in_window: bool) -> bool:
@@ -321,12 +347,12 @@ def _copied(job: Job, record: Record) -> bool:
 
 
 def _compare_all(source: Store, target: Store, job: Job, report: Report) -> None:
-    wanted = [(r.stream, r.event_id) for r in source.iter_all() if _copied(job, r)]
+    copied = [r for r in source.iter_all() if _copied(job, r)]
     if job.scavenge:  # (a source that took no writes while the relay ran)
-        visible = {
-            (name, r.event_id) for name in {s for s, _ in wanted} for r in _seen(source, name)
-        }
-        wanted = [item for item in wanted if item in visible]
+        streams = {r.stream for r in copied}
+        visible = {(name, r.event_id) for name in streams for r in _seen(source, name)}
+        copied = [r for r in copied if (r.stream, r.event_id) in visible]
+    wanted = [(r.stream, o.event_id) for r in copied for o in outputs(job, r)]
     got = [
         (r.stream, r.event_id)
         for r in target.iter_all()

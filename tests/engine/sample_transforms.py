@@ -25,3 +25,15 @@ def explode(event: Event) -> Event:
 
 def drop_dropped(event: Event) -> Event | None:
     return None if event.type == "Drop" else event
+
+
+def reshape(event: Event) -> Event | list[Event] | None:
+    """The property tests' transform (tests/engine/test_properties.py mirrors it for the
+    oracle): drops Noise, renames Removed to Deleted, splits Updated in two."""
+    if event.type == "Noise":
+        return None
+    if event.type == "Removed":
+        return replace(event, type="Deleted")
+    if event.type == "Updated":
+        return [event, replace(event, type="UpdatedAudit")]
+    return event

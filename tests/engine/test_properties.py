@@ -6,7 +6,8 @@ that must be skipped, and event metadata as real users have it: empty, JSON obje
 whitespace or in any key order, JSON scalars, non-JSON bytes, and data migrated before whose
 metadata already carries `$original*` keys larger, smaller or equal to the real position, or
 `$schema.*` keys) straight into a fresh source emulator's store, replicates it with random
-budgets, batch sizes, filters, scavenge and `original_metadata`, with UNAVAILABLE faults in the
+budgets, batch sizes, filters, scavenge, a transform (drops, renames, splits) and
+`original_metadata`, with UNAVAILABLE faults in the
 target's appends so slices fail mid-write and later ones resume, then:
 
 - checks the target with tests/oracle.py, written from the documented rules, never from the
@@ -21,6 +22,7 @@ test_properties_multi_append.py) run the same examples through those modes.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 import uuid
@@ -36,17 +38,20 @@ from core.config import JobConfig
 from core.engine import Budget, SliceResult, run_slice
 from core.errors import RelayError
 from core.eventstore import EventStore
+from core.rules import load_transform
 from core.verify import verify
 from esdb_emulator import Emulator
 from esdb_emulator.store import (
     ANY,
     ProposedEvent,
+    Record,
     Store,
     StreamDeleted,
     WrongExpectedVersion,
 )
 from tests import oracle
 
+TRANSFORM = "tests.engine.sample_transforms:reshape"
 JSON_CT = "application/json"
 BINARY_CT = "application/octet-stream"
 
@@ -144,6 +149,7 @@ class Case:
     unavailable_rate: float
     seed: int
     scavenge: bool = False
+    transform: bool = False  # tests.engine.sample_transforms:reshape
     tamper: int | None = None  # what to change on the target afterwards (see tamper())
 
 
@@ -158,6 +164,7 @@ cases = st.builds(
     unavailable_rate=st.sampled_from([0.0, 0.0, 0.1, 0.25]),
     seed=st.integers(0, 2**16),
     scavenge=st.booleans(),
+    transform=st.booleans(),
     tamper=st.one_of(st.none(), st.none(), st.integers(0, 4)),
 )
 
@@ -234,7 +241,19 @@ def oracle_job(case: Case, history: History, **settings: object) -> oracle.Job:
         scavenge=case.scavenge,
         ordered=ordered,
         streams=lambda name: name.startswith(history.prefix),
+        transform=reshape if case.transform else None,
     )
+
+
+def reshape(record: Record) -> list[Record]:
+    """sample_transforms.reshape, written again for the oracle's records."""
+    if record.type == "Noise":
+        return []
+    if record.type == "Removed":
+        return [dataclasses.replace(record, type="Deleted")]
+    if record.type == "Updated":
+        return [record, dataclasses.replace(record, type="UpdatedAudit")]
+    return [record]
 
 
 def tamper(target: Store, case: Case, history: History) -> bool:
@@ -314,6 +333,7 @@ def job_for(
             "budget": {"max_events": case.max_events},
             "batch": {"max_events": case.batch},
             "original_metadata": case.original_metadata,
+            "transform": TRANSFORM if case.transform else None,
             "filters": {
                 "include_streams": include,
                 "exclude_streams": exclude,
@@ -326,6 +346,7 @@ def job_for(
 
 def replicate(job: JobConfig, target: Emulator, case: Case) -> list[SliceResult]:
     store = open_store(job.checkpoint_store)
+    transform = load_transform(job.transform)
     results: list[SliceResult] = []
     target.faults.update(
         unavailable_rate=case.unavailable_rate,
@@ -340,7 +361,7 @@ def replicate(job: JobConfig, target: Emulator, case: Case) -> list[SliceResult]
             for _ in range(400):
                 try:
                     budget = Budget(case.max_events, 10**9, time.monotonic() + 60)
-                    result = run_slice(job, s, t, store, budget)
+                    result = run_slice(job, s, t, store, budget, transform=transform)
                 except RelayError as e:
                     results.append(SliceResult(job.job_id, "failed", error=str(e)))
                     continue

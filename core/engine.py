@@ -2,13 +2,14 @@
 
 Exactly once, without an atomic write across the checkpoint store and the target:
 - events keep their ids and go to the target in per-stream order with exact expected revisions;
-- the first time a slice touches a target stream it reads the stream's last event and the
-  source position recorded in it (`$originalPosition`), and skips every pending event at or
-  before that position: a crashed run, or an invocation that lost its lease mid-write, may have
-  written them already. Without that metadata it searches the tail for the pending ids. A
-  stream first met at its source revision 0 is not read: its append expects NO_STREAM, which
-  the server refuses unless the stream has no events or the same ids already stand there
-  (StreamWriter.assumed);
+- the first time a slice touches a target stream it reads the stream's last event and finds
+  the source record it came from by its id (core/locate.py: the slice's own records, then the
+  place its `$original*` metadata claims, confirmed by the record standing there, then a
+  search of the source stream; no value in an event's metadata is trusted), and skips every
+  pending event at or before that record: a crashed run, or an invocation that lost its lease
+  mid-write, may have written them already. A stream first met at its source revision 0 is
+  not read: its append expects NO_STREAM, which the server refuses unless the stream has no
+  events or the same ids already stand there (StreamWriter.assumed);
 - an append that meets another revision than expected resynchronises the same way once, then
   stops with a ConflictError rather than write a duplicate;
 - the checkpoint is committed under the lease (fencing token + version), only after every write

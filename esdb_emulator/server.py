@@ -29,6 +29,7 @@ from esdb_emulator import snapshot
 from esdb_emulator.faults import FaultConfig, FaultInjector
 from esdb_emulator.features import ServerFeaturesService
 from esdb_emulator.gossip import GossipService
+from esdb_emulator.headers import HeaderGuard
 from esdb_emulator.multi_append import MultiStreamAppendService
 from esdb_emulator.persistent import PersistentSubscriptionsService
 from esdb_emulator.projections import ProjectionsService
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 # The real server accepts large messages (an append of up to MaxAppendSize plus framing).
 _MESSAGE_LIMIT = 64 * 1024 * 1024
+_STOP_WAIT_SECONDS = 5.0
 
 
 class Emulator:
@@ -87,6 +89,7 @@ class Emulator:
             log.info("loaded %d records from %s", count, self.snapshot_path)
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="esdb-emu"),
+            interceptors=[HeaderGuard()],
             options=[
                 ("grpc.max_receive_message_length", _MESSAGE_LIMIT),
                 ("grpc.max_send_message_length", _MESSAGE_LIMIT),
@@ -134,7 +137,10 @@ class Emulator:
     def stop(self, grace: float | None = 0.5) -> None:
         if self._server is None:
             return
-        self._server.stop(grace).wait()
+        # Bounded: a call that cannot end (it once could: esdb_emulator.headers) must not
+        # hang the process that stops the emulator.
+        if not self._server.stop(grace).wait((grace or 0.0) + _STOP_WAIT_SECONDS):
+            log.warning("emulator on %s stopped with calls still running", self.target)
         self._server = None
         for service in self._services:
             close = getattr(service, "close", None)

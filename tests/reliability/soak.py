@@ -22,8 +22,11 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from esdbclient import EventStoreDBClient
+from esdbclient.exceptions import DeadlineExceeded, EventStoreDBClientException
 
 from core.checkpoint import open_store
 from core.config import FilterConfig
@@ -35,6 +38,7 @@ from tests.reliability.helpers import CHILD, ROOT, check_replica, child_env
 STEPS = ("read", "append", "written", "commit", "committed")
 EXCLUDE = "^cart-"
 RUN_TIMEOUT = 120.0
+PROBE_TIMEOUT = 5.0
 
 
 @dataclass
@@ -56,6 +60,9 @@ class SoakReport:
     duplicates: int = 0
     missing: int = 0
     out_of_order: bool = False
+    # Stream reads (forwards, backwards, metadata) on either emulator that did not answer
+    # within PROBE_TIMEOUT: the wedged `ünï.strm-…` stream of issue 17.
+    unanswered_reads: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -87,6 +94,10 @@ def run_soak(
     events: int = 3000,
     max_runs: int | None = None,
     log: bool = False,
+    odd_streams: int = 0,
+    slice_events: int = 300,
+    append_events: int = 25,
+    multi_append: bool = True,
 ) -> SoakReport:
     rng = random.Random(f"soak-{seed}")  # not `seed`: generate() draws event ids from that
     report = SoakReport(mode=mode, seed=seed)
@@ -97,10 +108,12 @@ def run_soak(
         Emulator() as source,
         Emulator() as target,
     ):
-        generate(source.store, Workload(events=events, streams=120, seed=seed))
+        workload = Workload(events=events, streams=120, odd_streams=odd_streams, seed=seed)
+        generate(source.store, workload)
         extra = {
-            "ESDB_RELAY_BUDGET__MAX_EVENTS": "300",
-            "ESDB_RELAY_BATCH__MAX_EVENTS": "25",
+            "ESDB_RELAY_BUDGET__MAX_EVENTS": str(slice_events),
+            "ESDB_RELAY_BATCH__MAX_EVENTS": str(append_events),
+            "ESDB_RELAY_MULTI_APPEND": "true" if multi_append else "false",
             # A killed process holds the lease until it expires; keep that short.
             "ESDB_RELAY_LEASE_TTL_SECONDS": "2",
             "ESDB_RELAY_FILTERS__EXCLUDE_STREAMS": json.dumps([EXCLUDE]),
@@ -150,9 +163,38 @@ def run_soak(
         report.duplicates = check.duplicates
         report.missing = check.missing
         report.out_of_order = check.out_of_order
+        report.unanswered_reads = _unanswered_reads(source) + _unanswered_reads(target)
         store.close()
     report.seconds = round(time.monotonic() - started, 1)
     return report
+
+
+def _unanswered_reads(emulator: Emulator) -> list[str]:
+    """Every stream read through esdbclient with a deadline; an error is an answer, reaching
+    the deadline is not."""
+    client = EventStoreDBClient(emulator.uri)
+    unanswered = []
+    try:
+        for name in emulator.store.stream_names():
+            if name.startswith("$"):
+                continue
+            calls = {
+                "forwards": lambda n=name: client.get_stream(n, timeout=PROBE_TIMEOUT),
+                "backwards": lambda n=name: client.get_stream(
+                    n, backwards=True, timeout=PROBE_TIMEOUT
+                ),
+                "metadata": lambda n=name: client.get_stream_metadata(n, timeout=PROBE_TIMEOUT),
+            }
+            for what, call in calls.items():
+                try:
+                    call()
+                except DeadlineExceeded:
+                    unanswered.append(f"{emulator.target} {name!r} {what}")
+                except EventStoreDBClientException:
+                    pass
+    finally:
+        client.close()
+    return unanswered
 
 
 def _one_run(env: dict[str, str], rng: random.Random) -> tuple[bool, str]:
@@ -206,6 +248,10 @@ def main() -> None:
     parser.add_argument("--mode", choices=("ordered", "partitioned"), default="ordered")
     parser.add_argument("--partitions", type=int, default=1)
     parser.add_argument("--events", type=int, default=3000)
+    parser.add_argument("--odd-streams", type=int, default=0, help="streams named ünï.strm-…")
+    parser.add_argument("--slice-events", type=int, default=300)
+    parser.add_argument("--append-events", type=int, default=25)
+    parser.add_argument("--no-multi-append", action="store_true")
     args = parser.parse_args()
     report = run_soak(
         args.kills,
@@ -214,6 +260,10 @@ def main() -> None:
         partitions=args.partitions,
         events=args.events,
         log=True,
+        odd_streams=args.odd_streams,
+        slice_events=args.slice_events,
+        append_events=args.append_events,
+        multi_append=not args.no_multi_append,
     )
     print(json.dumps(asdict(report), indent=2))
     clean = not (
@@ -222,6 +272,7 @@ def main() -> None:
         or report.missing
         or report.out_of_order
         or report.checkpoint_regressions
+        or report.unanswered_reads
     )
     sys.exit(0 if clean and report.kills else 1)
 

@@ -42,6 +42,20 @@ log = logging.getLogger(__name__)
 # The real server accepts large messages (an append of up to MaxAppendSize plus framing).
 _MESSAGE_LIMIT = 64 * 1024 * 1024
 _STOP_WAIT_SECONDS = 5.0
+# HTTP/2 keepalive as a KurrentDB node has it (Program.cs: Kestrel's Http2.KeepAlivePingDelay /
+# KeepAlivePingTimeout = KeepAliveInterval / KeepAliveTimeout, 10 s each): the node pings a
+# quiet connection every 10 s, and it answers every client ping (Kestrel has no ping-strike
+# policy; gRPC's default would close a connection pinged more often than every 5 minutes with
+# GOAWAY "too_many_pings", and clients ping every 10 s: issue 17, finding 1).
+KEEPALIVE_INTERVAL_MS = 10_000
+KEEPALIVE_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.keepalive_time_ms", KEEPALIVE_INTERVAL_MS),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 0),
+    ("grpc.http2.max_ping_strikes", 0),
+)
 
 
 class Emulator:
@@ -94,6 +108,7 @@ class Emulator:
                 ("grpc.max_receive_message_length", _MESSAGE_LIMIT),
                 ("grpc.max_send_message_length", _MESSAGE_LIMIT),
                 ("grpc.so_reuseport", 0),
+                *KEEPALIVE_OPTIONS,
             ],
         )
         address = f"{self.host}:{self.requested_port}"

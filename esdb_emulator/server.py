@@ -3,8 +3,8 @@
 with Emulator() as db:                       # plaintext, no auth, free port
     client = EventStoreDBClient(db.uri)
 
-with Emulator(tls=True) as db:               # self-signed TLS, admin/changeit
-    client = EventStoreDBClient(db.uri)      # uri carries tlsCaFile=...
+with Emulator(tls=True) as db:               # TLS (CA -> node certificate), admin/changeit
+    client = EventStoreDBClient(db.uri)      # uri carries tlsCaFile=<the CA>
 """
 
 from __future__ import annotations
@@ -33,7 +33,15 @@ from esdb_emulator.headers import HeaderGuard
 from esdb_emulator.multi_append import MultiStreamAppendService
 from esdb_emulator.persistent import PersistentSubscriptionsService
 from esdb_emulator.projections import ProjectionsService
-from esdb_emulator.security import DEFAULT_USERS, Authenticator, Certificate, generate_self_signed
+from esdb_emulator.security import (
+    DEFAULT_USERS,
+    Authenticator,
+    Certificate,
+    generate_ca,
+    generate_self_signed,
+    issue_node_certificate,
+    load_or_create,
+)
 from esdb_emulator.store import Store
 from esdb_emulator.streams import StreamsService
 
@@ -58,6 +66,17 @@ KEEPALIVE_OPTIONS: tuple[tuple[str, int], ...] = (
 )
 
 
+def _certificate(host: str, cert_dir: Path | None, self_signed: bool) -> Certificate:
+    """A node certificate signed by a CA (kept in `cert_dir` across restarts when given), as
+    production nodes have; `self_signed`: a dev-mode node's self-signed one."""
+    names = (host, "localhost", "127.0.0.1")
+    if self_signed:
+        return generate_self_signed(names)
+    if cert_dir is not None:
+        return load_or_create(cert_dir, names)
+    return issue_node_certificate(generate_ca(), names)
+
+
 class Emulator:
     def __init__(
         self,
@@ -73,6 +92,8 @@ class Emulator:
         certificate: Certificate | None = None,
         run_projections: bool = True,
         multi_append: bool = True,  # False: an older node without the v2 multi-stream append
+        cert_dir: str | Path | None = None,
+        self_signed: bool = False,
     ) -> None:
         self.host = host
         self.requested_port = port
@@ -86,8 +107,9 @@ class Emulator:
         self.max_workers = max_workers
         self.multi_append = multi_append
         self.run_projections = run_projections
+        self.cert_dir = Path(cert_dir) if cert_dir else None
         self.certificate = certificate or (
-            generate_self_signed((host, "localhost")) if tls else None
+            _certificate(host, self.cert_dir, self_signed) if tls else None
         )
         self._ca_dir: tempfile.TemporaryDirectory[str] | None = None
         self.ca_file: str | None = None
@@ -118,10 +140,14 @@ class Emulator:
                 [(self.certificate.key_pem, self.certificate.cert_pem)]
             )
             self.port = server.add_secure_port(address, credentials)
-            self._ca_dir = tempfile.TemporaryDirectory(prefix="esdb-emulator-")
-            ca = Path(self._ca_dir.name) / "ca.pem"
-            ca.write_bytes(self.certificate.cert_pem)
-            self.ca_file = str(ca)
+            kept = self.cert_dir / "ca.crt" if self.cert_dir else None
+            if kept is not None and kept.read_bytes() == self.certificate.trust_pem:
+                self.ca_file = str(kept)
+            else:
+                self._ca_dir = tempfile.TemporaryDirectory(prefix="esdb-emulator-")
+                ca = Path(self._ca_dir.name) / "ca.pem"
+                ca.write_bytes(self.certificate.trust_pem)
+                self.ca_file = str(ca)
         else:
             self.port = server.add_insecure_port(address)
         if self.port == 0:

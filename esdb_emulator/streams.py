@@ -58,11 +58,14 @@ def recorded_event(record: Record) -> streams_pb2.ReadResp.ReadEvent.RecordedEve
 
 def read_event(store: Store, record: Record, resolve_links: bool) -> streams_pb2.ReadResp:
     if resolve_links and record.type == "$>":
+        # Streams.Read.cs ConvertToReadEvent: a link whose target is gone resolves to no event
+        # (ConvertToRecordedEvent returns null): the response has the link and no `event`.
         target = store.resolve_link(record.data)
-        event = recorded_event(target) if target else streams_pb2.ReadResp.ReadEvent.RecordedEvent()
         message = streams_pb2.ReadResp.ReadEvent(
-            event=event, link=recorded_event(record), commit_position=record.position
+            link=recorded_event(record), commit_position=record.position
         )
+        if target is not None:
+            message.event.CopyFrom(recorded_event(target))
     else:
         message = streams_pb2.ReadResp.ReadEvent(
             event=recorded_event(record), commit_position=record.position

@@ -25,7 +25,7 @@ from esdbclient.protos.Grpc import (
 
 from core.protocol import serverfeatures_pb2_grpc
 from core.protocol.kurrentdb.protocol.v2.streams import streams_pb2_grpc as v2_streams_pb2_grpc
-from esdb_emulator import snapshot
+from esdb_emulator import snapshot, versions
 from esdb_emulator.faults import FaultConfig, FaultInjector
 from esdb_emulator.features import ServerFeaturesService
 from esdb_emulator.gossip import GossipService
@@ -44,6 +44,8 @@ from esdb_emulator.security import (
 )
 from esdb_emulator.store import Store
 from esdb_emulator.streams import StreamsService
+from esdb_emulator.unimplemented import Unimplemented
+from esdb_emulator.versions import DEFAULT_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +93,10 @@ class Emulator:
         max_workers: int = 128,
         certificate: Certificate | None = None,
         run_projections: bool = True,
-        multi_append: bool = True,  # False: an older node without the v2 multi-stream append
+        multi_append: bool | None = None,  # False: as server_version="24.10" (older name)
         cert_dir: str | Path | None = None,
         self_signed: bool = False,
+        server_version: str | None = None,  # "24.10", "25.1" (default) or "26.1"
     ) -> None:
         self.host = host
         self.requested_port = port
@@ -105,7 +108,14 @@ class Emulator:
         self.snapshot_path = Path(snapshot_path) if snapshot_path else None
         self.store = Store(seed_system_events=seed_system_events)
         self.max_workers = max_workers
-        self.multi_append = multi_append
+        if server_version is None:
+            server_version = DEFAULT_VERSION if multi_append in (None, True) else "24.10"
+        self.version = versions.server_version(server_version)
+        if multi_append is not None and multi_append != self.version.append_session:
+            raise ValueError(
+                f"multi_append={multi_append} contradicts server_version={server_version!r}"
+            )
+        self.multi_append = self.version.append_session
         self.run_projections = run_projections
         self.cert_dir = Path(cert_dir) if cert_dir else None
         self.certificate = certificate or (
@@ -160,16 +170,25 @@ class Emulator:
         gossip_pb2_grpc.add_GossipServicer_to_server(gossip, server)
         self._services = [streams, persistent, gossip]
         features = ServerFeaturesService(
-            self.guard_anonymous, multi_append=self.multi_append, projections=self.run_projections
+            self.guard_anonymous, self.version, projections=self.run_projections
         )
         serverfeatures_pb2_grpc.add_ServerFeaturesServicer_to_server(features, server)
-        if self.multi_append:
-            v2_streams = MultiStreamAppendService(self.store, self.guard, self.faults)
+        served = [
+            "event_store.client.streams.Streams",
+            "event_store.client.persistent_subscriptions.PersistentSubscriptions",
+            "event_store.client.gossip.Gossip",
+            "event_store.client.server_features.ServerFeatures",
+        ]
+        if self.version.append_session:
+            v2_streams = MultiStreamAppendService(self.store, self.guard, self.faults, self.version)
             v2_streams_pb2_grpc.add_StreamsServiceServicer_to_server(v2_streams, server)
+            served.append("kurrentdb.protocol.v2.streams.StreamsService")
         if self.run_projections:  # like --run-projections=None, the service is absent when off
             projections = ProjectionsService(self.store, self.guard)
             projections_pb2_grpc.add_ProjectionsServicer_to_server(projections, server)
             self._services.append(projections)
+            served.append("event_store.client.projections.Projections")
+        server.add_generic_rpc_handlers((Unimplemented(served),))
         server.start()
         self._server = server
         log.info("esdb emulator listening on %s:%d (tls=%s)", self.host, self.port, self.tls)

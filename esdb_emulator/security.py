@@ -1,6 +1,9 @@
 """TLS certificates and basic authentication for the emulator.
 
-Like EventStoreDB: a secure node requires TLS and credentials; `--insecure` turns off both.
+Like EventStoreDB: a secure node requires TLS and credentials; `--insecure` turns off both. The
+node presents a certificate signed by a CA (es-gencert-cli's layout: ca.crt/ca.key,
+node.crt/node.key), which clients trust through tlsCaFile; a self-signed certificate (its own
+CA, as a dev-mode node's) remains available, though webpki-based clients refuse it.
 Bad credentials are rejected as UNAUTHENTICATED "Unauthenticated" for every call (the real
 server's AuthenticationMiddleware) and a call without credentials runs as anonymous, which the
 handlers refuse with PERMISSION_DENIED "Access Denied" (RpcExceptions.AccessDenied).

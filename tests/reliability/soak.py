@@ -3,12 +3,16 @@ with the source taking writes between runs; at the end target == filtered source
 event, with zero duplicates and zero gaps.
 
     python -m tests.reliability.soak --kills 200 --seed 1 [--mode partitioned --partitions 8]
+        [--odd-streams 2 --slice-events 100 --append-events 20 --no-multi-append]
 
 Each run starts tests/crash/relay_child.py and kills it one of two ways (seeded): at a random
 step boundary of the engine ("read", "append", "written", "commit", "committed"), after a
 random delay (so an in-flight append is cut), or by the parent at a random wall-clock time
 (anywhere: start-up, connecting, reading). Some runs also get UNAVAILABLE faults on the source
 or the target. Bounded: stops after `kills` kills or `max_runs` runs, whichever comes first.
+At the end every stream of both emulators is read (forwards, backwards, its metadata) with a
+deadline: a read that reaches it is reported in `unanswered_reads` and fails the soak (issue
+17's wedged `ünï.strm-…` stream; `--odd-streams` adds such streams to the workload).
 """
 
 from __future__ import annotations

@@ -2,9 +2,11 @@
 
 As KurrentDB's ServerFeatures.GetSupportedMethods lists its gRPC endpoints: method and full
 service names in lower case, with the same per-method features (reads: position, events;
-BatchAppend: deadline_duration; persistent subscriptions: stream, all). The v2 multi-stream
-append (`kurrentdb.protocol.v2.streams.streamsservice` / `appendsession`) is listed only when
-the emulator serves it, as a 25.1 node does; without it the node looks like 24.10.
+BatchAppend: deadline_duration; persistent subscriptions: stream, all), for the methods the
+emulator serves as the version it behaves as (esdb_emulator.versions): the v2
+`kurrentdb.protocol.v2.streams.streamsservice` with `appendsession` from 25.1 and
+`appendrecords` from 26.1. A real node also lists services the emulator does not serve
+(users, operations, monitoring, redaction; from 25.1 the schema registry, from 26.1 indexes).
 """
 
 from __future__ import annotations
@@ -18,10 +20,9 @@ from google.protobuf.descriptor import ServiceDescriptor
 
 from core.protocol import serverfeatures_pb2, serverfeatures_pb2_grpc
 from core.protocol.kurrentdb.protocol.v2.streams import streams_pb2 as v2_streams_pb2
+from esdb_emulator.versions import ServerVersion
 
 Guard = Callable[[str, grpc.ServicerContext], None]
-VERSION_WITH_MULTI_APPEND = "25.1.0"
-VERSION_WITHOUT_MULTI_APPEND = "24.10.0"
 
 
 def _features(service: str, method: str) -> list[str]:
@@ -51,7 +52,7 @@ def _methods(
 
 
 def supported_methods(
-    *, multi_append: bool, projections: bool = False
+    version: ServerVersion, *, projections: bool = False
 ) -> serverfeatures_pb2.SupportedMethods:
     methods = [
         *_methods(streams_pb2.DESCRIPTOR.services_by_name["Streams"]),
@@ -61,17 +62,21 @@ def supported_methods(
     ]
     if projections:
         methods += _methods(projections_pb2.DESCRIPTOR.services_by_name["Projections"])
-    if multi_append:  # AppendRecords (26.1) is not emulated
+    v2 = {"AppendSession"} if version.append_session else set()
+    if version.append_records:
+        v2.add("AppendRecords")
+    if v2:
         service = v2_streams_pb2.DESCRIPTOR.services_by_name["StreamsService"]
-        methods += _methods(service, only={"AppendSession"})
-    version = VERSION_WITH_MULTI_APPEND if multi_append else VERSION_WITHOUT_MULTI_APPEND
-    return serverfeatures_pb2.SupportedMethods(methods=methods, event_store_server_version=version)
+        methods += _methods(service, only=v2)
+    return serverfeatures_pb2.SupportedMethods(
+        methods=methods, event_store_server_version=version.full
+    )
 
 
 class ServerFeaturesService(serverfeatures_pb2_grpc.ServerFeaturesServicer):
-    def __init__(self, guard: Guard, *, multi_append: bool, projections: bool = False) -> None:
+    def __init__(self, guard: Guard, version: ServerVersion, *, projections: bool = False) -> None:
         self.guard = guard
-        self.reply = supported_methods(multi_append=multi_append, projections=projections)
+        self.reply = supported_methods(version, projections=projections)
 
     def GetSupportedMethods(
         self, request: empty_pb2.Empty, context: grpc.ServicerContext

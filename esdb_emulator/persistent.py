@@ -34,15 +34,15 @@ Deliberate differences:
 - The server's timer ticks every second (PersistentSubscriptionService.cs); the emulator ticks
   every `PersistentSubscriptionsService.tick_seconds` (0.1 s) so timeouts and time-based
   checkpoints are observed sooner.
-- Events are pulled from the store by one background thread rather than pushed on commit; a
-  stream subscription still reports no position for events read from history and the commit
-  position for events that arrive once it is live, as the server does.
+- Events are pulled from the store by one background thread rather than pushed on commit;
+  every event carries its commit position, read from history or live, as the server's do.
 - The default `$all` filter (EventFilter.cs DefaultAllFilter: no `$epoch-information`, no
   `$all` subscription checkpoints or parked messages) also applies to history reads.
 - A filtered `$all` group advances its checkpoint over filtered-out events only while no
   buffered message is waiting (the server can checkpoint past buffered, undelivered events).
-- Pinned strategies hash stream names with crc32 instead of xxHash; extra statistics
-  (per-connection latency measurements) are not collected.
+- Pinned strategies hash stream names with crc32 instead of xxHash.
+- With extra statistics, each connection's push-to-ack latencies are reported
+  (esdb_emulator.request_stats).
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ from typing import Any, NoReturn
 import grpc
 from esdbclient.protos.Grpc import persistent_pb2, persistent_pb2_grpc, shared_pb2
 
+from esdb_emulator.request_stats import RequestStatistics
 from esdb_emulator.store import (
     ANY,
     JSON,
@@ -116,11 +117,6 @@ Pos = int | tuple[int, int]  # a stream revision, or (commit, prepare) in `$all`
 
 
 # ---------------------------------------------------------------------------------- errors
-def _md(value: str) -> str:
-    # gRPC metadata values must be printable ASCII.
-    return value.encode("ascii", "backslashreplace").decode().replace("\n", " ")
-
-
 def _abort(
     context: grpc.ServicerContext,
     code: grpc.StatusCode,
@@ -128,7 +124,9 @@ def _abort(
     metadata: tuple[tuple[str, str], ...] = (),
 ) -> NoReturn:
     if metadata:
-        context.set_trailing_metadata(tuple((k, _md(v)) for k, v in metadata))
+        # A value Kestrel refuses (a non-ASCII stream name) ends the call as on a real node:
+        # esdb_emulator.headers.
+        context.set_trailing_metadata(metadata)
     context.abort(code, details)
     raise AssertionError("context.abort returned")  # pragma: no cover
 
@@ -467,6 +465,7 @@ class _Client:
         self.last_total_items = 0
         self.subscription: _Subscription | None = None
         self.on_confirmed: list = []  # callbacks (client, message), for Pinned bookkeeping
+        self.statistics: RequestStatistics | None = None  # with the group's extra statistics
         self._cond = threading.Condition()
         self._outbox: deque[tuple[_Message, int]] = deque()
         self._dropped: tuple[grpc.StatusCode, str, tuple[tuple[str, str], ...]] | None = None
@@ -480,6 +479,8 @@ class _Client:
             return False
         self.available -= 1
         self.total_items += 1
+        if self.statistics is not None:
+            self.statistics.start(message.event_id)
         with self._cond:
             self._outbox.append((message, message.retry_count))
             self._cond.notify_all()
@@ -488,6 +489,8 @@ class _Client:
 
     def confirm(self, event_ids: Iterable[str]) -> None:
         for event_id in event_ids:
+            if self.statistics is not None:
+                self.statistics.end(event_id)
             message = self.unconfirmed.pop(event_id, None)
             if message is None:
                 continue
@@ -798,9 +801,10 @@ class _Subscription:
             self.cursor = record.revision + 1
             if self.initial is not None and record.revision <= self.initial:  # type: ignore[operator]
                 continue
-            # A stream read has no position (ResolvedEvent.OriginalPosition is null); events
-            # that arrive live carry their commit position (ProcessEventCommited).
-            self._add(record, record.revision, record.position if was_live else None, was_live)
+            # Read from history too, an event has its position: ResolvedEvent.CalculatePosition
+            # takes it from the record itself, every record being self-committed (IsCommitted
+            # prepares, EventStoreDB >= 20.6); kurrentdbclient refuses a no_position event.
+            self._add(record, record.revision, record.position, was_live)
         self.live = start + len(chunk) >= len(records)
 
     def _fill_all(self, room: int) -> None:
@@ -1104,6 +1108,8 @@ class _Subscription:
         return limit != 0 and len(self.clients) >= limit
 
     def connect(self, client: _Client) -> None:
+        if self.settings.extra_statistics:  # PersistentSubscriptionClient: RequestStatistics
+            client.statistics = RequestStatistics()
         self.clients[client.correlation_id] = client
         client.subscription = self
         self.strategy.added(client)
@@ -1161,6 +1167,12 @@ class _Subscription:
                     available_slots=client.available,
                     in_flight_messages=client.in_flight,
                     connection_name=client.connection_name,
+                    observed_measurements=[
+                        persistent_pb2.SubscriptionInfo.Measurement(key=key, value=value)
+                        for key, value in (
+                            client.statistics.measurements() if client.statistics else ()
+                        )
+                    ],
                 )
             )
         s = self.settings

@@ -26,7 +26,8 @@ As the real server does it:
 Deliberate differences:
 - No JavaScript runs: State and Result answer `{}` (what the server answers for a projection
   that is not running), and statistics report no position or progress. A started projection
-  reports status "Running", a disabled one "Stopped".
+  reports status "Running", a disabled one "Stopped", an aborted one "Aborted" (servers >=
+  21.10; "Stopped" again once the subsystem restarts, as the state is not persisted).
 - The registry and the system projections are written on the first projections call rather
   than when the node starts, so emulators that never use projections keep their `$all`
   unchanged.
@@ -100,6 +101,7 @@ class Projection:
     version: int = -1
     epoch: int = -1
     projection_id: int = 0
+    aborted: bool = False  # ManagedProjectionState.Aborted: in memory, not persisted
 
     def persisted_state(self) -> dict:
         """ManagedProjection.PersistedState as Json.ToJsonBytes writes it (defaults left out)."""
@@ -240,7 +242,9 @@ class ProjectionsService(projections_pb2_grpc.ProjectionsServicer):
 
     @staticmethod
     def _status(projection: Projection) -> str:
-        return "Running" if projection.enabled else "Stopped"
+        if projection.enabled:
+            return "Running"
+        return "Aborted" if projection.aborted else "Stopped"
 
     def _details(self, projection: Projection) -> projections_pb2.StatisticsResp.Details:
         return projections_pb2.StatisticsResp.Details(
@@ -334,17 +338,25 @@ class ProjectionsService(projections_pb2_grpc.ProjectionsServicer):
         for detail in details:
             yield projections_pb2.StatisticsResp(details=detail)
 
-    def _set_enabled(self, name: str, enabled: bool, context: grpc.ServicerContext) -> None:
+    def _set_enabled(
+        self, name: str, enabled: bool, context: grpc.ServicerContext, *, abort: bool = False
+    ) -> None:
         with self._lock:
             projection = self._get(name, context)
             if projection.enabled == enabled:
                 return  # Enable of a running projection replies Updated without a write
             projection.enabled = enabled
+            # ManagedProjection.Abort kills a running projection: Aborting, then Aborted; a
+            # stopped one stays Stopped. Enabling it again runs it.
+            projection.aborted = abort
             self._persist(projection)
 
     def Disable(self, request, context):
+        # Grpc/ProjectionManagement.Disable.cs: write_checkpoint chooses Command.Disable,
+        # otherwise Command.Abort (esdbclient's abort_projection).
         self.guard("Disable", context)
-        self._set_enabled(request.options.name, False, context)
+        abort = not request.options.write_checkpoint
+        self._set_enabled(request.options.name, False, context, abort=abort)
         return projections_pb2.DisableResp()
 
     def Enable(self, request, context):

@@ -3,8 +3,8 @@
 with Emulator() as db:                       # plaintext, no auth, free port
     client = EventStoreDBClient(db.uri)
 
-with Emulator(tls=True) as db:               # self-signed TLS, admin/changeit
-    client = EventStoreDBClient(db.uri)      # uri carries tlsCaFile=...
+with Emulator(tls=True) as db:               # TLS (CA -> node certificate), admin/changeit
+    client = EventStoreDBClient(db.uri)      # uri carries tlsCaFile=<the CA>
 """
 
 from __future__ import annotations
@@ -25,21 +25,58 @@ from esdbclient.protos.Grpc import (
 
 from core.protocol import serverfeatures_pb2_grpc
 from core.protocol.kurrentdb.protocol.v2.streams import streams_pb2_grpc as v2_streams_pb2_grpc
-from esdb_emulator import snapshot
+from esdb_emulator import snapshot, versions
 from esdb_emulator.faults import FaultConfig, FaultInjector
 from esdb_emulator.features import ServerFeaturesService
 from esdb_emulator.gossip import GossipService
+from esdb_emulator.headers import HeaderGuard
 from esdb_emulator.multi_append import MultiStreamAppendService
 from esdb_emulator.persistent import PersistentSubscriptionsService
 from esdb_emulator.projections import ProjectionsService
-from esdb_emulator.security import DEFAULT_USERS, Authenticator, Certificate, generate_self_signed
+from esdb_emulator.security import (
+    DEFAULT_USERS,
+    Authenticator,
+    Certificate,
+    generate_ca,
+    generate_self_signed,
+    issue_node_certificate,
+    load_or_create,
+)
 from esdb_emulator.store import Store
 from esdb_emulator.streams import StreamsService
+from esdb_emulator.unimplemented import Unimplemented
+from esdb_emulator.versions import DEFAULT_VERSION
 
 log = logging.getLogger(__name__)
 
 # The real server accepts large messages (an append of up to MaxAppendSize plus framing).
 _MESSAGE_LIMIT = 64 * 1024 * 1024
+_STOP_WAIT_SECONDS = 5.0
+# HTTP/2 keepalive as a KurrentDB node has it (Program.cs: Kestrel's Http2.KeepAlivePingDelay /
+# KeepAlivePingTimeout = KeepAliveInterval / KeepAliveTimeout, 10 s each): the node pings a
+# quiet connection every 10 s, and it answers every client ping (Kestrel has no ping-strike
+# policy; gRPC's default would close a connection pinged more often than every 5 minutes with
+# GOAWAY "too_many_pings", and clients ping every 10 s: issue 17, finding 1).
+KEEPALIVE_INTERVAL_MS = 10_000
+KEEPALIVE_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.keepalive_time_ms", KEEPALIVE_INTERVAL_MS),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 0),
+    ("grpc.http2.max_ping_strikes", 0),
+)
+
+
+def _certificate(host: str, cert_dir: Path | None, self_signed: bool) -> Certificate:
+    """A node certificate signed by a CA (kept in `cert_dir` across restarts when given), as
+    production nodes have; `self_signed`: a dev-mode node's self-signed one."""
+    names = (host, "localhost", "127.0.0.1")
+    if self_signed:
+        return generate_self_signed(names)
+    if cert_dir is not None:
+        return load_or_create(cert_dir, names)
+    return issue_node_certificate(generate_ca(), names)
 
 
 class Emulator:
@@ -56,7 +93,10 @@ class Emulator:
         max_workers: int = 128,
         certificate: Certificate | None = None,
         run_projections: bool = True,
-        multi_append: bool = True,  # False: an older node without the v2 multi-stream append
+        multi_append: bool | None = None,  # False: as server_version="24.10" (older name)
+        cert_dir: str | Path | None = None,
+        self_signed: bool = False,
+        server_version: str | None = None,  # "24.10", "25.1" (default) or "26.1"
     ) -> None:
         self.host = host
         self.requested_port = port
@@ -68,10 +108,18 @@ class Emulator:
         self.snapshot_path = Path(snapshot_path) if snapshot_path else None
         self.store = Store(seed_system_events=seed_system_events)
         self.max_workers = max_workers
-        self.multi_append = multi_append
+        if server_version is None:
+            server_version = DEFAULT_VERSION if multi_append in (None, True) else "24.10"
+        self.version = versions.server_version(server_version)
+        if multi_append is not None and multi_append != self.version.append_session:
+            raise ValueError(
+                f"multi_append={multi_append} contradicts server_version={server_version!r}"
+            )
+        self.multi_append = self.version.append_session
         self.run_projections = run_projections
+        self.cert_dir = Path(cert_dir) if cert_dir else None
         self.certificate = certificate or (
-            generate_self_signed((host, "localhost")) if tls else None
+            _certificate(host, self.cert_dir, self_signed) if tls else None
         )
         self._ca_dir: tempfile.TemporaryDirectory[str] | None = None
         self.ca_file: str | None = None
@@ -87,10 +135,12 @@ class Emulator:
             log.info("loaded %d records from %s", count, self.snapshot_path)
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="esdb-emu"),
+            interceptors=[HeaderGuard()],
             options=[
                 ("grpc.max_receive_message_length", _MESSAGE_LIMIT),
                 ("grpc.max_send_message_length", _MESSAGE_LIMIT),
                 ("grpc.so_reuseport", 0),
+                *KEEPALIVE_OPTIONS,
             ],
         )
         address = f"{self.host}:{self.requested_port}"
@@ -100,10 +150,14 @@ class Emulator:
                 [(self.certificate.key_pem, self.certificate.cert_pem)]
             )
             self.port = server.add_secure_port(address, credentials)
-            self._ca_dir = tempfile.TemporaryDirectory(prefix="esdb-emulator-")
-            ca = Path(self._ca_dir.name) / "ca.pem"
-            ca.write_bytes(self.certificate.cert_pem)
-            self.ca_file = str(ca)
+            kept = self.cert_dir / "ca.crt" if self.cert_dir else None
+            if kept is not None and kept.read_bytes() == self.certificate.trust_pem:
+                self.ca_file = str(kept)
+            else:
+                self._ca_dir = tempfile.TemporaryDirectory(prefix="esdb-emulator-")
+                ca = Path(self._ca_dir.name) / "ca.pem"
+                ca.write_bytes(self.certificate.trust_pem)
+                self.ca_file = str(ca)
         else:
             self.port = server.add_insecure_port(address)
         if self.port == 0:
@@ -116,16 +170,25 @@ class Emulator:
         gossip_pb2_grpc.add_GossipServicer_to_server(gossip, server)
         self._services = [streams, persistent, gossip]
         features = ServerFeaturesService(
-            self.guard_anonymous, multi_append=self.multi_append, projections=self.run_projections
+            self.guard_anonymous, self.version, projections=self.run_projections
         )
         serverfeatures_pb2_grpc.add_ServerFeaturesServicer_to_server(features, server)
-        if self.multi_append:
-            v2_streams = MultiStreamAppendService(self.store, self.guard, self.faults)
+        served = [
+            "event_store.client.streams.Streams",
+            "event_store.client.persistent_subscriptions.PersistentSubscriptions",
+            "event_store.client.gossip.Gossip",
+            "event_store.client.server_features.ServerFeatures",
+        ]
+        if self.version.append_session:
+            v2_streams = MultiStreamAppendService(self.store, self.guard, self.faults, self.version)
             v2_streams_pb2_grpc.add_StreamsServiceServicer_to_server(v2_streams, server)
+            served.append("kurrentdb.protocol.v2.streams.StreamsService")
         if self.run_projections:  # like --run-projections=None, the service is absent when off
             projections = ProjectionsService(self.store, self.guard)
             projections_pb2_grpc.add_ProjectionsServicer_to_server(projections, server)
             self._services.append(projections)
+            served.append("event_store.client.projections.Projections")
+        server.add_generic_rpc_handlers((Unimplemented(served),))
         server.start()
         self._server = server
         log.info("esdb emulator listening on %s:%d (tls=%s)", self.host, self.port, self.tls)
@@ -134,7 +197,10 @@ class Emulator:
     def stop(self, grace: float | None = 0.5) -> None:
         if self._server is None:
             return
-        self._server.stop(grace).wait()
+        # Bounded: a call that cannot end (it once could: esdb_emulator.headers) must not
+        # hang the process that stops the emulator.
+        if not self._server.stop(grace).wait((grace or 0.0) + _STOP_WAIT_SECONDS):
+            log.warning("emulator on %s stopped with calls still running", self.target)
         self._server = None
         for service in self._services:
             close = getattr(service, "close", None)

@@ -11,9 +11,13 @@ RpcExceptions.cs, Status.cs, Streams.*.cs) so esdbclient raises the same excepti
 
 from __future__ import annotations
 
+import datetime
+import math
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import grpc
 from esdbclient.protos.Grpc import shared_pb2, status_pb2, streams_pb2, streams_pb2_grpc
@@ -36,7 +40,16 @@ from esdb_emulator.store import (
 Guard = Callable[[str, grpc.ServicerContext], None]
 _PAGE = 500  # records copied out of the store per lock acquisition
 _LIVE_WAIT_SECONDS = 0.5
-_RFC_CODE = {"AlreadyExists": 6, "NotFound": 5, "InvalidArgument": 3, "PermissionDenied": 7}
+_RFC_CODE = {
+    "AlreadyExists": 6,
+    "NotFound": 5,
+    "InvalidArgument": 3,
+    "PermissionDenied": 7,
+    "DeadlineExceeded": 4,
+}
+# ClusterVNodeOptions.Database.WriteTimeoutMs: a BatchAppend write not complete (its final
+# request read) this long after its options answers Timeout, whatever deadline it asked for.
+WRITE_TIMEOUT_SECONDS = 2.0
 
 
 def recorded_event(record: Record) -> streams_pb2.ReadResp.ReadEvent.RecordedEvent:
@@ -58,11 +71,14 @@ def recorded_event(record: Record) -> streams_pb2.ReadResp.ReadEvent.RecordedEve
 
 def read_event(store: Store, record: Record, resolve_links: bool) -> streams_pb2.ReadResp:
     if resolve_links and record.type == "$>":
+        # Streams.Read.cs ConvertToReadEvent: a link whose target is gone resolves to no event
+        # (ConvertToRecordedEvent returns null): the response has the link and no `event`.
         target = store.resolve_link(record.data)
-        event = recorded_event(target) if target else streams_pb2.ReadResp.ReadEvent.RecordedEvent()
         message = streams_pb2.ReadResp.ReadEvent(
-            event=event, link=recorded_event(record), commit_position=record.position
+            link=recorded_event(record), commit_position=record.position
         )
+        if target is not None:
+            message.event.CopyFrom(recorded_event(target))
     else:
         message = streams_pb2.ReadResp.ReadEvent(
             event=recorded_event(record), commit_position=record.position
@@ -384,9 +400,10 @@ class StreamsService(streams_pb2_grpc.StreamsServicer):
     ) -> Iterator[streams_pb2.BatchAppendResp]:
         self.guard("BatchAppend", context)
         anonymous = self.is_anonymous(context)
-        pending: dict[str, tuple[streams_pb2.BatchAppendReq.Options, list[ProposedEvent], int]] = {}
+        pending: dict[str, _PendingWrite] = {}
         limit = self.faults.max_append_size  # type: ignore[attr-defined]
         for request in request_iterator:
+            yield from _expired(pending)  # the real server's per-write timers, fired by now
             correlation = request.correlation_id.string
             if request.HasField("options"):
                 if anonymous:  # anonymous stream access is off by default (ClusterVNodeOptions)
@@ -398,18 +415,25 @@ class StreamsService(streams_pb2_grpc.StreamsServicer):
                         shared_pb2.AccessDenied(),
                     )
                     continue
-                pending[correlation] = (request.options, [], 0)
-            if correlation not in pending:
+                timeout = min(_requested_timeout(request.options), WRITE_TIMEOUT_SECONDS)
+                if timeout <= 0:
+                    yield _timeout(request.correlation_id, request.options.stream_identifier)
+                    continue
+                if correlation not in pending:  # AddOrUpdate keeps a write already pending
+                    pending[correlation] = _PendingWrite(
+                        request.correlation_id, request.options, time.monotonic() + timeout
+                    )
+            write = pending.get(correlation)
+            if write is None:
                 continue
-            options, events, size = pending[correlation]
+            options = write.options
             stream_id = options.stream_identifier
             too_big = False
             for message in request.proposed_messages:
                 event = _proposed(message, context)
-                size += event.size
-                events.append(event)
-                too_big = too_big or size > limit
-            pending[correlation] = (options, events, size)
+                write.size += event.size
+                write.events.append(event)
+                too_big = too_big or write.size > limit
             if too_big:
                 del pending[correlation]
                 yield _batch_error(
@@ -422,7 +446,12 @@ class StreamsService(streams_pb2_grpc.StreamsServicer):
                 continue
             if not request.is_final:
                 continue
-            del pending[correlation]
+            # The write's timer may have fired while its events were read (20,000 events
+            # with a 1 ms deadline do): then the timer answered and nothing is written.
+            yield from _expired(pending)
+            if pending.pop(correlation, None) is None:
+                continue
+            events = write.events
             stream = stream_id.stream_name.decode()
             expected = expected_version(options, "stream_position")
             try:
@@ -514,6 +543,45 @@ class StreamsService(streams_pb2_grpc.StreamsServicer):
                 grpc.StatusCode.FAILED_PRECONDITION, f"Event stream '{stream}' is deleted."
             )
         raise AssertionError("unreachable")
+
+
+@dataclass(slots=True)
+class _PendingWrite:
+    """A BatchAppend write whose final request has not come yet (ClientWriteRequest)."""
+
+    correlation_id: shared_pb2.UUID
+    options: streams_pb2.BatchAppendReq.Options
+    expires: float  # monotonic time at which its timer answers Timeout
+    events: list[ProposedEvent] = field(default_factory=list)
+    size: int = 0
+
+
+def _requested_timeout(options: streams_pb2.BatchAppendReq.Options) -> float:
+    """Streams.BatchAppend.cs GetRequestedTimeout: the `deadline` duration, else the time left
+    until `deadline_21_10_0`, else unbounded."""
+    which = options.WhichOneof("deadline_option")
+    if which == "deadline":
+        return options.deadline.ToTimedelta().total_seconds()
+    if which == "deadline_21_10_0":
+        return options.deadline_21_10_0.ToDatetime(tzinfo=datetime.UTC).timestamp() - time.time()
+    return math.inf
+
+
+def _timeout(
+    correlation_id: shared_pb2.UUID, stream_id: shared_pb2.StreamIdentifier
+) -> streams_pb2.BatchAppendResp:
+    # Status.Timeout: code DeadlineExceeded, message "Timeout", details a packed Timeout.
+    return _batch_error(
+        correlation_id, stream_id, "Timeout", "DeadlineExceeded", shared_pb2.Timeout()
+    )
+
+
+def _expired(pending: dict[str, _PendingWrite]) -> Iterator[streams_pb2.BatchAppendResp]:
+    now = time.monotonic()
+    for correlation, write in list(pending.items()):
+        if write.expires <= now:
+            del pending[correlation]
+            yield _timeout(write.correlation_id, write.options.stream_identifier)
 
 
 def _checkpoint(position: int) -> streams_pb2.ReadResp:

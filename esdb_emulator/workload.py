@@ -33,11 +33,32 @@ class Workload:
         True  # $> link events into $ce-<category> streams, like the $by_category projection
     )
     non_json_metadata: float = 0.01  # fraction of events whose custom metadata is not JSON
+    # Extra streams named like `ünï.strm-1a2b` (non-ASCII), some of whose events have long
+    # non-ASCII types (200 characters); the first is tombstoned at the end, the second soft
+    # deleted, so the deletion paths meet such names too.
+    odd_streams: int = 0
     seed: int = 42
+
+
+ODD_TYPES = ("ÉvénementNoté", "ü" * 200, "Ω-" + "ñ" * 198, "PlainOdd")
 
 
 def stream_name(i: int) -> str:
     return f"{CATEGORIES[i % len(CATEGORIES)]}-{i:06d}"
+
+
+def odd_stream_name(i: int) -> str:
+    return f"ünï.strm-{(i * 40503 + 7) & 0xFFFF:04x}"
+
+
+def _name(workload: Workload, i: int) -> str:
+    return stream_name(i) if i < workload.streams else odd_stream_name(i - workload.streams)
+
+
+def _event_type(rng: random.Random, name: str) -> str:
+    if name.startswith("ünï."):
+        return rng.choice(ODD_TYPES)
+    return f"{name.split('-')[0].capitalize()}{rng.choice(EVENT_TYPES)}"
 
 
 def _payload(rng: random.Random, size: int, n: int) -> bytes:
@@ -54,18 +75,19 @@ def generate(
 ) -> dict[str, int]:
     """Append the workload's events to `store`. Returns counts by kind."""
     rng = random.Random(workload.seed)
-    revisions = [-1] * workload.streams
+    total = workload.streams + workload.odd_streams
+    revisions = [-1] * total
     written = links = 0
     counts = {"events": 0, "links": 0, "metadata": 0, "soft_deleted": 0, "tombstoned": 0}
     current = rng.randrange(workload.streams)
     run_left = 0
     while written < workload.events:
         if workload.interleaving == "random" or run_left <= 0:
-            current = rng.randrange(workload.streams)
+            current = rng.randrange(total)
             run_left = max(1, int(rng.expovariate(1 / workload.burst)))
         batch = 1 if workload.interleaving == "random" else min(run_left, workload.events - written)
         run_left -= batch
-        name = stream_name(current)
+        name = _name(workload, current)
         events = []
         for _ in range(batch):
             n = written + len(events)
@@ -79,7 +101,7 @@ def generate(
             events.append(
                 ProposedEvent(
                     event_id=str(uuid.UUID(int=rng.getrandbits(128))),
-                    type=f"{name.split('-')[0].capitalize()}{rng.choice(EVENT_TYPES)}",
+                    type=_event_type(rng, name),
                     content_type=JSON,
                     data=_payload(rng, size, n),
                     metadata=metadata,
@@ -105,11 +127,19 @@ def generate(
             progress(len(events))
     counts["events"] = written
     counts["links"] = links
-    for i in range(workload.streams):
+    for i in range(total):
         if revisions[i] < 0:
             continue
         roll = rng.random()
-        name = stream_name(i)
+        name = _name(workload, i)
+        if i >= workload.streams and i - workload.streams < 2:
+            if i == workload.streams:
+                store.tombstone(name, revisions[i])
+                counts["tombstoned"] += 1
+            else:
+                store.delete(name, revisions[i])
+                counts["soft_deleted"] += 1
+            continue
         if roll < workload.with_metadata:
             kind = rng.choice(("maxCount", "tb", "custom"))
             meta: dict[str, object] = {"owner": "demo", "$cacheControl": 60}

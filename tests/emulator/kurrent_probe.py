@@ -185,6 +185,7 @@ class Probe:
         self.check("persistent_create_all", self.persistent_create_all)
         self.check("persistent_list", self.persistent_list)
         self.check("persistent_get_info", self.persistent_get_info)
+        self.check("persistent_extra_statistics", self.persistent_extra_statistics)
         self.check("persistent_update", self.persistent_update)
         self.check("persistent_delete", self.persistent_delete)
         self.check("read_gossip", self.read_gossip)
@@ -722,6 +723,45 @@ class Probe:
                 "last_checkpointed_event_position": all_info.last_checkpointed_event_position,
             },
         }
+
+    def persistent_extra_statistics(self) -> dict[str, Any]:
+        # With extra statistics each connection reports its push-to-ack latencies
+        # (RequestStatistics.GetMeasurementDetails via PersistentSubscriptions.Info.cs).
+        keys = ["Mean", "Median", "Fastest", *(f"Quintile {i}" for i in range(1, 6))]
+        keys += ["90%", "95%", "99%", "99.5%", "99.9%", "Highest"]
+        stream, group = f"probe-{self.run}-stats", f"stats-{self.run}"
+        self.db.append_to_stream(
+            stream,
+            events=[event(self.type_a, n) for n in range(5)],
+            current_version=StreamState.NO_STREAM,
+            timeout=CALL_TIMEOUT,
+        )
+        self.db.create_subscription_to_stream(
+            group, stream, extra_statistics=True, timeout=CALL_TIMEOUT
+        )
+        subscription = self.db.read_subscription_to_stream(
+            group, stream, timeout=SUBSCRIPTION_TIMEOUT
+        )
+        try:
+            for n, received in enumerate(subscription, start=1):
+                time.sleep(0.01)
+                subscription.ack(received)
+                if n == 5:
+                    break
+            deadline = time.monotonic() + 5
+            while True:
+                info = self.db.get_subscription_info(group, stream, timeout=CALL_TIMEOUT)
+                measured = [c.observed_measurements for c in info.connections]
+                if (measured and measured[0]) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+        finally:
+            subscription.stop()
+        expect(len(measured) == 1, f"connections {measured}")
+        expect([m.key for m in measured[0]] == keys, f"keys {[m.key for m in measured[0]]}")
+        values = {m.key: m.value for m in measured[0]}
+        expect(values["Fastest"] >= 10, f"latencies {values}")
+        return values
 
     def persistent_update(self) -> dict[str, str]:
         self.db.update_subscription_to_stream(

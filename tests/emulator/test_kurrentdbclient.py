@@ -62,6 +62,7 @@ CHECKS = [
     "persistent_create_all",
     "persistent_list",
     "persistent_get_info",
+    "persistent_extra_statistics",
     "persistent_update",
     "persistent_delete",
     "read_gossip",

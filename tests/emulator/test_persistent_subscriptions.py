@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 from esdbclient import (
     ESDB_SYSTEM_EVENTS_REGEX,
@@ -30,7 +31,7 @@ from esdbclient.exceptions import (
     MaximumSubscriptionsReached,
     NotFound,
 )
-from esdbclient.protos.Grpc import shared_pb2
+from esdbclient.protos.Grpc import persistent_pb2, persistent_pb2_grpc, shared_pb2
 
 from esdb_emulator import Emulator
 
@@ -305,8 +306,12 @@ def test_read_stream_and_ack_advances_checkpoint(client: EventStoreDBClient) -> 
         received = take(sub, 5)
         assert [e.stream_position for e in received] == [0, 1, 2, 3, 4]
         assert all(e.retry_count == 0 for e in received)
-        # Read from history, a stream subscription's events carry no position.
-        assert all(e.commit_position is None for e in received)
+        # Read from history too, events carry their commit position: the server's
+        # ResolvedEvent.CalculatePosition takes it from the self-committed record (kurrentdbclient
+        # asserts it is there), so they are the positions the appends returned.
+        assert [e.commit_position for e in received] == [
+            e.commit_position for e in client.get_stream(stream)
+        ]
         wait_for(lambda: checkpoint_of(client, group, stream) == "4")
         info = client.get_subscription_info(group, stream)
         assert info.last_known_event_position == "4"
@@ -323,6 +328,66 @@ def test_read_stream_and_ack_advances_checkpoint(client: EventStoreDBClient) -> 
     checkpoints = client.get_stream(f"$persistentsubscription-{stream}::{group}-checkpoint")
     assert {e.type for e in checkpoints} == {"$SubscriptionCheckpoint"}
     assert json.loads(checkpoints[-1].data) == "5"
+
+
+MEASUREMENT_KEYS = [
+    "Mean",
+    "Median",
+    "Fastest",
+    *(f"Quintile {i}" for i in range(1, 6)),
+    "90%",
+    "95%",
+    "99%",
+    "99.5%",
+    "99.9%",
+    "Highest",
+]
+
+
+def connection_measurements(db: Emulator, group: str, stream: str) -> list[list[tuple[str, int]]]:
+    """Each connection's observed_measurements from GetInfo, on a raw channel with esdbclient's
+    protos: esdbclient's SubscriptionInfo leaves the connections out."""
+    request = persistent_pb2.GetInfoReq(
+        options=persistent_pb2.GetInfoReq.Options(
+            stream_identifier=shared_pb2.StreamIdentifier(stream_name=stream.encode()),
+            group_name=group,
+        )
+    )
+    with grpc.insecure_channel(db.target) as channel:
+        info = persistent_pb2_grpc.PersistentSubscriptionsStub(channel).GetInfo(request, timeout=5)
+    return [
+        [(m.key, m.value) for m in c.observed_measurements]
+        for c in info.subscription_info.connections
+    ]
+
+
+def test_extra_statistics_report_each_connections_latency(
+    db: Emulator, client: EventStoreDBClient
+) -> None:
+    # PersistentSubscriptionClient keeps RequestStatistics when ExtraStatistics is on: from
+    # push to ack, in whole milliseconds; GetStatistics reports them per connection
+    # (PersistentSubscriptions.Info.cs: ConnectionInfo.ObservedMeasurements).
+    stream = new_stream()
+    append(client, stream, events(10))
+    client.create_subscription_to_stream("stats", stream, extra_statistics=True)
+    client.create_subscription_to_stream("plain", stream)
+    with (
+        client.read_subscription_to_stream("stats", stream, timeout=READ_DEADLINE) as stats,
+        client.read_subscription_to_stream("plain", stream, timeout=READ_DEADLINE) as plain,
+    ):
+        for event in take(stats, 10, ack=False):
+            time.sleep(0.02)  # each ack comes >= 20 ms after its push
+            stats.ack(event)
+        take(plain, 10)
+        [measured] = wait_for(
+            lambda: [m for m in connection_measurements(db, "stats", stream) if m]
+        )
+        assert [key for key, _ in measured] == MEASUREMENT_KEYS
+        values = dict(measured)
+        assert values["Fastest"] >= 20
+        assert values["Fastest"] <= values["Median"] <= values["Highest"]
+        assert values["Quintile 1"] == values["Fastest"]
+        assert connection_measurements(db, "plain", stream) == [[]]
 
 
 def test_checkpoint_stops_before_oldest_unacked_message(client: EventStoreDBClient) -> None:

@@ -81,6 +81,31 @@ def test_lifecycle_as_esdbclient_sees_it(client, emulator):
     assert _stream(client, "$projections-$all")[-1].type == "$ProjectionDeleted"
 
 
+def _abort(client, name: str) -> None:
+    # esdbclient 1.1.7 has no abort_projection; its projections service sends Disable with
+    # write_checkpoint false, which is what kurrentdbclient's abort_projection sends.
+    client.projections.disable(name=name, write_checkpoint=False, timeout=5)
+
+
+def test_an_aborted_projection_reports_aborted(client, emulator):
+    # Disable with write_checkpoint false is Command.Abort (Grpc/ProjectionManagement.
+    # Disable.cs); ManagedProjection.Abort kills a running projection and its status becomes
+    # "Aborted" (servers >= 21.10; the Node client's disableProjection.test.ts checks it).
+    client.create_projection(name="aborted", query=QUERY)
+    _abort(client, "aborted")
+    assert client.get_projection_statistics(name="aborted").status == "Aborted"
+    client.enable_projection("aborted")
+    assert client.get_projection_statistics(name="aborted").status == "Running"
+    client.disable_projection("aborted")  # Command.Disable: stopped, not aborted
+    assert client.get_projection_statistics(name="aborted").status == "Stopped"
+    _abort(client, "aborted")  # a stopped projection stays Stopped
+    assert client.get_projection_statistics(name="aborted").status == "Stopped"
+    client.enable_projection("aborted")
+    _abort(client, "aborted")
+    client.restart_projections_subsystem()  # the Aborted state is not persisted
+    assert client.get_projection_statistics(name="aborted").status == "Stopped"
+
+
 def test_errors_as_the_server_reports_them(client):
     client.create_projection(name="p", query=QUERY)
     with pytest.raises(esdb.AlreadyExists):
@@ -179,6 +204,9 @@ KURRENT_PROBE = textwrap.dedent(
     out["continuous"] = len(c.list_continuous_projection_statistics())
     c.disable_projection("k")
     out["status"] = c.get_projection_statistics(name="k").status
+    c.enable_projection("k")
+    c.abort_projection("k")
+    out["aborted"] = c.get_projection_statistics(name="k").status
     c.update_projection("k", query="fromAll();", emit_enabled=False)
     c.reset_projection("k")
     out["state"] = c.get_projection_state("k").value
@@ -215,4 +243,5 @@ def test_kurrentdbclient_drives_the_projections_service(emulator, kurrent_python
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["all"] == sorted(SYSTEM | {"k"}) and out["continuous"] == 6
     assert out["status"] == "Stopped" and out["state"] == {}
+    assert out["aborted"] == "Aborted"
     assert out["duplicate"] == "AlreadyExistsError" and out["deleted"] == "NotFoundError"

@@ -15,6 +15,7 @@ import json
 import time
 import uuid
 
+import grpc
 import pytest
 from esdbclient import EventStoreDBClient, NewEvent, StreamState
 from esdbclient.exceptions import (
@@ -25,6 +26,7 @@ from esdbclient.exceptions import (
     StreamIsDeleted,
     WrongCurrentVersion,
 )
+from esdbclient.protos.Grpc import shared_pb2, streams_pb2, streams_pb2_grpc
 
 from esdb_emulator import Emulator
 
@@ -809,6 +811,51 @@ def test_link_to_deleted_event_is_skipped_when_resolving(client: EventStoreDBCli
     client.delete_stream(target_stream, current_version=0)
     assert client.get_stream(links, resolve_links=True) == ()
     assert len(client.get_stream(links)) == 1
+
+
+def _raw_read(emulator: Emulator, options: streams_pb2.ReadReq.Options) -> list:
+    with grpc.insecure_channel(emulator.target) as channel:
+        stub = streams_pb2_grpc.StreamsStub(channel)
+        return [r.event for r in stub.Read(streams_pb2.ReadReq(options=options), timeout=5)]
+
+
+def test_link_to_a_deleted_event_is_sent_without_an_event(
+    emulator: Emulator, client: EventStoreDBClient
+) -> None:
+    # Streams.Read.cs ConvertToReadEvent: Event = ConvertToRecordedEvent(e.Event) is null for a
+    # link whose target is gone, so the ReadEvent has the link and no `event` at all (an
+    # empty RecordedEvent made one client panic and another throw). Checked on the wire with
+    # esdbclient's protos: esdbclient itself skips both shapes.
+    target_stream, links = new_stream(), f"links-{uuid.uuid4()}"
+    client.append_to_stream(target_stream, current_version=StreamState.NO_STREAM, events=[ev()])
+    link = ev("$>", f"0@{target_stream}".encode())
+    client.append_to_stream(links, current_version=StreamState.NO_STREAM, events=link)
+    client.delete_stream(target_stream, current_version=0)
+    uuid_option = streams_pb2.ReadReq.Options.UUIDOption(string=shared_pb2.Empty())
+    by_stream = streams_pb2.ReadReq.Options(
+        stream=streams_pb2.ReadReq.Options.StreamOptions(
+            stream_identifier=shared_pb2.StreamIdentifier(stream_name=links.encode()),
+            start=shared_pb2.Empty(),
+        ),
+        read_direction=streams_pb2.ReadReq.Options.Forwards,
+        resolve_links=True,
+        count=10,
+        no_filter=shared_pb2.Empty(),
+        uuid_option=uuid_option,
+    )
+    in_all = streams_pb2.ReadReq.Options(
+        all=streams_pb2.ReadReq.Options.AllOptions(start=shared_pb2.Empty()),
+        read_direction=streams_pb2.ReadReq.Options.Forwards,
+        resolve_links=True,
+        count=1000,
+        no_filter=shared_pb2.Empty(),
+        uuid_option=uuid_option,
+    )
+    for options in (by_stream, in_all):
+        (read,) = [e for e in _raw_read(emulator, options) if e.link.id.string == str(link.id)]
+        assert not read.HasField("event")
+        assert read.link.stream_identifier.stream_name == links.encode()
+        assert read.commit_position == read.link.commit_position
 
 
 # --------------------------------------------------------------------- bad requests

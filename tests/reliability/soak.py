@@ -4,7 +4,7 @@ by tests/oracle.py (every event once, in order, metadata exactly as written), an
 `esdb-relay verify` (core.verify) agrees with the oracle.
 
     python -m tests.reliability.soak --kills 200 --seed 1 [--mode partitioned --partitions 8]
-        [--chain] [--no-multi-append]
+        [--chain] [--no-multi-append] [--odd-streams 2 --slice-events 100 --append-events 20]
 
 Each run starts tests/crash/relay_child.py and kills it one of two ways (seeded): at a random
 step boundary of the engine ("read", "append", "written", "commit", "committed"), after a
@@ -16,6 +16,10 @@ or the target. Bounded: stops after `kills` kills or `max_runs` runs, whichever 
 it (tests/reliability/histories.py: `$original*` keys larger, smaller or equal to the real
 place, `$schema.*` keys, padded and reordered JSON, scalars, non-JSON), is copied from A to B
 by a first job; the killed job copies B to C while B takes more such writes between runs.
+
+At the end every stream of both emulators is read (forwards, backwards, its metadata) with a
+deadline: a read that reaches it is reported in `unanswered_reads` and fails the soak (issue
+17's wedged `ünï.strm-…` stream; `--odd-streams` adds such streams to the workload).
 """
 
 from __future__ import annotations
@@ -29,8 +33,11 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from esdbclient import EventStoreDBClient
+from esdbclient.exceptions import DeadlineExceeded, EventStoreDBClientException
 
 from core.checkpoint import open_store
 from core.config import JobConfig
@@ -47,6 +54,7 @@ from tests.reliability.histories import append_odd
 STEPS = ("read", "append", "written", "commit", "committed")
 EXCLUDE = "^cart-"
 RUN_TIMEOUT = 120.0
+PROBE_TIMEOUT = 5.0
 
 
 @dataclass
@@ -73,12 +81,16 @@ class SoakReport:
     out_of_order: bool = False
     verify_differences: int = 0
     verify_agrees: bool = False  # verify found differences exactly when the oracle did
+    # Stream reads (forwards, backwards, metadata) on either emulator that did not answer
+    # within PROBE_TIMEOUT: the wedged `ünï.strm-…` stream of issue 17.
+    unanswered_reads: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
     def clean(self) -> bool:
         found = self.differences or self.duplicates or self.missing or self.extra
-        return not (found or self.out_of_order or self.checkpoint_regressions)
+        stuck = self.out_of_order or self.checkpoint_regressions or self.unanswered_reads
+        return not (found or stuck)
 
 
 def write_more(store: Store, rng: random.Random, count: int, *, odd: bool = False) -> None:
@@ -114,6 +126,9 @@ def run_soak(
     max_runs: int | None = None,
     chain: bool = False,
     multi_append: bool = True,
+    odd_streams: int = 0,
+    slice_events: int = 300,
+    append_events: int = 25,
     log: bool = False,
 ) -> SoakReport:
     rng = random.Random(f"soak-{seed}")  # not `seed`: generate() draws event ids from that
@@ -129,10 +144,11 @@ def run_soak(
         if chain:
             _migrated_before(origin, source, Path(tmp), rng, seed, events)
         else:
-            generate(source.store, Workload(events=events, streams=120, seed=seed))
+            workload = Workload(events=events, streams=120, odd_streams=odd_streams, seed=seed)
+            generate(source.store, workload)
         extra = {
-            "ESDB_RELAY_BUDGET__MAX_EVENTS": "300",
-            "ESDB_RELAY_BATCH__MAX_EVENTS": "25",
+            "ESDB_RELAY_BUDGET__MAX_EVENTS": str(slice_events),
+            "ESDB_RELAY_BATCH__MAX_EVENTS": str(append_events),
             # A killed process holds the lease until it expires; keep that short.
             "ESDB_RELAY_LEASE_TTL_SECONDS": "2",
             "ESDB_RELAY_FILTERS__EXCLUDE_STREAMS": json.dumps([EXCLUDE]),
@@ -176,6 +192,7 @@ def run_soak(
         _run_child(env, ["none", "0"], timeout=RUN_TIMEOUT)
         report.faults_injected = report.kills + report.emulator_faults
         _check(report, source, target, mode, partitions, multi_append)
+        report.unanswered_reads = _unanswered_reads(source) + _unanswered_reads(target)
         store.close()
     report.seconds = round(time.monotonic() - started, 1)
     return report
@@ -238,6 +255,34 @@ def _check(
         print("verify:", [d.model_dump() for d in checked.differences[:10]], file=sys.stderr)
 
 
+def _unanswered_reads(emulator: Emulator) -> list[str]:
+    """Every stream read through esdbclient with a deadline; an error is an answer, reaching
+    the deadline is not."""
+    client = EventStoreDBClient(emulator.uri)
+    unanswered = []
+    try:
+        for name in emulator.store.stream_names():
+            if name.startswith("$"):
+                continue
+            calls = {
+                "forwards": lambda n=name: client.get_stream(n, timeout=PROBE_TIMEOUT),
+                "backwards": lambda n=name: client.get_stream(
+                    n, backwards=True, timeout=PROBE_TIMEOUT
+                ),
+                "metadata": lambda n=name: client.get_stream_metadata(n, timeout=PROBE_TIMEOUT),
+            }
+            for what, call in calls.items():
+                try:
+                    call()
+                except DeadlineExceeded:
+                    unanswered.append(f"{emulator.target} {name!r} {what}")
+                except EventStoreDBClientException:
+                    pass
+    finally:
+        client.close()
+    return unanswered
+
+
 def _one_run(env: dict[str, str], rng: random.Random) -> tuple[bool, str]:
     if rng.random() < 0.6:
         step = rng.choice(STEPS)
@@ -291,6 +336,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--chain", action="store_true", help="data migrated before (A->B->C)")
     parser.add_argument("--no-multi-append", dest="multi_append", action="store_false")
+    parser.add_argument("--odd-streams", type=int, default=0, help="streams named ünï.strm-…")
+    parser.add_argument("--slice-events", type=int, default=300)
+    parser.add_argument("--append-events", type=int, default=25)
     args = parser.parse_args()
     report = run_soak(
         args.kills,
@@ -300,6 +348,9 @@ def main() -> None:
         events=args.events,
         chain=args.chain,
         multi_append=args.multi_append,
+        odd_streams=args.odd_streams,
+        slice_events=args.slice_events,
+        append_events=args.append_events,
         log=True,
     )
     print(json.dumps(asdict(report), indent=2))

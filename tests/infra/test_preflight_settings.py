@@ -68,7 +68,7 @@ def aws_settings(subnets: list[str], peering: str, mode: str = "peered") -> dict
 
 def terraform_settings(folder: str, local: str, values: dict[str, Any]) -> dict[str, str]:
     """The settings map, its ${...} evaluated with `values`: references, and the one
-    conditional form the templates use, `COND ? A : B` (A, B references or "")."""
+    conditional form the templates use, `COND ? A : B` (A, B references or string literals)."""
     merged: dict[str, Any] = {}
     for path in sorted((INFRA / folder).glob("*.tf")):
         for block in hcl2.loads(path.read_text(), serialization_options=OPTIONS).get("locals", []):
@@ -77,8 +77,8 @@ def terraform_settings(folder: str, local: str, values: dict[str, Any]) -> dict[
 
     def term(text: str) -> Any:
         text = text.strip()
-        if text == '""':
-            return ""
+        if re.fullmatch(r'"[^"]*"', text):  # a string literal
+            return text[1:-1]
         assert text in values, f"the test cannot evaluate {text}"
         return values[text]
 

@@ -3,8 +3,9 @@
 `sam deploy` uploads the zip, rewrites CodeUri to its S3 location and hands the template to
 CloudFormation, which runs the AWS::Serverless-2016-10-31 transform (aws-sam-translator). This
 test does the same offline: CodeUri becomes an S3 URI as `sam deploy` writes it, the sample
-samconfig's parameters (its peered [default] and public environments) are the parameter values, aws-sam-translator (in .venv-sam) transforms
-it, and cfn-lint checks the plain CloudFormation template that results (errors and warnings).
+samconfig's parameters (its peered [default] and public environments) are the parameter values,
+aws-sam-translator (in .venv-sam) transforms it, and cfn-lint checks the plain CloudFormation
+template that results (errors and warnings).
 """
 
 from __future__ import annotations

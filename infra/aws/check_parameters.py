@@ -413,7 +413,7 @@ def _check_nat_subnet(
     return problems
 
 
-def main(argv: list[str] | None = None) -> int:
+def arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("samconfig", type=Path, help="the samconfig.toml sam deploy reads")
     parser.add_argument("--config-env", default="default", help="its environment (default)")
@@ -422,7 +422,11 @@ def main(argv: list[str] | None = None) -> int:
         "--aws", action="store_true", help="also check the subnets and routes in the account"
     )
     parser.add_argument("--region", help="AWS region for --aws (default: samconfig's region)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments().parse_args(argv)
     try:
         template = load_template(args.template)
         params = read_samconfig(args.samconfig, args.config_env)

@@ -290,7 +290,12 @@ def _gcloud(*args: str) -> subprocess.CompletedProcess[str]:
     binary = shutil.which("gcloud")
     if binary is None:
         pytest.fail("gcloud is not on PATH (the Google Cloud SDK also runs the emulators)")
-    return _run([binary, *args], CLOUDSDK_CORE_DISABLE_PROMPTS="1")
+    # Offline: no prompt, no check for newer components.
+    return _run(
+        [binary, *args],
+        CLOUDSDK_CORE_DISABLE_PROMPTS="1",
+        CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK="1",
+    )
 
 
 @functools.cache
@@ -381,6 +386,7 @@ def az_help(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, st
         env={
             **os.environ,
             "AZURE_CORE_COLLECT_TELEMETRY": "no",
+            "AZURE_CORE_SURVEY_MESSAGE": "no",
             "AZURE_CONFIG_DIR": str(tmp_path_factory.mktemp("az")),
         },
     )

@@ -15,8 +15,12 @@ AVENV  := .venv-audit
 LVENV  := .venv-lambda
 WVENV  := .venv-azure-worker
 SVENV  := .venv-sam
+# The Azure CLI and the AWS SAM CLI, each in its own environment, for the check that every az
+# and sam command in docs/deploy-*.md is one the CLI has (tests/infra/test_deploy_commands.py).
+AZVENV := .venv-azcli
+SCVENV := .venv-samcli
 
-.PHONY: setup kurrent-env checkov-env runtimes-env audit-env audit services-deps demo test lint format clean bench soak
+.PHONY: setup kurrent-env checkov-env runtimes-env docs-cli-env audit-env audit services-deps demo test lint format clean bench soak
 
 setup: $(VENV)/.installed
 
@@ -61,6 +65,20 @@ $(SVENV)/.installed: tests/runtimes/sam-requirements.txt
 	$(SVENV)/bin/uv pip install --quiet --python $(SVENV)/bin/python -r tests/runtimes/sam-requirements.txt
 	touch $@
 
+docs-cli-env: $(AZVENV)/.installed $(SCVENV)/.installed
+
+$(AZVENV)/.installed: tests/infra/azure-cli-requirements.txt
+	$(PYTHON) -m venv $(AZVENV)
+	$(AZVENV)/bin/python -m pip install --quiet --disable-pip-version-check uv
+	$(AZVENV)/bin/uv pip install --quiet --python $(AZVENV)/bin/python -r tests/infra/azure-cli-requirements.txt
+	touch $@
+
+$(SCVENV)/.installed: tests/infra/sam-cli-requirements.txt
+	$(PYTHON) -m venv $(SCVENV)
+	$(SCVENV)/bin/python -m pip install --quiet --disable-pip-version-check uv
+	$(SCVENV)/bin/uv pip install --quiet --python $(SCVENV)/bin/python -r tests/infra/sam-cli-requirements.txt
+	touch $@
+
 audit-env: $(AVENV)/.installed
 
 $(AVENV)/.installed: tests/security/audit-requirements.txt
@@ -91,7 +109,7 @@ lint: setup
 
 services-deps: node_modules/.bin/azurite-table
 
-test: setup kurrent-env checkov-env runtimes-env services-deps lint audit
+test: setup kurrent-env checkov-env runtimes-env docs-cli-env services-deps lint audit
 	$(BIN)/python -m pytest
 
 # The long reliability runs: the tests marked `soak` (Firestore restart, network partition,
@@ -117,4 +135,4 @@ format: setup
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) $(KVENV) $(CVENV) $(AVENV) $(LVENV) $(WVENV) $(SVENV) node_modules .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(KVENV) $(CVENV) $(AVENV) $(LVENV) $(WVENV) $(SVENV) $(AZVENV) $(SCVENV) node_modules .pytest_cache .ruff_cache

@@ -151,14 +151,21 @@ class Fixed:
 FIXED = [
     Fixed(
         "AWS",
-        "peered",
+        "both",
         "2 interface endpoints (SQS, Secrets Manager) x 2 AZs",
         4 * 0.01,
         0.01,
         "aws.amazon.com/privatelink/pricing; + 2 x 2 AZs with CreateLogsEndpoint=true",
     ),
     Fixed("AWS", "both", "DynamoDB gateway endpoint", 0.0, 0.0, "free"),
-    Fixed("AWS", "public", "NAT gateway (one AZ)", 0.045, 0.045, "aws.amazon.com/vpc/pricing"),
+    Fixed(
+        "AWS",
+        "public",
+        "NAT gateway (one, in NatSubnetId)",
+        0.045,
+        0.045,
+        "aws.amazon.com/vpc/pricing; carries only EventStoreDB traffic",
+    ),
     Fixed(
         "AWS",
         "public",
@@ -186,10 +193,10 @@ FIXED = [
     Fixed(
         "Google Cloud",
         "public",
-        "Cloud NAT gateway (2 connector VMs)",
+        "Cloud NAT gateway (2 connector VMs; 3 at most)",
         2 * 0.0014,
         0.045,
-        "cloud.google.com/nat/pricing",
+        "cloud.google.com/nat/pricing; Google APIs bypass it (Private Google Access)",
     ),
     Fixed(
         "Google Cloud",
@@ -227,10 +234,11 @@ FIXED = [
     Fixed(
         "Azure",
         "public",
-        "NAT gateway",
+        "NAT gateway (Standard) on the function's subnet",
         0.045,
         0.045,
-        "azure.microsoft.com/pricing/details/azure-nat-gateway",
+        "azure.microsoft.com/pricing/details/azure-nat-gateway; storage and Key Vault stay on "
+        "their private endpoints",
     ),
     Fixed(
         "Azure",
@@ -250,11 +258,13 @@ def fixed_section() -> list[str]:
         "",
         f"What a deployment costs before it copies an event, {HOURS_PER_MONTH} hours a month, "
         f"list prices ({PRICES_AS_OF}). They are larger than the per-event costs below for any "
-        "migration under about a billion events. *Peered* is the topology the templates deploy "
-        "(VPC/VNet peering with Event Store Cloud); *public* reaches a public cluster through "
-        "a static egress IP on its allowlist instead. Data processed by endpoints and NAT is "
-        "extra, per GB: the events copied cross it once (and the source's reads, when the "
-        "source is reached the same way).",
+        "migration under about a billion events. Each template deploys one of two topologies, "
+        "chosen by one setting (AWS `NetworkMode`, Google Cloud and Azure `network_mode`): "
+        "*peered* (VPC/VNet peering with Event Store Cloud, the default) or *public* (a public "
+        "cluster reached through a NAT whose static egress IP its allowlist names). *both* "
+        "rows are in either. Data processed by endpoints and NAT is extra, per GB: the events "
+        "copied cross it once (and the source's reads, when the source is reached the same "
+        "way).",
         "",
         "| cloud | topology | item | USD / month | + USD / GB | source |",
         "|---|---|---|---:|---:|---|",
@@ -273,15 +283,18 @@ def fixed_section() -> list[str]:
         out.append(f"| {cloud} | {peered:,.2f} | {public:,.2f} |")
     out += [
         "",
-        "AWS public: the interface endpoints are then optional (the NAT gateway reaches SQS "
-        "and Secrets Manager); with them, add the peered row's endpoints. A NAT gateway in "
-        "each Availability Zone doubles its row.",
+        "In the public topology the templates keep the AWS interface endpoints, the Google "
+        "Cloud connector and the Azure private endpoints, so calls to the clouds' own services "
+        "never cross the NAT: it carries the EventStoreDB traffic (on Azure also the "
+        "function's telemetry to Azure Monitor and Entra ID sign-ins). One NAT gateway (AWS: "
+        "in one Availability Zone, shared by the function's subnets) gives one address to "
+        "allowlist; a NAT gateway per zone would double its row and add an address.",
         "",
     ]
     return out
 
 
-def render(measured: list[Measured], run_note: str) -> str:
+def render(measured: list[Measured], run_note: str, machine: str = "") -> str:
     out = [
         "# Cost model",
         "",
@@ -289,6 +302,10 @@ def render(measured: list[Measured], run_note: str) -> str:
         "rates that run measured at **5 ms emulated latency per target call, random "
         f"interleaving** ({run_note}). Re-run `make bench` to regenerate; do not edit by hand.",
         "",
+    ]
+    if machine:
+        out += [f"Machine: {machine}.", ""]
+    out += [
         "## Assumptions",
         "",
         f"- Prices: {PRICES_AS_OF}; on-demand list prices, no free tier, no savings plans.",

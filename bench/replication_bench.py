@@ -487,7 +487,8 @@ def cost_model_doc(report: Report, plan: Plan) -> str:
         for r in rows
     ]
     note = f"{plan.random.label}, commit {_commit()}"
-    return cost_model.render(measured, note)
+    machine = f"{_machine()}; load average during the run: {'; '.join(report.loads)}"
+    return cost_model.render(measured, note, machine)
 
 
 if __name__ == "__main__":

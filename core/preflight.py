@@ -3,14 +3,22 @@
 For the source and the target: the connection string, DNS, TCP (with connect latency), TLS
 (certificate, trust, host name, expiry), gossip (cluster members and whether they are reachable
 from here), credentials (a read of `$all`; on the target also a write probe that writes
-nothing) and the round trip of a gRPC call. Then the network rules of Event Store Cloud
-peering: a peering link carries a single IP range, so every subnet and pod range the function
-uses must lie inside it; on Azure the link has no gateway transit, so the function must sit in
-the directly peered VNet.
+nothing) and the round trip of a gRPC call. Then the network, in one of two topologies:
 
-Every check says ok, warn, fail or skip (not run because an earlier one failed), what it found,
-and for anything but ok, the exact fix. Each network step has its own timeout. The report never
-holds a password: connection strings appear redacted.
+- peered (the default): the rules of Event Store Cloud peering. A peering link carries a single
+  IP range, so every subnet and pod range the function uses must lie inside it; on Azure the
+  link has no gateway transit, so the function must sit in the directly peered VNet.
+- public: a public cluster with an IP allowlist, reached through a NAT with a static egress
+  address. Preflight checks the egress addresses given are public ones, that the target
+  resolves to public addresses, and whether the cluster accepted the connection (a public
+  cluster drops what its allowlist does not name). It cannot see the NAT's public address from
+  inside the function without asking an outside service, and says so ("unknown") instead of
+  guessing.
+
+Every check says ok, warn, fail, skip (not run because an earlier one failed) or unknown (cannot
+be told from where preflight runs), what it found, and for warn and fail, the exact fix. Each
+network step has its own timeout. The report never holds a password: connection strings appear
+redacted.
 """
 
 from __future__ import annotations
@@ -47,9 +55,11 @@ from core.eventstore import (
     parse_connection_string,
 )
 
-CheckStatus = Literal["ok", "warn", "fail", "skip"]
+CheckStatus = Literal["ok", "warn", "fail", "skip", "unknown"]
 Cloud = Literal["aws", "gcp", "azure"]
 CLOUDS: tuple[str, ...] = ("aws", "gcp", "azure")
+NetworkMode = Literal["peered", "public"]
+NETWORK_MODES: tuple[str, ...] = ("peered", "public")
 
 TCP_CONNECTS = 3  # connects timed per host; the median is reported
 GRPC_CALLS = 5  # round trips timed per endpoint; the median is reported
@@ -108,16 +118,27 @@ def preflight(
     peering_cidr: str | None = None,
     cloud: Cloud | None = None,
     vnet_is_peered_directly: bool | None = None,
+    network_mode: NetworkMode | None = None,
+    egress_ips: Iterable[str] = (),
     timeout: float = 5.0,
 ) -> PreflightReport:
-    """Check both endpoints and the network layout. ConfigError if a CIDR or the cloud given
-    is not valid (nothing is checked then)."""
+    """Check both endpoints and the network layout. ConfigError if a CIDR, an egress address,
+    the cloud or the network mode given is not valid (nothing is checked then).
+
+    network_mode None means peered unless egress addresses are given (then public)."""
     subnets = list(subnets)
-    plan = network_plan(subnets, peering_cidr, cloud)
+    plan = network_plan(subnets, peering_cidr, cloud, network_mode, list(egress_ips))
     checks: list[Check] = []
     local: set[str] = set()
+    target_probe: _EndpointProbe | None = None
     for side, secret in (("source", job.source), ("target", job.target)):
-        probe = _EndpointProbe(side, secret.get_secret_value(), timeout)
+        probe = _EndpointProbe(
+            side,
+            secret.get_secret_value(),
+            timeout,
+            public=plan.mode == "public" and side == "target",
+            egress_ips=[str(ip) for ip in plan.egress_ips],
+        )
         try:
             probe.run()
         except Exception as e:  # a report with what was found beats a traceback
@@ -129,8 +150,17 @@ def preflight(
             )
         checks += probe.checks
         local |= probe.local_addresses
+        if side == "target":
+            target_probe = probe
     checks.append(checkpoint_store_check(job, timeout))
     checks += network_checks(plan, cloud, vnet_is_peered_directly, local)
+    if plan.mode == "public" and target_probe is not None:
+        checks += public_checks(
+            plan.egress_ips,
+            resolved=target_probe.resolved,
+            reachable=target_probe.reachable,
+            local_addresses=target_probe.local_addresses,
+        )
     return PreflightReport(
         job_id=job.job_id,
         source=redact_connection_string(job.source.get_secret_value()),
@@ -140,34 +170,46 @@ def preflight(
     )
 
 
-def preflight_from_env(job: JobConfig, *, timeout: float = 5.0) -> PreflightReport:
-    """The handler action: the network settings come from the deployment's env vars
-    ESDB_RELAY_PREFLIGHT__SUBNETS (JSON list or comma-separated), __PEERING_CIDR, __CLOUD and
-    __VNET_PEERED_DIRECTLY (true/false); without them only the endpoints are checked."""
-    prefix = f"{ENV_PREFIX}PREFLIGHT__"
-    raw = os.environ.get(f"{prefix}SUBNETS", "").strip()
+def _env_list(name: str) -> list[str]:
+    """A JSON list or a comma-separated list from the environment variable `name`."""
+    raw = os.environ.get(name, "").strip()
     if raw.startswith("["):
         try:
-            subnets = [str(s) for s in json.loads(raw)]
+            return [str(s) for s in json.loads(raw)]
         except ValueError:
             raise ConfigError(
-                f"{prefix}SUBNETS is not a JSON list",
+                f"{name} is not a JSON list",
                 hint='use e.g. ["10.0.1.0/24","10.4.0.0/14"] or 10.0.1.0/24,10.4.0.0/14',
             ) from None
-    else:
-        subnets = [s.strip() for s in raw.split(",") if s.strip()]
+    return [s.strip() for s in raw.split(",") if s.strip()]
+
+
+def preflight_from_env(job: JobConfig, *, timeout: float = 5.0) -> PreflightReport:
+    """The handler action: the network settings come from the deployment's env vars
+    ESDB_RELAY_PREFLIGHT__SUBNETS (JSON list or comma-separated), __PEERING_CIDR, __CLOUD,
+    __VNET_PEERED_DIRECTLY (true/false), __NETWORK_MODE (peered/public) and __EGRESS_IPS (the
+    NAT's static addresses, JSON list or comma-separated); without them only the endpoints are
+    checked."""
+    prefix = f"{ENV_PREFIX}PREFLIGHT__"
+    subnets = _env_list(f"{prefix}SUBNETS")
+    egress_ips = _env_list(f"{prefix}EGRESS_IPS")
     cloud = os.environ.get(f"{prefix}CLOUD", "").strip().lower() or None
     if cloud is not None and cloud not in CLOUDS:
         raise ConfigError(f"{prefix}CLOUD is {cloud!r}", hint="use aws, gcp or azure")
     direct = os.environ.get(f"{prefix}VNET_PEERED_DIRECTLY", "").strip().lower()
     if direct not in ("", "true", "false", "1", "0"):
         raise ConfigError(f"{prefix}VNET_PEERED_DIRECTLY is {direct!r}", hint="use true or false")
+    mode = os.environ.get(f"{prefix}NETWORK_MODE", "").strip().lower() or None
+    if mode is not None and mode not in NETWORK_MODES:
+        raise ConfigError(f"{prefix}NETWORK_MODE is {mode!r}", hint="use peered or public")
     return preflight(
         job,
         subnets=subnets,
         peering_cidr=os.environ.get(f"{prefix}PEERING_CIDR", "").strip() or None,
         cloud=cloud,  # type: ignore[arg-type]
         vnet_is_peered_directly=None if direct == "" else direct in ("true", "1"),
+        network_mode=mode,  # type: ignore[arg-type]
+        egress_ips=egress_ips,
         timeout=timeout,
     )
 
@@ -226,8 +268,12 @@ class _EndpointProbe:
     side: str
     connection_string: str
     timeout: float
+    public: bool = False  # a public cluster behind an IP allowlist, reached through a NAT
+    egress_ips: list[str] = field(default_factory=list)  # the NAT's static addresses, if known
     checks: list[Check] = field(default_factory=list)
-    local_addresses: set[str] = field(default_factory=set)
+    local_addresses: set[str] = field(default_factory=set)  # where our connections left from
+    resolved: list[str] = field(default_factory=list)  # the hosts' addresses, as DNS gave them
+    reachable: list[tuple[str, int]] = field(default_factory=list)  # hosts that accepted TCP
 
     def add(
         self, what: str, status: CheckStatus, detail: str, fix: str | None = None, **figures: float
@@ -329,6 +375,7 @@ class _EndpointProbe:
                 failed.append(f"{host} ({addresses})")
                 continue
             found.append(f"{host} → {', '.join(addresses)}")
+            self.resolved += addresses
             public += [a for a in addresses if not ipaddress.ip_address(a).is_private]
         figures = {"seconds": round(time.monotonic() - start, 3)}
         if failed:
@@ -345,7 +392,7 @@ class _EndpointProbe:
                 **figures,
             )
             return bool(found)
-        if public:
+        if public and not self.public:
             self.add(
                 "DNS",
                 "warn",
@@ -390,6 +437,7 @@ class _EndpointProbe:
             problem, fix = result
             problems.append(f"{_hostport(host, port)}: {problem}")
             fixes.add(fix)
+        self.reachable = list(reachable)
         if self.local_addresses:
             lines.append("from " + ", ".join(sorted(self.local_addresses)))
         if problems:
@@ -420,6 +468,16 @@ class _EndpointProbe:
                     "listens on 2113 by default) and that the server is running",
                 )
             except TimeoutError:
+                if self.public:
+                    return (
+                        f"no answer within {self.timeout:g}s",
+                        "a public cluster drops connections from addresses its IP allowlist "
+                        "does not name: add the function's egress address "
+                        f"({', '.join(self.egress_ips) or 'the NAT output of the template'}) "
+                        "to the cluster's allowlist, and check that the function's subnet "
+                        "routes 0.0.0.0/0 through the NAT and its security group or NSG lets "
+                        "the port out",
+                    )
                 return (
                     f"no answer within {self.timeout:g}s",
                     "packets are dropped on the way: allow inbound TCP on the port from the "
@@ -830,12 +888,15 @@ def checkpoint_store_check(job: JobConfig, timeout: float) -> Check:
 # --- the network --------------------------------------------------------------------------
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True)
 class NetworkPlan:
     subnets: list[Network]
     peering: Network | None
+    mode: NetworkMode = "peered"
+    egress_ips: list[Address] = field(default_factory=list)
 
 
 def _cidr(value: str, what: str) -> Network:
@@ -848,12 +909,52 @@ def _cidr(value: str, what: str) -> Network:
         raise ConfigError(f"{what} {value!r} is not a valid CIDR range: {e}", hint=hint) from None
 
 
-def network_plan(subnets: list[str], peering_cidr: str | None, cloud: str | None) -> NetworkPlan:
+def _address(value: str) -> Address:
+    text = value.strip()
+    try:
+        return ipaddress.ip_address(text.removesuffix("/32"))
+    except ValueError:
+        raise ConfigError(
+            f"egress IP {value!r} is not an IP address",
+            hint="give the NAT's static public address, e.g. 34.120.5.6 (the template's egress "
+            "IP output)",
+        ) from None
+
+
+def network_plan(
+    subnets: list[str],
+    peering_cidr: str | None,
+    cloud: str | None,
+    network_mode: str | None = None,
+    egress_ips: list[str] | None = None,
+) -> NetworkPlan:
     if cloud is not None and cloud not in CLOUDS:
         raise ConfigError(f"cloud {cloud!r} is not known", hint="use aws, gcp or azure")
+    if network_mode is not None and network_mode not in NETWORK_MODES:
+        raise ConfigError(
+            f"network mode {network_mode!r} is not known",
+            hint="use peered (VPC/VNet peering with Event Store Cloud) or public (a public "
+            "cluster with an IP allowlist, reached through a NAT)",
+        )
+    egress = [_address(ip) for ip in egress_ips or []]
+    mode: NetworkMode = network_mode or ("public" if egress else "peered")  # type: ignore[assignment]
+    if mode == "public" and peering_cidr:
+        raise ConfigError(
+            "a peering range was given for the public topology",
+            hint="a public cluster is reached through a NAT, not a peering: drop the peering "
+            "range, or use the peered network mode",
+        )
+    if mode == "peered" and egress:
+        raise ConfigError(
+            "egress IPs were given for the peered topology",
+            hint="egress IPs are the NAT's addresses a public cluster's allowlist names: use "
+            "the public network mode, or drop them",
+        )
     return NetworkPlan(
         subnets=[_cidr(s, "subnet") for s in subnets],
         peering=_cidr(peering_cidr, "peering range") if peering_cidr else None,
+        mode=mode,
+        egress_ips=egress,
     )
 
 
@@ -874,6 +975,8 @@ def network_checks(
     local_addresses: Iterable[str] = (),
 ) -> list[Check]:
     checks: list[Check] = []
+    if plan.mode == "public":  # no peering: its range rules and Azure's transit do not apply
+        return checks
     peering = plan.peering
     pods = " (on GKE: the cluster's pod address range too)" if cloud == "gcp" else ""
     if plan.subnets and peering is None:
@@ -958,6 +1061,168 @@ def network_checks(
     return checks
 
 
+ALLOWLIST = "the cluster's IP allowlist (Kurrent Cloud console, the cluster's public access)"
+
+
+def _listed(addresses: Iterable[Address | str]) -> str:
+    return ", ".join(str(a) for a in addresses)
+
+
+def public_checks(
+    egress_ips: list[Address],
+    *,
+    resolved: Iterable[str],
+    reachable: Iterable[tuple[str, int]],
+    local_addresses: Iterable[str],
+) -> list[Check]:
+    """The public topology, from what the target's probe saw: the addresses its host resolved
+    to, the hosts that accepted TCP, and the local addresses those connections left from.
+
+    What cannot be told from here: the address the cluster sees. Behind a NAT the function's
+    sockets carry a private address; the public one is added on the way out, and only the far
+    side (or an outside "what is my IP" service, which preflight does not call) can report it.
+    """
+    checks: list[Check] = []
+    given = _listed(egress_ips)
+    # 1. the egress addresses the deployment says it has
+    name = "network: egress IPs"
+    not_public = [ip for ip in egress_ips if not ip.is_global]
+    if not egress_ips:
+        checks.append(
+            Check(
+                name=name,
+                status="warn",
+                detail="no egress IP given: preflight cannot say which address the cluster's "
+                "allowlist must hold",
+                fix="pass --egress-ip with the NAT's static address (the template's egress IP "
+                f"output; {ENV_PREFIX}PREFLIGHT__EGRESS_IPS in a deployment)",
+            )
+        )
+    elif not_public:
+        checks.append(
+            Check(
+                name=name,
+                status="fail",
+                detail=f"{_listed(not_public)} is not a public address: the cluster sees the "
+                "NAT's public address, never a private or reserved one",
+                fix="give the static public address of the NAT (AWS: the stack output "
+                "EgressIp; Google Cloud and Azure: terraform output egress_ip)",
+            )
+        )
+    else:
+        checks.append(
+            Check(
+                name=name,
+                status="ok",
+                detail=f"the function's traffic to the cluster leaves through {given}; "
+                f"{ALLOWLIST} must name it",
+            )
+        )
+    # 2. the target resolves to public addresses
+    addresses = sorted(set(resolved))
+    name = "network: target address"
+    private = [a for a in addresses if not ipaddress.ip_address(a).is_global]
+    if not addresses:
+        checks.append(
+            Check(name=name, status="skip", detail="not run: the target's host did not resolve")
+        )
+    elif private:
+        checks.append(
+            Check(
+                name=name,
+                status="fail",
+                detail=f"the target resolves to {_listed(private)}, not a public address: a "
+                "public cluster has public addresses, and no NAT reaches a private one "
+                "(this looks like a peered cluster, or a private DNS answer)",
+                fix="use the cluster's public address from the Kurrent Cloud console, or "
+                "deploy the peered topology for a private cluster",
+            )
+        )
+    else:
+        checks.append(
+            Check(
+                name=name,
+                status="ok",
+                detail=f"the target resolves to public address(es) {_listed(addresses)}, "
+                "reached through the NAT",
+            )
+        )
+    # 3. the address the cluster sees: only knowable here when a socket carries it itself
+    name = "network: outbound address"
+    left_from = sorted(set(local_addresses))
+    public_here = [a for a in left_from if ipaddress.ip_address(a).is_global]
+    if not left_from:
+        checks.append(
+            Check(
+                name=name,
+                status="unknown",
+                detail="cannot tell from here: no connection to the target was made",
+            )
+        )
+    elif not public_here:
+        checks.append(
+            Check(
+                name=name,
+                status="unknown",
+                detail=f"cannot tell from here: connections to the target left from "
+                f"{_listed(left_from)}, a private address that the NAT replaces with its public "
+                "one on the way out; only the cluster (or an outside service, which preflight "
+                "does not call) sees that address"
+                + (f". The deployment says it is {given}" if egress_ips else ""),
+            )
+        )
+    elif egress_ips and not {ipaddress.ip_address(a) for a in public_here} & set(egress_ips):
+        checks.append(
+            Check(
+                name=name,
+                status="fail",
+                detail=f"connections to the target left from the public address(es) "
+                f"{_listed(public_here)}, not from the egress IP(s) {given}",
+                fix="run preflight inside the deployed function (its preflight action), or "
+                "give the address this machine really leaves from",
+            )
+        )
+    else:
+        checks.append(
+            Check(
+                name=name,
+                status="ok" if egress_ips else "warn",
+                detail=f"connections to the target left from the public address(es) "
+                f"{_listed(public_here)}",
+                fix=None if egress_ips else f"{ALLOWLIST} must name {_listed(public_here)}",
+            )
+        )
+    # 4. the allowlist: a cluster that accepted our connection admits our outbound address
+    name = "network: allowlist"
+    hosts = list(reachable)
+    if not addresses:
+        checks.append(
+            Check(name=name, status="skip", detail="not run: the target's host did not resolve")
+        )
+    elif hosts:
+        checks.append(
+            Check(
+                name=name,
+                status="ok",
+                detail=f"the cluster accepted connections from where preflight runs "
+                f"({_listed(_hostport(*h) for h in hosts)}), so its allowlist admits this "
+                "outbound address (run in the function, that is the NAT's)",
+            )
+        )
+    else:
+        checks.append(
+            Check(
+                name=name,
+                status="fail",
+                detail="the cluster accepted no connection: a public cluster drops connections "
+                "from addresses its allowlist does not name",
+                fix=f"add {given or 'the NAT egress IP'} to {ALLOWLIST}; see the target's TCP "
+                "check for what was seen",
+            )
+        )
+    return checks
+
+
 def _azure_check(direct: bool | None) -> Check:
     rule = (
         "Event Store Cloud creates Azure peering links with 'Allow gateway transit' disabled "
@@ -997,4 +1262,5 @@ __all__ = [
     "network_plan",
     "preflight",
     "preflight_from_env",
+    "public_checks",
 ]

@@ -28,6 +28,7 @@ _MARKS = {
     "warn": "[yellow]![/]",
     "fail": "[red]✗[/]",
     "skip": "[dim]-[/]",
+    "unknown": "[cyan]?[/]",
 }
 
 
@@ -35,6 +36,11 @@ class CloudName(StrEnum):
     aws = "aws"
     gcp = "gcp"
     azure = "azure"
+
+
+class NetworkModeName(StrEnum):
+    peered = "peered"
+    public = "public"
 
 
 def preflight(
@@ -64,13 +70,27 @@ def preflight(
         help="Azure: whether the function's VNet is the one peered with Event Store Cloud "
         "(peering links have no gateway transit).",
     ),
+    network_mode: NetworkModeName | None = typer.Option(
+        None,
+        "--network-mode",
+        help="peered (VPC/VNet peering with Event Store Cloud, the default) or public (a "
+        "public cluster with an IP allowlist, reached through a NAT); public when --egress-ip "
+        "is given.",
+    ),
+    egress_ip: list[str] = typer.Option(
+        [],
+        "--egress-ip",
+        help="Public topology: the NAT's static address the cluster's allowlist names (repeat "
+        "for each).",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
     timeout: float = typer.Option(
         5.0, "--timeout", min=0.1, help="Seconds each network step may take."
     ),
 ) -> None:
-    """Check DNS, TCP, TLS, credentials, cluster and latency of both endpoints, and that the
-    function's subnets lie inside the peering range.
+    """Check DNS, TCP, TLS, credentials, cluster and latency of both endpoints, and the
+    network: the function's subnets inside the peering range (peered), or the egress IPs, the
+    target's public address and its allowlist (public).
 
     Exits 0 when nothing failed, 1 when a check failed, 2 on a configuration error.
     """
@@ -91,6 +111,8 @@ def preflight(
             peering_cidr=peering_cidr,
             cloud=cloud.value if cloud else None,  # type: ignore[arg-type]
             vnet_is_peered_directly=vnet_peered_directly,
+            network_mode=network_mode.value if network_mode else None,  # type: ignore[arg-type]
+            egress_ips=egress_ip,
             timeout=timeout,
         )
     except ConfigError as e:

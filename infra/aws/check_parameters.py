@@ -7,15 +7,20 @@ CIDR. This script does what CloudFormation cannot, from the same samconfig.toml 
 `sam deploy` reads:
 
 - every parameter against the template's constraints, and the template's Rules;
-- each function subnet (SubnetCidrs) lies inside the peered range (PeeringRemoteCidr): an Event
-  Store Cloud peering link routes exactly one range back to your VPC, so a function in a subnet
-  outside it can send to the cluster but never gets an answer;
-- the peered range and the Event Store Cloud network do not overlap; port ranges are ranges.
+- NetworkMode=peered: each function subnet (SubnetCidrs) lies inside the peered range
+  (PeeringRemoteCidr): an Event Store Cloud peering link routes exactly one range back to your
+  VPC, so a function in a subnet outside it can send to the cluster but never gets an answer;
+  the peered range and the Event Store Cloud network do not overlap;
+- NetworkMode=public: a NAT subnet that is not a function subnet, and one to three route tables
+  (the stack adds one 0.0.0.0/0 route to each);
+- port ranges are ranges.
 
 With --aws it also asks EC2 (read-only calls) whether SubnetIds really have those CIDRs and lie
-in VpcId, one per Availability Zone; whether their route tables send PeeringCidr to a peering
-connection; whether RouteTableIds are those route tables; whether the VPC has the DNS settings
-that private-DNS interface endpoints need; and whether DynamoDbPrefixListId is DynamoDB's.
+in VpcId, one per Availability Zone; whether RouteTableIds are their route tables; whether the
+VPC has the DNS settings that private-DNS interface endpoints need; whether DynamoDbPrefixListId
+is DynamoDB's; and per topology: peered, whether the route tables send PeeringCidr to a peering
+connection; public, whether NatSubnetId is a public subnet of the VPC (a 0.0.0.0/0 route to an
+internet gateway) and the function's route tables have no 0.0.0.0/0 route yet.
 
     python infra/aws/check_parameters.py infra/aws/samconfig.toml [--config-env default] [--aws]
 
@@ -163,10 +168,46 @@ def _ports(value: str) -> tuple[int, int]:
     return int(low), int(high or low)
 
 
+MAX_NAT_ROUTE_TABLES = 3  # NatRoute1..3 in the template
+
+
 def _check_rules(v: Mapping[str, str]) -> list[str]:
     problems: list[str] = []
     nets: dict[str, ipaddress.IPv4Network] = {}
-    for name in ("PeeringCidr", "PeeringRemoteCidr", "SourceCidr"):
+    public = v["NetworkMode"] == "public"
+    tables = [r.strip() for r in v["RouteTableIds"].split(",")]
+    if public:
+        if not v["NatSubnetId"]:
+            problems.append(
+                "NetworkMode=public needs NatSubnetId (a public subnet of the VPC for the NAT "
+                "gateway)"
+            )
+        if "" in tables:
+            problems.append(
+                "NetworkMode=public needs RouteTableIds (the route tables of SubnetIds): the "
+                "stack routes their 0.0.0.0/0 to the NAT gateway"
+            )
+        elif len(tables) > MAX_NAT_ROUTE_TABLES:
+            problems.append(
+                f"RouteTableIds: {len(tables)} route tables; the template routes at most "
+                f"{MAX_NAT_ROUTE_TABLES} to the NAT gateway (use subnets that share route tables)"
+            )
+        if v["NatSubnetId"] in [s.strip() for s in v["SubnetIds"].split(",")]:
+            problems.append(
+                f"NatSubnetId {v['NatSubnetId']} is one of SubnetIds: the NAT gateway needs a "
+                "public subnet, the function private ones"
+            )
+    else:
+        for name in ("PeeringCidr", "PeeringRemoteCidr"):
+            if not v[name]:
+                problems.append(
+                    f"{name}: required with NetworkMode=peered (the peering's "
+                    f"{'Local' if name == 'PeeringCidr' else 'Remote'} address in the Event Store "
+                    "Cloud console)"
+                )
+        if problems:
+            return problems
+    for name in ("SourceCidr",) if public else ("PeeringCidr", "PeeringRemoteCidr", "SourceCidr"):
         net = _network(v[name])
         if net is None:
             problems.append(
@@ -207,7 +248,7 @@ def _check_rules(v: Mapping[str, str]) -> list[str]:
         if not 1 <= low <= high <= 65535:
             problems.append(f"{name}: {v[name]} is not a port or a FROM-TO range within 1-65535")
     # The template's Rules, so that a mistake shows before CloudFormation refuses the change set.
-    if v["PeeringCidr"] == v["PeeringRemoteCidr"]:
+    if not public and v["PeeringCidr"] == v["PeeringRemoteCidr"]:
         problems.append("PeeringCidr and PeeringRemoteCidr are the same range")
     if v["Mode"] == "ordered" and float(v["Partitions"]) != 1:
         problems.append("Partitions > 1 needs Mode=partitioned")
@@ -267,12 +308,31 @@ def check_aws(params: Mapping[str, str], ec2: Any) -> list[str]:
                 main_table = table
             elif association.get("SubnetId"):
                 by_subnet[association["SubnetId"]] = table
-    esc = ipaddress.IPv4Network(params["PeeringCidr"])
+    public = params.get("NetworkMode", "peered") == "public"
+    esc = None if public else ipaddress.IPv4Network(params["PeeringCidr"])
     wanted_tables = {r.strip() for r in params.get("RouteTableIds", "").split(",") if r.strip()}
     for subnet_id in subnet_ids:
         table = by_subnet.get(subnet_id, main_table)
         if table is None:
             problems.append(f"{subnet_id}: no route table found")
+            continue
+        if wanted_tables and table["RouteTableId"] not in wanted_tables:
+            problems.append(
+                f"RouteTableIds: {subnet_id} uses {table['RouteTableId']}, which is not listed "
+                + (
+                    "(the stack would not route it to the NAT gateway)"
+                    if public
+                    else "(the DynamoDB gateway endpoint would not serve it)"
+                )
+            )
+        if esc is None:
+            default = [r for r in table.get("Routes", []) if _is_default_route(r)]
+            if default:
+                problems.append(
+                    f"{subnet_id}: its route table {table['RouteTableId']} already has a "
+                    f"0.0.0.0/0 route ({_route_target(default[0])}); the stack's route to the "
+                    "NAT gateway would fail. Use subnets whose route tables have none"
+                )
             continue
         peering_routes = [
             route
@@ -287,11 +347,9 @@ def check_aws(params: Mapping[str, str], ec2: Any) -> list[str]:
                 f"PeeringCidr {esc} to a peering connection (accept the Event Store Cloud "
                 "peering and add the route)"
             )
-        if wanted_tables and table["RouteTableId"] not in wanted_tables:
-            problems.append(
-                f"RouteTableIds: {subnet_id} uses {table['RouteTableId']}, which is not listed "
-                "(the DynamoDB gateway endpoint would not serve it)"
-            )
+
+    if public:
+        problems += _check_nat_subnet(params, ec2, vpc_id, by_subnet, main_table)
 
     if params.get("CreateInterfaceEndpoints", "true") == "true":
         for attribute, key in (
@@ -312,7 +370,50 @@ def check_aws(params: Mapping[str, str], ec2: Any) -> list[str]:
     return problems
 
 
-def main(argv: list[str] | None = None) -> int:
+def _is_default_route(route: Mapping[str, Any]) -> bool:
+    return route.get("DestinationCidrBlock") == "0.0.0.0/0" and route.get("State") != "blackhole"
+
+
+def _route_target(route: Mapping[str, Any]) -> str:
+    for key in ("GatewayId", "NatGatewayId", "TransitGatewayId", "VpcPeeringConnectionId"):
+        if route.get(key):
+            return str(route[key])
+    return "another target"
+
+
+def _check_nat_subnet(
+    params: Mapping[str, str],
+    ec2: Any,
+    vpc_id: str,
+    by_subnet: Mapping[str, Mapping[str, Any]],
+    main_table: Mapping[str, Any] | None,
+) -> list[str]:
+    """NetworkMode=public: NatSubnetId is a subnet of the VPC that reaches the internet
+    through an internet gateway (where a NAT gateway must sit)."""
+    nat_subnet = params["NatSubnetId"]
+    try:
+        found = ec2.describe_subnets(SubnetIds=[nat_subnet])["Subnets"]
+    except Exception as exc:  # botocore ClientError: no such subnet
+        return [f"NatSubnetId: cannot describe {nat_subnet}: {exc}"]
+    problems = []
+    if found[0]["VpcId"] != vpc_id:
+        problems.append(f"NatSubnetId: {nat_subnet} is in {found[0]['VpcId']}, not VpcId {vpc_id}")
+    table = by_subnet.get(nat_subnet, main_table)
+    internet = [
+        r
+        for r in (table or {}).get("Routes", [])
+        if _is_default_route(r) and str(r.get("GatewayId", "")).startswith("igw-")
+    ]
+    if not internet:
+        problems.append(
+            f"NatSubnetId: {nat_subnet} is not a public subnet (its route table has no "
+            "0.0.0.0/0 route to an internet gateway): a NAT gateway there cannot reach the "
+            "cluster"
+        )
+    return problems
+
+
+def arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("samconfig", type=Path, help="the samconfig.toml sam deploy reads")
     parser.add_argument("--config-env", default="default", help="its environment (default)")
@@ -321,7 +422,11 @@ def main(argv: list[str] | None = None) -> int:
         "--aws", action="store_true", help="also check the subnets and routes in the account"
     )
     parser.add_argument("--region", help="AWS region for --aws (default: samconfig's region)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments().parse_args(argv)
     try:
         template = load_template(args.template)
         params = read_samconfig(args.samconfig, args.config_env)

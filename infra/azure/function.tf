@@ -56,10 +56,13 @@ locals {
 
     # The preflight action checks the function's subnet lies inside the peering range; the app
     # is integrated into the directly peered VNet (no gateway transit on Event Store Cloud links).
+    # Public: it checks the egress IP, the cluster's public address and its allowlist instead.
     ESDB_RELAY_PREFLIGHT__SUBNETS              = var.function_subnet_cidr
-    ESDB_RELAY_PREFLIGHT__PEERING_CIDR         = var.peering_remote_range
+    ESDB_RELAY_PREFLIGHT__PEERING_CIDR         = local.public ? "" : var.peering_remote_range
     ESDB_RELAY_PREFLIGHT__CLOUD                = "azure"
-    ESDB_RELAY_PREFLIGHT__VNET_PEERED_DIRECTLY = "true"
+    ESDB_RELAY_PREFLIGHT__VNET_PEERED_DIRECTLY = local.public ? "" : "true"
+    ESDB_RELAY_PREFLIGHT__NETWORK_MODE         = var.network_mode
+    ESDB_RELAY_PREFLIGHT__EGRESS_IPS           = local.egress_ip
   }
   app_settings = merge(var.job_settings, local.relay_app_settings)
 }
@@ -148,6 +151,7 @@ resource "azurerm_linux_function_app" "relay" {
     azurerm_private_endpoint.relay,
     azurerm_private_dns_zone_virtual_network_link.relay,
     azurerm_subnet_network_security_group_association.function,
+    azurerm_subnet_nat_gateway_association.function,
   ]
 }
 

@@ -4,6 +4,11 @@
 data "azurerm_client_config" "current" {}
 
 locals {
+  # The topology (variables.tf, network_mode): peered, or public through a NAT gateway.
+  public = var.network_mode == "public"
+  # The static address a public cluster's allowlist names (network.tf); "" when peered.
+  egress_ip = local.public ? azurerm_public_ip.egress[0].ip_address : ""
+
   # /subscriptions/<sub>/resourceGroups/<group>/providers/Microsoft.Network/virtualNetworks/<name>
   peered_vnet = {
     subscription_id     = split("/", var.peered_vnet_id)[2]

@@ -2,6 +2,10 @@
 # Cloud peers with. Azure peering links from Event Store Cloud have "Allow gateway transit"
 # disabled, so a VNet peered to that VNet (hub and spoke) cannot reach the cluster: the function
 # must be integrated into a subnet of the directly peered VNet, inside the peering's one range.
+#
+# network_mode = "public": a public cluster with an IP allowlist, no peering. The VNet
+# (peered_vnet_id) need not be peered; a NAT gateway with a static public IP on the function's
+# subnet carries its internet traffic, and the allowlist names that IP (end of this file).
 
 data "azurerm_virtual_network" "peered" {
   name                = local.peered_vnet.name
@@ -48,11 +52,11 @@ resource "azurerm_subnet" "function" {
       error_message = "location must be the peered VNet's region (${data.azurerm_virtual_network.peered.location}): regional VNet integration only joins a VNet in the app's own region."
     }
     precondition {
-      condition     = length(data.azurerm_virtual_network.peered.vnet_peerings) > 0
+      condition     = local.public || length(data.azurerm_virtual_network.peered.vnet_peerings) > 0
       error_message = "The VNet ${local.peered_vnet.name} has no peering: create the Event Store Cloud peering with it first (docs/deploy-azure.md, step 1)."
     }
     precondition {
-      condition     = local.peering_range_in_vnet
+      condition     = local.public || local.peering_range_in_vnet
       error_message = "peering_remote_range ${var.peering_remote_range} is not inside the peered VNet's address space (${join(", ", local.vnet_address_space)}): give the range the Event Store Cloud peering was created with."
     }
     precondition {
@@ -123,19 +127,33 @@ resource "azurerm_network_security_group" "function" {
     destination_port_range     = "443"
   }
 
+  # Outbound rules that depend on the inputs (local.function_conditional_rules below), in one
+  # dynamic block: checkov renders one, but fails its NSG checks on two.
   dynamic "security_rule" {
-    for_each = var.allow_internet_egress ? [] : [1]
+    for_each = local.function_conditional_rules
     content {
-      name                       = "deny-internet-outbound"
-      priority                   = 4000
+      name                       = security_rule.key
+      priority                   = security_rule.value.priority
       direction                  = "Outbound"
-      access                     = "Deny"
-      protocol                   = "*"
+      access                     = security_rule.value.access
+      protocol                   = security_rule.value.protocol
       source_address_prefix      = "*"
       source_port_range          = "*"
       destination_address_prefix = "Internet"
-      destination_port_range     = "*"
+      destination_port_range     = security_rule.value.port
     }
+  }
+}
+
+locals {
+  # The public topology: the cluster's port on the internet, through the NAT gateway (a public
+  # cluster's node addresses are not fixed, so the rule names the port, not them). Unless
+  # allow_internet_egress: the rest of the internet denied.
+  function_conditional_rules = {
+    for rule in [
+      { name = "allow-cluster-internet-outbound", enabled = local.public, priority = 130, access = "Allow", protocol = "Tcp", port = tostring(var.cluster_port) },
+      { name = "deny-internet-outbound", enabled = !var.allow_internet_egress, priority = 4000, access = "Deny", protocol = "*", port = "*" },
+    ] : rule.name => rule if rule.enabled
   }
 }
 
@@ -247,4 +265,43 @@ resource "azurerm_private_endpoint" "relay" {
     name                 = "default"
     private_dns_zone_ids = [local.zone_ids[each.key]]
   }
+}
+
+# --- the public topology: a NAT gateway with a static public IP ------------------------------
+
+resource "azurerm_public_ip" "egress" {
+  count               = local.public ? 1 : 0
+  name                = "pip-${var.name}-egress"
+  location            = azurerm_resource_group.relay.location
+  resource_group_name = azurerm_resource_group.relay.name
+  allocation_method   = "Static"
+  sku                 = "Standard"
+  tags                = local.tags
+}
+
+resource "azurerm_nat_gateway" "egress" {
+  count               = local.public ? 1 : 0
+  name                = "ng-${var.name}"
+  location            = azurerm_resource_group.relay.location
+  resource_group_name = azurerm_resource_group.relay.name
+  sku_name            = "Standard"
+  # Minutes an idle TCP connection keeps its translation (4 by default); a slice's gRPC
+  # connections stay busy, and the next slice opens new ones.
+  idle_timeout_in_minutes = 10
+  tags                    = local.tags
+}
+
+resource "azurerm_nat_gateway_public_ip_association" "egress" {
+  count                = local.public ? 1 : 0
+  nat_gateway_id       = azurerm_nat_gateway.egress[0].id
+  public_ip_address_id = azurerm_public_ip.egress[0].id
+}
+
+# With vnet_route_all_enabled, all of the app's outbound traffic enters this subnet; what goes
+# to the internet (the cluster) leaves through the NAT gateway's static address. Storage and
+# Key Vault stay on their private endpoints.
+resource "azurerm_subnet_nat_gateway_association" "function" {
+  count          = local.public ? 1 : 0
+  subnet_id      = azurerm_subnet.function.id
+  nat_gateway_id = azurerm_nat_gateway.egress[0].id
 }

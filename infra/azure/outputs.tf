@@ -15,6 +15,11 @@ output "function_subnet_id" {
   value = azurerm_subnet.function.id
 }
 
+output "egress_ip" {
+  description = "network_mode = \"public\": the static address the function's connections to the cluster leave from. Add it to the cluster's IP allowlist (docs/deploy-azure.md). Null when peered."
+  value       = local.public ? azurerm_public_ip.egress[0].ip_address : null
+}
+
 output "managed_identity_client_id" {
   value = azurerm_user_assigned_identity.relay.client_id
 }

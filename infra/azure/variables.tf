@@ -38,10 +38,32 @@ variable "name" {
   }
 }
 
-# --- the network peered with Event Store Cloud ---------------------------------------------
+# --- the network ----------------------------------------------------------------------------
+
+variable "network_mode" {
+  description = "How the function reaches the cloud cluster. \"peered\": through peered_vnet_id's peering with Event Store Cloud (give peering_remote_range). \"public\": a public cluster with an IP allowlist, through a NAT gateway with a static public IP (output egress_ip) that you add to the allowlist; no peering."
+  type        = string
+  default     = "peered"
+
+  validation {
+    condition     = contains(["peered", "public"], var.network_mode)
+    error_message = "network_mode must be \"peered\" (VNet peering with Event Store Cloud) or \"public\" (a public cluster with an IP allowlist, through a NAT gateway)."
+  }
+}
+
+variable "cluster_port" {
+  description = "network_mode \"public\": the cloud cluster's gRPC port, which the function's NSG lets out to the internet (through the NAT gateway)."
+  type        = number
+  default     = 2113
+
+  validation {
+    condition     = var.cluster_port >= 1 && var.cluster_port <= 65535 && floor(var.cluster_port) == var.cluster_port
+    error_message = "cluster_port must be a TCP port, 1-65535."
+  }
+}
 
 variable "peered_vnet_id" {
-  description = "Resource ID of the VNet that is directly peered with Event Store Cloud. Azure peering links have gateway transit disabled, so the function must sit in this VNet, not in a VNet peered to it."
+  description = "Resource ID of the VNet the function joins. network_mode \"peered\": the VNet directly peered with Event Store Cloud (Azure peering links have gateway transit disabled, so the function must sit in this VNet, not in a VNet peered to it). \"public\": any VNet in the region."
   type        = string
 
   validation {
@@ -51,17 +73,18 @@ variable "peered_vnet_id" {
 }
 
 variable "peering_remote_range" {
-  description = "The single IP range of your VNet given to the Event Store Cloud peering (the peering's \"Remote Address\" in the Cloud console). Only addresses in it can reach the cluster."
+  description = "network_mode \"peered\": the single IP range of your VNet given to the Event Store Cloud peering (the peering's \"Remote Address\" in the Cloud console). Only addresses in it can reach the cluster. Unset (null) with network_mode \"public\"."
   type        = string
+  default     = null
 
   validation {
-    condition     = try(can(regex("^\\d+\\.\\d+\\.\\d+\\.\\d+/\\d+$", var.peering_remote_range)) && cidrsubnet(var.peering_remote_range, 0, 0) == var.peering_remote_range, false)
-    error_message = "peering_remote_range must be an IPv4 CIDR with no host bits set, e.g. 10.20.0.0/16."
+    condition     = var.network_mode == "public" ? var.peering_remote_range == null : try(can(regex("^\\d+\\.\\d+\\.\\d+\\.\\d+/\\d+$", var.peering_remote_range)) && cidrsubnet(var.peering_remote_range, 0, 0) == var.peering_remote_range, false)
+    error_message = "peering_remote_range must be an IPv4 CIDR with no host bits set, e.g. 10.20.0.0/16, with network_mode \"peered\", and unset with network_mode \"public\" (no peering)."
   }
 }
 
 variable "function_subnet_cidr" {
-  description = "CIDR of the new subnet the function app is integrated into; it must lie inside peering_remote_range and the peered VNet's address space, and must be free."
+  description = "CIDR of the new subnet the function app is integrated into; it must lie inside the VNet's address space (and, with network_mode \"peered\", inside peering_remote_range), and must be free."
   type        = string
 
   validation {
@@ -71,7 +94,8 @@ variable "function_subnet_cidr" {
 
   validation {
     # A inside B: A's prefix is at least B's, and A's first address cut to B's prefix is B.
-    condition     = try(tonumber(split("/", var.function_subnet_cidr)[1]) >= tonumber(split("/", var.peering_remote_range)[1]) && cidrsubnet("${cidrhost(var.function_subnet_cidr, 0)}/${split("/", var.peering_remote_range)[1]}", 0, 0) == cidrsubnet(var.peering_remote_range, 0, 0), false)
+    # Not with network_mode "public": there is no peering range then.
+    condition     = var.network_mode == "public" || try(tonumber(split("/", var.function_subnet_cidr)[1]) >= tonumber(split("/", var.peering_remote_range)[1]) && cidrsubnet("${cidrhost(var.function_subnet_cidr, 0)}/${split("/", var.peering_remote_range)[1]}", 0, 0) == cidrsubnet(var.peering_remote_range, 0, 0), false)
     error_message = "function_subnet_cidr must lie inside peering_remote_range: an Event Store Cloud peering link carries one IP range, and the function's traffic comes from this subnet. Pick a free block inside the peering range."
   }
 }

@@ -108,12 +108,14 @@ resource "google_cloudfunctions2_function" "event" {
     ingress_settings               = "ALLOW_INTERNAL_ONLY"
     all_traffic_on_latest_revision = true
 
-    # Private addresses (the Event Store Cloud cluster over the peering, a source on private
-    # addresses) go through the connector into the peered VPC; Google APIs (Firestore, Pub/Sub,
-    # Secret Manager) are reached directly on Google's network, so the VPC needs no NAT and the
-    # connector carries only EventStoreDB traffic.
+    # Peered: private addresses (the Event Store Cloud cluster over the peering, a source on
+    # private addresses) go through the connector into the peered VPC; Google APIs (Firestore,
+    # Pub/Sub, Secret Manager) are reached directly on Google's network, so the VPC needs no
+    # NAT and the connector carries only EventStoreDB traffic. Public: everything goes through
+    # the connector, so that the public cluster sees Cloud NAT's static address (network.tf);
+    # Google APIs take Private Google Access from the connector's subnet.
     vpc_connector                 = google_vpc_access_connector.relay.id
-    vpc_connector_egress_settings = "PRIVATE_RANGES_ONLY"
+    vpc_connector_egress_settings = local.public ? "ALL_TRAFFIC" : "PRIVATE_RANGES_ONLY"
 
     environment_variables = local.environment
 
@@ -175,7 +177,7 @@ resource "google_cloudfunctions2_function" "http" {
     all_traffic_on_latest_revision = true
 
     vpc_connector                 = google_vpc_access_connector.relay.id
-    vpc_connector_egress_settings = "PRIVATE_RANGES_ONLY"
+    vpc_connector_egress_settings = local.public ? "ALL_TRAFFIC" : "PRIVATE_RANGES_ONLY"
 
     environment_variables = local.environment
 

@@ -1,4 +1,9 @@
 locals {
+  # The topology (variables.tf, network_mode): peered, or public through Cloud NAT.
+  public = var.network_mode == "public"
+  # The static address a public cluster's allowlist names (network.tf); "" when peered.
+  egress_ip = local.public ? google_compute_address.egress[0].address : ""
+
   # Firestore database ids: 4-63 lowercase letters, digits and hyphens.
   database_id = "${var.name}-checkpoints"
 
@@ -24,10 +29,13 @@ locals {
     ESDB_RELAY_FUNCTION_TIMEOUT   = tostring(var.timeout_seconds)
     GOOGLE_CLOUD_PROJECT          = var.project
     # The preflight action checks the connector's range (the functions' source addresses)
-    # lies inside the peering range.
+    # lies inside the peering range (peered), or the egress IP, the cluster's public address
+    # and its allowlist (public).
     ESDB_RELAY_PREFLIGHT__SUBNETS      = var.connector_cidr
-    ESDB_RELAY_PREFLIGHT__PEERING_CIDR = var.peering_cidr
+    ESDB_RELAY_PREFLIGHT__PEERING_CIDR = local.public ? "" : var.peering_cidr
     ESDB_RELAY_PREFLIGHT__CLOUD        = "gcp"
+    ESDB_RELAY_PREFLIGHT__NETWORK_MODE = var.network_mode
+    ESDB_RELAY_PREFLIGHT__EGRESS_IPS   = local.egress_ip
   }
   # job_settings cannot name these keys (variables.tf); merged last, the module's values win.
   environment = merge(var.job_settings, local.relay_environment)

@@ -55,7 +55,12 @@ output "firestore_database" {
 
 output "connector" {
   description = "The Serverless VPC Access connector and its subnet range (inside the peering range)."
-  value       = "${google_vpc_access_connector.relay.id} (${var.connector_cidr} in ${var.peering_cidr})"
+  value       = local.public ? "${google_vpc_access_connector.relay.id} (${var.connector_cidr}, through Cloud NAT ${google_compute_router_nat.egress[0].name})" : "${google_vpc_access_connector.relay.id} (${var.connector_cidr} in ${var.peering_cidr})"
+}
+
+output "egress_ip" {
+  description = "network_mode = \"public\": the static address the functions' connections to the cluster leave from. Add it to the cluster's IP allowlist (docs/deploy-gcp.md). Null when peered."
+  value       = local.public ? google_compute_address.egress[0].address : null
 }
 
 output "secrets" {

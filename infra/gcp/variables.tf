@@ -36,10 +36,21 @@ variable "name" {
   }
 }
 
-# --- the peered network --------------------------------------------------------------------
+# --- the network ----------------------------------------------------------------------------
+
+variable "network_mode" {
+  description = "How the functions reach the cloud cluster. \"peered\": through this VPC's peering with Event Store Cloud (give peering_cidr). \"public\": a public cluster with an IP allowlist, through Cloud NAT with a reserved static address (output egress_ip) that you add to the allowlist; no peering."
+  type        = string
+  default     = "peered"
+
+  validation {
+    condition     = contains(["peered", "public"], var.network_mode)
+    error_message = "network_mode must be \"peered\" (VPC peering with Event Store Cloud) or \"public\" (a public cluster with an IP allowlist, through Cloud NAT)."
+  }
+}
 
 variable "network" {
-  description = "Name of the VPC network peered with the Event Store Cloud network (the network of the peering's 'remote address' range)."
+  description = "Name of the VPC network of the connector: peered with the Event Store Cloud network (the network of the peering's 'remote address' range) when network_mode is \"peered\"."
   type        = string
 
   validation {
@@ -49,22 +60,23 @@ variable "network" {
 }
 
 variable "peering_cidr" {
-  description = "The single IP range given as the Event Store Cloud peering's remote address (the range of this VPC that the peering routes to the cluster), e.g. 10.10.0.0/16. Event Store Cloud accepts one range per peering, so everything that talks to the cluster must sit inside it."
+  description = "network_mode \"peered\": the single IP range given as the Event Store Cloud peering's remote address (the range of this VPC that the peering routes to the cluster), e.g. 10.10.0.0/16. Event Store Cloud accepts one range per peering, so everything that talks to the cluster must sit inside it. Null (unset) when network_mode is \"public\"."
   type        = string
+  default     = null
 
   validation {
-    condition     = can(cidrnetmask(var.peering_cidr))
-    error_message = "peering_cidr must be an IPv4 CIDR block, e.g. 10.10.0.0/16."
+    condition     = var.network_mode == "public" ? var.peering_cidr == null : can(cidrnetmask(var.peering_cidr))
+    error_message = "peering_cidr must be an IPv4 CIDR block (e.g. 10.10.0.0/16) with network_mode \"peered\", and unset with network_mode \"public\" (no peering)."
   }
 
   validation {
-    condition     = try(cidrhost(var.peering_cidr, 0) == split("/", var.peering_cidr)[0], false)
+    condition     = var.peering_cidr == null || try(cidrhost(var.peering_cidr, 0) == split("/", var.peering_cidr)[0], false)
     error_message = "peering_cidr must be written with its network address, as in the Event Store Cloud console (e.g. 10.10.0.0/16, not 10.10.3.7/16)."
   }
 }
 
 variable "connector_cidr" {
-  description = "The /28 range of the subnet created for the Serverless VPC Access connector. The functions' traffic to the cluster leaves from these addresses, so it must lie inside peering_cidr and must not overlap any existing subnet of the network (e.g. the last /28 of the peered range: 10.10.255.240/28)."
+  description = "The /28 range of the subnet created for the Serverless VPC Access connector. The functions' traffic to the cluster leaves from these addresses, so with network_mode \"peered\" it must lie inside peering_cidr (e.g. the last /28 of the peered range: 10.10.255.240/28); it must not overlap any existing subnet of the network."
   type        = string
 
   validation {
@@ -82,7 +94,8 @@ variable "connector_cidr" {
     # range when it is no larger (its prefix is at least as long) and its address, cut to the
     # peering prefix length, is the peering network address. Event Store Cloud peers one range
     # only; a connector outside it is unreachable from the cluster (the GKE pod-range pitfall).
-    condition = try(
+    # Not with network_mode "public": there is no peering range then.
+    condition = var.network_mode == "public" || try(
       tonumber(split("/", var.connector_cidr)[1]) >= tonumber(split("/", var.peering_cidr)[1]) &&
       cidrhost("${split("/", var.connector_cidr)[0]}/${split("/", var.peering_cidr)[1]}", 0) == cidrhost(var.peering_cidr, 0),
       false
@@ -97,14 +110,14 @@ variable "esc_cidr" {
   default     = null
 
   validation {
-    condition = var.esc_cidr == null ? true : try(
+    condition = var.esc_cidr == null ? true : var.network_mode == "peered" && try(
       cidrhost(var.esc_cidr, 0) == split("/", var.esc_cidr)[0] &&
       # Two blocks overlap when one contains the other: compare both at the shorter prefix.
       cidrhost("${split("/", var.esc_cidr)[0]}/${min(tonumber(split("/", var.esc_cidr)[1]), tonumber(split("/", var.peering_cidr)[1]))}", 0) !=
       cidrhost("${split("/", var.peering_cidr)[0]}/${min(tonumber(split("/", var.esc_cidr)[1]), tonumber(split("/", var.peering_cidr)[1]))}", 0),
       false
     )
-    error_message = "esc_cidr must be an IPv4 CIDR block written with its network address that does not overlap peering_cidr (peered networks cannot share addresses)."
+    error_message = "esc_cidr must be an IPv4 CIDR block written with its network address that does not overlap peering_cidr (peered networks cannot share addresses), and unset with network_mode \"public\"."
   }
 }
 
@@ -204,6 +217,7 @@ variable "job_settings" {
       "ESDB_RELAY_PARTITIONS", "ESDB_RELAY_BUDGET__MAX_EVENTS", "ESDB_RELAY_CHECKPOINT_STORE",
       "ESDB_RELAY_CHAIN_TOPIC", "ESDB_RELAY_FUNCTION_TIMEOUT", "ESDB_RELAY_PREFLIGHT__SUBNETS",
       "ESDB_RELAY_PREFLIGHT__PEERING_CIDR", "ESDB_RELAY_PREFLIGHT__CLOUD",
+      "ESDB_RELAY_PREFLIGHT__NETWORK_MODE", "ESDB_RELAY_PREFLIGHT__EGRESS_IPS",
     ])) == 0
     error_message = "job_settings must not set ESDB_RELAY_SOURCE or ESDB_RELAY_TARGET (connection strings live in Secret Manager only) nor a setting this module sets from its own variables (job_id, mode, partitions, slice_max_events, the checkpoint store, the chain topic, the time-out, the preflight's network settings)."
   }

@@ -6,7 +6,9 @@ or the CLI output.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
+import ipaddress
 import json
 import socket
 import threading
@@ -21,9 +23,11 @@ from core.errors import ConfigError
 from core.invocation import invoke, parse_request
 from core.preflight import (
     PreflightReport,
+    _EndpointProbe,
     network_checks,
     network_plan,
     preflight,
+    public_checks,
     server_version,
 )
 from esdb_emulator import Emulator
@@ -533,3 +537,243 @@ def test_the_server_version_is_read_from_http_info_when_a_node_serves_it():
         server.server_close()
     with Emulator() as db:  # the emulator speaks gRPC only: nothing to report
         assert server_version(db.host, db.port, False, None, 3.0) is None
+
+
+# --- the public topology: a public cluster behind an IP allowlist, reached through a NAT -------
+#
+# The emulators listen on 127.0.0.1, which is not a public address, and no public address can
+# be bound on this machine: the branches that need one (a target resolving to public addresses,
+# a socket leaving from a public address) are tested through public_checks and the DNS step
+# with IP literals, which resolve without any network.
+
+EGRESS = "34.120.5.6"  # a public (global) address; never connected to
+
+
+def public(report: PreflightReport) -> dict[str, object]:
+    return {c.name: c for c in report.checks if c.name.startswith("network: ")}
+
+
+def test_public_topology_against_a_reachable_target(pair):
+    source, target = pair
+    report = run(uri(source), uri(target), network_mode="public", egress_ips=[EGRESS])
+    checks = public(report)
+    assert checks["network: egress IPs"].status == "ok"
+    assert EGRESS in checks["network: egress IPs"].detail
+    assert "allowlist" in checks["network: egress IPs"].detail
+    # 127.0.0.1 is what the emulator's name resolves to: not a public cluster
+    target_address = checks["network: target address"]
+    assert target_address.status == "fail" and "127.0.0.1" in target_address.detail
+    assert "peered" in target_address.fix
+    # the socket left from 127.0.0.1, a private address: the NAT's is not visible here
+    outbound = checks["network: outbound address"]
+    assert outbound.status == "unknown" and outbound.detail.startswith("cannot tell from here")
+    assert "127.0.0.1" in outbound.detail and EGRESS in outbound.detail
+    # the target accepted the connection: whatever the allowlist holds, it admits us
+    allowlist = checks["network: allowlist"]
+    assert allowlist.status == "ok" and target.target in allowlist.detail
+    # no peering checks in the public topology, and the report fails on the target address only
+    assert not any("subnet" in name or "peering" in name for name in checks)
+    assert report.summary() == "1 check(s) failed: network: target address"
+
+
+@contextlib.contextmanager
+def dropping_port() -> Iterator[int]:
+    """A port whose SYNs go unanswered, like a firewall that drops them: a listener with a
+    backlog of 0 whose one queued connection is never accepted (Linux then drops new SYNs)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        queued = []
+        try:
+            for _ in range(2):
+                s = socket.socket()
+                s.settimeout(0.3)
+                with contextlib.suppress(OSError):
+                    s.connect(("127.0.0.1", port))
+                queued.append(s)
+            probe = socket.socket()
+            probe.settimeout(0.3)
+            with probe, pytest.raises(TimeoutError):  # the premise of the tests using it
+                probe.connect(("127.0.0.1", port))
+            yield port
+        finally:
+            for s in queued:
+                s.close()
+
+
+def test_public_topology_with_the_target_not_answering_fails_the_allowlist(pair):
+    source, _ = pair
+    with dropping_port() as port:
+        report = run(
+            uri(source),
+            f"esdb://127.0.0.1:{port}?Tls=false",
+            network_mode="public",
+            egress_ips=[EGRESS],
+            timeout=0.5,
+        )
+    checks = public(report)
+    allowlist = checks["network: allowlist"]
+    assert allowlist.status == "fail" and "allowlist does not name" in allowlist.detail
+    assert EGRESS in allowlist.fix
+    tcp = report.check("target: TCP")
+    assert tcp.status == "fail" and "within 0.5s" in tcp.detail
+    assert "allowlist" in tcp.fix and EGRESS in tcp.fix
+    assert checks["network: outbound address"].status == "unknown"
+    # the same silence in the peered topology points at the peering, not an allowlist
+    with dropping_port() as port:
+        peered = run(uri(source), f"esdb://127.0.0.1:{port}?Tls=false", timeout=0.5)
+    assert "peering" in peered.check("target: TCP").fix
+    assert "allowlist" not in peered.check("target: TCP").fix
+
+
+def test_public_topology_with_a_closed_port_fails_the_allowlist(pair):
+    source, _ = pair
+    report = run(
+        uri(source),
+        f"esdb://127.0.0.1:{closed_port()}?Tls=false",
+        network_mode="public",
+        egress_ips=[EGRESS],
+    )
+    checks = public(report)
+    assert checks["network: allowlist"].status == "fail"
+    outbound = checks["network: outbound address"]
+    assert outbound.status == "unknown" and "no connection to the target" in outbound.detail
+
+
+def test_public_topology_egress_ips_must_be_public_and_given(pair):
+    source, target = pair
+    private = public(run(uri(source), uri(target), network_mode="public", egress_ips=["10.0.0.5"]))
+    check = private["network: egress IPs"]
+    assert check.status == "fail" and "10.0.0.5 is not a public address" in check.detail
+    assert "EgressIp" in check.fix and "egress_ip" in check.fix
+    missing = public(run(uri(source), uri(target), network_mode="public"))
+    assert missing["network: egress IPs"].status == "warn"
+    assert "--egress-ip" in missing["network: egress IPs"].fix
+
+
+def test_public_topology_with_an_unresolvable_target_skips_what_needs_its_address(pair):
+    source, _ = pair
+    report = run(
+        uri(source),
+        "esdb://nonexistent.invalid:2113?Tls=false",
+        network_mode="public",
+        egress_ips=[EGRESS],
+    )
+    checks = public(report)
+    assert checks["network: target address"].status == "skip"
+    assert checks["network: allowlist"].status == "skip"
+    assert checks["network: outbound address"].status == "unknown"
+
+
+def test_egress_ips_alone_mean_the_public_topology(pair):
+    source, target = pair
+    report = run(uri(source), uri(target), egress_ips=[EGRESS])
+    assert "network: allowlist" in public(report)
+    peered = run(uri(source), uri(target), subnets=["10.0.1.0/24"], peering_cidr="10.0.0.0/16")
+    assert "network: allowlist" not in public(peered)
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"network_mode": "public", "peering_cidr": "10.0.0.0/16"}, "public topology"),
+        ({"network_mode": "peered", "egress_ips": [EGRESS]}, "peered topology"),
+        ({"network_mode": "hybrid"}, "network mode"),
+        ({"egress_ips": ["34.120.5"]}, "not an IP address"),
+    ],
+)
+def test_contradictory_public_settings_are_config_errors(options, says):
+    with pytest.raises(ConfigError) as caught:
+        preflight(
+            job_for("esdb://127.0.0.1:1?Tls=false", "esdb://127.0.0.1:1?Tls=false"), **options
+        )
+    assert says in str(caught.value)
+
+
+def test_public_checks_judge_what_only_a_public_address_shows():
+    ip = ipaddress.ip_address
+    # the target resolves to public addresses; the socket itself left from the egress IP
+    checks = {
+        c.name: c
+        for c in public_checks(
+            [ip(EGRESS)],
+            resolved=["34.1.2.3", "34.1.2.4"],
+            reachable=[("34.1.2.3", 2113)],
+            local_addresses=[EGRESS],
+        )
+    }
+    assert checks["network: target address"].status == "ok"
+    assert "34.1.2.3, 34.1.2.4" in checks["network: target address"].detail
+    assert checks["network: outbound address"].status == "ok"
+    # a socket leaving from another public address: not the NAT the deployment names
+    other = {
+        c.name: c
+        for c in public_checks(
+            [ip(EGRESS)], resolved=["34.1.2.3"], reachable=[], local_addresses=["52.9.9.9"]
+        )
+    }
+    assert other["network: outbound address"].status == "fail"
+    assert "52.9.9.9" in other["network: outbound address"].detail
+    # a public socket address but no egress IP given: warn, naming what to allowlist
+    unnamed = {
+        c.name: c
+        for c in public_checks(
+            [], resolved=["34.1.2.3"], reachable=[], local_addresses=["52.9.9.9"]
+        )
+    }
+    assert unnamed["network: outbound address"].status == "warn"
+    assert "52.9.9.9" in unnamed["network: outbound address"].fix
+    # some addresses private: fail, even if others are public
+    mixed = {
+        c.name: c
+        for c in public_checks(
+            [ip(EGRESS)], resolved=["34.1.2.3", "10.1.2.3"], reachable=[], local_addresses=[]
+        )
+    }
+    assert mixed["network: target address"].status == "fail"
+    assert "10.1.2.3" in mixed["network: target address"].detail
+
+
+def test_the_dns_step_warns_of_a_public_target_only_in_the_peered_topology():
+    # IP literals resolve without the network; nothing connects to the address.
+    peered = _EndpointProbe("target", f"esdb://{EGRESS}:2113", 1.0)
+    assert peered.dns([(EGRESS, 2113)])
+    assert peered.checks[-1].status == "warn" and "peering" in peered.checks[-1].fix
+    public_probe = _EndpointProbe("target", f"esdb://{EGRESS}:2113", 1.0, public=True)
+    assert public_probe.dns([(EGRESS, 2113)])
+    assert public_probe.checks[-1].status == "ok" and public_probe.resolved == [EGRESS]
+
+
+def test_the_handler_action_reads_the_public_topology_from_the_environment(
+    pair, tmp_path, monkeypatch
+):
+    source, target = pair
+    job = make_job(source, target, tmp_path)
+    monkeypatch.setenv("ESDB_RELAY_PREFLIGHT__NETWORK_MODE", "public")
+    monkeypatch.setenv("ESDB_RELAY_PREFLIGHT__EGRESS_IPS", f"{EGRESS}, 34.120.5.7")
+    monkeypatch.setenv("ESDB_RELAY_PREFLIGHT__SUBNETS", "10.0.1.0/24")
+    monkeypatch.setenv("ESDB_RELAY_PREFLIGHT__CLOUD", "azure")
+    response = invoke(parse_request({"action": "preflight"}), job)
+    checks = {c["name"]: c for c in response.result["checks"]}
+    assert checks["network: egress IPs"]["status"] == "ok"
+    assert f"{EGRESS}, 34.120.5.7" in checks["network: egress IPs"]["detail"]
+    assert checks["network: outbound address"]["status"] == "unknown"
+    # no peering, so no subnet-in-range and no Azure gateway transit check
+    assert "network: Azure gateway transit" not in checks
+    assert not any(name.startswith("network: subnet") for name in checks)
+    assert response.error == "1 check(s) failed: network: target address"
+    monkeypatch.setenv("ESDB_RELAY_PREFLIGHT__NETWORK_MODE", "nat")
+    with pytest.raises(ConfigError, match="peered or public"):
+        invoke(parse_request({"action": "preflight"}), job)
+
+
+def test_cli_public_topology_shows_what_it_cannot_tell(pair, tmp_path):
+    source, target = pair
+    result = cli(
+        ["--network-mode", "public", "--egress-ip", EGRESS], tmp_path, uri(source), uri(target)
+    )
+    assert result.exit_code == 1  # the target resolves to 127.0.0.1
+    assert "?" in result.output and "cannot tell from here" in result.output
+    assert "network: allowlist" in result.output
+    assert cli(["--network-mode", "nat"], tmp_path, uri(source), uri(target)).exit_code == 2

@@ -7,6 +7,7 @@ the test virtualenv: the tests call its executable and read its JSON report.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,11 @@ def run_checkov(directory: Path, framework: str, timeout: float = 600) -> Report
         data: Any = json.loads(proc.stdout)
     except ValueError:
         pytest.fail(f"checkov exited {proc.returncode}, no JSON report:\n{proc.stderr[-3000:]}")
+    # A check that crashed on a resource (e.g. on a construct checkov cannot render) is neither
+    # passed nor failed: zero failures would then hide it.
+    crashed = sorted(set(re.findall(r"Failed to run check (\S+ on \S+)", proc.stderr)))
+    if crashed:
+        pytest.fail("checkov could not run: " + "; ".join(crashed))
     reports = [r for r in (data if isinstance(data, list) else [data]) if "results" in r]
     if not reports:
         pytest.fail(f"checkov found no {framework} resources in {directory}")

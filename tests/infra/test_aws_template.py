@@ -108,12 +108,15 @@ def environment(template: dict[str, Any]) -> dict[str, Any]:
     return props(template, FUNCTION)["Environment"]["Variables"]
 
 
-def resolve(node: Any, values: dict[str, str], conditions: dict[str, bool]) -> Any:
-    """The value of an intrinsic-function tree, for the few functions the environment uses."""
+def resolve(node: Any, values: dict[str, Any], conditions: dict[str, bool]) -> Any:
+    """The value of an intrinsic-function tree, for the functions the template uses in values
+    and conditions (a list parameter's value is a Python list)."""
     if isinstance(node, dict) and len(node) == 1:
         (fn, arg), *_ = node.items()
         if fn == "Ref":
             return values[arg]
+        if fn == "Condition":
+            return conditions[arg]
         if fn == "Fn::If":
             name, yes, no = arg
             return resolve(yes if conditions[name] else no, values, conditions)
@@ -121,7 +124,34 @@ def resolve(node: Any, values: dict[str, str], conditions: dict[str, bool]) -> A
             text, local = (arg, {}) if isinstance(arg, str) else arg
             scope = {**values, **{k: resolve(v, values, conditions) for k, v in local.items()}}
             return re.sub(r"\$\{([\w:.]+)\}", lambda m: str(scope[m.group(1)]), text)
+        if fn == "Fn::Join":
+            separator, items = arg
+            items = resolve(items, values, conditions)
+            return separator.join(str(resolve(i, values, conditions)) for i in items)
+        if fn == "Fn::Split":
+            separator, text = arg
+            return str(resolve(text, values, conditions)).split(separator)
+        if fn == "Fn::Select":
+            index, items = arg
+            return resolve(items, values, conditions)[int(index)]
+        if fn == "Fn::Equals":
+            a, b = (resolve(x, values, conditions) for x in arg)
+            return str(a) == str(b)
+        if fn == "Fn::Not":
+            return not resolve(arg[0], values, conditions)
+        if fn == "Fn::And":
+            return all(resolve(x, values, conditions) for x in arg)
+        if fn == "Fn::Or":
+            return any(resolve(x, values, conditions) for x in arg)
     return node
+
+
+def evaluate_conditions(template: dict[str, Any], values: dict[str, Any]) -> dict[str, bool]:
+    """Every condition of the template for these parameter values (in their order)."""
+    conditions: dict[str, bool] = {}
+    for name, expression in template["Conditions"].items():
+        conditions[name] = bool(resolve(expression, values, conditions))
+    return conditions
 
 
 # --- cfn-lint ---------------------------------------------------------------------------------
@@ -356,6 +386,8 @@ def test_schedule_parameter_accepts_recurring_scheduler_expressions_only(
 
 
 def test_no_public_ingress_and_no_open_egress(template: dict[str, Any]) -> None:
+    """Nothing accepts connections from an address range. Egress to any address exists only in
+    the public topology, to the cluster's port (a public cluster's nodes change addresses)."""
     open_ranges = ["0.0.0.0/0", "::/0"]
     for name, sg in resources(template, "AWS::EC2::SecurityGroup").items():
         for rule in sg["Properties"].get("SecurityGroupIngress", []):
@@ -363,7 +395,15 @@ def test_no_public_ingress_and_no_open_egress(template: dict[str, Any]) -> None:
             assert rule.get("CidrIpv6") not in open_ranges, name
             assert "SourceSecurityGroupId" in rule, f"{name}: ingress from an address range"
         for rule in sg["Properties"].get("SecurityGroupEgress", []):
-            assert rule.get("CidrIp") not in open_ranges, name
+            destination = rule.get("CidrIp")
+            if isinstance(destination, dict) and "Fn::If" in destination:  # public only
+                assert destination == {
+                    "Fn::If": ["PublicNetwork", "0.0.0.0/0", {"Ref": "PeeringCidr"}]
+                }, name
+                assert "EsdbPortRange" in json.dumps(rule["FromPort"]), name
+                assert "EsdbPortRange" in json.dumps(rule["ToPort"]), name
+            else:
+                assert destination not in open_ranges, name
             assert rule.get("CidrIpv6") not in open_ranges, name
             assert rule.get("IpProtocol") == "tcp", f"{name}: egress beyond TCP"
     for name, rule in resources(template, "AWS::EC2::SecurityGroupIngress").items():
@@ -376,7 +416,7 @@ def test_no_public_ingress_and_no_open_egress(template: dict[str, Any]) -> None:
         for r in function_sg["SecurityGroupEgress"]
     ]
     assert [dest for dest, _ in egress] == [
-        {"Ref": "PeeringCidr"},
+        {"Fn::If": ["PublicNetwork", "0.0.0.0/0", {"Ref": "PeeringCidr"}]},
         {"Ref": "SourceCidr"},
         {"Ref": "DynamoDbPrefixListId"},
     ]
@@ -440,19 +480,34 @@ def test_connection_strings_come_from_secrets_manager_only(template: dict[str, A
     assert not resources(template, "AWS::SecretsManager::Secret")
 
 
+@pytest.mark.parametrize("config_env", ["default", "public"])
 def test_environment_is_what_the_handler_and_job_config_read(
-    template: dict[str, Any], sample: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    template: dict[str, Any],
+    checker: ModuleType,
+    config_env: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from core.config import JobConfig
     from handlers.aws import secrets
 
+    sample = checker.read_samconfig(SAMPLE, config_env)
     # the environment with the sample's values
-    values = {**defaults(template), **sample, "CheckpointTable": "esdb-relay-orders-migration"}
+    values: dict[str, Any] = {**defaults(template), **sample}
+    for name, spec in template["Parameters"].items():
+        if spec["Type"] == "CommaDelimitedList" or spec["Type"].startswith("List<"):
+            values[name] = str(values[name]).split(",")
+    values["CheckpointTable"] = "esdb-relay-orders-migration"
     values["ChainQueue"] = "https://sqs.eu-west-1.amazonaws.com/123456789012/chain"
+    values["EgressIp"] = "52.16.0.7"
+    conditions = evaluate_conditions(template, values)
+    assert conditions["PublicNetwork"] is (config_env == "public")
     env = {
-        key: str(resolve(value, values, {"MakeTable": True}))
-        for key, value in environment(template).items()
+        key: str(resolve(value, values, conditions)) for key, value in environment(template).items()
     }
+    mode = "public" if config_env == "public" else "peered"
+    assert env["ESDB_RELAY_PREFLIGHT__NETWORK_MODE"] == mode
+    assert env["ESDB_RELAY_PREFLIGHT__EGRESS_IPS"] == ("52.16.0.7" if mode == "public" else "")
+    assert env["ESDB_RELAY_PREFLIGHT__PEERING_CIDR"] == ("" if mode == "public" else "10.20.0.0/16")
     # what the handler reads: the names it spells out, and the secrets it resolves
     handler_source = "".join(p.read_text() for p in HANDLER_DIR.glob("*.py"))
     handler_reads = set(re.findall(r'"(ESDB_RELAY_[A-Z_]+)"', handler_source))
@@ -533,9 +588,89 @@ def test_rules_check_what_cloudformation_can_compare(template: dict[str, Any]) -
     assert subnets == [{"Fn::ValueOfAll": ["AWS::EC2::Subnet::Id", "VpcId"]}, {"Ref": "VpcId"}]
     assert "OrderedModeHasOnePartition" in rules
     assert "PeeringRangesDiffer" in rules
+    peered = {"Fn::Equals": [{"Ref": "NetworkMode"}, "peered"]}
+    public = {"Fn::Equals": [{"Ref": "NetworkMode"}, "public"]}
+    assert rules["PeeringRangesDiffer"]["RuleCondition"] == peered
+    assert rules["PeeredModeNeedsThePeeringRanges"]["RuleCondition"] == peered
+    nat = rules["PublicModeNeedsTheNatSubnetAndRouteTables"]
+    assert nat["RuleCondition"] == public
+    asserted = json.dumps([a["Assert"] for a in nat["Assertions"]])
+    assert "NatSubnetId" in asserted and "RouteTableIds" in asserted and "SubnetIds" in asserted
     for name, rule in rules.items():
         for assertion in rule["Assertions"]:
             assert assertion.get("AssertDescription"), name
+
+
+# --- the public topology ----------------------------------------------------------------------
+
+
+def test_network_mode_is_one_parameter_peered_by_default(template: dict[str, Any]) -> None:
+    mode = template["Parameters"]["NetworkMode"]
+    assert mode["AllowedValues"] == ["peered", "public"] and mode["Default"] == "peered"
+    assert template["Conditions"]["PublicNetwork"] == {
+        "Fn::Equals": [{"Ref": "NetworkMode"}, "public"]
+    }
+    # the NAT pieces exist in the public topology only, and nothing else depends on the mode
+    conditional = {
+        name: r.get("Condition")
+        for name, r in template["Resources"].items()
+        if r["Type"] in ("AWS::EC2::EIP", "AWS::EC2::NatGateway", "AWS::EC2::Route")
+    }
+    assert conditional == {
+        "EgressIp": "PublicNetwork",
+        "NatGateway": "PublicNetwork",
+        "NatRoute1": "PublicNetwork",
+        "NatRoute2": "PublicRoute2",
+        "NatRoute3": "PublicRoute3",
+    }
+
+
+def test_public_topology_leaves_through_a_nat_gateway_with_a_static_ip(
+    template: dict[str, Any],
+) -> None:
+    eip = props(template, "EgressIp")
+    assert eip["Domain"] == "vpc"
+    nat = props(template, "NatGateway")
+    assert nat["AllocationId"] == {"Fn::GetAtt": ["EgressIp", "AllocationId"]}
+    assert nat["SubnetId"] == {"Ref": "NatSubnetId"}
+    assert nat["ConnectivityType"] == "public"
+    for name in ("NatRoute1", "NatRoute2", "NatRoute3"):
+        route = props(template, name)
+        assert route["DestinationCidrBlock"] == "0.0.0.0/0", name
+        assert route["NatGatewayId"] == {"Ref": "NatGateway"}, name
+    # the function stays in the private subnets; the address it leaves from is an output
+    assert props(template, FUNCTION)["VpcConfig"]["SubnetIds"] == {"Ref": "SubnetIds"}
+    output = template["Outputs"]["EgressIp"]
+    assert output["Condition"] == "PublicNetwork" and output["Value"] == {"Ref": "EgressIp"}
+    assert "allowlist" in output["Description"]
+    # and the preflight action is told it
+    assert environment(template)["ESDB_RELAY_PREFLIGHT__EGRESS_IPS"] == {
+        "Fn::If": ["PublicNetwork", {"Ref": "EgressIp"}, ""]
+    }
+
+
+@pytest.mark.parametrize("tables", [1, 2, 3])
+def test_each_route_table_gets_one_route_to_the_nat_gateway(
+    template: dict[str, Any], tables: int
+) -> None:
+    """RouteTableIds is a list of one to three: the conditions and Selects, evaluated, give one
+    route per table and never a route to an empty table id."""
+    ids = [f"rtb-0000000{i}" for i in range(tables)]
+    values: dict[str, Any] = {
+        **defaults(template),
+        "NetworkMode": "public",
+        "RouteTableIds": ids,
+        "ExistingTableName": "",
+    }
+    conditions = evaluate_conditions(template, values)
+    routed = [
+        resolve(props(template, name)["RouteTableId"], values, conditions)
+        for name, r in template["Resources"].items()
+        if r["Type"] == "AWS::EC2::Route" and conditions[r["Condition"]]
+    ]
+    assert routed == ids
+    peered = evaluate_conditions(template, {**values, "NetworkMode": "peered"})
+    assert not any(peered[c] for c in ("PublicNetwork", "PublicRoute2", "PublicRoute3"))
 
 
 # --- checkpoints ------------------------------------------------------------------------------
@@ -805,6 +940,9 @@ def test_log_group_keeps_logs_for_a_set_time(template: dict[str, Any]) -> None:
 def test_sample_parameters_are_valid(checker: ModuleType, sample: dict[str, str]) -> None:
     template = checker.load_template(TEMPLATE)
     assert checker.check(template, sample) == []
+    public = checker.read_samconfig(SAMPLE, "public")
+    assert public["NetworkMode"] == "public" and "PeeringCidr" not in public
+    assert checker.check(template, public) == []
     # the sample's subnets lie inside the peered range, which is what the check is for
     assert sample["PeeringRemoteCidr"] == "10.20.0.0/16"
     assert sample["Schedule"] == "rate(5 minutes)"  # quoted in the file, as SAM needs
@@ -839,6 +977,30 @@ def test_check_parameters_reports_each_mistake(
     checker: ModuleType, sample: dict[str, str], change: dict[str, str | None], problem: str
 ) -> None:
     params = {**sample, **change}
+    params = {k: v for k, v in params.items() if v is not None}
+    problems = checker.check(checker.load_template(TEMPLATE), params)
+    assert any(problem in p for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"NatSubnetId": None}, "NetworkMode=public needs NatSubnetId"),
+        ({"RouteTableIds": None}, "NetworkMode=public needs RouteTableIds"),
+        (
+            {"RouteTableIds": "rtb-0a1b2c3d,rtb-0a1b2c3e,rtb-0a1b2c3f,rtb-0a1b2c40"},
+            "4 route tables; the template routes at most 3",
+        ),
+        ({"NatSubnetId": "subnet-0123456789abcdef0"}, "is one of SubnetIds"),
+        ({"NatSubnetId": "igw-0123456789abcdef0"}, "NatSubnetId: 'igw-0123456789abcdef0'"),
+        ({"NetworkMode": "peered"}, "PeeringCidr: required with NetworkMode=peered"),
+        ({"NetworkMode": "nat"}, "NetworkMode: 'nat' is not one of"),
+    ],
+)
+def test_check_parameters_reports_each_public_topology_mistake(
+    checker: ModuleType, change: dict[str, str | None], problem: str
+) -> None:
+    params = {**checker.read_samconfig(SAMPLE, "public"), **change}
     params = {k: v for k, v in params.items() if v is not None}
     problems = checker.check(checker.load_template(TEMPLATE), params)
     assert any(problem in p for p in problems), problems
@@ -917,6 +1079,52 @@ def account(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
             "CreateInterfaceEndpoints": "true",
         }
         yield {"ec2": ec2, "params": params, "subnets": subnets, "vpc": vpc}
+
+
+@pytest.fixture
+def public_account(account: dict[str, Any]) -> dict[str, Any]:
+    """The same VPC with an internet gateway and a public subnet for the NAT gateway; the
+    function's subnets keep their route table, which has no 0.0.0.0/0 route."""
+    ec2, vpc = account["ec2"], account["vpc"]
+    igw = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
+    ec2.attach_internet_gateway(InternetGatewayId=igw, VpcId=vpc)
+    public_table = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
+    ec2.create_route(RouteTableId=public_table, DestinationCidrBlock="0.0.0.0/0", GatewayId=igw)
+    nat_subnet = ec2.create_subnet(
+        VpcId=vpc, CidrBlock="10.20.0.0/24", AvailabilityZone="eu-west-1a"
+    )["Subnet"]["SubnetId"]
+    ec2.associate_route_table(RouteTableId=public_table, SubnetId=nat_subnet)
+    params = {
+        k: v for k, v in account["params"].items() if k not in ("PeeringCidr", "PeeringRemoteCidr")
+    }
+    params.update(NetworkMode="public", NatSubnetId=nat_subnet)
+    return {**account, "params": params, "igw": igw, "nat_subnet": nat_subnet}
+
+
+def test_check_aws_accepts_a_public_topology_account(
+    checker: ModuleType, public_account: dict[str, Any]
+) -> None:
+    assert checker.check_aws(public_account["params"], public_account["ec2"]) == []
+
+
+def test_check_aws_reports_what_a_public_topology_account_contradicts(
+    checker: ModuleType, public_account: dict[str, Any]
+) -> None:
+    ec2, params = public_account["ec2"], public_account["params"]
+    # the NAT subnet must reach the internet gateway
+    private_nat = {**params, "NatSubnetId": public_account["subnets"][2]}
+    problems = checker.check_aws(private_nat, ec2)
+    assert any("is not a public subnet" in p for p in problems), problems
+    # the function's route tables must not have a default route already
+    table = params["RouteTableIds"]
+    ec2.create_route(
+        RouteTableId=table, DestinationCidrBlock="0.0.0.0/0", GatewayId=public_account["igw"]
+    )
+    problems = checker.check_aws(params, ec2)
+    assert len(problems) == 2, problems  # one per function subnet
+    assert all(
+        "already has a 0.0.0.0/0 route" in p and public_account["igw"] in p for p in problems
+    )
 
 
 def test_check_aws_accepts_a_correctly_peered_account(

@@ -206,9 +206,13 @@ def test_subnet_preconditions_check_subscription_region_and_address_space(tf: Co
         "subscription_id}" in conditions
     )
     assert any("data.azurerm_virtual_network.peered.location" in c for c in conditions)
-    assert "${length(data.azurerm_virtual_network.peered.vnet_peerings) > 0}" in conditions
+    # the peering's checks hold in the peered topology only
+    assert (
+        "${local.public || length(data.azurerm_virtual_network.peered.vnet_peerings) > 0}"
+        in conditions
+    )
     assert "${local.function_subnet_in_vnet}" in conditions
-    assert "${local.peering_range_in_vnet}" in conditions
+    assert "${local.public || local.peering_range_in_vnet}" in conditions
     endpoint_checks = one(tf.one("azurerm_subnet", "endpoints")["lifecycle"])["precondition"]
     assert [c["condition"] for c in endpoint_checks] == ["${local.endpoint_subnet_in_vnet}"]
     for name, cidr in (
@@ -225,14 +229,14 @@ def test_function_subnet_egress_is_limited_to_the_vnet_and_azure_monitor(tf: Con
     rules = {r["name"]: r for r in nsg["security_rule"]}
     assert rules["allow-vnet-outbound"]["destination_address_prefix"] == "VirtualNetwork"
     assert rules["allow-azure-monitor-outbound"]["destination_address_prefix"] == "AzureMonitor"
-    deny = one(nsg["dynamic"])["security_rule"]
-    assert deny["for_each"] == "${var.allow_internet_egress ? [] : [1]}"
-    content = one(deny["content"])
-    assert (content["access"], content["direction"], content["destination_address_prefix"]) == (
-        "Deny",
+    conditional = one(nsg["dynamic"])["security_rule"]
+    assert conditional["for_each"] == "${local.function_conditional_rules}"
+    content = one(conditional["content"])
+    assert (content["direction"], content["destination_address_prefix"]) == (
         "Outbound",
         "Internet",
     )
+    assert content["access"] == "${security_rule.value.access}"
     assert tf.variables["allow_internet_egress"]["default"] is False
     for subnet in ("function", "endpoints"):
         association = tf.one("azurerm_subnet_network_security_group_association", subnet)
@@ -244,6 +248,90 @@ def test_function_subnet_egress_is_limited_to_the_vnet_and_azure_monitor(tf: Con
         assert rule["direction"] == "Inbound"
         if rule["access"] == "Allow":
             assert rule.get("source_address_prefix") != "*", f"{rule['name']} admits anyone"
+
+
+@pytest.mark.parametrize(
+    ("mode", "allow_internet", "expected"),
+    [
+        ("peered", False, {"deny-internet-outbound": ("Deny", "*", 4000)}),
+        ("peered", True, {}),
+        (
+            "public",
+            False,
+            {
+                "allow-cluster-internet-outbound": ("Allow", "2113", 130),
+                "deny-internet-outbound": ("Deny", "*", 4000),
+            },
+        ),
+        ("public", True, {"allow-cluster-internet-outbound": ("Allow", "2113", 130)}),
+    ],
+)
+def test_internet_egress_is_the_clusters_port_in_the_public_topology_only(
+    tf: Config, variables_only: Path, mode: str, allow_internet: bool, expected: dict[str, Any]
+) -> None:
+    """The NSG's input-dependent rules, evaluated by terraform: peered, the internet is denied;
+    public, the cluster's port is allowed before the deny (a lower priority number wins)."""
+    assert tf.locals["public"] == '${var.network_mode == "public"}'
+    expression = _expression(tf.locals["function_conditional_rules"]).replace(
+        "local.public", '(var.network_mode == "public")'
+    )
+    rendered = evaluate(
+        variables_only,
+        f"jsonencode({expression})",
+        network_mode=mode,
+        allow_internet_egress=allow_internet,
+        peering_remote_range=None if mode == "public" else VALID["peering_remote_range"],
+    )
+    rules = json.loads(json.loads(rendered))
+    assert {k: (r["access"], r["port"], r["priority"]) for k, r in rules.items()} == expected
+    for rule in rules.values():
+        assert rule["protocol"] == ("Tcp" if rule["access"] == "Allow" else "*")
+
+
+def test_public_topology_leaves_through_a_nat_gateway_with_a_static_ip(
+    tf: Config, settings: dict[str, str]
+) -> None:
+    mode = tf.variables["network_mode"]
+    assert mode["default"] == "peered"
+    assert '["peered", "public"]' in one(mode["validation"])["condition"]
+    public = {
+        (rtype, rname)
+        for rtype, named in tf.resources.items()
+        for rname, body in named.items()
+        if body.get("count") == "${local.public ? 1 : 0}"
+    }
+    assert public == {
+        ("azurerm_public_ip", "egress"),
+        ("azurerm_nat_gateway", "egress"),
+        ("azurerm_nat_gateway_public_ip_association", "egress"),
+        ("azurerm_subnet_nat_gateway_association", "function"),
+    }
+    ip = tf.one("azurerm_public_ip", "egress")
+    assert (ip["allocation_method"], ip["sku"]) == ("Static", "Standard")
+    assert tf.one("azurerm_nat_gateway", "egress")["sku_name"] == "Standard"
+    pair = tf.one("azurerm_nat_gateway_public_ip_association", "egress")
+    assert pair == {
+        "count": "${local.public ? 1 : 0}",
+        "nat_gateway_id": "${azurerm_nat_gateway.egress[0].id}",
+        "public_ip_address_id": "${azurerm_public_ip.egress[0].id}",
+    }
+    # on the function's integration subnet, which all its traffic enters (vnet_route_all)
+    subnet = tf.one("azurerm_subnet_nat_gateway_association", "function")
+    assert subnet["subnet_id"] == "${azurerm_subnet.function.id}"
+    assert subnet["nat_gateway_id"] == "${azurerm_nat_gateway.egress[0].id}"
+    assert site_config(tf)["vnet_route_all_enabled"] is True
+    assert (
+        "${azurerm_subnet_nat_gateway_association.function}" in tf.one(APP, "relay")["depends_on"]
+    )
+    output = tf.outputs["egress_ip"]
+    assert output["value"] == "${local.public ? azurerm_public_ip.egress[0].ip_address : null}"
+    assert "allowlist" in output["description"]
+    assert tf.locals["egress_ip"] == (
+        '${local.public ? azurerm_public_ip.egress[0].ip_address : ""}'
+    )
+    assert settings["ESDB_RELAY_PREFLIGHT__EGRESS_IPS"] == "${local.egress_ip}"
+    assert settings["ESDB_RELAY_PREFLIGHT__NETWORK_MODE"] == "${var.network_mode}"
+    assert settings["ESDB_RELAY_PREFLIGHT__VNET_PEERED_DIRECTLY"] == '${local.public ? "" : "true"}'
 
 
 # --- storage and Key Vault: private only ----------------------------------------------------------
@@ -570,7 +658,10 @@ RENDERED = {
     "${local.client_id}": "00000000-0000-0000-0000-00000000c1d0",
     "${local.checkpoint_table}": "esdbrelay",
     "${var.function_subnet_cidr}": "10.20.255.0/26",
-    "${var.peering_remote_range}": "10.20.0.0/16",
+    '${local.public ? "" : var.peering_remote_range}': "10.20.0.0/16",
+    '${local.public ? "" : "true"}': "true",
+    "${var.network_mode}": "peered",
+    "${local.egress_ip}": "",
     '${trimsuffix(azurerm_storage_account.relay.primary_table_endpoint, "/")}': (
         "https://stesdbrelay0a1b2c.table.core.windows.net"
     ),
@@ -682,7 +773,7 @@ def variables_only(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def plan(folder: Path, **overrides: Any) -> tuple[bool, str]:
-    values = {**VALID, **overrides}
+    values = {k: v for k, v in {**VALID, **overrides}.items() if v is not None}  # None: unset
     (folder / "case.tfvars.json").write_text(json.dumps(values))
     proc = terraform(
         "plan", "-input=false", "-no-color", "-lock=false", "-var-file=case.tfvars.json", cwd=folder
@@ -704,6 +795,13 @@ def plan(folder: Path, **overrides: Any) -> tuple[bool, str]:
         {"schedule": "30 0 */2 * * Mon-Fri", "slice_max_events": 1},
         {"operator_ip_ranges": ["203.0.113.7/32"], "package_path": "relay.zip"},
         {"job_settings": {"ESDB_RELAY_FILTERS__EXCLUDE_STREAMS": '["^tmp-"]'}},
+        # the public topology: no peering range, the subnet anywhere in the VNet
+        {
+            "network_mode": "public",
+            "peering_remote_range": None,
+            "function_subnet_cidr": "10.99.8.0/26",
+            "cluster_port": 443,
+        },
     ],
     ids=lambda o: ",".join(o) or "baseline",
 )
@@ -737,6 +835,10 @@ def test_valid_inputs_pass(variables_only: Path, overrides: dict[str, Any]) -> N
         ({"package_path": "missing.zip"}, "package_path must name an existing .zip"),
         ({"private_dns_zone_ids": {"dfs": "x"}}, "keys must be among"),
         ({"name": "Relay_1"}, "name must be 3-13 lowercase"),
+        ({"network_mode": "nat"}, 'network_mode must be "peered"'),
+        ({"network_mode": "public"}, 'unset with network_mode "public"'),
+        ({"peering_remote_range": None}, "peering_remote_range must be an IPv4 CIDR"),
+        ({"cluster_port": 0}, "cluster_port must be a TCP port"),
     ],
     ids=lambda v: v if isinstance(v, str) else ",".join(v),
 )
@@ -751,7 +853,8 @@ def test_invalid_inputs_are_refused(
 
 def evaluate(folder: Path, expression: str, **overrides: Any) -> str:
     """What terraform makes of `expression` (variables only), via `terraform console`."""
-    (folder / "case.tfvars.json").write_text(json.dumps({**VALID, **overrides}))
+    values = {k: v for k, v in {**VALID, **overrides}.items() if v is not None}  # None: unset
+    (folder / "case.tfvars.json").write_text(json.dumps(values))
     binary = shutil.which("terraform")
     assert binary is not None
     env = {**os.environ, "CHECKPOINT_DISABLE": "1", "TF_CLI_CONFIG_FILE": os.devnull}
@@ -814,6 +917,8 @@ def test_vnet_address_space_preconditions_evaluate(
 
 def test_the_validated_inputs_have_validation_blocks(tf: Config) -> None:
     for name in (
+        "network_mode",
+        "cluster_port",
         "peered_vnet_id",
         "peering_remote_range",
         "function_subnet_cidr",
@@ -863,6 +968,11 @@ def test_checkov_passes_with_only_reasoned_suppressions() -> None:
         ("CKV_AZURE_70", "azurerm_linux_function_app.relay"),  # HTTPS only
         ("CKV_AZURE_145", "azurerm_linux_function_app.relay"),  # TLS 1.2
         ("CKV2_AZURE_31", "azurerm_subnet.function"),  # NSG on the subnet
+        # the function's NSG, with its input-dependent rules, was read (no open inbound port)
+        ("CKV_AZURE_9", "azurerm_network_security_group.function"),
+        ("CKV_AZURE_10", "azurerm_network_security_group.function"),
+        ("CKV_AZURE_77", "azurerm_network_security_group.function"),
+        ("CKV_AZURE_160", "azurerm_network_security_group.function"),
     ):
         assert expected in passed, f"checkov did not pass {expected}"
 

@@ -7,7 +7,10 @@ is one the templates, the handlers or the CLI really have.
   variable tables exists in variables.tf;
 - every test the docs name exists where they say, and a test they call an expected failure is
   marked xfail (a doc that says so of a passing test contradicts the code);
-- every `esdb-relay` subcommand the docs run is one the CLI has.
+- every `esdb-relay` subcommand the docs run is one the CLI has;
+- every parameter (AWS) or variable (GCP, Azure) of a template is named in its doc.
+
+The cloud CLIs' commands are checked in test_deploy_commands.py.
 """
 
 from __future__ import annotations
@@ -88,6 +91,19 @@ def test_every_aws_parameter_and_output_the_docs_use_exists() -> None:
         re.findall(r"output `(\w+)`", text)
     )
     assert outputs <= set(template["Outputs"]), sorted(outputs - set(template["Outputs"]))
+
+
+@pytest.mark.parametrize("cloud", ["aws", "gcp", "azure"])
+def test_every_input_of_the_template_is_in_its_doc(cloud: str) -> None:
+    """The other way round: a parameter or variable the doc never names is one an operator
+    cannot know to set (a new one added without its doc)."""
+    text = DOCS[cloud].read_text()
+    if cloud == "aws":
+        inputs = set(cfn_yaml.load(str(ROOT / "infra" / "aws" / "template.yaml"))["Parameters"])
+    else:
+        inputs = terraform_names(cloud, "variable")
+    assert inputs
+    assert not sorted(i for i in inputs if f"`{i}`" not in text)
 
 
 @pytest.mark.parametrize("cloud", ["aws", "gcp", "azure"])

@@ -152,7 +152,10 @@ def test_functions_reach_the_peered_vpc_through_the_connector_with_private_range
     for name, function in functions(tf).items():
         service = one(function["service_config"])
         assert service["vpc_connector"] == "${google_vpc_access_connector.relay.id}", name
-        assert service["vpc_connector_egress_settings"] == "PRIVATE_RANGES_ONLY", name
+        # peered: private ranges only; public: everything, so the NAT's address is the source
+        assert service["vpc_connector_egress_settings"] == (
+            '${local.public ? "ALL_TRAFFIC" : "PRIVATE_RANGES_ONLY"}'
+        ), name
         assert "direct_vpc_network_interface" not in service, name
         assert function["location"] == "${var.region}", name
 
@@ -162,6 +165,55 @@ def test_connector_range_must_lie_inside_the_peering_range(tf: Config) -> None:
     containment = [c for c in conditions if "var.peering_cidr" in c]
     assert containment, "no validation of connector_cidr refers to peering_cidr"
     assert any("cidrhost(" in c for c in containment), containment
+
+
+def test_network_mode_is_one_variable_peered_by_default(tf: Config) -> None:
+    mode = tf.variables["network_mode"]
+    assert mode["default"] == "peered"
+    assert '["peered", "public"]' in one(mode["validation"])["condition"]
+    assert tf.locals["public"] == '${var.network_mode == "public"}'
+    # the NAT pieces exist in the public topology only
+    public = {
+        (rtype, rname)
+        for rtype, named in tf.resources.items()
+        for rname, body in named.items()
+        if body.get("count") == "${local.public ? 1 : 0}"
+    }
+    assert public == {
+        ("google_compute_address", "egress"),
+        ("google_compute_router", "egress"),
+        ("google_compute_router_nat", "egress"),
+    }
+
+
+def test_public_topology_leaves_through_cloud_nat_with_a_reserved_static_address(
+    tf: Config,
+) -> None:
+    address = tf.of("google_compute_address")["egress"]
+    assert address["address_type"] == "EXTERNAL" and address["region"] == "${var.region}"
+    router = tf.of("google_compute_router")["egress"]
+    assert router["network"] == "${var.network}" and router["region"] == "${var.region}"
+    nat = tf.of("google_compute_router_nat")["egress"]
+    assert nat["router"] == "${google_compute_router.egress[0].name}"
+    # only the reserved address (never an automatic one, which could change) ...
+    assert nat["nat_ip_allocate_option"] == "MANUAL_ONLY"
+    assert nat["nat_ips"] == ["${google_compute_address.egress[0].self_link}"]
+    # ... for the connector's subnet only (nothing else in the VPC changes)
+    assert nat["source_subnetwork_ip_ranges_to_nat"] == "LIST_OF_SUBNETWORKS"
+    subnetwork = one(nat["subnetwork"])
+    assert subnetwork["name"] == "${google_compute_subnetwork.connector.id}"
+    assert subnetwork["source_ip_ranges_to_nat"] == ["ALL_IP_RANGES"]
+    # Google APIs stay off the NAT: Private Google Access on the connector's subnet
+    assert tf.of("google_compute_subnetwork")["connector"]["private_ip_google_access"] is True
+    output = tf.outputs["egress_ip"]
+    assert output["value"] == "${local.public ? google_compute_address.egress[0].address : null}"
+    assert "allowlist" in output["description"]
+    assert tf.locals["egress_ip"] == (
+        '${local.public ? google_compute_address.egress[0].address : ""}'
+    )
+    environment = tf.locals["relay_environment"]
+    assert environment["ESDB_RELAY_PREFLIGHT__EGRESS_IPS"] == "${local.egress_ip}"
+    assert environment["ESDB_RELAY_PREFLIGHT__NETWORK_MODE"] == "${var.network_mode}"
 
 
 def test_functions_accept_internal_traffic_only(tf: Config) -> None:
@@ -480,21 +532,35 @@ SAMPLE = {
     "var.checkpoint_collection": "esdb-relay-checkpoints",
     "var.connector_cidr": "10.10.255.240/28",
     "var.peering_cidr": "10.10.0.0/16",
+    "var.network_mode": "peered",
+    "local.public": "false",  # var.network_mode == "public"
+    "local.egress_ip": "",
     "google_pubsub_topic.slices.id": "projects/my-project/topics/orders-relay-slices",
 }
 
 
-def evaluate(tf: Config, value: str) -> str:
-    """The few expression forms the environment uses, with SAMPLE values; anything else fails."""
+def evaluate(tf: Config, value: str, sample: dict[str, str] = SAMPLE) -> str:
+    """The few expression forms the environment uses (references, tostring, and `C ? A : B`
+    with references or ""), with sample values; anything else fails."""
 
-    def one_ref(m: re.Match[str]) -> str:
-        expr = m.group(1)
+    def term(expr: str) -> str:
+        expr = expr.strip()
+        if expr == '""':
+            return ""
         inner = re.fullmatch(r"tostring\((.+)\)", expr)
         expr = inner.group(1) if inner else expr
+        if expr in sample:
+            return sample[expr]
         if expr.startswith("local."):
-            return evaluate(tf, tf.locals[expr.removeprefix("local.")])
-        assert expr in SAMPLE, f"the test cannot evaluate ${{{expr}}}: add it to SAMPLE"
-        return SAMPLE[expr]
+            return evaluate(tf, tf.locals[expr.removeprefix("local.")], sample)
+        raise AssertionError(f"the test cannot evaluate ${{{expr}}}: add it to the sample")
+
+    def one_ref(m: re.Match[str]) -> str:
+        conditional = re.fullmatch(r"(.+?)\?(.+?):(.+)", m.group(1))
+        if conditional:
+            condition, yes, no = conditional.groups()
+            return term(yes) if term(condition) == "true" else term(no)
+        return term(m.group(1))
 
     return re.sub(r"\$\{([^{}]+)\}", one_ref, value)
 
@@ -548,6 +614,7 @@ def test_job_settings_cannot_override_what_the_module_sets(tf: Config) -> None:
         "project",
         "region",
         "name",
+        "network_mode",
         "network",
         "peering_cidr",
         "connector_cidr",
@@ -647,6 +714,20 @@ CASES: list[tuple[str, dict[str, Any], str | None]] = [
     ("uppercase name", {"name": "Orders"}, "name"),
     ("name too long for the connector", {"name": "a-very-long-relay-name"}, "name"),
     ("project id too short", {"project": "abc"}, "project"),
+    # the public topology: no peering range; the connector may be anywhere in the VPC
+    (
+        "public, no peering",
+        {"network_mode": "public", "peering_cidr": None, "connector_cidr": "10.99.0.0/28"},
+        None,
+    ),
+    ("public with a peering range", {"network_mode": "public"}, "peering_cidr"),
+    ("peered without a peering range", {"peering_cidr": None}, "peering_cidr"),
+    (
+        "public with an esc range",
+        {"network_mode": "public", "peering_cidr": None, "esc_cidr": "172.16.0.0/16"},
+        "esc_cidr",
+    ),
+    ("unknown network mode", {"network_mode": "nat"}, "network_mode"),
 ]
 
 
@@ -677,7 +758,8 @@ def test_variable_validation(
     variables_only: Path, case: str, values: dict[str, Any], rejected: str | None
 ) -> None:
     var_file = variables_only / "case.tfvars.json"
-    var_file.write_text(json.dumps({**BASE, **values}))
+    merged = {k: v for k, v in {**BASE, **values}.items() if v is not None}  # None: unset
+    var_file.write_text(json.dumps(merged))
     proc = terraform(
         "plan", "-input=false", "-no-color", "-lock=false", "-refresh=false",
         f"-var-file={var_file.name}", cwd=variables_only,

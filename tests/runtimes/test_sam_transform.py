@@ -3,8 +3,9 @@
 `sam deploy` uploads the zip, rewrites CodeUri to its S3 location and hands the template to
 CloudFormation, which runs the AWS::Serverless-2016-10-31 transform (aws-sam-translator). This
 test does the same offline: CodeUri becomes an S3 URI as `sam deploy` writes it, the sample
-samconfig's parameters are the parameter values, aws-sam-translator (in .venv-sam) transforms
-it, and cfn-lint checks the plain CloudFormation template that results (errors and warnings).
+samconfig's parameters (its peered [default] and public environments) are the parameter values,
+aws-sam-translator (in .venv-sam) transforms it, and cfn-lint checks the plain CloudFormation
+template that results (errors and warnings).
 """
 
 from __future__ import annotations
@@ -27,14 +28,14 @@ SCRIPT = Path(__file__).with_name("sam_transform.py")
 CFN_LINT = Path(sys.executable).with_name("cfn-lint")
 
 
-def sample_parameters() -> dict[str, str]:
+def sample_parameters(config_env: str = "default") -> dict[str, str]:
     spec = importlib.util.spec_from_file_location(
         "aws_check_parameters", ROOT / "infra" / "aws" / "check_parameters.py"
     )
     assert spec and spec.loader
     checker = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(checker)
-    return checker.read_samconfig(SAMPLE)
+    return checker.read_samconfig(SAMPLE, config_env)
 
 
 def sam_transform(template: dict[str, Any], parameters: dict[str, str]) -> dict[str, Any]:
@@ -60,9 +61,10 @@ def deployed_form() -> dict[str, Any]:
     return template
 
 
-@pytest.fixture(scope="module")
-def transformed() -> dict[str, Any]:
-    return sam_transform(deployed_form(), sample_parameters())
+@pytest.fixture(scope="module", params=["default", "public"])
+def transformed(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The sample's two topologies: peered ([default]) and public ([public], NAT gateway)."""
+    return sam_transform(deployed_form(), sample_parameters(request.param))
 
 
 def test_sam_transforms_the_template_into_plain_cloudformation(transformed):
@@ -70,6 +72,9 @@ def test_sam_transforms_the_template_into_plain_cloudformation(transformed):
     types = {r["Type"] for r in transformed["Resources"].values()}
     assert not any(t.startswith("AWS::Serverless::") for t in types)
     assert {"AWS::Lambda::Function", "AWS::Lambda::EventInvokeConfig"} <= types
+    # the NAT pieces pass through the transform with their condition
+    assert {"AWS::EC2::EIP", "AWS::EC2::NatGateway", "AWS::EC2::Route"} <= types
+    assert transformed["Resources"]["NatGateway"]["Condition"] == "PublicNetwork"
     function = transformed["Resources"]["RelayFunction"]["Properties"]
     assert function["Handler"] == "handlers.aws.lambda_function.handler"
     assert function["Code"] == {

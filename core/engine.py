@@ -54,8 +54,9 @@ from core.engine_writer import (
     stream_batches,
 )
 from core.errors import LeaseLostError, PermanentError, RelayError
-from core.eventstore import Event, EventStore
+from core.eventstore import EventStore
 from core.known_streams import KnownStreams
+from core.model import Event
 from core.planner import Op, Planner, SliceIndex
 
 # Ordered mode learns the state of a chunk's new target streams with this many reads at once.

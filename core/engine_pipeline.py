@@ -12,7 +12,8 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from core.eventstore import Event, EventStore
+from core.eventstore import EventStore
+from core.model import Event
 from core.planner import Op, SliceIndex
 
 

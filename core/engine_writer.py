@@ -18,21 +18,21 @@ from dataclasses import dataclass, field
 
 from core import rules
 from core.config import JobConfig
-from core.errors import ConflictError, OversizeEventError, RelayError
-from core.eventstore import (
-    NO_STREAM,
+from core.errors import (
     AppendTooLarge,
-    EventStore,
+    ConflictError,
     MultiAppendConflict,
     MultiAppendUnsupported,
-    OutEvent,
-    StreamAppend,
+    OversizeEventError,
+    RelayError,
     StreamTombstoned,
     WrongExpectedRevision,
 )
+from core.eventstore import EventStore
+from core.eventstore.v2 import event_problem
 from core.known_streams import KnownState, KnownStreams
 from core.locate import Locator, Missing
-from core.multi_append import event_problem
+from core.model import NO_STREAM, OutEvent, StreamAppend
 from core.planner import Op, Origin, Planner, SliceIndex
 from core.truncation import Truncation
 

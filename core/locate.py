@@ -17,8 +17,9 @@ from collections.abc import Iterator
 from enum import Enum
 
 from core import rules
-from core.errors import PermanentError
-from core.eventstore import Event, EventStore, StreamTombstoned
+from core.errors import PermanentError, StreamTombstoned
+from core.eventstore import EventStore
+from core.model import Event
 from core.planner import Origin, Planner, SliceIndex
 
 PAGE = 500

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from core import rules
 from core.config import JobConfig
 from core.errors import RelayError, TransformError
-from core.eventstore import Event, EventStore, OutEvent
+from core.eventstore import EventStore
+from core.model import Event, OutEvent
 from core.scavenge import ScavengeFilter
 
 

@@ -30,8 +30,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from core.errors import ConfigError, PermanentError, RelayError
-from core.eventstore import AccessDenied, EventStore
+from core.errors import AccessDenied, ConfigError, PermanentError, RelayError
+from core.eventstore import EventStore
 
 REGISTRY_STREAM = "$projections-$all"
 DEFINITION_PREFIX = "$projections-"

@@ -20,7 +20,7 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from core.errors import ConfigError, TransformError
-from core.eventstore import Event, OutEvent
+from core.model import Event, OutEvent
 
 if TYPE_CHECKING:
     from core.config import FilterConfig

@@ -43,22 +43,15 @@ from pydantic import BaseModel
 from core import rules
 from core.checkpoint import open_store
 from core.config import JobConfig
-from core.errors import PermanentError, RelayError
-from core.eventstore import Event, EventStore, StreamTombstoned
+from core.errors import NotReplicatedError, RelayError, StreamTombstoned, TranslateError
+from core.eventstore import EventStore
 from core.locate import Locator
+from core.model import Event
 from core.planner import Origin, Planner, SliceIndex
 
 PAGE = 500
 MAX_MISSES = 200  # replicated-looking source events not found on the target: give up
 UNMARKED_RUN = 1000  # target records without `$original*` looked up after an anchor
-
-
-class NotReplicatedError(PermanentError):
-    """The position lies beyond what the relay has copied so far."""
-
-
-class TranslateError(PermanentError):
-    """The position cannot be translated (not in the source, or not found in the target)."""
 
 
 class TranslatedPosition(BaseModel):

@@ -24,7 +24,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-from core.eventstore import Event, EventStore, StreamTombstoned
+from core.errors import StreamTombstoned
+from core.eventstore import EventStore
+from core.model import Event
 from core.planner import Planner
 
 PAGE = 500

@@ -8,8 +8,9 @@ from __future__ import annotations
 import pytest
 
 from core.engine_writer import Op, SliceIndex, StreamWriter, WriteContext
-from core.eventstore import NO_STREAM, EventStore
+from core.eventstore import EventStore
 from core.known_streams import KnownStreams
+from core.model import NO_STREAM
 from core.rules import Kind
 from esdb_emulator import Emulator
 from esdb_emulator.store import ProposedEvent

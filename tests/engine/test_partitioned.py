@@ -15,7 +15,8 @@ from core.engine import Budget, run_slice
 from core.engine_pipeline import Watermark, partition_of
 from core.engine_writer import SliceIndex, StreamState, StreamWriter, WriteContext
 from core.errors import ConflictError
-from core.eventstore import EventStore, OutEvent
+from core.eventstore import EventStore
+from core.model import OutEvent
 from esdb_emulator.store import ANY, ProposedEvent
 from esdb_emulator.workload import Workload, generate
 from tests.engine.helpers import (

@@ -1,8 +1,7 @@
-"""The one module that talks to EventStoreDB (through esdbclient).
+"""`EventStore`: one server (the source or the target of a job) through esdbclient.
 
-Everything else in esdb-relay uses this small adapter, so moving to kurrentdbclient (needed
-once grpcio must pass 1.71) changes this file only. esdbclient's exceptions are translated
-into core.errors here; connection strings never appear in a message.
+esdbclient's exceptions are translated into core.errors here; connection strings never
+appear in a message.
 """
 
 from __future__ import annotations
@@ -12,204 +11,30 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from typing import TypeVar
-from uuid import UUID
 
 import grpc
 from esdbclient import EventStoreDBClient, NewEvent, StreamState
 from esdbclient import exceptions as esdb
-from esdbclient.connection_spec import ConnectionSpec
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
 
-from core import multi_append as v2
-from core.errors import PermanentError, RelayError, TransientError
+from core.errors import (
+    AccessDenied,
+    AppendTooLarge,
+    MultiAppendConflict,
+    MultiAppendUnsupported,
+    PermanentError,
+    StreamTombstoned,
+    TransientError,
+    WrongExpectedRevision,
+)
+from core.eventstore import v2
+from core.eventstore.connection import esdbclient_uri, first_line
+from core.model import DELETED_STREAM, NO_STREAM, Event, Member, OutEvent, StreamAppend, StreamTail
 
 T = TypeVar("T")
 _PROBE_REVISION = 2**62  # a revision no stream reaches: appends expecting it always fail
 _DEFAULT_ATTEMPTS = 4
-
-NO_STREAM = -1
-DELETED_STREAM = 2**63 - 1  # the revision of a tombstone record
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """What a connection string says, as esdbclient reads it; never the password."""
-
-    scheme: str  # esdb or esdb+discover
-    targets: tuple[tuple[str, int], ...]  # (host, port); the port defaults to 2113
-    tls: bool
-    tls_verify_cert: bool
-    ca_file: str | None
-    username: str | None
-    has_password: bool
-    node_preference: str
-
-    @property
-    def discover(self) -> bool:
-        return self.scheme.endswith("+discover")
-
-
-@dataclass(frozen=True, slots=True)
-class Member:
-    """A cluster member as gossip reports it."""
-
-    state: str  # leader, follower, readonlyreplica or other
-    host: str
-    port: int
-
-
-_KURRENTDB_SCHEMES = {"kurrentdb": "esdb", "kurrentdb+discover": "esdb+discover"}
-
-
-def esdbclient_uri(connection_string: str) -> str:
-    """kurrentdb:// names the same protocol as esdb://; esdbclient 1.1.7 knows only esdb."""
-    scheme, sep, rest = connection_string.partition("://")
-    mapped = _KURRENTDB_SCHEMES.get(scheme.lower())
-    return f"{mapped}://{rest}" if sep and mapped else connection_string
-
-
-def parse_connection_string(connection_string: str, *, side: str) -> Endpoint:
-    """The parts of a connection string esdbclient uses; PermanentError (without the string)
-    if esdbclient would refuse it."""
-    try:
-        spec = ConnectionSpec(esdbclient_uri(connection_string))
-    except ValueError as e:
-        raise PermanentError(
-            f"{side}: invalid connection string: {_first_line(e)}",
-            hint="use esdb://user:password@host:2113 or esdb+discover://... (see the docs)",
-        ) from None
-    targets = []
-    for target in spec.targets:
-        host, _, port = target.rpartition(":")
-        targets.append((host.strip("[]"), int(port)))
-    options = spec.options
-    return Endpoint(
-        scheme=spec.scheme,
-        targets=tuple(targets),
-        tls=options.Tls,
-        tls_verify_cert=options.TlsVerifyCert,
-        ca_file=options.TlsCaFile,
-        username=spec.username,
-        has_password=bool(spec.password),
-        node_preference=options.NodePreference,
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One record read from `$all` or a stream."""
-
-    stream: str
-    revision: int
-    event_id: UUID
-    type: str
-    content_type: str
-    data: bytes
-    metadata: bytes
-    created: datetime | None
-    commit_position: int
-    prepare_position: int
-
-    @property
-    def size(self) -> int:
-        return size_on_disk(self.type, self.data, self.metadata)
-
-
-def size_on_disk(type_: str, data: bytes, metadata: bytes) -> int:
-    """An event's size as the server counts it for the maximum append size (Event.SizeOnDisk)."""
-    return len(data) + len(metadata) + 2 * len(type_)
-
-
-@dataclass(frozen=True, slots=True)
-class OutEvent:
-    """An event to append: ids, types, payloads and content types kept byte for byte.
-
-    `plain` is the user's metadata when the relay inserted its provenance keys into it
-    (core/rules.py), None when `metadata` is the user's own bytes."""
-
-    event_id: UUID
-    type: str
-    content_type: str
-    data: bytes
-    metadata: bytes
-    plain: bytes | None = None
-
-    @property
-    def size(self) -> int:
-        return size_on_disk(self.type, self.data, self.metadata)
-
-    def without_provenance(self) -> OutEvent:
-        """The event as the user wrote it, without the keys the relay added."""
-        if self.plain is None:
-            return self
-        return OutEvent(self.event_id, self.type, self.content_type, self.data, self.plain)
-
-
-@dataclass(frozen=True, slots=True)
-class StreamTail:
-    """The end of a stream: its last events (oldest first) and its current revision."""
-
-    events: tuple[Event, ...]
-    last_revision: int  # NO_STREAM when the stream has no visible events
-    tombstoned: bool = False
-
-
-class WrongExpectedRevision(RelayError):
-    """The stream is not at the revision we expected; `actual` is where it is (-1 = none)."""
-
-    def __init__(self, message: str, actual: int | None = None) -> None:
-        super().__init__(message)
-        self.actual = actual
-
-
-class StreamTombstoned(RelayError):
-    """The stream was hard-deleted."""
-
-
-class AccessDenied(PermanentError):
-    """The server refused the call: `code` is UNAUTHENTICATED (wrong user or password) or
-    PERMISSION_DENIED (no credentials sent, or the user lacks the ACL)."""
-
-    def __init__(self, message: str, code: str, hint: str | None = None) -> None:
-        super().__init__(message, hint=hint)
-        self.code = code
-
-
-class AppendTooLarge(PermanentError):
-    """The append is over the server's maximum append size (`limit`, when it says)."""
-
-    def __init__(self, message: str, limit: int | None = None) -> None:
-        super().__init__(message)
-        self.limit = limit
-
-
-@dataclass(frozen=True)
-class StreamAppend:
-    """One stream's part of a multi-stream append."""
-
-    stream: str
-    expected_revision: int  # exact revision, or NO_STREAM
-    events: list[OutEvent]
-
-
-class MultiAppendConflict(PermanentError):
-    """A multi-stream append found a stream away from its expected revision; nothing was
-    written. `streams` maps stream -> actual revision (None = no stream). KurrentDB's
-    AppendSession reports the first failing stream only, so this holds one entry; that stream
-    may also be one whose events are all already there (the server calls a mix of written and
-    not-yet-written streams a conflict, not an idempotent replay)."""
-
-    def __init__(self, message: str, streams: dict[str, int | None]) -> None:
-        super().__init__(message)
-        self.streams = streams
-
-
-class MultiAppendUnsupported(PermanentError):
-    """This batch cannot go as one multi-stream append (the server lacks it, or an event or
-    stream name is outside what the v2 API takes); append per stream instead."""
 
 
 def multi_append_problem(appends: Sequence[StreamAppend]) -> str | None:
@@ -341,7 +166,7 @@ class EventStore:
             self._client = EventStoreDBClient(esdbclient_uri(connection_string))
         except ValueError as e:
             raise PermanentError(
-                f"{side}: invalid connection string: {_first_line(e)}",
+                f"{side}: invalid connection string: {first_line(e)}",
                 hint="use esdb://user:password@host:2113 or esdb+discover://... (see the docs)",
             ) from None
         except esdb.EventStoreDBClientException as e:
@@ -986,11 +811,3 @@ class EventStore:
 
 def _revision(revision: int | None) -> str:
     return "no stream" if revision is None or revision < 0 else f"revision {revision}"
-
-
-def _first_line(error: Exception) -> str:
-    """esdbclient's message without the connection string it appends (it holds the password)."""
-    text = str(error).splitlines()[0] if str(error) else type(error).__name__
-    if "://" in text:
-        text = text[: text.rfind(": ")] if ": " in text else "malformed connection string"
-    return text

@@ -28,9 +28,10 @@ from core.errors import (
     TransientError,
     WrongExpectedRevision,
 )
-from core.eventstore import v2
+from core.eventstore import internals, v2
+from core.eventstore.admin import Admin
 from core.eventstore.connection import esdbclient_uri, first_line
-from core.model import DELETED_STREAM, NO_STREAM, Event, Member, OutEvent, StreamAppend, StreamTail
+from core.model import DELETED_STREAM, NO_STREAM, Event, OutEvent, StreamAppend, StreamTail
 
 T = TypeVar("T")
 _PROBE_REVISION = 2**62  # a revision no stream reaches: appends expecting it always fail
@@ -88,7 +89,7 @@ def _translate(error: Exception, side: str, action: str) -> Exception:
         )
     if isinstance(error, esdb.NodeIsNotLeader | esdb.ServiceUnavailable | esdb.DeadlineExceeded):
         return TransientError(f"{side}: {action}: {type(error).__name__}")
-    code = _grpc_code(error)
+    code = internals.grpc_code(error)
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
         return AccessDenied(
             f"{side}: {action}: access denied ({code.name})",
@@ -115,15 +116,6 @@ def _actual_revision(message: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def _grpc_code(error: Exception) -> grpc.StatusCode | None:
-    for arg in getattr(error, "args", ()):
-        if isinstance(arg, grpc.Call):
-            return arg.code()
-    if isinstance(error, grpc.Call):
-        return error.code()
-    return None
-
-
 def _event(recorded: object) -> Event:
     r = recorded
     return Event(
@@ -140,7 +132,7 @@ def _event(recorded: object) -> Event:
     )
 
 
-class EventStore:
+class EventStore(Admin):
     """A connection to one EventStoreDB (the source or the target of a job).
 
     Transient failures (unavailable, deadline exceeded, not leader) are retried with
@@ -236,8 +228,7 @@ class EventStore:
         """
         with response:  # type: ignore[attr-defined]
             yield from response  # type: ignore[misc]
-            code = getattr(getattr(response, "_read_resps", None), "code", None)
-            if code is not None and code() == grpc.StatusCode.CANCELLED:
+            if internals.read_cancelled(response):
                 raise TransientError(f"{self.side}: a read was cut short by a reconnect")
 
     def read_all_after(self, position: int | None, limit: int) -> Iterator[Event]:
@@ -388,96 +379,6 @@ class EventStore:
         return self._call(f"read {stream!r} backwards", read)
 
     # ------------------------------------------------------- persistent subscriptions
-    def list_persistent_subscriptions(self) -> list[object]:
-        """Every persistent subscription group (esdbclient SubscriptionInfo objects)."""
-        return self._call(
-            "list persistent subscriptions",
-            lambda: list(self._client.list_subscriptions(timeout=self.timeout)),
-        )
-
-    def persistent_subscription_info(self, group: str, stream: str | None) -> object | None:
-        """One group's info (stream None = `$all`), or None if it does not exist."""
-
-        def read() -> object | None:
-            try:
-                return self._client.get_subscription_info(
-                    group, None if stream in (None, "$all") else stream, timeout=self.timeout
-                )
-            except esdb.NotFound:
-                return None
-
-        return self._call(f"read persistent subscription {group!r}", read)
-
-    def persistent_subscription_config(self) -> list[dict]:
-        """The server's saved group entries (`$persistentSubscriptionConfig`): the only place
-        a `$all` group's filter can be read from. [] if unreadable."""
-
-        def read() -> list[dict]:
-            try:
-                recorded = self._get_stream(
-                    "$persistentSubscriptionConfig",
-                    backwards=True,
-                    limit=1,
-                    timeout=self.timeout,
-                )
-            except esdb.NotFound:
-                return []
-            for r in recorded:
-                try:
-                    config = json.loads(r.data)
-                except (ValueError, UnicodeDecodeError):
-                    return []
-                entries = config.get("entries") if isinstance(config, dict) else None
-                return [e for e in entries or [] if isinstance(e, dict)]
-            return []
-
-        return self._call("read the persistent subscription configuration", read)
-
-    def save_persistent_subscription(
-        self,
-        group: str,
-        stream: str,
-        *,
-        update: bool,
-        start: int | None,
-        settings: dict,
-        filter_include: Sequence[str] = (),
-        filter_exclude: Sequence[str] = (),
-        filter_by_stream_name: bool = False,
-    ) -> None:
-        """Create (or update) a group on `stream` ("$all" for `$all`). `start` is the first
-        position/revision delivered (inclusive): 0 the start, None the end. A `$all` filter is
-        esdbclient's include/exclude patterns (none = no filter); an update keeps the filter."""
-        kwargs = dict(settings)
-        if start is None:
-            kwargs["from_end"] = True
-        elif start > 0:
-            kwargs["commit_position" if stream == "$all" else "stream_position"] = start
-        else:
-            kwargs["from_end"] = False
-        if stream == "$all":
-            if update:
-                fn = self._client.update_subscription_to_all
-            else:
-                fn = self._client.create_subscription_to_all
-                kwargs["filter_include"] = list(filter_include)
-                kwargs["filter_exclude"] = list(filter_exclude)
-                kwargs["filter_by_stream_name"] = filter_by_stream_name
-            self._call(
-                f"save persistent subscription {group!r} to $all",
-                lambda: fn(group, timeout=self.timeout, **kwargs),
-            )
-            return
-        fn = (
-            self._client.update_subscription_to_stream
-            if update
-            else self._client.create_subscription_to_stream
-        )
-        self._call(
-            f"save persistent subscription {group!r} to {stream!r}",
-            lambda: fn(group, stream, timeout=self.timeout, **kwargs),
-        )
-
     def stream_tail(self, stream: str, limit: int) -> StreamTail:
         def read() -> StreamTail:
             try:
@@ -524,99 +425,6 @@ class EventStore:
 
         return self._call(f"read the metadata of {stream!r}", read)
 
-    def read_gossip(self) -> list[Member]:
-        """The cluster's members as the node's gossip reports them (one leader for a single
-        node). esdbclient exposes no server version or feature list: gossip is all there is."""
-        states = {
-            "NODE_STATE_LEADER": "leader",
-            "NODE_STATE_FOLLOWER": "follower",
-            "NODE_STATE_REPLICA": "readonlyreplica",
-        }
-        members = self._call("read gossip", lambda: self._client.read_gossip(timeout=self.timeout))
-        return [Member(states.get(m.state, "other"), m.address, m.port) for m in members]
-
-    # ------------------------------------------------------------------ projections
-    def projection_statistics(self, name: str | None = None) -> list[object]:
-        """esdbclient ProjectionStatistics of every projection (name None), or of one ([] if
-        it does not exist). esdbclient asks only by name, so the list call uses its stub."""
-        from esdbclient.common import handle_rpc_error
-        from esdbclient.protos.Grpc import projections_pb2, shared_pb2
-
-        if name is not None:
-
-            def one() -> list[object]:
-                try:
-                    return [self._client.get_projection_statistics(name=name, timeout=self.timeout)]
-                except esdb.NotFound:
-                    return []
-
-            return self._projection_call(f"read the statistics of projection {name!r}", one)
-        service = self._client.projections
-        options = projections_pb2.StatisticsReq.Options(all=shared_pb2.Empty())
-
-        def every() -> list[object]:
-            try:
-                responses = service._stub.Statistics(
-                    projections_pb2.StatisticsReq(options=options),
-                    timeout=self.timeout,
-                    metadata=service._metadata(self._client._call_metadata, requires_leader=True),
-                    credentials=self._client._call_credentials,
-                )
-                return [service._construct_projection_statistics(r) for r in responses]
-            except grpc.RpcError as e:
-                raise handle_rpc_error(e) from None
-
-        return self._projection_call("list projections", every)
-
-    def create_projection(self, name: str, query: str, *, emit: bool, track: bool) -> None:
-        """A continuous projection; the server starts it at once (gRPC cannot create one
-        stopped)."""
-        self._projection_call(
-            f"create projection {name!r}",
-            lambda: self._client.create_projection(
-                name=name,
-                query=query,
-                emit_enabled=emit,
-                track_emitted_streams=track,
-                timeout=self.timeout,
-            ),
-        )
-
-    def update_projection(self, name: str, query: str, *, emit: bool) -> None:
-        self._projection_call(
-            f"update projection {name!r}",
-            lambda: self._client.update_projection(
-                name, query=query, emit_enabled=emit, timeout=self.timeout
-            ),
-        )
-
-    def disable_projection(self, name: str) -> None:
-        self._projection_call(
-            f"disable projection {name!r}",
-            lambda: self._client.disable_projection(name, timeout=self.timeout),
-        )
-
-    def reset_projection(self, name: str) -> None:
-        self._projection_call(
-            f"reset projection {name!r}",
-            lambda: self._client.reset_projection(name, timeout=self.timeout),
-        )
-
-    def _projection_call(self, action: str, fn: Callable[[], T]) -> T:
-        def guarded() -> T:
-            try:
-                return fn()
-            except esdb.EventStoreDBClientException as e:
-                if _grpc_code(e) == grpc.StatusCode.UNIMPLEMENTED:
-                    raise PermanentError(
-                        f"{self.side}: {action}: the projections subsystem is not running",
-                        hint="start the node with --run-projections=All (or System) to manage "
-                        "projections",
-                    ) from None
-                raise
-
-        return self._call(action, guarded)
-
     # ----------------------------------------------------------------- writes
     def append(self, stream: str, expected: int, events: Sequence[OutEvent]) -> int:
         """Append with an exact expected revision (NO_STREAM for a new stream).
@@ -653,13 +461,13 @@ class EventStore:
     def _v2_client(self) -> tuple[object, v2.Client]:
         """A v2 client on esdbclient's current channel (it changes when esdbclient
         reconnects), made once per connection."""
-        connection = self._client._connection
+        connection = internals.connection(self._client)
         cached = self._v2
         if cached is None or cached[0] is not connection:
             client = v2.Client(
-                connection._grpc_channel,
-                self._client._call_credentials,
-                tuple(self._client._call_metadata),
+                internals.channel(self._client),
+                internals.call_credentials(self._client),
+                internals.call_metadata(self._client),
             )
             cached = self._v2 = (connection, client, None)
         return cached[0], cached[1]

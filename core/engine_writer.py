@@ -348,7 +348,7 @@ class StreamWriter:
         except (MultiAppendConflict, StreamTombstoned) as e:
             # As a single append's resync (see module doc), once per stream: learn the named
             # streams again, drop what is already there, retry the rest.
-            actual = e.streams if isinstance(e, MultiAppendConflict) else {_named(e): None}
+            actual = e.streams if isinstance(e, MultiAppendConflict) else {e.stream or "": None}
             named = [s for s in actual if any(s == stream for stream, _, _ in plans)]
             again = [s for s in named if s in resynced]
             if not named or again:
@@ -649,10 +649,6 @@ def stream_batches(ops: Iterable[Op], max_events: int, max_bytes: int) -> Iterat
         by_stream.setdefault(op.stream, []).append(op)
     for stream_ops in by_stream.values():
         yield from runs(stream_ops, max_events, max_bytes)
-
-
-def _named(error: StreamTombstoned) -> str:
-    return str(getattr(error, "stream", ""))
 
 
 def _tb(metadata: bytes) -> object:

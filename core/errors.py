@@ -204,7 +204,11 @@ class WrongExpectedRevision(RelayError):
 
 
 class StreamTombstoned(RelayError):
-    """The stream was hard-deleted."""
+    """The stream was hard-deleted (`stream`, when the server names it)."""
+
+    def __init__(self, message: str, *, stream: str | None = None) -> None:
+        super().__init__(message)
+        self.stream = stream
 
 
 class AccessDenied(PermanentError):

@@ -11,7 +11,7 @@ from google.protobuf import struct_pb2
 
 from core.errors import MultiAppendConflict
 from core.eventstore import v2
-from core.eventstore.client import multi_append_problem
+from core.eventstore.multi import multi_append_problem
 from core.model import NO_STREAM, OutEvent, StreamAppend
 from core.protocol.kurrentdb.protocol.v2.streams import shared_pb2
 from esdb_emulator.multi_append import _format_fields

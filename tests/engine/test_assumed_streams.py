@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from core.engine_writer import Op, SliceIndex, StreamWriter, WriteContext
+from core.engine.known_streams import KnownStreams
+from core.engine.plan import Op, SliceIndex
+from core.engine.writer import StreamWriter, WriteContext
 from core.eventstore import EventStore
-from core.known_streams import KnownStreams
 from core.model import NO_STREAM
 from core.rules import Kind
 from esdb_emulator import Emulator

@@ -12,8 +12,9 @@ import pytest
 
 from core.checkpoint import open_store
 from core.engine import Budget, run_slice
-from core.engine_pipeline import Watermark, partition_of
-from core.engine_writer import SliceIndex, StreamState, StreamWriter, WriteContext
+from core.engine.plan import SliceIndex
+from core.engine.watermark import Watermark, partition_of
+from core.engine.writer import StreamState, StreamWriter, WriteContext
 from core.errors import ConflictError
 from core.eventstore import EventStore
 from core.model import OutEvent

@@ -9,8 +9,8 @@ from contextlib import contextmanager
 
 from core.checkpoint import open_store
 from core.engine import Budget, run_slice
-from core.engine_pipeline import READ_AHEAD_CHUNKS, ChunkReader, ReadLimits
-from core.engine_writer import Op, SliceIndex
+from core.engine.plan import Op, SliceIndex
+from core.engine.reader import READ_AHEAD_CHUNKS, ChunkReader, ReadLimits
 from core.eventstore import EventStore
 from core.rules import Kind
 from esdb_emulator import Emulator

@@ -1,8 +1,8 @@
 """The plan of one `$all` record: the target writes it becomes (core/rules.py says which).
 
 One `Planner` per slice applies the job's filters, the scavenge filter and the transform, so
-the engine, the search for where a target event came from (core/locate.py) and the `$tb`
-translation (core/truncation.py) count the same events.
+the engine, the search for where a target event came from (core/engine/locate.py) and the `$tb`
+translation (core/engine/truncation.py) count the same events.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """How one slice writes planned ops to the target: per-stream sync, exact expected revisions,
-resync once then ConflictError, oversize splits and dead letters (see core/engine.py's
+resync once then ConflictError, oversize splits and dead letters (see core/engine/slice.py's
 docstring for the exactly-once argument).
 
 A `StreamWriter` owns the per-stream state of the streams it writes. Ordered mode has one;
@@ -12,12 +12,17 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from core import rules
 from core.config import JobConfig
+from core.engine.batching import by_run
+from core.engine.known_streams import KnownState, KnownStreams
+from core.engine.locate import Locator, Missing
+from core.engine.plan import Op, Origin, Planner, SliceIndex
+from core.engine.truncation import Truncation
 from core.errors import (
     AppendTooLarge,
     ConflictError,
@@ -29,12 +34,7 @@ from core.errors import (
     WrongExpectedRevision,
 )
 from core.eventstore import EventStore
-from core.eventstore.v2 import event_problem
-from core.known_streams import KnownState, KnownStreams
-from core.locate import Locator, Missing
 from core.model import NO_STREAM, OutEvent, StreamAppend
-from core.planner import Op, Origin, Planner, SliceIndex
-from core.truncation import Truncation
 
 __all__ = ["Op", "SliceIndex", "StreamState", "StreamWriter", "WriteContext"]
 
@@ -159,7 +159,7 @@ class StreamWriter:
         """What an earlier slice of this process ended with, if it is still in the cache. It
         may be stale (something else wrote the stream since): then the exact expected revision
         makes the append fail and the writer reads the stream (`_append`, `_multi`), so nothing
-        lands twice or out of place (core/known_streams.py)."""
+        lands twice or out of place (core/engine/known_streams.py)."""
         cached = self.ctx.known.get(stream) if self.ctx.known is not None else None
         if cached is None:
             return None
@@ -315,7 +315,7 @@ class StreamWriter:
     def write_batch(self, group: list[Op]) -> tuple[int, int]:
         """Write a group from `ordered_batches`: consecutive runs of several streams go in one
         atomic multi-stream append, in `$all` order, each stream at its exact revision."""
-        parts = _by_run(group)
+        parts = by_run(group)
         if group[0].kind is not rules.Kind.EVENT or len(parts) == 1:
             return self.write(group)
         return self._multi(parts, frozenset())
@@ -444,7 +444,7 @@ class StreamWriter:
 
     def sync(self, stream: str) -> StreamState:
         """Learn the target stream's revision and how far it already goes: the source record
-        its last event came from (core/locate.py; never what an event's metadata claims).
+        its last event came from (core/engine/locate.py; never what an event's metadata claims).
 
         The marker covers the stream and its metadata: both are written in `$all` order, so a
         later record of either means every earlier record of the stream is on the target.
@@ -538,117 +538,6 @@ class StreamWriter:
             if origin is not None:
                 return origin.position
         return -1
-
-
-def runs(ops: Iterable[Op], max_events: int, max_bytes: int) -> Iterator[list[Op]]:
-    """Consecutive ops of one kind and stream, split by the batch limits."""
-    group: list[Op] = []
-    events = size = 0
-    for op in ops:
-        n = len(op.events)
-        b = op.size
-        same = (
-            group
-            and op.kind is rules.Kind.EVENT
-            and group[0].kind is rules.Kind.EVENT
-            and group[0].source.stream == op.source.stream
-            and events + n <= max_events
-            and size + b <= max_bytes
-        )
-        if group and not same:
-            yield group
-            group, events, size = [], 0, 0
-        group.append(op)
-        events += n
-        size += b
-    if group:
-        yield group
-
-
-def ordered_batches(ops: Iterable[Op], max_events: int, max_bytes: int) -> Iterator[list[Op]]:
-    """For a target with multi-stream append: consecutive event ops of any streams, in `$all`
-    order, up to the batch limits; a stream that comes back after another one ends the batch
-    (one multi-stream append names a stream once). Metadata, tombstones and events the v2 API
-    cannot carry (non-JSON metadata) are barriers, written alone."""
-    group: list[Op] = []
-    group_alone = False
-    seen: set[str] = set()
-    events = size = 0
-    for op in ops:
-        n, b = len(op.events), op.size
-        key = op.source.stream.casefold()
-        alone = op.kind is not rules.Kind.EVENT or any(event_problem(e) for e in op.events)
-        fits = (
-            group
-            and not alone
-            and not group_alone
-            and events + n <= max_events
-            and size + b <= max_bytes
-            and (key not in seen or group[-1].source.stream.casefold() == key)
-        )
-        if group and not fits:
-            yield group
-            group, seen, events, size = [], set(), 0, 0
-        group_alone = alone
-        group.append(op)
-        seen.add(key)
-        events += n
-        size += b
-    if group:
-        yield group
-
-
-def packed_batches(
-    groups: Iterable[list[Op]], max_events: int, max_bytes: int
-) -> Iterator[list[list[Op]]]:
-    """For a target with multi-stream append: `stream_batches`' groups, several streams' at a
-    time, for one atomic append each, up to the batch limits. A stream's groups keep their
-    order: one that is not plain events the v2 API can carry (metadata, tombstone, non-JSON
-    metadata) is written alone, and a stream already in the pack ends it (one multi-stream
-    append names a stream once)."""
-    pack: list[list[Op]] = []
-    names: set[str] = set()
-    events = size = 0
-    for group in groups:
-        n = sum(len(op.events) for op in group)
-        b = sum(op.size for op in group)
-        key = group[0].source.stream.casefold()
-        alone = group[0].kind is not rules.Kind.EVENT or any(
-            event_problem(e) for op in group for e in op.events
-        )
-        if pack and (alone or key in names or events + n > max_events or size + b > max_bytes):
-            yield pack
-            pack, names, events, size = [], set(), 0, 0
-        if alone:
-            yield [group]
-            continue
-        pack.append(group)
-        names.add(key)
-        events += n
-        size += b
-    if pack:
-        yield pack
-
-
-def _by_run(ops: list[Op]) -> list[tuple[str, list[Op]]]:
-    parts: list[tuple[str, list[Op]]] = []
-    for op in ops:
-        if parts and parts[-1][0] == op.source.stream:
-            parts[-1][1].append(op)
-        else:
-            parts.append((op.source.stream, [op]))
-    return parts
-
-
-def stream_batches(ops: Iterable[Op], max_events: int, max_bytes: int) -> Iterator[list[Op]]:
-    """Each stream's ops in its own order, its events batched into as few appends as the
-    limits allow whatever other streams lie between them; metadata and tombstones are
-    barriers. Streams come in the order of their first op."""
-    by_stream: dict[str, list[Op]] = {}
-    for op in ops:
-        by_stream.setdefault(op.stream, []).append(op)
-    for stream_ops in by_stream.values():
-        yield from runs(stream_ops, max_events, max_bytes)
 
 
 def _tb(metadata: bytes) -> object:

@@ -7,14 +7,12 @@ from __future__ import annotations
 import queue
 import threading
 import time
-import zlib
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from core.engine.plan import Op, SliceIndex
 from core.eventstore import EventStore
 from core.model import Event
-from core.planner import Op, SliceIndex
 
 
 @dataclass(frozen=True)
@@ -37,7 +35,7 @@ READ_AHEAD_CHUNKS = 8
 class ChunkReader:
     """Reads one slice of `$all` on a background thread and plans it, chunk by chunk, into a
     queue, at most `READ_AHEAD_CHUNKS` ahead of the consumer. Except while the id search
-    (core/engine_writer.py) waits for the whole read (`SliceIndex.awaited`): the consumer
+    (core/engine/writer.py) waits for the whole read (`SliceIndex.awaited`): the consumer
     takes no chunks then, so the reader goes on to the end of the slice, whose budget bounds
     it."""
 
@@ -176,31 +174,3 @@ class ChunkReader:
             if item is _DONE:
                 self._finished = True
         self._thread.join(timeout=30)
-
-
-class Watermark:
-    """The highest source position P such that every op at or below P is done. Ops are added
-    in `$all` order, before any of them can be done; `done` may come in any order."""
-
-    def __init__(self, start: int | None) -> None:
-        self.position = start
-        self._pending: deque[int] = deque()
-        self._done: set[int] = set()
-        self._lock = threading.Lock()
-
-    def add(self, positions: Iterable[int]) -> None:
-        with self._lock:
-            self._pending.extend(positions)
-
-    def done(self, positions: Iterable[int]) -> None:
-        with self._lock:
-            self._done.update(positions)
-            while self._pending and self._pending[0] in self._done:
-                p = self._pending.popleft()
-                self._done.discard(p)
-                self.position = p
-
-
-def partition_of(stream: str, partitions: int) -> int:
-    """A stable hash (the same in every process and run, unlike `hash()`)."""
-    return zlib.crc32(stream.encode()) % partitions

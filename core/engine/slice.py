@@ -3,7 +3,7 @@
 Exactly once, without an atomic write across the checkpoint store and the target:
 - events keep their ids and go to the target in per-stream order with exact expected revisions;
 - the first time a slice touches a target stream it reads the stream's last event and finds
-  the source record it came from by its id (core/locate.py: the slice's own records, then the
+  the source record it came from by its id (core/engine/locate.py: the slice's own records, then the
   place its `$original*` metadata claims, confirmed by the record standing there, then a
   search of the source stream; no value in an event's metadata is trusted), and skips every
   pending event at or before that record: a crashed run, or an invocation that lost its lease
@@ -16,7 +16,7 @@ Exactly once, without an atomic write across the checkpoint store and the target
   up to it succeeded, and only at a source-event boundary.
 
 Modes. A reader thread reads and plans the next chunk of `$all` while the current one is
-written (core/engine_pipeline.py). Ordered mode writes in `$all` order, one append per run of
+written (core/engine/reader.py). Ordered mode writes in `$all` order, one append per run of
 consecutive same-stream events, or, when the target has KurrentDB's multi-stream append (and
 the job does not turn it off), one atomic append per batch of several streams' runs (a conflict
 resyncs the named stream once). Partitioned mode hashes each stream (with its metadata and
@@ -44,20 +44,15 @@ from typing import Literal
 from core import rules
 from core.checkpoint import Checkpoint, CheckpointStore, Lease, Position, SliceRecord
 from core.config import JobConfig
-from core.engine_pipeline import ChunkReader, ReadLimits, Watermark, partition_of
-from core.engine_writer import (
-    StreamWriter,
-    WriteContext,
-    ordered_batches,
-    packed_batches,
-    runs,
-    stream_batches,
-)
+from core.engine.batching import ordered_batches, packed_batches, runs, stream_batches
+from core.engine.known_streams import KnownStreams
+from core.engine.plan import Op, Planner, SliceIndex
+from core.engine.reader import ChunkReader, ReadLimits
+from core.engine.watermark import Watermark, partition_of
+from core.engine.writer import StreamWriter, WriteContext
 from core.errors import LeaseLostError, PermanentError, RelayError
 from core.eventstore import EventStore
-from core.known_streams import KnownStreams
 from core.model import Event
-from core.planner import Op, Planner, SliceIndex
 
 # Ordered mode learns the state of a chunk's new target streams with this many reads at once.
 SYNC_THREADS = 16
@@ -128,7 +123,7 @@ def run_slice(
     called at each step boundary ("read", "append", "written", "commit", "committed", and
     "chunk" on the reader thread each time a chunk of `$all` is read and planned): tests use
     it to kill the process at exact points. Writer threads call it concurrently. `known` is
-    what earlier slices of this process learned about target streams (core/known_streams.py):
+    what earlier slices of this process learned about target streams (core/engine/known_streams.py):
     the slice uses it instead of reading those streams, and leaves what it learned there."""
     owner = owner or f"relay-{uuid.uuid4().hex[:12]}"
     started_at = datetime.now(UTC)

@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from enum import Enum
 
 from core import rules
+from core.engine.plan import Origin, Planner, SliceIndex
 from core.errors import PermanentError, StreamTombstoned
 from core.eventstore import EventStore
 from core.model import Event
-from core.planner import Origin, Planner, SliceIndex
 
 PAGE = 500
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from core import rules
-from core.engine.plan import Op
+from core.engine.plan import EventOp, Op
 from core.eventstore.v2 import event_problem
 
 
@@ -20,8 +19,8 @@ def runs(ops: Iterable[Op], max_events: int, max_bytes: int) -> Iterator[list[Op
         b = op.size
         same = (
             group
-            and op.kind is rules.Kind.EVENT
-            and group[0].kind is rules.Kind.EVENT
+            and isinstance(op, EventOp)
+            and isinstance(group[0], EventOp)
             and group[0].source.stream == op.source.stream
             and events + n <= max_events
             and size + b <= max_bytes
@@ -48,7 +47,7 @@ def ordered_batches(ops: Iterable[Op], max_events: int, max_bytes: int) -> Itera
     for op in ops:
         n, b = len(op.events), op.size
         key = op.source.stream.casefold()
-        alone = op.kind is not rules.Kind.EVENT or any(event_problem(e) for e in op.events)
+        alone = not isinstance(op, EventOp) or any(event_problem(e) for e in op.events)
         fits = (
             group
             and not alone
@@ -84,7 +83,7 @@ def packed_batches(
         n = sum(len(op.events) for op in group)
         b = sum(op.size for op in group)
         key = group[0].source.stream.casefold()
-        alone = group[0].kind is not rules.Kind.EVENT or any(
+        alone = not isinstance(group[0], EventOp) or any(
             event_problem(e) for op in group for e in op.events
         )
         if pack and (alone or key in names or events + n > max_events or size + b > max_bytes):

@@ -19,9 +19,19 @@ from dataclasses import dataclass, field
 from core import rules
 from core.config import JobConfig
 from core.engine.batching import by_run
+from core.engine.budget import Step
 from core.engine.known_streams import KnownState, KnownStreams
 from core.engine.locate import Locator, Missing
-from core.engine.plan import Op, Origin, Planner, SliceIndex
+from core.engine.plan import (
+    EventOp,
+    MetadataOp,
+    Op,
+    Origin,
+    Planner,
+    SkipOp,
+    SliceIndex,
+    TombstoneOp,
+)
 from core.engine.truncation import Truncation
 from core.errors import (
     AppendTooLarge,
@@ -36,7 +46,7 @@ from core.errors import (
 from core.eventstore import EventStore
 from core.model import NO_STREAM, OutEvent, StreamAppend
 
-__all__ = ["Op", "SliceIndex", "StreamState", "StreamWriter", "WriteContext"]
+__all__ = ["Op", "SliceIndex", "StreamWriter", "TargetStream", "WriteContext"]
 
 
 @dataclass
@@ -85,7 +95,7 @@ class WriteContext:
         self.truncation = Truncation(self.source, self.target, self.planner, letters)
 
 
-class StreamState:
+class TargetStream:
     """What one slice knows of a target stream: its revision and how far it already goes."""
 
     def __init__(
@@ -110,14 +120,13 @@ class StreamState:
 class StreamWriter:
     def __init__(self, ctx: WriteContext) -> None:
         self.ctx = ctx
-        self.job = ctx.job
         self.source = ctx.source
         self.target = ctx.target
-        self.streams: dict[str, StreamState] = {}
+        self.streams: dict[str, TargetStream] = {}
         self.meta_markers: dict[str, int] = {}
         self.forgotten: set[str] = set()  # streams whose revisions this slice stopped knowing
 
-    def state(self, stream: str, first: Op | None = None) -> StreamState:
+    def state(self, stream: str, first: Op | None = None) -> TargetStream:
         """The stream's state: known to this slice, known from an earlier slice, assumed from
         `first` (the stream's first op this writer meets), or read."""
         return (
@@ -127,7 +136,7 @@ class StreamWriter:
             or self.sync(stream)
         )
 
-    def assumed(self, stream: str, first: Op | None) -> StreamState | None:
+    def assumed(self, stream: str, first: Op | None) -> TargetStream | None:
         """A stream first met at its source revision 0 is taken to be absent on the target,
         without reading it: its appends expect NO_STREAM, and the server checks that. Such an
         append lands only if the target stream has no events (then none of ours is there: a
@@ -140,13 +149,13 @@ class StreamWriter:
         A replay over a target that already has the events (a crash before the commit, a
         lost checkpoint) is told by the position the server answers with (`wrote_nothing`):
         it is not counted as written, and the rest of the slice reads streams instead."""
-        if self.ctx.replaying or first is None or first.kind is not rules.Kind.EVENT:
+        if self.ctx.replaying or not isinstance(first, EventOp):
             return None
         if first.source.revision != 0:
             return None
         self.ctx.note_head()
         # Not `exact` until an append confirms it: an unconfirmed guess is not cached.
-        state = StreamState(NO_STREAM, -1, exact=False, meta_synced=False)
+        state = TargetStream(NO_STREAM, -1, exact=False, meta_synced=False)
         self.streams[stream] = state
         return state
 
@@ -155,7 +164,7 @@ class StreamWriter:
         (False also when its state is assumed: `assumed` records it.)"""
         return not (stream in self.streams or self.known(stream) or self.assumed(stream, first))
 
-    def known(self, stream: str) -> StreamState | None:
+    def known(self, stream: str) -> TargetStream | None:
         """What an earlier slice of this process ended with, if it is still in the cache. It
         may be stale (something else wrote the stream since): then the exact expected revision
         makes the append fail and the writer reads the stream (`_append`, `_multi`), so nothing
@@ -163,7 +172,7 @@ class StreamWriter:
         cached = self.ctx.known.get(stream) if self.ctx.known is not None else None
         if cached is None:
             return None
-        state = StreamState(
+        state = TargetStream(
             cached.revision, cached.marker, cached.soft_deleted, meta_synced=cached.meta_synced
         )
         self.streams[stream] = state
@@ -180,22 +189,23 @@ class StreamWriter:
 
     def write(self, group: list[Op]) -> tuple[int, int]:
         """Write a group of ops of one stream; (events written, bytes written)."""
-        head = group[0]
-        if head.kind is rules.Kind.SKIP or (
-            head.kind is rules.Kind.EVENT and not any(op.events for op in group)
-        ):
-            return 0, 0
-        if head.kind is rules.Kind.TOMBSTONE:
-            self.target.tombstone(head.source.stream)
-            self.streams.pop(head.source.stream, None)
-            self.forgotten.add(head.source.stream)
-            return 0, 0
-        if head.kind is rules.Kind.METADATA:
-            return self._write_metadata(head)
-        return self._append(head.source.stream, group)
+        match group[0]:
+            case SkipOp():
+                return 0, 0
+            case TombstoneOp(source=tombstone):
+                self.target.tombstone(tombstone.stream)
+                self.streams.pop(tombstone.stream, None)
+                self.forgotten.add(tombstone.stream)
+                return 0, 0
+            case MetadataOp() as op:
+                return self._write_metadata(op)
+            case _ if not any(op.events for op in group):
+                return 0, 0  # events the transform dropped
+            case op:
+                return self._append(op.stream, group)
 
     # ------------------------------------------------------------------ metadata
-    def _write_metadata(self, op: Op) -> tuple[int, int]:
+    def _write_metadata(self, op: MetadataOp) -> tuple[int, int]:
         stream = op.stream
         state = self.state(stream)
         if not state.meta_synced:
@@ -261,13 +271,13 @@ class StreamWriter:
             except WrongExpectedRevision as e:
                 raise ConflictError(stream, state.revision, e.actual) from None
 
-    def _append_ops(self, stream: str, state: StreamState, ops: list[Op]) -> tuple[int, int]:
+    def _append_ops(self, stream: str, state: TargetStream, ops: list[Op]) -> tuple[int, int]:
         """Append the ops' events in one call; split in halves if the server finds it too big."""
         events = [e for op in ops for e in op.events]
         if not events:
             return 0, 0
         try:
-            self.ctx.on_step("append")
+            self.ctx.on_step(Step.APPEND)
             position = self.target.append(stream, state.revision, events)
         except AppendTooLarge as e:
             if len(ops) > 1:
@@ -279,7 +289,7 @@ class StreamWriter:
             plain = [x.without_provenance() for x in op.events]
             if plain != op.events:
                 # Too big with the keys the relay adds: it goes as the user wrote it.
-                n, b = self._append_ops(stream, state, [Op(op.source, op.kind, plain)])
+                n, b = self._append_ops(stream, state, [EventOp(op.source, plain)])
                 if n:
                     with self.ctx.lock:
                         self.ctx.provenance_dropped += n
@@ -289,7 +299,7 @@ class StreamWriter:
                             f"append size ({e.limit} bytes)"
                         )
                 return n, b
-            if self.job.dead_letter:
+            if self.ctx.job.dead_letter:
                 self._dead_letter(stream, op, sum(x.size for x in events), e.limit)
                 state.marker = op.position
                 return 0, 0
@@ -301,7 +311,7 @@ class StreamWriter:
                 hint=f"at source position {op.position}; the size counts nothing the relay "
                 "adds. Raise the target's MaxAppendSize, shrink the event with a transform, "
                 "or set dead_letter = true to record it in the target's "
-                f"{rules.dead_letter_stream(self.job.job_id)} stream and carry on",
+                f"{rules.dead_letter_stream(self.ctx.job.job_id)} stream and carry on",
             ) from None
         state.revision = (state.revision if state.revision >= 0 else -1) + len(events)
         state.marker = ops[-1].position
@@ -316,7 +326,7 @@ class StreamWriter:
         """Write a group from `ordered_batches`: consecutive runs of several streams go in one
         atomic multi-stream append, in `$all` order, each stream at its exact revision."""
         parts = by_run(group)
-        if group[0].kind is not rules.Kind.EVENT or len(parts) == 1:
+        if not isinstance(group[0], EventOp) or len(parts) == 1:
             return self.write(group)
         return self._multi(parts, frozenset())
 
@@ -330,7 +340,7 @@ class StreamWriter:
     def _multi(
         self, parts: list[tuple[str, list[Op]]], resynced: frozenset[str]
     ) -> tuple[int, int]:
-        plans: list[tuple[str, StreamState, list[Op]]] = []
+        plans: list[tuple[str, TargetStream, list[Op]]] = []
         for stream, ops in parts:
             state = self.state(stream, ops[0])
             pending = [op for op in ops if op.position > state.marker]
@@ -343,7 +353,7 @@ class StreamWriter:
             for stream, state, ops in plans
         ]
         try:
-            self.ctx.on_step("append")
+            self.ctx.on_step(Step.APPEND)
             position = self.target.multi_append(appends)
         except (MultiAppendConflict, StreamTombstoned) as e:
             # As a single append's resync (see module doc), once per stream: learn the named
@@ -382,7 +392,7 @@ class StreamWriter:
             return 0, 0
         return written, size
 
-    def _one_by_one(self, plans: list[tuple[str, StreamState, list[Op]]]) -> tuple[int, int]:
+    def _one_by_one(self, plans: list[tuple[str, TargetStream, list[Op]]]) -> tuple[int, int]:
         written = size = 0
         for stream, _, ops in plans:
             n, b = self._append(stream, ops)
@@ -407,7 +417,7 @@ class StreamWriter:
             "reason": "over the target's maximum append size",
         }
         self.target.append_any(
-            rules.dead_letter_stream(self.job.job_id),
+            rules.dead_letter_stream(self.ctx.job.job_id),
             [
                 OutEvent(
                     rules.derive_id(op.source.event_id, 1_000_000),
@@ -431,7 +441,7 @@ class StreamWriter:
         sync fails is left to its first write, which fails (or succeeds) in order."""
         firsts: dict[str, Op] = {}
         for op in ops:
-            if op.kind is not rules.Kind.SKIP:
+            if not isinstance(op, SkipOp):
                 firsts.setdefault(op.stream, op)
         wanted = [stream for stream, first in firsts.items() if self.unknown(stream, first)]
 
@@ -442,7 +452,7 @@ class StreamWriter:
         for _ in pool.map(sync, wanted):
             pass
 
-    def sync(self, stream: str) -> StreamState:
+    def sync(self, stream: str) -> TargetStream:
         """Learn the target stream's revision and how far it already goes: the source record
         its last event came from (core/engine/locate.py; never what an event's metadata claims).
 
@@ -452,7 +462,7 @@ class StreamWriter:
         tail = self.target.stream_tail(stream, 1)
         if tail.tombstoned:
             # Nothing of a stream can follow its tombstone in the source: all of it is there.
-            state = StreamState(NO_STREAM, rules.DELETED_STREAM)
+            state = TargetStream(NO_STREAM, rules.DELETED_STREAM)
             self.streams[stream] = state
             return state
         marker = self.meta_markers.get(stream, -1)
@@ -503,7 +513,7 @@ class StreamWriter:
                         ),
                     )
                 # Otherwise it lies in what the source hides now: before this slice.
-        state = StreamState(revision, marker, soft_deleted, exact)
+        state = TargetStream(revision, marker, soft_deleted, exact)
         self.streams[stream] = state
         return state
 
@@ -531,7 +541,7 @@ class StreamWriter:
         an invocation fenced out could still write."""
         index = self.ctx.index
         index.wait_complete()
-        depth = index.events_per_stream.get(stream, 0) + self.job.batch.max_events
+        depth = index.events_per_stream.get(stream, 0) + self.ctx.job.batch.max_events
         tail = self.target.stream_tail(stream, depth)
         for event in reversed(tail.events):
             origin = index.origin(stream, event.event_id)

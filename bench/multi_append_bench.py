@@ -34,7 +34,8 @@ from pathlib import Path
 from esdbclient import EventStoreDBClient, NewEvent, StreamState
 
 from bench.emulator_bench import PAYLOAD, free_port
-from core.eventstore import NO_STREAM, EventStore, OutEvent, StreamAppend
+from core.eventstore import EventStore
+from core.model import NO_STREAM, OutEvent, StreamAppend
 
 
 @dataclass

@@ -44,7 +44,8 @@ from core import rules
 from core.checkpoint import CheckpointStore, open_store
 from core.config import JobConfig
 from core.errors import RelayError
-from core.eventstore import Event, EventStore
+from core.eventstore import EventStore
+from core.model import Event
 from core.relay import Relay
 from core.subscriptions import GroupPlan, apply_plan, plan_subscriptions
 from core.translate import translate_file

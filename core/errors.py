@@ -192,15 +192,84 @@ def _rev(revision: int | None) -> str:
     return "no stream" if revision is None else str(revision)
 
 
+# --- the databases ---------------------------------------------------------------------------
+
+
+class WrongExpectedRevision(RelayError):
+    """The stream is not at the revision we expected; `actual` is where it is (-1 = none)."""
+
+    def __init__(self, message: str, actual: int | None = None) -> None:
+        super().__init__(message)
+        self.actual = actual
+
+
+class StreamTombstoned(RelayError):
+    """The stream was hard-deleted (`stream`, when the server names it)."""
+
+    def __init__(self, message: str, *, stream: str | None = None) -> None:
+        super().__init__(message)
+        self.stream = stream
+
+
+class AccessDenied(PermanentError):
+    """The server refused the call: `code` is UNAUTHENTICATED (wrong user or password) or
+    PERMISSION_DENIED (no credentials sent, or the user lacks the ACL)."""
+
+    def __init__(self, message: str, code: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.code = code
+
+
+class AppendTooLarge(PermanentError):
+    """The append is over the server's maximum append size (`limit`, when it says)."""
+
+    def __init__(self, message: str, limit: int | None = None) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+class MultiAppendConflict(PermanentError):
+    """A multi-stream append found a stream away from its expected revision; nothing was
+    written. `streams` maps stream -> actual revision (None = no stream). KurrentDB's
+    AppendSession reports the first failing stream only, so this holds one entry; that stream
+    may also be one whose events are all already there (the server calls a mix of written and
+    not-yet-written streams a conflict, not an idempotent replay)."""
+
+    def __init__(self, message: str, streams: dict[str, int | None]) -> None:
+        super().__init__(message)
+        self.streams = streams
+
+
+class MultiAppendUnsupported(PermanentError):
+    """This batch cannot go as one multi-stream append (the server lacks it, or an event or
+    stream name is outside what the v2 API takes); append per stream instead."""
+
+
+class NotReplicatedError(PermanentError):
+    """The position lies beyond what the relay has copied so far."""
+
+
+class TranslateError(PermanentError):
+    """The position cannot be translated (not in the source, or not found in the target)."""
+
+
 __all__ = [
+    "AccessDenied",
+    "AppendTooLarge",
     "ConfigError",
     "ConflictError",
     "CorruptCheckpointError",
     "LeaseLostError",
+    "MultiAppendConflict",
+    "MultiAppendUnsupported",
+    "NotReplicatedError",
     "OversizeEventError",
     "PermanentError",
     "RelayError",
     "StoreUnavailableError",
+    "StreamTombstoned",
     "TransformError",
     "TransientError",
+    "TranslateError",
+    "WrongExpectedRevision",
 ]

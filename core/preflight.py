@@ -45,15 +45,12 @@ from cryptography.x509.oid import ExtensionOID, NameOID
 from pydantic import BaseModel, Field, computed_field
 
 from core.checkpoint import open_store
-from core.config import ENV_PREFIX, JobConfig, redact_connection_string
-from core.errors import ConfigError, RelayError
-from core.eventstore import (
-    AccessDenied,
-    Endpoint,
-    EventStore,
-    Member,
-    parse_connection_string,
-)
+from core.config import ENV_PREFIX, JobConfig
+from core.connection import redact_connection_string
+from core.errors import AccessDenied, ConfigError, RelayError
+from core.eventstore import EventStore
+from core.eventstore.connection import Endpoint, parse_connection_string
+from core.model import Member
 
 CheckStatus = Literal["ok", "warn", "fail", "skip", "unknown"]
 Cloud = Literal["aws", "gcp", "azure"]

@@ -30,8 +30,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from core.errors import ConfigError, PermanentError, RelayError
-from core.eventstore import AccessDenied, EventStore
+from core.errors import AccessDenied, ConfigError, PermanentError, RelayError
+from core.eventstore import EventStore
 
 REGISTRY_STREAM = "$projections-$all"
 DEFINITION_PREFIX = "$projections-"
@@ -171,8 +171,8 @@ def list_projections(source: EventStore) -> list[ProjectionInfo]:
     """Every projection the source lists, custom ones with their definitions' settings."""
     rows: list[ProjectionInfo] = []
     for s in source.projection_statistics():
-        name = s.name  # type: ignore[attr-defined]
-        mode = s.mode  # type: ignore[attr-defined]
+        name = s.name
+        mode = s.mode
         emit = track = None
         error = None
         if not is_system(name) and mode != "Transient":
@@ -187,12 +187,12 @@ def list_projections(source: EventStore) -> list[ProjectionInfo]:
             ProjectionInfo(
                 name=name,
                 mode=mode,
-                status=s.status,  # type: ignore[attr-defined]
+                status=s.status,
                 system=is_system(name),
                 emit_enabled=emit,
                 track_emitted_streams=track,
-                position=s.position,  # type: ignore[attr-defined]
-                progress=s.progress,  # type: ignore[attr-defined]
+                position=s.position,
+                progress=s.progress,
                 definition_error=error,
                 advice=_advice(name, mode, emit),
             )
@@ -203,7 +203,7 @@ def list_projections(source: EventStore) -> list[ProjectionInfo]:
 
 def system_projections(store: EventStore) -> list[SystemStatus]:
     """Whether each system projection runs (the target needs them for the links)."""
-    listed = {s.name: s.status for s in store.projection_statistics()}  # type: ignore[attr-defined]
+    listed = {s.name: s.status for s in store.projection_statistics()}
     return [
         SystemStatus(
             name=name,
@@ -219,7 +219,7 @@ def custom_definitions(source: EventStore) -> list[Definition]:
     """The definitions of the source's custom continuous projections, by name."""
     definitions = []
     for s in source.projection_statistics():
-        name, mode = s.name, s.mode  # type: ignore[attr-defined]
+        name, mode = s.name, s.mode
         if is_system(name) or mode != "Continuous":
             continue
         definition = read_definition(source, name)

@@ -17,10 +17,10 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel
 
-from core import known_streams, rules
+from core import rules
 from core.checkpoint import CheckpointStore, SliceRecord, open_store
 from core.config import JobConfig
-from core.engine import Budget, SliceResult, run_slice
+from core.engine import Budget, SliceResult, known_streams, run_slice
 from core.errors import RelayError, TransientError
 from core.eventstore import EventStore
 from core.logs import log_slice, logger

@@ -20,7 +20,7 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from core.errors import ConfigError, TransformError
-from core.eventstore import Event, OutEvent
+from core.model import Event, OutEvent
 
 if TYPE_CHECKING:
     from core.config import FilterConfig
@@ -102,7 +102,7 @@ def add_original_metadata(metadata: bytes, event: Event) -> bytes:
 
 def read_original_position(metadata: bytes) -> int | None:
     """The source position a target event's metadata claims it came from, if any. A claim
-    only: user metadata may hold the key too (core/locate.py checks it against the source)."""
+    only: user metadata may hold the key too (core/engine/locate.py checks it in the source)."""
     value = _metadata_value(metadata, ORIGINAL_POSITION)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from core.eventstore import Event, EventStore, StreamTombstoned
+from core.errors import StreamTombstoned
+from core.eventstore import EventStore
+from core.model import Event
 
 DELETED_STREAM = 2**63 - 1
 

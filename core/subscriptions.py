@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 from core.config import JobConfig
 from core.errors import RelayError
 from core.eventstore import EventStore
+from core.eventstore.admin import SubscriptionInfo
 from core.translate import NOT_LOADED, relay_position, translate_position, translate_stream
 
 ALL = "$all"
@@ -53,23 +54,23 @@ class GroupSettings(BaseModel):
     extra_statistics: bool
 
     @classmethod
-    def from_info(cls, info: object) -> GroupSettings:
-        checkpoint_after = float(info.checkpoint_after)  # type: ignore[attr-defined]
+    def from_info(cls, info: SubscriptionInfo) -> GroupSettings:
+        checkpoint_after = info.checkpoint_after
         # "never by time" (0) is reported as int.MinValue milliseconds.
         checkpoint_after = max(0.0, checkpoint_after)
         return cls(
-            resolve_links=info.resolve_links,  # type: ignore[attr-defined]
-            consumer_strategy=info.consumer_strategy,  # type: ignore[attr-defined]
-            message_timeout=float(info.message_timeout),  # type: ignore[attr-defined]
-            max_retry_count=info.max_retry_count,  # type: ignore[attr-defined]
-            min_checkpoint_count=info.min_checkpoint_count,  # type: ignore[attr-defined]
-            max_checkpoint_count=info.max_checkpoint_count,  # type: ignore[attr-defined]
+            resolve_links=info.resolve_links,
+            consumer_strategy=info.consumer_strategy,
+            message_timeout=info.message_timeout,
+            max_retry_count=info.max_retry_count,
+            min_checkpoint_count=info.min_checkpoint_count,
+            max_checkpoint_count=info.max_checkpoint_count,
             checkpoint_after=checkpoint_after,
-            max_subscriber_count=info.max_subscriber_count,  # type: ignore[attr-defined]
-            live_buffer_size=info.live_buffer_size,  # type: ignore[attr-defined]
-            read_batch_size=info.read_batch_size,  # type: ignore[attr-defined]
-            history_buffer_size=info.history_buffer_size,  # type: ignore[attr-defined]
-            extra_statistics=info.extra_statistics,  # type: ignore[attr-defined]
+            max_subscriber_count=info.max_subscriber_count,
+            live_buffer_size=info.live_buffer_size,
+            read_batch_size=info.read_batch_size,
+            history_buffer_size=info.history_buffer_size,
+            extra_statistics=info.extra_statistics,
         )
 
 
@@ -105,16 +106,16 @@ def read_source_groups(source: EventStore) -> list[SourceGroup]:
     }
     groups = []
     for info in source.list_persistent_subscriptions():
-        stream = info.event_source  # type: ignore[attr-defined]
-        group = info.group_name  # type: ignore[attr-defined]
+        stream = info.event_source
+        group = info.group_name
         entry = entries.get((stream, group)) or {}
         groups.append(
             SourceGroup(
                 stream=stream,
                 group=group,
                 settings=GroupSettings.from_info(info),
-                start_from=info.start_from,  # type: ignore[attr-defined]
-                last_checkpoint=info.last_checkpointed_event_position or None,  # type: ignore[attr-defined]
+                start_from=info.start_from,
+                last_checkpoint=info.last_checkpointed_event_position or None,
                 filter=entry.get("filter") if stream == ALL else None,
             )
         )
@@ -259,16 +260,16 @@ def plan_group(
                 "the target group and run again"
             )
             return plan
-    in_use = bool(existing.last_checkpointed_event_position)  # type: ignore[attr-defined]
-    same_start = _same_start(group.stream, existing.start_from, plan.start)  # type: ignore[attr-defined]
+    in_use = bool(existing.last_checkpointed_event_position)
+    same_start = _same_start(group.stream, existing.start_from, plan.start)
     if in_use and not same_start:
         # Never move a group that consumers already use on the target.
-        plan.start = _parse_start(group.stream, existing.start_from)  # type: ignore[attr-defined]
-        plan.start_text = existing.start_from  # type: ignore[attr-defined]
+        plan.start = _parse_start(group.stream, existing.start_from)
+        plan.start_text = existing.start_from
         plan.reason = "in use on the target (it has its own checkpoint): start not moved"
         same_start = True
     elif not same_start:
-        plan.changes.append(f"start: {existing.start_from} → {plan.start_text}")  # type: ignore[attr-defined]
+        plan.changes.append(f"start: {existing.start_from} → {plan.start_text}")
     plan.action = "update" if plan.changes else "unchanged"
     return plan
 

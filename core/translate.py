@@ -21,7 +21,7 @@ looked up in the target (ids are kept).
 `$original*` keys are only claims: a user's metadata may hold them too (data migrated before,
 by esdb-relay or another tool). Every claim a translation rests on, the anchor's and the next
 marked record's, is confirmed in the source (the record there has the same id,
-core/locate.py); if one is not, the translation is made by event ids instead.
+core/engine/locate.py); if one is not, the translation is made by event ids instead.
 
 Every search reads pages (bounded memory). For `$all` it scans from whichever end of the
 target is nearer, judged by where P lies in the source's log. Records that carry no source
@@ -43,22 +43,15 @@ from pydantic import BaseModel
 from core import rules
 from core.checkpoint import open_store
 from core.config import JobConfig
-from core.errors import PermanentError, RelayError
-from core.eventstore import Event, EventStore, StreamTombstoned
-from core.locate import Locator
-from core.planner import Origin, Planner, SliceIndex
+from core.engine.locate import Locator
+from core.engine.plan import Origin, Planner, SliceIndex
+from core.errors import NotReplicatedError, RelayError, StreamTombstoned, TranslateError
+from core.eventstore import EventStore
+from core.model import Event
 
 PAGE = 500
 MAX_MISSES = 200  # replicated-looking source events not found on the target: give up
 UNMARKED_RUN = 1000  # target records without `$original*` looked up after an anchor
-
-
-class NotReplicatedError(PermanentError):
-    """The position lies beyond what the relay has copied so far."""
-
-
-class TranslateError(PermanentError):
-    """The position cannot be translated (not in the source, or not found in the target)."""
 
 
 class TranslatedPosition(BaseModel):

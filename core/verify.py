@@ -67,10 +67,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from core import rules
-from core.config import JobConfig, redact_connection_string
-from core.errors import ConfigError
-from core.eventstore import Event, EventStore, OutEvent, StreamTombstoned
-from core.multi_append import JSON_CONTENT_TYPE, event_problem
+from core.config import JobConfig
+from core.connection import redact_connection_string
+from core.errors import ConfigError, StreamTombstoned
+from core.eventstore import EventStore
+from core.eventstore.v2 import JSON_CONTENT_TYPE, event_problem
+from core.model import Event, OutEvent
 from core.verify_all import AllRecords
 
 PAGE = 1000  # records per read, for `$all` and stream reads

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from core.eventstore import Event
+from core.model import Event
 
 _MASK = (1 << 128) - 1
 

@@ -18,19 +18,17 @@ import grpc
 import pytest
 from google.protobuf import empty_pb2
 
-from core.errors import TransientError
-from core.eventstore import (
-    NO_STREAM,
+from core.errors import (
     AccessDenied,
     AppendTooLarge,
-    EventStore,
     MultiAppendConflict,
     MultiAppendUnsupported,
-    OutEvent,
-    StreamAppend,
     StreamTombstoned,
+    TransientError,
 )
-from core.multi_append import stored_metadata_matches
+from core.eventstore import EventStore
+from core.eventstore.v2 import stored_metadata_matches
+from core.model import NO_STREAM, OutEvent, StreamAppend
 from core.protocol import serverfeatures_pb2_grpc
 from core.protocol.google.rpc import error_details_pb2, status_pb2
 from core.protocol.kurrent.rpc import errors_pb2 as server_errors_pb2

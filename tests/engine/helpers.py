@@ -7,9 +7,9 @@ from pathlib import Path
 from core.checkpoint import open_store
 from core.config import JobConfig
 from core.engine import Budget, SliceResult, run_slice
+from core.engine.known_streams import KnownStreams
 from core.errors import RelayError
 from core.eventstore import EventStore
-from core.known_streams import KnownStreams
 from core.rules import load_transform
 from esdb_emulator import Emulator
 from esdb_emulator.store import Store, StreamDeleted, StreamNotFound
@@ -59,7 +59,7 @@ def run_until_caught_up(
     job: JobConfig, max_slices: int = 200, *, known: KnownStreams | None = None
 ) -> list[SliceResult]:
     """Slices one after another, as one relay process runs them: sharing what they learn of
-    the target's streams (core/known_streams.py) unless `known` says otherwise."""
+    the target's streams (core/engine/known_streams.py) unless `known` says otherwise."""
     store = open_store(job.checkpoint_store)
     known = KnownStreams() if known is None else known
     transform = load_transform(job.transform)  # as core.relay.Relay loads it

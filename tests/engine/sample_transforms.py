@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from core.eventstore import Event
+from core.model import Event
 
 
 def rename_and_drop(event: Event) -> Event | None:

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import pytest
 
-from core.engine_writer import Op, SliceIndex, StreamWriter, WriteContext
-from core.eventstore import NO_STREAM, EventStore
-from core.known_streams import KnownStreams
-from core.rules import Kind
+from core.engine.known_streams import KnownStreams
+from core.engine.plan import EventOp, SliceIndex
+from core.engine.writer import StreamWriter, WriteContext
+from core.eventstore import EventStore
+from core.model import NO_STREAM
 from esdb_emulator import Emulator
 from esdb_emulator.store import ProposedEvent
 from esdb_emulator.workload import Workload, generate
@@ -99,7 +100,7 @@ def test_an_assumption_no_append_confirmed_is_not_cached(tmp_path):
             ctx = WriteContext(job, s, t, SliceIndex(), lambda _: None, KnownStreams())
             writer = StreamWriter(ctx)
             first = next(e for e in s.read_all_after(None, 100) if not e.stream.startswith("$"))
-            state = writer.state(first.stream, Op(first, Kind.EVENT))
+            state = writer.state(first.stream, EventOp(first))
             assert state.revision == NO_STREAM and not state.meta_synced
             assert target.faults.calls.get("Read", 0) == 1  # the head, not the stream
             assert writer.learned() == ({}, set())

@@ -1,6 +1,6 @@
 """Deterministic reproductions of engine bugs the property tests (test_properties.py) found.
 
-Each failed before its fix in core/engine.py:
+Each failed before its fix in core/engine/slice.py:
 1. A `$tb` hiding every target event made the engine read the stream as "no stream"; it now
    asks the target for the stream's revision (`EventStore.current_revision`).
 2. `$tb` was copied untranslated when target events carry no `$originalStreamRevision`; it is

@@ -1,4 +1,4 @@
-"""What slices of one process learn about target streams (core/known_streams.py): later
+"""What slices of one process learn about target streams (core/engine/known_streams.py): later
 slices write without reading those streams again, and a state gone stale (another process
 wrote the stream meanwhile) costs one refused append, never a duplicate or a gap."""
 
@@ -8,8 +8,8 @@ import pytest
 
 from core.checkpoint import open_store
 from core.engine import Budget, run_slice
+from core.engine.known_streams import KnownState, KnownStreams
 from core.eventstore import EventStore
-from core.known_streams import KnownState, KnownStreams
 from esdb_emulator import Emulator
 from esdb_emulator.workload import Workload, generate
 from tests.engine.helpers import differences, make_job, run_until_caught_up, user_event_count

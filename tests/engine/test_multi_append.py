@@ -11,7 +11,8 @@ from core import rules
 from core.checkpoint import open_store
 from core.engine import Budget, run_slice
 from core.errors import ConflictError
-from core.eventstore import NO_STREAM, EventStore
+from core.eventstore import EventStore
+from core.model import NO_STREAM
 from esdb_emulator import Emulator
 from esdb_emulator.store import ANY, ProposedEvent
 from esdb_emulator.workload import Workload, generate

@@ -12,10 +12,12 @@ import pytest
 
 from core.checkpoint import open_store
 from core.engine import Budget, run_slice
-from core.engine_pipeline import Watermark, partition_of
-from core.engine_writer import SliceIndex, StreamState, StreamWriter, WriteContext
+from core.engine.plan import SliceIndex
+from core.engine.watermark import Watermark, partition_of
+from core.engine.writer import StreamWriter, TargetStream, WriteContext
 from core.errors import ConflictError
-from core.eventstore import EventStore, OutEvent
+from core.eventstore import EventStore
+from core.model import OutEvent
 from esdb_emulator.store import ANY, ProposedEvent
 from esdb_emulator.workload import Workload, generate
 from tests.engine.helpers import (
@@ -248,7 +250,7 @@ def test_a_sync_cut_by_another_writers_reconnect_reads_the_stream_again(pair, tm
         assert known.revision >= 0 and known.marker > 0
         reads = target.faults.calls.get("Read", 0)
         target.faults.update(latency_ms=2000, methods={"Read"})  # holds the sync's tail read
-        found: list[StreamState] = []
+        found: list[TargetStream] = []
         syncing = threading.Thread(target=lambda: found.append(StreamWriter(ctx).sync(stream)))
         syncing.start()
         while target.faults.calls.get("Read", 0) == reads:

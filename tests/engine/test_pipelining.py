@@ -8,11 +8,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from core.checkpoint import open_store
+from core.config import BatchConfig
 from core.engine import Budget, run_slice
-from core.engine_pipeline import READ_AHEAD_CHUNKS, ChunkReader, ReadLimits
-from core.engine_writer import Op, SliceIndex
+from core.engine.plan import EventOp, SliceIndex
+from core.engine.reader import READ_AHEAD_CHUNKS, ChunkReader
 from core.eventstore import EventStore
-from core.rules import Kind
 from esdb_emulator import Emulator
 from esdb_emulator.workload import Workload, generate
 from tests.engine.helpers import differences, make_job, run_until_caught_up, user_event_count
@@ -78,9 +78,10 @@ def reading_slice() -> Iterator[tuple[ChunkReader, SliceIndex]]:
     with Emulator() as emulator:
         generate(emulator.store, Workload(events=600, streams=10, seed=7))
         index = SliceIndex()
-        limits = ReadLimits(None, 5000, 10**9, time.monotonic() + 60, None, 10, 10**9)
+        budget = Budget(5000, 10**9, time.monotonic() + 60)
+        chunk = BatchConfig(max_events=10, max_bytes=10**9)
         with EventStore(emulator.uri, side="source") as source:
-            reader = ChunkReader(source, limits, lambda e: Op(e, Kind.EVENT), index)
+            reader = ChunkReader(source, budget, chunk, lambda e: EventOp(e), index)
             try:
                 yield reader, index
             finally:

@@ -10,8 +10,8 @@ import uuid
 import pytest
 from esdbclient import EventStoreDBClient, NewEvent, StreamState
 
-from core.errors import ConfigError, PermanentError, RelayError
-from core.eventstore import AccessDenied, EventStore
+from core.errors import AccessDenied, ConfigError, PermanentError, RelayError
+from core.eventstore import EventStore
 from core.projections import (
     PLACEHOLDER_QUERY,
     apply_create,

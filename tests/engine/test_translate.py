@@ -10,14 +10,9 @@ import uuid
 import pytest
 from esdbclient import EventStoreDBClient, NewEvent, StreamState
 
+from core.errors import NotReplicatedError, TranslateError
 from core.eventstore import EventStore
-from core.translate import (
-    NotReplicatedError,
-    TranslateError,
-    translate_file,
-    translate_position,
-    translate_stream,
-)
+from core.translate import translate_file, translate_position, translate_stream
 from tests.engine.helpers import make_job, run_until_caught_up
 
 FILTERS = {"exclude_event_types": ["^Noise$"], "exclude_streams": ["^skipped-"]}

@@ -164,7 +164,7 @@ def test_entry_points_sit_where_the_templates_name_them(artifact_for):
 
 def test_layout_core_and_the_one_handler_at_the_root(artifact_for, cloud):
     files = names(artifact_for(cloud))
-    assert "core/__init__.py" in files and "core/engine.py" in files
+    assert "core/__init__.py" in files and "core/engine/slice.py" in files
     assert "handlers/__init__.py" in files
     assert f"handlers/{cloud}/__init__.py" in files
     for other in set(CLOUDS) - {cloud}:

@@ -14,8 +14,8 @@ from core.config import (
     FilterConfig,
     JobConfig,
     format_validation_error,
-    redact_connection_string,
 )
+from core.connection import redact_connection_string
 from core.errors import ConfigError, RelayError
 
 PASSWORD = "Hunter2-Sup3rSecret"

@@ -9,14 +9,10 @@ import uuid
 
 from google.protobuf import struct_pb2
 
-from core import multi_append as v2
-from core.eventstore import (
-    NO_STREAM,
-    MultiAppendConflict,
-    OutEvent,
-    StreamAppend,
-    multi_append_problem,
-)
+from core.errors import MultiAppendConflict
+from core.eventstore import v2
+from core.eventstore.multi import multi_append_problem
+from core.model import NO_STREAM, OutEvent, StreamAppend
 from core.protocol.kurrentdb.protocol.v2.streams import shared_pb2
 from esdb_emulator.multi_append import _format_fields
 

@@ -1,5 +1,5 @@
 """How one slice writes planned ops to the target: per-stream sync, exact expected revisions,
-resync once then ConflictError, oversize splits and dead letters (see core/engine.py's
+resync once then ConflictError, oversize splits and dead letters (see core/engine/slice.py's
 docstring for the exactly-once argument).
 
 A `StreamWriter` owns the per-stream state of the streams it writes. Ordered mode has one;
@@ -12,31 +12,41 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from core import rules
 from core.config import JobConfig
-from core.errors import ConflictError, OversizeEventError, RelayError
-from core.eventstore import (
-    NO_STREAM,
+from core.engine.batching import by_run
+from core.engine.budget import Step
+from core.engine.known_streams import KnownState, KnownStreams
+from core.engine.locate import Locator, Missing
+from core.engine.plan import (
+    EventOp,
+    MetadataOp,
+    Op,
+    Origin,
+    Planner,
+    SkipOp,
+    SliceIndex,
+    TombstoneOp,
+)
+from core.engine.truncation import Truncation
+from core.errors import (
     AppendTooLarge,
-    EventStore,
+    ConflictError,
     MultiAppendConflict,
     MultiAppendUnsupported,
-    OutEvent,
-    StreamAppend,
+    OversizeEventError,
+    RelayError,
     StreamTombstoned,
     WrongExpectedRevision,
 )
-from core.known_streams import KnownState, KnownStreams
-from core.locate import Locator, Missing
-from core.multi_append import event_problem
-from core.planner import Op, Origin, Planner, SliceIndex
-from core.truncation import Truncation
+from core.eventstore import EventStore
+from core.model import NO_STREAM, OutEvent, StreamAppend
 
-__all__ = ["Op", "SliceIndex", "StreamState", "StreamWriter", "WriteContext"]
+__all__ = ["Op", "SliceIndex", "StreamWriter", "TargetStream", "WriteContext"]
 
 
 @dataclass
@@ -85,7 +95,7 @@ class WriteContext:
         self.truncation = Truncation(self.source, self.target, self.planner, letters)
 
 
-class StreamState:
+class TargetStream:
     """What one slice knows of a target stream: its revision and how far it already goes."""
 
     def __init__(
@@ -110,14 +120,13 @@ class StreamState:
 class StreamWriter:
     def __init__(self, ctx: WriteContext) -> None:
         self.ctx = ctx
-        self.job = ctx.job
         self.source = ctx.source
         self.target = ctx.target
-        self.streams: dict[str, StreamState] = {}
+        self.streams: dict[str, TargetStream] = {}
         self.meta_markers: dict[str, int] = {}
         self.forgotten: set[str] = set()  # streams whose revisions this slice stopped knowing
 
-    def state(self, stream: str, first: Op | None = None) -> StreamState:
+    def state(self, stream: str, first: Op | None = None) -> TargetStream:
         """The stream's state: known to this slice, known from an earlier slice, assumed from
         `first` (the stream's first op this writer meets), or read."""
         return (
@@ -127,7 +136,7 @@ class StreamWriter:
             or self.sync(stream)
         )
 
-    def assumed(self, stream: str, first: Op | None) -> StreamState | None:
+    def assumed(self, stream: str, first: Op | None) -> TargetStream | None:
         """A stream first met at its source revision 0 is taken to be absent on the target,
         without reading it: its appends expect NO_STREAM, and the server checks that. Such an
         append lands only if the target stream has no events (then none of ours is there: a
@@ -140,13 +149,13 @@ class StreamWriter:
         A replay over a target that already has the events (a crash before the commit, a
         lost checkpoint) is told by the position the server answers with (`wrote_nothing`):
         it is not counted as written, and the rest of the slice reads streams instead."""
-        if self.ctx.replaying or first is None or first.kind is not rules.Kind.EVENT:
+        if self.ctx.replaying or not isinstance(first, EventOp):
             return None
         if first.source.revision != 0:
             return None
         self.ctx.note_head()
         # Not `exact` until an append confirms it: an unconfirmed guess is not cached.
-        state = StreamState(NO_STREAM, -1, exact=False, meta_synced=False)
+        state = TargetStream(NO_STREAM, -1, exact=False, meta_synced=False)
         self.streams[stream] = state
         return state
 
@@ -155,15 +164,15 @@ class StreamWriter:
         (False also when its state is assumed: `assumed` records it.)"""
         return not (stream in self.streams or self.known(stream) or self.assumed(stream, first))
 
-    def known(self, stream: str) -> StreamState | None:
+    def known(self, stream: str) -> TargetStream | None:
         """What an earlier slice of this process ended with, if it is still in the cache. It
         may be stale (something else wrote the stream since): then the exact expected revision
         makes the append fail and the writer reads the stream (`_append`, `_multi`), so nothing
-        lands twice or out of place (core/known_streams.py)."""
+        lands twice or out of place (core/engine/known_streams.py)."""
         cached = self.ctx.known.get(stream) if self.ctx.known is not None else None
         if cached is None:
             return None
-        state = StreamState(
+        state = TargetStream(
             cached.revision, cached.marker, cached.soft_deleted, meta_synced=cached.meta_synced
         )
         self.streams[stream] = state
@@ -180,22 +189,23 @@ class StreamWriter:
 
     def write(self, group: list[Op]) -> tuple[int, int]:
         """Write a group of ops of one stream; (events written, bytes written)."""
-        head = group[0]
-        if head.kind is rules.Kind.SKIP or (
-            head.kind is rules.Kind.EVENT and not any(op.events for op in group)
-        ):
-            return 0, 0
-        if head.kind is rules.Kind.TOMBSTONE:
-            self.target.tombstone(head.source.stream)
-            self.streams.pop(head.source.stream, None)
-            self.forgotten.add(head.source.stream)
-            return 0, 0
-        if head.kind is rules.Kind.METADATA:
-            return self._write_metadata(head)
-        return self._append(head.source.stream, group)
+        match group[0]:
+            case SkipOp():
+                return 0, 0
+            case TombstoneOp(source=tombstone):
+                self.target.tombstone(tombstone.stream)
+                self.streams.pop(tombstone.stream, None)
+                self.forgotten.add(tombstone.stream)
+                return 0, 0
+            case MetadataOp() as op:
+                return self._write_metadata(op)
+            case _ if not any(op.events for op in group):
+                return 0, 0  # events the transform dropped
+            case op:
+                return self._append(op.stream, group)
 
     # ------------------------------------------------------------------ metadata
-    def _write_metadata(self, op: Op) -> tuple[int, int]:
+    def _write_metadata(self, op: MetadataOp) -> tuple[int, int]:
         stream = op.stream
         state = self.state(stream)
         if not state.meta_synced:
@@ -261,13 +271,13 @@ class StreamWriter:
             except WrongExpectedRevision as e:
                 raise ConflictError(stream, state.revision, e.actual) from None
 
-    def _append_ops(self, stream: str, state: StreamState, ops: list[Op]) -> tuple[int, int]:
+    def _append_ops(self, stream: str, state: TargetStream, ops: list[Op]) -> tuple[int, int]:
         """Append the ops' events in one call; split in halves if the server finds it too big."""
         events = [e for op in ops for e in op.events]
         if not events:
             return 0, 0
         try:
-            self.ctx.on_step("append")
+            self.ctx.on_step(Step.APPEND)
             position = self.target.append(stream, state.revision, events)
         except AppendTooLarge as e:
             if len(ops) > 1:
@@ -279,7 +289,7 @@ class StreamWriter:
             plain = [x.without_provenance() for x in op.events]
             if plain != op.events:
                 # Too big with the keys the relay adds: it goes as the user wrote it.
-                n, b = self._append_ops(stream, state, [Op(op.source, op.kind, plain)])
+                n, b = self._append_ops(stream, state, [EventOp(op.source, plain)])
                 if n:
                     with self.ctx.lock:
                         self.ctx.provenance_dropped += n
@@ -289,7 +299,7 @@ class StreamWriter:
                             f"append size ({e.limit} bytes)"
                         )
                 return n, b
-            if self.job.dead_letter:
+            if self.ctx.job.dead_letter:
                 self._dead_letter(stream, op, sum(x.size for x in events), e.limit)
                 state.marker = op.position
                 return 0, 0
@@ -301,7 +311,7 @@ class StreamWriter:
                 hint=f"at source position {op.position}; the size counts nothing the relay "
                 "adds. Raise the target's MaxAppendSize, shrink the event with a transform, "
                 "or set dead_letter = true to record it in the target's "
-                f"{rules.dead_letter_stream(self.job.job_id)} stream and carry on",
+                f"{rules.dead_letter_stream(self.ctx.job.job_id)} stream and carry on",
             ) from None
         state.revision = (state.revision if state.revision >= 0 else -1) + len(events)
         state.marker = ops[-1].position
@@ -315,8 +325,8 @@ class StreamWriter:
     def write_batch(self, group: list[Op]) -> tuple[int, int]:
         """Write a group from `ordered_batches`: consecutive runs of several streams go in one
         atomic multi-stream append, in `$all` order, each stream at its exact revision."""
-        parts = _by_run(group)
-        if group[0].kind is not rules.Kind.EVENT or len(parts) == 1:
+        parts = by_run(group)
+        if not isinstance(group[0], EventOp) or len(parts) == 1:
             return self.write(group)
         return self._multi(parts, frozenset())
 
@@ -330,7 +340,7 @@ class StreamWriter:
     def _multi(
         self, parts: list[tuple[str, list[Op]]], resynced: frozenset[str]
     ) -> tuple[int, int]:
-        plans: list[tuple[str, StreamState, list[Op]]] = []
+        plans: list[tuple[str, TargetStream, list[Op]]] = []
         for stream, ops in parts:
             state = self.state(stream, ops[0])
             pending = [op for op in ops if op.position > state.marker]
@@ -343,12 +353,12 @@ class StreamWriter:
             for stream, state, ops in plans
         ]
         try:
-            self.ctx.on_step("append")
+            self.ctx.on_step(Step.APPEND)
             position = self.target.multi_append(appends)
         except (MultiAppendConflict, StreamTombstoned) as e:
             # As a single append's resync (see module doc), once per stream: learn the named
             # streams again, drop what is already there, retry the rest.
-            actual = e.streams if isinstance(e, MultiAppendConflict) else {_named(e): None}
+            actual = e.streams if isinstance(e, MultiAppendConflict) else {e.stream or "": None}
             named = [s for s in actual if any(s == stream for stream, _, _ in plans)]
             again = [s for s in named if s in resynced]
             if not named or again:
@@ -382,7 +392,7 @@ class StreamWriter:
             return 0, 0
         return written, size
 
-    def _one_by_one(self, plans: list[tuple[str, StreamState, list[Op]]]) -> tuple[int, int]:
+    def _one_by_one(self, plans: list[tuple[str, TargetStream, list[Op]]]) -> tuple[int, int]:
         written = size = 0
         for stream, _, ops in plans:
             n, b = self._append(stream, ops)
@@ -407,7 +417,7 @@ class StreamWriter:
             "reason": "over the target's maximum append size",
         }
         self.target.append_any(
-            rules.dead_letter_stream(self.job.job_id),
+            rules.dead_letter_stream(self.ctx.job.job_id),
             [
                 OutEvent(
                     rules.derive_id(op.source.event_id, 1_000_000),
@@ -431,7 +441,7 @@ class StreamWriter:
         sync fails is left to its first write, which fails (or succeeds) in order."""
         firsts: dict[str, Op] = {}
         for op in ops:
-            if op.kind is not rules.Kind.SKIP:
+            if not isinstance(op, SkipOp):
                 firsts.setdefault(op.stream, op)
         wanted = [stream for stream, first in firsts.items() if self.unknown(stream, first)]
 
@@ -442,9 +452,9 @@ class StreamWriter:
         for _ in pool.map(sync, wanted):
             pass
 
-    def sync(self, stream: str) -> StreamState:
+    def sync(self, stream: str) -> TargetStream:
         """Learn the target stream's revision and how far it already goes: the source record
-        its last event came from (core/locate.py; never what an event's metadata claims).
+        its last event came from (core/engine/locate.py; never what an event's metadata claims).
 
         The marker covers the stream and its metadata: both are written in `$all` order, so a
         later record of either means every earlier record of the stream is on the target.
@@ -452,7 +462,7 @@ class StreamWriter:
         tail = self.target.stream_tail(stream, 1)
         if tail.tombstoned:
             # Nothing of a stream can follow its tombstone in the source: all of it is there.
-            state = StreamState(NO_STREAM, rules.DELETED_STREAM)
+            state = TargetStream(NO_STREAM, rules.DELETED_STREAM)
             self.streams[stream] = state
             return state
         marker = self.meta_markers.get(stream, -1)
@@ -503,7 +513,7 @@ class StreamWriter:
                         ),
                     )
                 # Otherwise it lies in what the source hides now: before this slice.
-        state = StreamState(revision, marker, soft_deleted, exact)
+        state = TargetStream(revision, marker, soft_deleted, exact)
         self.streams[stream] = state
         return state
 
@@ -531,128 +541,13 @@ class StreamWriter:
         an invocation fenced out could still write."""
         index = self.ctx.index
         index.wait_complete()
-        depth = index.events_per_stream.get(stream, 0) + self.job.batch.max_events
+        depth = index.events_per_stream.get(stream, 0) + self.ctx.job.batch.max_events
         tail = self.target.stream_tail(stream, depth)
         for event in reversed(tail.events):
             origin = index.origin(stream, event.event_id)
             if origin is not None:
                 return origin.position
         return -1
-
-
-def runs(ops: Iterable[Op], max_events: int, max_bytes: int) -> Iterator[list[Op]]:
-    """Consecutive ops of one kind and stream, split by the batch limits."""
-    group: list[Op] = []
-    events = size = 0
-    for op in ops:
-        n = len(op.events)
-        b = op.size
-        same = (
-            group
-            and op.kind is rules.Kind.EVENT
-            and group[0].kind is rules.Kind.EVENT
-            and group[0].source.stream == op.source.stream
-            and events + n <= max_events
-            and size + b <= max_bytes
-        )
-        if group and not same:
-            yield group
-            group, events, size = [], 0, 0
-        group.append(op)
-        events += n
-        size += b
-    if group:
-        yield group
-
-
-def ordered_batches(ops: Iterable[Op], max_events: int, max_bytes: int) -> Iterator[list[Op]]:
-    """For a target with multi-stream append: consecutive event ops of any streams, in `$all`
-    order, up to the batch limits; a stream that comes back after another one ends the batch
-    (one multi-stream append names a stream once). Metadata, tombstones and events the v2 API
-    cannot carry (non-JSON metadata) are barriers, written alone."""
-    group: list[Op] = []
-    group_alone = False
-    seen: set[str] = set()
-    events = size = 0
-    for op in ops:
-        n, b = len(op.events), op.size
-        key = op.source.stream.casefold()
-        alone = op.kind is not rules.Kind.EVENT or any(event_problem(e) for e in op.events)
-        fits = (
-            group
-            and not alone
-            and not group_alone
-            and events + n <= max_events
-            and size + b <= max_bytes
-            and (key not in seen or group[-1].source.stream.casefold() == key)
-        )
-        if group and not fits:
-            yield group
-            group, seen, events, size = [], set(), 0, 0
-        group_alone = alone
-        group.append(op)
-        seen.add(key)
-        events += n
-        size += b
-    if group:
-        yield group
-
-
-def packed_batches(
-    groups: Iterable[list[Op]], max_events: int, max_bytes: int
-) -> Iterator[list[list[Op]]]:
-    """For a target with multi-stream append: `stream_batches`' groups, several streams' at a
-    time, for one atomic append each, up to the batch limits. A stream's groups keep their
-    order: one that is not plain events the v2 API can carry (metadata, tombstone, non-JSON
-    metadata) is written alone, and a stream already in the pack ends it (one multi-stream
-    append names a stream once)."""
-    pack: list[list[Op]] = []
-    names: set[str] = set()
-    events = size = 0
-    for group in groups:
-        n = sum(len(op.events) for op in group)
-        b = sum(op.size for op in group)
-        key = group[0].source.stream.casefold()
-        alone = group[0].kind is not rules.Kind.EVENT or any(
-            event_problem(e) for op in group for e in op.events
-        )
-        if pack and (alone or key in names or events + n > max_events or size + b > max_bytes):
-            yield pack
-            pack, names, events, size = [], set(), 0, 0
-        if alone:
-            yield [group]
-            continue
-        pack.append(group)
-        names.add(key)
-        events += n
-        size += b
-    if pack:
-        yield pack
-
-
-def _by_run(ops: list[Op]) -> list[tuple[str, list[Op]]]:
-    parts: list[tuple[str, list[Op]]] = []
-    for op in ops:
-        if parts and parts[-1][0] == op.source.stream:
-            parts[-1][1].append(op)
-        else:
-            parts.append((op.source.stream, [op]))
-    return parts
-
-
-def stream_batches(ops: Iterable[Op], max_events: int, max_bytes: int) -> Iterator[list[Op]]:
-    """Each stream's ops in its own order, its events batched into as few appends as the
-    limits allow whatever other streams lie between them; metadata and tombstones are
-    barriers. Streams come in the order of their first op."""
-    by_stream: dict[str, list[Op]] = {}
-    for op in ops:
-        by_stream.setdefault(op.stream, []).append(op)
-    for stream_ops in by_stream.values():
-        yield from runs(stream_ops, max_events, max_bytes)
-
-
-def _named(error: StreamTombstoned) -> str:
-    return str(getattr(error, "stream", ""))
 
 
 def _tb(metadata: bytes) -> object:

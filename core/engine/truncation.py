@@ -24,8 +24,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-from core.eventstore import Event, EventStore, StreamTombstoned
-from core.planner import Planner
+from core.engine.plan import Planner
+from core.errors import StreamTombstoned
+from core.eventstore import EventStore
+from core.model import Event
 
 PAGE = 500
 

@@ -7,25 +7,13 @@ from __future__ import annotations
 import queue
 import threading
 import time
-import zlib
-from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
 
-from core.eventstore import Event, EventStore
-from core.planner import Op, SliceIndex
-
-
-@dataclass(frozen=True)
-class ReadLimits:
-    after: int | None  # exclusive start (None = the start of `$all`)
-    max_events: int
-    max_bytes: int
-    deadline: float  # time.monotonic() value: no more reading after it
-    stop_at: int | None  # last position to read (inclusive)
-    chunk_events: int
-    chunk_bytes: int
-
+from core.config import BatchConfig
+from core.engine.budget import Budget
+from core.engine.plan import Op, SliceIndex
+from core.eventstore import EventStore
+from core.model import Event
 
 _DONE = object()
 # Chunks the reader may be ahead of the writer. Beyond them it waits, so a slice's events are
@@ -36,25 +24,34 @@ READ_AHEAD_CHUNKS = 8
 class ChunkReader:
     """Reads one slice of `$all` on a background thread and plans it, chunk by chunk, into a
     queue, at most `READ_AHEAD_CHUNKS` ahead of the consumer. Except while the id search
-    (core/engine_writer.py) waits for the whole read (`SliceIndex.awaited`): the consumer
+    (core/engine/writer.py) waits for the whole read (`SliceIndex.awaited`): the consumer
     takes no chunks then, so the reader goes on to the end of the slice, whose budget bounds
     it."""
 
     def __init__(
         self,
         source: EventStore,
-        limits: ReadLimits,
+        budget: Budget,
+        chunk: BatchConfig,
         plan: Callable[[Event], Op],
         index: SliceIndex,
+        *,
+        after: int | None = None,
+        stop_at: int | None = None,
         on_chunk: Callable[[], None] = lambda: None,
     ) -> None:
+        """Reads `$all` after `after` (exclusive; None = its start) up to `stop_at`
+        (inclusive; None = its end) within the budget, in chunks of one append's size."""
         self.source = source
         self.on_chunk = on_chunk
-        self.limits = limits
+        self.budget = budget
+        self.chunk = chunk
+        self.after = after
+        self.stop_at = stop_at
         self.plan = plan
         self.index = index
         self.events_read = 0
-        self.last_position: int | None = limits.after
+        self.last_position: int | None = after
         self.exhausted = False  # the read reached the end of `$all` (or stop_at)
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._room = threading.Condition()  # the consumer took a chunk
@@ -76,28 +73,28 @@ class ChunkReader:
             self._put(_DONE)
 
     def _read(self) -> bool:
-        lim = self.limits
+        budget = self.budget
         chunk: list[Event] = []
         chunk_size = total_size = count = 0
-        events = self.source.read_all_after(lim.after, lim.max_events)
+        events = self.source.read_all_after(self.after, budget.max_events)
         try:
             for event in events:
                 if self._stop.is_set():
                     return False
-                if lim.stop_at is not None and event.commit_position > lim.stop_at:
+                if self.stop_at is not None and event.commit_position > self.stop_at:
                     self.exhausted = True
                     break
                 chunk.append(event)
                 count += 1
                 chunk_size += event.size
                 total_size += event.size
-                if total_size >= lim.max_bytes or time.monotonic() > lim.deadline:
+                if total_size >= budget.max_bytes or time.monotonic() > budget.deadline:
                     break
-                if len(chunk) >= lim.chunk_events or chunk_size >= lim.chunk_bytes:
+                if len(chunk) >= self.chunk.max_events or chunk_size >= self.chunk.max_bytes:
                     self._hand_over(chunk)
                     chunk, chunk_size = [], 0
             else:
-                self.exhausted = count < lim.max_events
+                self.exhausted = count < budget.max_events
         finally:
             close = getattr(events, "close", None)
             if close is not None:
@@ -175,31 +172,3 @@ class ChunkReader:
             if item is _DONE:
                 self._finished = True
         self._thread.join(timeout=30)
-
-
-class Watermark:
-    """The highest source position P such that every op at or below P is done. Ops are added
-    in `$all` order, before any of them can be done; `done` may come in any order."""
-
-    def __init__(self, start: int | None) -> None:
-        self.position = start
-        self._pending: deque[int] = deque()
-        self._done: set[int] = set()
-        self._lock = threading.Lock()
-
-    def add(self, positions: Iterable[int]) -> None:
-        with self._lock:
-            self._pending.extend(positions)
-
-    def done(self, positions: Iterable[int]) -> None:
-        with self._lock:
-            self._done.update(positions)
-            while self._pending and self._pending[0] in self._done:
-                p = self._pending.popleft()
-                self._done.discard(p)
-                self.position = p
-
-
-def partition_of(stream: str, partitions: int) -> int:
-    """A stable hash (the same in every process and run, unlike `hash()`)."""
-    return zlib.crc32(stream.encode()) % partitions

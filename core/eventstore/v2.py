@@ -13,10 +13,8 @@ JSON object can go this way, and the target's metadata bytes are re-rendered, no
 
 from __future__ import annotations
 
-import functools
 import json
 import math
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -24,6 +22,7 @@ from typing import Protocol
 import grpc
 from google.protobuf import empty_pb2, struct_pb2
 
+from core.model import is_schema_name
 from core.protocol import serverfeatures_pb2_grpc
 from core.protocol.google.rpc import status_pb2
 from core.protocol.kurrent.rpc import errors_pb2 as rpc_errors_pb2
@@ -130,17 +129,6 @@ def _has_inexact_number(value: object) -> bool:
     if isinstance(value, list):
         return any(_has_inexact_number(v) for v in value)
     return False
-
-
-@functools.lru_cache(maxsize=4096)  # event types repeat; bounded
-def is_schema_name(name: str) -> bool:
-    """KurrentDB's SchemaNameValidator (the emulator checks with the same rule)."""
-    # SchemaNameValidator: ^[\p{L}\p{N}_.$:-]+$ and NFC.
-    return (
-        bool(name)
-        and unicodedata.is_normalized("NFC", name)
-        and all(c.isalnum() or c in "_.$:-" for c in name)
-    )
 
 
 def _metadata_object(metadata: bytes) -> dict[str, object] | None:

@@ -4,7 +4,7 @@ not read each stream's tail again before writing to it.
 Why a stale entry is harmless: every append carries the exact expected revision it was
 computed from. If anything wrote to the stream since (a crash replay, an invocation that took
 the job over, a target restored from a backup), the server refuses the append as a wrong
-expected revision and the writer re-reads the stream before going on (core/engine_writer.py),
+expected revision and the writer re-reads the stream before going on (core/engine/writer.py),
 exactly as it does for a state it read itself. So an entry can be wrong only at the cost of one
 refused append; it can never make an append land in the wrong place.
 

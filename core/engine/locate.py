@@ -17,9 +17,10 @@ from collections.abc import Iterator
 from enum import Enum
 
 from core import rules
-from core.errors import PermanentError
-from core.eventstore import Event, EventStore, StreamTombstoned
-from core.planner import Origin, Planner, SliceIndex
+from core.engine.plan import Origin, Planner, SliceIndex
+from core.errors import PermanentError, StreamTombstoned
+from core.eventstore import EventStore
+from core.model import Event
 
 PAGE = 500
 

@@ -1,8 +1,8 @@
 """The plan of one `$all` record: the target writes it becomes (core/rules.py says which).
 
 One `Planner` per slice applies the job's filters, the scavenge filter and the transform, so
-the engine, the search for where a target event came from (core/locate.py) and the `$tb`
-translation (core/truncation.py) count the same events.
+the engine, the search for where a target event came from (core/engine/locate.py) and the `$tb`
+translation (core/engine/truncation.py) count the same events.
 """
 
 from __future__ import annotations
@@ -16,23 +16,21 @@ from dataclasses import dataclass, field
 from core import rules
 from core.config import JobConfig
 from core.errors import RelayError, TransformError
-from core.eventstore import Event, EventStore, OutEvent
+from core.eventstore import EventStore
+from core.model import Event, OutEvent
 from core.scavenge import ScavengeFilter
 
 
 @dataclass
 class Op:
-    """The target writes one source record turns into."""
+    """The target writes one source record turns into: one class per kind of record."""
 
     source: Event
-    kind: rules.Kind
     events: list[OutEvent] = field(default_factory=list)
 
     @property
     def stream(self) -> str:
-        """The target stream the op belongs to (a metadata record belongs to its stream)."""
-        if self.kind is rules.Kind.METADATA:
-            return self.source.stream[2:]
+        """The target stream the op belongs to."""
         return self.source.stream
 
     @property
@@ -42,6 +40,26 @@ class Op:
     @property
     def size(self) -> int:
         return sum(e.size for e in self.events)
+
+
+class EventOp(Op):
+    """A user event: the events the target gets from it (none when the transform dropped it)."""
+
+
+class MetadataOp(Op):
+    """A `$metadata` record of a user stream's `$$` stream: one `$metadata` event."""
+
+    @property
+    def stream(self) -> str:
+        return self.source.stream[2:]  # it belongs to its stream
+
+
+class TombstoneOp(Op):
+    """A user stream's tombstone: the target stream is tombstoned."""
+
+
+class SkipOp(Op):
+    """A record the job does not copy (system records, links, filtered out)."""
 
 
 class Planner:
@@ -54,30 +72,23 @@ class Planner:
         self.scavenge = ScavengeFilter(source) if job.filters.scavenge else None
 
     def plan(self, event: Event) -> Op:
-        kind = rules.classify(event)
-        if kind is rules.Kind.SKIP:
-            return Op(event, kind)
-        stream = event.stream[2:] if kind is rules.Kind.METADATA else event.stream
-        if not self.filters.accepts_stream(stream):
-            return Op(event, rules.Kind.SKIP)
+        kind = rules.copied_kind(self.filters, event)
         if kind is rules.Kind.TOMBSTONE:
-            return Op(event, kind)
+            return TombstoneOp(event)
         if kind is rules.Kind.METADATA:
             # The position goes into the `$metadata` event's own metadata (the server ignores
             # it), never into the stream metadata JSON: users' stream metadata is unchanged.
-            return Op(event, kind, [rules.out_event(event, with_original=True)])
-        if not self.filters.accepts_event_type(event.type):
-            return Op(event, rules.Kind.SKIP)
-        if self.scavenge is not None and self.scavenge.removes(event):
-            return Op(event, rules.Kind.SKIP)
+            return MetadataOp(event, [rules.out_event(event, with_original=True)])
+        if kind is rules.Kind.SKIP or (self.scavenge and self.scavenge.removes(event)):
+            return SkipOp(event)
         outputs = rules.apply_transform(self.transform, event) if self.transform else [event]
         with_original = self.with_original
-        return Op(event, kind, [rules.out_event(o, with_original=with_original) for o in outputs])
+        return EventOp(event, [rules.out_event(o, with_original=with_original) for o in outputs])
 
     def copies(self, event: Event) -> int:
         """How many events the target stream gets from this record of its stream."""
         op = self.plan(event)
-        return len(op.events) if op.kind is rules.Kind.EVENT else 0
+        return len(op.events) if isinstance(op, EventOp) else 0
 
     def produced(self, event: Event, event_id: uuid.UUID) -> bool:
         """Could this source record have produced a target event with this id? Ids are
@@ -117,10 +128,10 @@ class SliceIndex:
         for op in ops:
             source = op.source
             origin = Origin(source.commit_position, source.revision)
-            if op.kind is rules.Kind.EVENT:
+            if isinstance(op, EventOp):
                 self.first_revision.setdefault(source.stream, source.revision)
                 self.events_per_stream[source.stream] += len(op.events)
-            elif op.kind is not rules.Kind.METADATA:
+            elif not isinstance(op, MetadataOp):
                 continue
             for e in op.events:
                 self.origins[(source.stream, e.event_id)] = origin

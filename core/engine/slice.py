@@ -1,0 +1,330 @@
+"""run_slice: one invocation's work — lease, checkpoint, bounded read, filter, write, commit.
+
+Exactly once, without an atomic write across the checkpoint store and the target:
+- events keep their ids and go to the target in per-stream order with exact expected revisions;
+- the first time a slice touches a target stream it reads the stream's last event and finds
+  the source record it came from by its id (core/engine/locate.py: the slice's own records,
+  then the place its `$original*` metadata claims, confirmed by the record standing there, then a
+  search of the source stream; no value in an event's metadata is trusted), and skips every
+  pending event at or before that record: a crashed run, or an invocation that lost its lease
+  mid-write, may have written them already. A stream first met at its source revision 0 is
+  not read: its append expects NO_STREAM, which the server refuses unless the stream has no
+  events or the same ids already stand there (StreamWriter.assumed);
+- an append that meets another revision than expected resynchronises the same way once, then
+  stops with a ConflictError rather than write a duplicate;
+- the checkpoint is committed under the lease (fencing token + version), only after every write
+  up to it succeeded, and only at a source-event boundary.
+
+Modes (core/engine/ordered.py, partitioned.py). A reader thread reads and plans the next chunk
+of `$all` while the current one is written (core/engine/reader.py). Ordered mode writes in
+`$all` order, one append per run of consecutive same-stream events, or, when the target has
+KurrentDB's multi-stream append (and the job does not turn it off), one atomic append per batch
+of several streams' runs (a conflict resyncs the named stream once). Partitioned mode hashes
+each stream (with its metadata and tombstone) to one of N writer threads; a writer learns its
+streams' target state while the slice is read, then writes each stream's events of the slice
+in as few appends as the batch limits allow, in the stream's order; with multi-stream append,
+several of its streams' appends go in one call. Its checkpoint is the low watermark: the
+highest position at or below which every op is written. A stop (deadline, error in one
+partition) commits that watermark and nothing past it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+from core import rules
+from core.checkpoint import Checkpoint, CheckpointStore, Lease, Position, SliceRecord
+from core.config import JobConfig
+from core.engine.budget import Budget, Request, Step
+from core.engine.known_streams import KnownStreams
+from core.engine.plan import EventOp, Op, Planner, SkipOp, SliceIndex
+from core.engine.reader import ChunkReader
+from core.engine.writer import StreamWriter, WriteContext
+from core.errors import LeaseLostError, PermanentError, RelayError
+from core.eventstore import EventStore
+from core.model import Event
+
+__all__ = ["Budget", "SliceResult", "run_slice"]
+
+
+@dataclass
+class SliceResult:
+    job_id: str
+    status: Literal["ok", "busy", "failed"]
+    events_read: int = 0
+    events_written: int = 0
+    events_skipped: int = 0
+    bytes_written: int = 0
+    from_position: int | None = None
+    position: int | None = None
+    caught_up: bool = False
+    lag_bytes: int | None = None  # source log bytes not yet replicated
+    next_action: Literal["continue", "idle", "stop"] = "idle"
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    dead_letters: int = 0
+    provenance_dropped: int = 0  # events written without `$original*`: too big with them
+    seconds: float = 0.0
+
+
+def _no_step(_: str) -> None:
+    return None
+
+
+def run_slice(
+    job: JobConfig,
+    source: EventStore,
+    target: EventStore,
+    store: CheckpointStore,
+    budget: Budget,
+    *,
+    owner: str | None = None,
+    transform: rules.Transform | None = None,
+    start_after: int | None = None,
+    stop_at: int | None = None,
+    dry_run: bool = False,
+    on_step: Callable[[str], None] | None = None,
+    known: KnownStreams | None = None,
+) -> SliceResult:
+    """One invocation's work (see core/engine/budget.py's `Request` for `start_after`,
+    `stop_at` and `dry_run`). `on_step` is called at each step boundary (`Step`): tests use it
+    to kill the process at exact points; writer threads call it concurrently. `known` is what
+    earlier slices of this process learned about target streams
+    (core/engine/known_streams.py): the slice uses it instead of reading those streams, and
+    leaves what it learned there."""
+    owner = owner or f"relay-{uuid.uuid4().hex[:12]}"
+    started_at = datetime.now(UTC)
+    started = time.monotonic()
+    result = SliceResult(job.job_id, "ok")
+    request = Request(start_after, stop_at, dry_run)
+    ctx = WriteContext(
+        job,
+        source,
+        target,
+        SliceIndex(),
+        on_step or _no_step,
+        known,
+        planner=Planner(job, source, transform),
+        ahead=request.is_range,
+    )
+    # Transient failures are retried with backoff, but never past the slice's deadline.
+    source.retry_deadline = target.retry_deadline = budget.deadline
+    if dry_run:
+        checkpoint = store.load(job.job_id) or Checkpoint(job_id=job.job_id)
+        driver(job)(ctx, store, None, checkpoint, budget, request, result).run()
+        result.seconds = time.monotonic() - started
+        return result
+    try:
+        lease = store.acquire(job.job_id, owner, job.lease_ttl_seconds)
+    except LeaseLostError as e:
+        result.status = "busy"
+        result.error = str(e)
+        result.next_action = "stop"
+        return result
+    checkpoint = store.load(job.job_id) or Checkpoint(job_id=job.job_id)
+    result.from_position = checkpoint.position.commit if checkpoint.position else None
+    try:
+        driver(job)(ctx, store, lease, checkpoint, budget, request, result).run()
+    except RelayError as e:
+        result.status = "failed"
+        result.error = str(e)
+        result.next_action = "stop"
+        raise
+    finally:
+        result.seconds = time.monotonic() - started
+        _record(store, lease, result, started_at)
+        store.release(lease)
+    return result
+
+
+def driver(job: JobConfig) -> type[Slice]:
+    """The slice of the job's mode."""
+    from core.engine.ordered import OrderedSlice
+    from core.engine.partitioned import PartitionedSlice
+
+    return PartitionedSlice if job.mode == "partitioned" else OrderedSlice
+
+
+def _record(
+    store: CheckpointStore, lease: Lease, result: SliceResult, started_at: datetime
+) -> None:
+    def pos(value: int | None) -> Position | None:
+        return Position(commit=value, prepare=value) if value is not None else None
+
+    # History is informational: a failure to record it must not hide the slice's own outcome.
+    with contextlib.suppress(RelayError):
+        store.record_slice(
+            lease,
+            SliceRecord(
+                job_id=result.job_id,
+                started_at=started_at,
+                finished_at=datetime.now(UTC),
+                owner=lease.owner,
+                events_read=result.events_read,
+                events_written=result.events_written,
+                events_skipped=result.events_skipped,
+                bytes_written=result.bytes_written,
+                from_position=pos(result.from_position),
+                to_position=pos(result.position),
+                caught_up=result.caught_up,
+                error=result.error,
+            ),
+        )
+
+
+class Slice:
+    """One slice: read, write (`write_all`, by mode), commit. The job, its connections and
+    what the writers share are in `ctx`."""
+
+    def __init__(
+        self,
+        ctx: WriteContext,
+        store: CheckpointStore,
+        lease: Lease | None,
+        checkpoint: Checkpoint,
+        budget: Budget,
+        request: Request,
+        result: SliceResult,
+    ) -> None:
+        self.ctx = ctx
+        self.store = store
+        self.lease = lease
+        self.checkpoint = checkpoint
+        self.budget = budget
+        self.request = request
+        self.result = result
+        self.writers: list[StreamWriter] = []
+        self.written = self.skipped = self.size = 0
+        self._lock = threading.Lock()  # the lease and the counters, shared by writers
+
+    def write_all(self, reader: ChunkReader, after: int | None) -> tuple[int | None, bool]:
+        """Write what the reader reads; (position every write up to which is done, stopped
+        early)."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- the slice
+    def run(self) -> None:
+        ctx = self.ctx
+        position = self.checkpoint.position
+        after = position.commit if position else self.request.start_after
+        reader = ChunkReader(
+            ctx.source,
+            self.budget,
+            ctx.job.batch,
+            ctx.planner.plan,
+            ctx.index,
+            after=after,
+            stop_at=self.request.stop_at,
+            on_chunk=lambda: ctx.on_step(Step.CHUNK),
+        )
+        try:
+            if self.request.dry_run:
+                ops = reader.read_all()
+                ctx.on_step(Step.READ)
+                self.result.events_read = reader.events_read
+                self._report_dry_run(ops, after, reader.exhausted)
+                return
+            done_position, stopped = self.write_all(reader, after)
+            self.finish(reader, after, done_position)
+        except BaseException:
+            # An append whose outcome is unknown may have moved a stream: forget them all.
+            if ctx.known is not None:
+                ctx.known.clear()
+            raise
+        finally:
+            reader.close()
+            self.result.warnings.extend(ctx.warnings)
+            self.result.dead_letters += ctx.dead_letters
+            self.result.provenance_dropped += ctx.provenance_dropped
+        if ctx.known is not None:
+            for writer in self.writers:
+                ctx.known.learn(*writer.learned())
+        self.result.caught_up = (
+            reader.exhausted and not stopped and done_position == reader.last_position
+        )
+        head = ctx.source.head_position()
+        self.result.lag_bytes = max(0, head - (done_position or 0))
+        self.result.next_action = "idle" if self.result.caught_up else "continue"
+
+    def finish(self, reader: ChunkReader, after: int | None, done_position: int | None) -> None:
+        """Report the slice's counts and commit how far it got."""
+        self.result.events_read = reader.events_read
+        self.result.events_written = self.written
+        self.result.events_skipped = self.skipped
+        self.result.bytes_written = self.size
+        self.result.position = done_position
+        if done_position != after:
+            self.ctx.on_step(Step.COMMIT)
+            self._commit(done_position)
+            self.ctx.on_step(Step.COMMITTED)
+
+    def use_multi_append(self) -> bool:
+        # The server stores a v2 append's metadata as properties, so reads show it re-rendered
+        # with `$schema.*` keys added (docs/multi-append.md): a job can turn it off.
+        return self.ctx.job.multi_append and self.ctx.target.supports_multi_append()
+
+    def count(self, group: list[Op], written: int, size: int) -> None:
+        skipped = sum(
+            1
+            for op in group
+            if isinstance(op, SkipOp) or (isinstance(op, EventOp) and not op.events)
+        )
+        with self._lock:
+            self.written += written
+            self.size += size
+            self.skipped += skipped
+
+    def check_lease(self) -> None:
+        assert self.lease is not None
+        # Before each batch: renew when less than a third of the lease is left (the renewal
+        # fails, and the slice stops unwritten, if another invocation took the job over). A
+        # lease can only be taken over once expired, so an invocation paused past its lease
+        # writes at most the one batch it was in, which the next owner's tail check detects.
+        ttl = self.ctx.job.lease_ttl_seconds
+        with self._lock:
+            remaining = (self.lease.expires_at - datetime.now(UTC)).total_seconds()
+            if remaining < ttl / 3:
+                self.lease = self.store.renew(self.lease, ttl)
+
+    def _report_dry_run(self, ops: list[Op], after: int | None, exhausted: bool) -> None:
+        self.result.events_written = sum(len(op.events) for op in ops)
+        self.result.events_skipped = sum(1 for op in ops if not op.events)
+        self.result.position = ops[-1].position if ops else after
+        self.result.caught_up = exhausted
+        self.result.next_action = "stop"
+        self.result.warnings.append("dry run: nothing was written or committed")
+
+    def _commit(self, position: int | None) -> None:
+        if position is None:
+            return
+        c = self.checkpoint
+        assert self.lease is not None
+        self.checkpoint = self.store.commit(
+            self.lease,
+            c.model_copy(
+                update={
+                    "position": Position(commit=position, prepare=position),
+                    "events_read": c.events_read + self.result.events_read,
+                    "events_written": c.events_written + self.written,
+                    "events_skipped": c.events_skipped + self.skipped,
+                    "bytes_written": c.bytes_written + self.size,
+                    "updated_at": datetime.now(UTC),
+                }
+            ),
+        )
+
+
+def at(error: PermanentError, event: Event) -> PermanentError:
+    """Name where in the source a permanent failure happened (once)."""
+    where = f"at source position {event.commit_position}"
+    if where not in error.message:
+        error.message = f"{error.message} ({where}, event {event.revision} of {event.stream!r})"
+        error.args = (error.message,)
+    return error

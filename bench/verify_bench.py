@@ -20,7 +20,7 @@ from pathlib import Path
 from bench.emulator_bench import emulator_process
 from core.config import JobConfig
 from core.eventstore import EventStore
-from core.verify import verify
+from core.tools.verify import verify
 from esdb_emulator import Emulator
 from esdb_emulator.workload import Workload, generate
 from tests.engine.helpers import make_job, run_until_caught_up

@@ -22,8 +22,8 @@ from core.config import JobConfig, format_validation_error
 from core.engine import SliceResult
 from core.errors import ConfigError, LeaseLostError, RelayError
 from core.logs import logger
-from core.preflight import preflight_from_env
 from core.relay import Liveness, Relay, Status
+from core.tools.preflight import preflight_from_env
 
 RelayFactory = Callable[[JobConfig], Relay]
 

@@ -29,7 +29,8 @@ from rich.prompt import Confirm
 from rich.table import Table
 
 from core.config import JobConfig
-from core.cutover import (
+from core.errors import ConfigError
+from core.tools.cutover import (
     EXIT_ABORTED,
     EXIT_ERROR,
     Cutover,
@@ -40,7 +41,6 @@ from core.cutover import (
     QuietWatch,
     StepRecord,
 )
-from core.errors import ConfigError
 
 _CLOUD_STORES = {
     "dynamodb": "handlers.aws.checkpoint_store",

@@ -24,7 +24,7 @@ from rich.table import Table
 from core.checkpoint import open_store
 from core.config import JobConfig
 from core.eventstore import EventStore
-from core.verify import verify
+from core.tools.verify import verify
 from esdb_emulator import Emulator
 from esdb_emulator.workload import Workload, generate
 

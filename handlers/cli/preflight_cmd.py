@@ -16,8 +16,8 @@ from rich.table import Table
 
 from core.config import JobConfig
 from core.errors import ConfigError
-from core.preflight import PreflightReport
-from core.preflight import preflight as run_preflight
+from core.tools.preflight import PreflightReport
+from core.tools.preflight import preflight as run_preflight
 
 EXIT_OK = 0
 EXIT_FAILED = 1

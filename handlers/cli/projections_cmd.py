@@ -25,7 +25,7 @@ from rich.table import Table
 
 from core.errors import ConfigError, RelayError, TransientError
 from core.eventstore import EventStore
-from core.projections import (
+from core.tools.projections import (
     CreateRow,
     ProjectionInfo,
     SystemStatus,

@@ -26,9 +26,9 @@ from rich.table import Table
 from core.config import JobConfig
 from core.errors import ConfigError, RelayError
 from core.eventstore import EventStore
-from core.subscriptions import GroupPlan
-from core.subscriptions import migrate_subscriptions as run_migrate
-from core.translate import translate_file, translate_position, translate_stream
+from core.tools.subscriptions import GroupPlan
+from core.tools.subscriptions import migrate_subscriptions as run_migrate
+from core.tools.translate import translate_file, translate_position, translate_stream
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

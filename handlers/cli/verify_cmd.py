@@ -32,8 +32,8 @@ from rich.table import Table
 from core.config import JobConfig
 from core.errors import ConfigError, RelayError
 from core.eventstore import EventStore
-from core.verify import VerifyReport, VerifyState, public_endpoint
-from core.verify import verify as run_verify
+from core.tools.verify import VerifyReport, VerifyState, public_endpoint
+from core.tools.verify import verify as run_verify
 
 EXIT_EQUAL = 0
 EXIT_DIFFERENT = 1

@@ -13,7 +13,8 @@ import pytest
 from esdbclient import EventStoreDBClient, NewEvent, StreamState
 
 from core.config import JobConfig
-from core.cutover import (
+from core.eventstore import EventStore
+from core.tools.cutover import (
     EXIT_ABORTED,
     EXIT_CHECK_FAILED,
     EXIT_COMPLETED,
@@ -24,8 +25,7 @@ from core.cutover import (
     CutoverReport,
     QuietWatch,
 )
-from core.eventstore import EventStore
-from core.translate import translate_position, translate_stream
+from core.tools.translate import translate_position, translate_stream
 from esdb_emulator import Emulator
 from esdb_emulator.store import ANY, ProposedEvent
 from tests.engine.helpers import make_job, run_until_caught_up, user_event_count

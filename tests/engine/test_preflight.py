@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from core.config import JobConfig
 from core.errors import ConfigError
 from core.invocation import invoke, parse_request
-from core.preflight import (
+from core.tools.preflight import (
     PreflightReport,
     _EndpointProbe,
     network_checks,

@@ -12,7 +12,7 @@ from esdbclient import EventStoreDBClient, NewEvent, StreamState
 
 from core.errors import AccessDenied, ConfigError, PermanentError, RelayError
 from core.eventstore import EventStore
-from core.projections import (
+from core.tools.projections import (
     PLACEHOLDER_QUERY,
     apply_create,
     custom_definitions,

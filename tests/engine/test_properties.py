@@ -12,7 +12,7 @@ target's appends so slices fail mid-write and later ones resume, then:
 
 - checks the target with tests/oracle.py, written from the documented rules, never from the
   engine's code;
-- runs `esdb-relay verify` (core.verify) and requires it to agree with the oracle: 0
+- runs `esdb-relay verify` (core.tools.verify) and requires it to agree with the oracle: 0
   differences exactly when the oracle finds none, also after the target was tampered with
   (an extra event, changed stream metadata, a tombstone, an extra stream).
 
@@ -39,7 +39,7 @@ from core.engine import Budget, SliceResult, run_slice
 from core.errors import RelayError
 from core.eventstore import EventStore
 from core.rules import load_transform
-from core.verify import verify
+from core.tools.verify import verify
 from esdb_emulator import Emulator
 from esdb_emulator.store import (
     ANY,

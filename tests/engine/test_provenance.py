@@ -25,7 +25,7 @@ from core.engine import Budget, run_slice
 from core.engine.known_streams import KnownStreams
 from core.errors import RelayError
 from core.eventstore import EventStore
-from core.verify import verify
+from core.tools.verify import verify
 from esdb_emulator.store import ANY, NO_STREAM, ProposedEvent
 from tests.engine.helpers import make_job, run_until_caught_up
 

@@ -10,7 +10,7 @@ import pytest
 from esdbclient import EventStoreDBClient
 
 from core.eventstore import EventStore
-from core.subscriptions import GroupSettings, migrate_subscriptions
+from core.tools.subscriptions import GroupSettings, migrate_subscriptions
 from tests.engine.helpers import make_job, run_until_caught_up
 from tests.engine.test_translate import FILTERS, build_history
 

@@ -12,7 +12,7 @@ from esdbclient import EventStoreDBClient, NewEvent, StreamState
 
 from core.errors import NotReplicatedError, TranslateError
 from core.eventstore import EventStore
-from core.translate import translate_file, translate_position, translate_stream
+from core.tools.translate import translate_file, translate_position, translate_stream
 from tests.engine.helpers import make_job, run_until_caught_up
 
 FILTERS = {"exclude_event_types": ["^Noise$"], "exclude_streams": ["^skipped-"]}

@@ -1,4 +1,4 @@
-"""verify (core.verify and `esdb-relay verify`) against real emulators, no mocks.
+"""verify (core.tools.verify and `esdb-relay verify`) against real emulators, no mocks.
 
 A source history is migrated once with run_slice into a "golden" target; each test starts a
 fresh target emulator loaded with the golden records, corrupts it in one way and checks that
@@ -27,7 +27,7 @@ from core.config import JobConfig
 from core.engine import Budget, run_slice
 from core.errors import RelayError
 from core.eventstore import EventStore
-from core.verify import DifferenceKind, VerifyReport, verify
+from core.tools.verify import DifferenceKind, VerifyReport, verify
 from esdb_emulator import Emulator
 from esdb_emulator.security import DEFAULT_USERS
 from esdb_emulator.store import (
@@ -255,9 +255,9 @@ def test_workers_give_the_same_report(source, golden, tmp_path):
 
 def test_small_pages(source, golden, tmp_path, monkeypatch):
     """$all scans and stream reads go page by page; a difference deep in a stream is found."""
-    import core.verify
+    import core.tools.verify.streams
 
-    monkeypatch.setattr(core.verify, "PAGE", 7)
+    monkeypatch.setattr(core.tools.verify.streams, "PAGE", 7)
     name = max(live_streams(source.store), key=lambda n: len(source.store.visible_records(n)))
     last = source.store.stream_state(name)[0]
     assert last >= 15

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from core.config import JobConfig
 from core.errors import ConfigError
 from core.eventstore import EventStore
-from core.verify import VerifyReport, VerifyState, verify
+from core.tools.verify import VerifyReport, VerifyState, verify
 from esdb_emulator import Emulator
 from esdb_emulator.store import ANY, ProposedEvent, StreamNotFound
 from esdb_emulator.workload import Workload, generate

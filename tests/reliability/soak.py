@@ -1,7 +1,7 @@
 """Kill soak: a real relay process SIGKILLed at random points over many runs, each resumed,
 with the source taking writes between runs; at the end the target equals the filtered source
 by tests/oracle.py (every event once, in order, metadata exactly as written), and
-`esdb-relay verify` (core.verify) agrees with the oracle.
+`esdb-relay verify` (core.tools.verify) agrees with the oracle.
 
     python -m tests.reliability.soak --kills 200 --seed 1 [--mode partitioned --partitions 8]
         [--chain] [--no-multi-append] [--odd-streams 2 --slice-events 100 --append-events 20]
@@ -42,7 +42,7 @@ from esdbclient.exceptions import DeadlineExceeded, EventStoreDBClientException
 from core.checkpoint import open_store
 from core.config import JobConfig
 from core.eventstore import EventStore
-from core.verify import verify
+from core.tools.verify import verify
 from esdb_emulator import Emulator
 from esdb_emulator.store import ANY, JSON, ProposedEvent, Store
 from esdb_emulator.workload import Workload, generate

@@ -8,7 +8,7 @@
    `quiet_seconds`; writes that resume during the watch restart the quiet period;
 3. final-copy: the relay copies the last events (run here in a thread with `run_relay`, else
    the deployed schedule does it) until the checkpoint again has nothing after it;
-4. verify: full or sampled (core.verify); any difference fails the cutover. Afterwards the
+4. verify: full or sampled (core.tools.verify); any difference fails the cutover. Afterwards the
    source is checked once more for writes that arrived since the quiet period;
 5. subscriptions: every persistent subscription's target start (core.subscriptions plan,
    applied with `apply_subscriptions`) and the catch-up checkpoints of a file translated
@@ -47,9 +47,9 @@ from core.errors import RelayError
 from core.eventstore import EventStore
 from core.model import Event
 from core.relay import Relay
-from core.subscriptions import GroupPlan, apply_plan, plan_subscriptions
-from core.translate import translate_file
-from core.verify import VerifyReport, public_endpoint, verify
+from core.tools.subscriptions import GroupPlan, apply_plan, plan_subscriptions
+from core.tools.translate import translate_file
+from core.tools.verify import VerifyReport, public_endpoint, verify
 
 EXIT_COMPLETED = 0
 EXIT_CHECK_FAILED = 1

@@ -30,7 +30,7 @@ from core.config import JobConfig
 from core.errors import RelayError
 from core.eventstore import EventStore
 from core.eventstore.admin import SubscriptionInfo
-from core.translate import NOT_LOADED, relay_position, translate_position, translate_stream
+from core.tools.translate import NOT_LOADED, relay_position, translate_position, translate_stream
 
 ALL = "$all"
 

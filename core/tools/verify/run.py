@@ -1,0 +1,309 @@
+"""verify's run: discovery (both `$all`s scanned), the streams checked in order (with workers,
+a bounded window at a time), progress saved for a resumed run."""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from core import rules
+from core.config import JobConfig
+from core.eventstore import EventStore
+from core.model import Event
+from core.tools.verify import streams
+from core.tools.verify.all_records import AllRecords
+from core.tools.verify.report import (
+    DEFAULT_MAX_DIFFERENCES,
+    Difference,
+    DifferenceKind,
+    Differences,
+    StateFile,
+    VerifyReport,
+    VerifyState,
+    fingerprint,
+)
+from core.tools.verify.streams import StreamCheck, user_stream_of
+
+_ALL = "$all"  # the stream name of a difference in the order of `$all`
+_MAX_NOTES = 100
+
+
+Progress = Callable[[int, int], None]
+
+
+def verify(
+    job: JobConfig,
+    source: EventStore,
+    target: EventStore,
+    *,
+    sample: int | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+    max_differences: int = DEFAULT_MAX_DIFFERENCES,
+    workers: int = 1,
+    state: Path | None = None,
+    save_every: float = 10.0,
+) -> VerifyReport:
+    """Compare the target with the job's filtered source; see the module doc for the rules.
+
+    `sample=N` checks a deterministic (per `seed`) random sample of N streams and skips the
+    scan for extra target streams. `progress(done, total)` is called as streams are checked.
+    At most `max_differences` differences are listed (all are counted). `workers > 1` checks
+    that many streams concurrently (each holds one page of events per side at a time); the
+    report is the same as with one worker. `state`: a file progress is saved to (every
+    `save_every` seconds and on interruption) and resumed from; ConfigError if it was written
+    for another job, sample or seed.
+    """
+    if sample is not None and sample < 0:
+        raise ValueError("sample must be >= 0")
+    if workers < 1:
+        raise ValueError("workers must be >= 1")
+    verifier = _Verifier(job, source, target, max_differences, workers)
+    if state is not None:
+        verifier.saver = StateFile(state, fingerprint(job, sample, seed, max_differences))
+    verifier.save_every = save_every
+    return verifier.run(sample, seed, progress)
+
+
+# ----------------------------------------------------------------------------- resume state
+
+
+# ----------------------------------------------------------------------------- internals
+
+
+class _Verifier:
+    def __init__(
+        self,
+        job: JobConfig,
+        source: EventStore,
+        target: EventStore,
+        max_differences: int,
+        workers: int,
+    ) -> None:
+        self.job = job
+        self.source = source
+        self.target = target
+        self.max_differences = max_differences
+        self.workers = workers
+        self.transform = rules.load_transform(job.transform)
+        self.diffs = Differences(max_differences)
+        self.extras = Differences(max_differences)
+        self.report = VerifyReport(
+            job_id=job.job_id,
+            transform=job.transform,
+            original_metadata=job.original_metadata,
+            max_differences=max_differences,
+        )
+        self.saver: StateFile | None = None
+        self.save_every = 10.0
+        self.pending_all: dict[str, Difference] = {}
+
+    # ---------------------------------------------------------------------- the run
+    def run(self, sample: int | None, seed: int, progress: Progress | None) -> VerifyReport:
+        started = time.monotonic()
+        resumed = self.saver.load() if self.saver else None
+        if resumed is not None:
+            ordered, first = resumed.streams, resumed.done
+            self.report = report = resumed.report
+            self.diffs.items, self.diffs.total = report.differences, report.differences_total
+            self.extras.items, self.extras.total = resumed.extras, resumed.extras_total
+            self.pending_all = {d.stream: d for d in resumed.pending_all}
+            spent = report.seconds
+        else:
+            ordered, first, spent = self._discover(sample, seed), 0, 0.0
+            report = self.report
+        total = len(ordered)
+        self._save(ordered, first, spent + time.monotonic() - started)
+        saved_at = time.monotonic()
+        if progress:
+            progress(first, total)
+        try:
+            for done, check in enumerate(self._checks(ordered[first:]), first + 1):
+                self._merge(check)
+                if self.saver and time.monotonic() - saved_at >= self.save_every:
+                    self._save(ordered, done, spent + time.monotonic() - started)
+                    saved_at = time.monotonic()
+                if progress:
+                    progress(done, total)
+        except BaseException:
+            self._save(ordered, report.streams_checked, spent + time.monotonic() - started)
+            raise
+        # Extra target streams were found before the checks; they are listed after them.
+        self.diffs.total += self.extras.total - len(self.extras.items)
+        for difference in self.extras.items:
+            self.diffs.append(difference)
+        order = self.pending_all.pop(_ALL, None)
+        for difference in self.pending_all.values():
+            self.diffs.append(difference)
+        if order is not None and not self.diffs.total:
+            self.diffs.append(order)  # otherwise a consequence of what was found
+        report.differences = self.diffs.items
+        report.differences_total = self.diffs.total
+        report.seconds = spent + time.monotonic() - started
+        report.events_per_second = (
+            report.events_compared / report.seconds if report.seconds > 0 else 0.0
+        )
+        if self.saver:
+            self.saver.remove()
+        return report
+
+    def _discover(self, sample: int | None, seed: int) -> list[str]:
+        """The streams to check, in order; with no sample, also the extra target streams."""
+        report = self.report
+        report.sample, report.seed = sample, seed
+        tally = self._all_records() if sample is None else None
+        streams = self._user_streams(self.source, self.job.filters.accepts_stream, tally)
+        report.streams_in_source = len(streams)
+        ordered = sorted(streams)
+        if sample is not None:
+            ordered = sorted(random.Random(seed).sample(ordered, min(sample, len(ordered))))
+            report.sampled_streams = list(ordered)
+        else:
+            self._find_extra_streams(streams, tally)
+        if tally is not None:
+            for found in tally.differences(streams):
+                kind = DifferenceKind.ALL_ORDER if found.stream is None else None
+                stream = found.stream or _ALL
+                self.pending_all[stream] = Difference(
+                    stream=stream, kind=kind or DifferenceKind.ALL_RECORDS, detail=found.detail
+                )
+        if self.transform is not None:
+            report.notes.append(
+                f"transform {self.job.transform} applied to the source events before comparing"
+            )
+        return ordered
+
+    def _save(self, ordered: list[str], done: int, seconds: float) -> None:
+        if self.saver is None:
+            return
+        report = self.report.model_copy(
+            update={
+                "differences": list(self.diffs.items),
+                "differences_total": self.diffs.total,
+                "seconds": seconds,
+            }
+        )
+        self.saver.save(
+            VerifyState(
+                fingerprint=self.saver.fingerprint,
+                streams=ordered,
+                done=done,
+                report=report,
+                extras=list(self.extras.items),
+                extras_total=self.extras.total,
+                pending_all=list(self.pending_all.values()),
+            )
+        )
+
+    def _check(self, name: str) -> StreamCheck:
+        check = StreamCheck(self, name)
+        check.run(name)
+        return check
+
+    def _checks(self, names: list[str]) -> Iterator[StreamCheck]:
+        """The checks of `names`, in order; with workers, a bounded window runs concurrently."""
+        if self.workers <= 1:
+            for name in names:
+                yield self._check(name)
+            return
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="verify") as pool:
+            window: deque[Future[StreamCheck]] = deque()
+            for name in names:
+                window.append(pool.submit(self._check, name))
+                if len(window) >= 2 * self.workers:
+                    yield window.popleft().result()
+            while window:
+                yield window.popleft().result()
+
+    def _merge(self, check: StreamCheck) -> None:
+        report = self.report
+        report.streams_checked += 1
+        if check.diffs.total:
+            report.streams_differing += 1
+            self.pending_all.pop(check.name, None)  # found already, by the stream's reads
+        else:
+            report.streams_equal += 1
+        report.events_compared += check.events_compared
+        report.events_unverified += check.events_unverified
+        report.notes.extend(check.notes[: max(0, _MAX_NOTES - len(report.notes))])
+        self.diffs.total += check.diffs.total - len(check.diffs.items)
+        for difference in check.diffs.items:
+            self.diffs.append(difference)
+
+    # ------------------------------------------------------------------ discovery
+    def _scan(self, store: EventStore) -> Iterator[Event]:
+        position: int | None = None
+        while True:
+            n = 0
+            for event in store.read_all_after(position, streams.PAGE):
+                n += 1
+                position = event.commit_position
+                yield event
+            if n < streams.PAGE:
+                return
+
+    def _all_records(self) -> AllRecords | None:
+        """The `$all` tallies (all_records.py), unless the scavenge filter makes them depend on
+        when it ran."""
+        if self.job.filters.scavenge:
+            self.report.notes.append(
+                "scavenge: events hidden from stream reads are not compared in $all"
+            )
+            return None
+        dead: set[tuple[str, int]] = set()
+        if self.job.dead_letter:
+            for letter in self.target.read_stream(rules.dead_letter_stream(self.job.job_id)):
+                record = rules.json_object(letter.data) or {}
+                dead.add((str(record.get("stream")), record.get("revision", -1)))  # type: ignore[arg-type]
+        filters, transform = self.job.filters, self.transform
+
+        def copied_ids(event: Event) -> list[uuid.UUID]:
+            if rules.copied_kind(filters, event) is not rules.Kind.EVENT:
+                return []
+            if (event.stream, event.revision) in dead:
+                return []
+            outputs = rules.apply_transform(transform, event) if transform else [event]
+            return [output.event_id for output in outputs]
+
+        ordered = self.job.mode == "ordered"
+        return AllRecords(copied_ids, ordered)
+
+    def _user_streams(
+        self, store: EventStore, accepts: Callable[[str], bool], tally: AllRecords | None
+    ) -> set[str]:
+        names: set[str] = set()
+        for event in self._scan(store):
+            name = user_stream_of(event)
+            if name is not None and name not in names and accepts(name):
+                names.add(name)
+            if tally is not None:
+                tally.add_source(event)
+        return names
+
+    def _find_extra_streams(self, expected: set[str], tally: AllRecords | None) -> None:
+        self.report.extra_streams_checked = True
+        seen: set[str] = set()
+        accepts = self.job.filters.accepts_stream
+        for event in self._scan(self.target):
+            if tally is not None and _is_user_event(event) and accepts(event.stream):
+                tally.add_target(event)
+            name = user_stream_of(event)
+            if name is None or name in expected or name in seen:
+                continue
+            seen.add(name)
+            self.extras.add(
+                name,
+                DifferenceKind.EXTRA_STREAM,
+                "on the target but not in the source"
+                + ("" if self.job.filters.accepts_stream(name) else " (excluded by the filters)"),
+            )
+        self.report.extra_streams = len(seen)
+
+
+def _is_user_event(event: Event) -> bool:
+    return not event.stream.startswith("$") and not event.type.startswith("$")

@@ -22,8 +22,8 @@ from core.config import JobConfig
 from core.errors import ConfigError
 from core.invocation import invoke, parse_request
 from core.tools.preflight import (
+    EndpointProbe,
     PreflightReport,
-    _EndpointProbe,
     network_checks,
     network_plan,
     preflight,
@@ -737,10 +737,10 @@ def test_public_checks_judge_what_only_a_public_address_shows():
 
 def test_the_dns_step_warns_of_a_public_target_only_in_the_peered_topology():
     # IP literals resolve without the network; nothing connects to the address.
-    peered = _EndpointProbe("target", f"esdb://{EGRESS}:2113", 1.0)
+    peered = EndpointProbe("target", f"esdb://{EGRESS}:2113", 1.0)
     assert peered.dns([(EGRESS, 2113)])
     assert peered.checks[-1].status == "warn" and "peering" in peered.checks[-1].fix
-    public_probe = _EndpointProbe("target", f"esdb://{EGRESS}:2113", 1.0, public=True)
+    public_probe = EndpointProbe("target", f"esdb://{EGRESS}:2113", 1.0, public=True)
     assert public_probe.dns([(EGRESS, 2113)])
     assert public_probe.checks[-1].status == "ok" and public_probe.resolved == [EGRESS]
 

@@ -1,44 +1,13 @@
-"""The cutover: the seed's "migrate in one go" sequence as a guided, checked procedure.
-
-1. caught-up: the relay's checkpoint has no replicable record of the source after it (lag 0);
-   refused while it has, or waited for (`wait`) up to a time-out; while writers are still on,
-   a relay whose checkpoint reaches the head seen one poll earlier counts as caught up;
-2. writers: the operator stops every writer of the source (never done here: they are asked and
-   confirm), then the source's `$all` is watched until no replicable record arrives for
-   `quiet_seconds`; writes that resume during the watch restart the quiet period;
-3. final-copy: the relay copies the last events (run here in a thread with `run_relay`, else
-   the deployed schedule does it) until the checkpoint again has nothing after it;
-4. verify: full or sampled (core.tools.verify); any difference fails the cutover. Afterwards the
-   source is checked once more for writes that arrived since the quiet period;
-5. subscriptions: every persistent subscription's target start (core.subscriptions plan,
-   applied with `apply_subscriptions`) and the catch-up checkpoints of a file translated
-   (core.translate batch mode);
-6. report: markdown and JSON in `report_dir`, whatever the outcome.
-
-"Replicable" means what the relay copies: user events its filters accept, stream metadata and
-deletes of accepted streams. System records (a real server writes `$stats` and projection
-records on its own) neither count as lag nor break the quiet period.
-
-Exit codes (CutoverReport.exit_code): 0 completed; 1 a check failed (verify found
-differences, writes arrived after the quiet period, a catch-up checkpoint could not be
-translated); 2 configuration or connection error; 3 not caught up (refused, or a wait timed
-out); 4 aborted by the operator.
-"""
+"""The cutover procedure: caught up, writers stopped, verify, subscriptions, the report."""
 
 from __future__ import annotations
 
-import csv
-import json
-import re
 import threading
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Literal
-
-from pydantic import BaseModel, Field
 
 from core import rules
 from core.checkpoint import CheckpointStore, open_store
@@ -47,108 +16,29 @@ from core.errors import RelayError
 from core.eventstore import EventStore
 from core.model import Event
 from core.relay import Relay
-from core.tools.subscriptions import GroupPlan, apply_plan, plan_subscriptions
+from core.tools.cutover.report import (
+    EXIT_ABORTED,
+    EXIT_CHECK_FAILED,
+    EXIT_COMPLETED,
+    EXIT_ERROR,
+    EXIT_NOT_CAUGHT_UP,
+    STREAMS_SHOWN,
+    CutoverOptions,
+    CutoverReport,
+    Lag,
+    Outcome,
+    QuietWatch,
+    StepRecord,
+    position_text,
+    read_translated,
+    write_reports,
+)
+from core.tools.subscriptions import apply_plan, plan_subscriptions
 from core.tools.translate import translate_file
-from core.tools.verify import VerifyReport, public_endpoint, verify
-
-EXIT_COMPLETED = 0
-EXIT_CHECK_FAILED = 1
-EXIT_ERROR = 2
-EXIT_NOT_CAUGHT_UP = 3
-EXIT_ABORTED = 4
+from core.tools.verify import public_endpoint, verify
 
 PAGE = 1000
 PENDING_CAP = 10_000  # records scanned after the checkpoint when measuring the lag
-_STREAMS_SHOWN = 5
-
-Outcome = Literal["completed", "refused", "timed_out", "failed", "aborted", "error"]
-
-
-class CutoverOptions(BaseModel):
-    wait: bool = Field(False, description="wait for the relay to catch up instead of refusing")
-    lag_timeout: float = Field(600.0, gt=0, description="seconds to wait for lag 0 (with wait)")
-    quiet_seconds: float = Field(30.0, gt=0, description="seconds without writes = stopped")
-    quiet_timeout: float = Field(1800.0, gt=0, description="seconds to wait for the quiet")
-    copy_timeout: float = Field(600.0, gt=0, description="seconds to wait for the final copy")
-    poll_seconds: float = Field(1.0, gt=0, description="how often the source is polled")
-    run_relay: bool = Field(False, description="run the relay's slices here during the cutover")
-    sample: int | None = Field(None, ge=1, description="verify this many streams, None = all")
-    seed: int = 0
-    verify_workers: int = Field(1, ge=1)
-    checkpoints_file: Path | None = Field(None, description="catch-up checkpoints to translate")
-    apply_subscriptions: bool = False
-    report_dir: Path = Path(".")
-
-
-class Lag(BaseModel):
-    checkpoint_position: int | None  # None = nothing copied yet
-    head_position: int
-    lag_bytes: int
-    pending_events: int = Field(description="replicable records after the checkpoint")
-    pending_capped: bool = Field(False, description="at least pending_events (scan was capped)")
-
-    @property
-    def caught_up(self) -> bool:
-        return self.pending_events == 0
-
-    def describe(self) -> str:
-        more = "at least " if self.pending_capped else ""
-        return (
-            f"{more}{self.pending_events:,} event(s) not copied yet "
-            f"({self.lag_bytes:,} bytes of $all between the checkpoint and the head)"
-        )
-
-
-class QuietWatch(BaseModel):
-    """What the watch for stopped writers saw."""
-
-    quiet_seconds: float
-    start_position: int
-    final_position: int
-    last_write_position: int | None = None  # the last replicable record seen during the watch
-    writes_seen: int = 0
-    writes_resumed: int = Field(0, description="times writes arrived after a quiet poll")
-    recent_streams: list[str] = Field(default_factory=list)
-    waited_seconds: float = 0.0
-    quiet_for: float = 0.0
-
-
-class StepRecord(BaseModel):
-    name: str
-    status: Literal["ok", "failed"]
-    started_at: datetime
-    finished_at: datetime
-    detail: str = ""
-
-
-class CutoverReport(BaseModel):
-    job_id: str
-    outcome: Outcome = "error"
-    exit_code: int = EXIT_ERROR
-    message: str = ""
-    started_at: datetime
-    finished_at: datetime | None = None
-    source: str = Field(description="source endpoint (scheme and hosts)")
-    target: str = Field(description="target endpoint (scheme and hosts)")
-    options: dict = Field(default_factory=dict)
-    steps: list[StepRecord] = Field(default_factory=list)
-    lag_at_start: Lag | None = None
-    quiet: QuietWatch | None = None
-    source_head: int | None = None
-    checkpoint_position: int | None = None
-    target_head: int | None = None
-    events_written_total: int | None = Field(None, description="by the job, all slices")
-    events_read_total: int | None = None
-    events_copied_during_cutover: int | None = None
-    verify: VerifyReport | None = None
-    writes_after_quiet: int | None = None
-    persistent_subscriptions: list[GroupPlan] = Field(default_factory=list)
-    persistent_subscriptions_applied: bool = False
-    catch_up_checkpoints: list[dict] = Field(default_factory=list)
-    catch_up_file: str | None = None
-    catch_up_errors: int = 0
-    next_steps: list[str] = Field(default_factory=list)
-    report_files: list[str] = Field(default_factory=list)
 
 
 class CutoverObserver:
@@ -224,19 +114,6 @@ def measure_lag(job: JobConfig, store: CheckpointStore, source: EventStore) -> L
         pending_events=len(pending),
         pending_capped=capped,
     )
-
-
-def write_reports(report: CutoverReport, directory: Path) -> list[Path]:
-    """report.md and report.json, named after the job and the start time."""
-    directory.mkdir(parents=True, exist_ok=True)
-    job = re.sub(r"[^A-Za-z0-9_.-]+", "_", report.job_id)
-    stamp = report.started_at.strftime("%Y%m%dT%H%M%SZ")
-    base = directory / f"cutover-{job}-{stamp}"
-    paths = [base.with_suffix(".md"), base.with_suffix(".json")]
-    report.report_files = [str(p) for p in paths]
-    paths[0].write_text(report_markdown(report), encoding="utf-8")
-    paths[1].write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    return paths
 
 
 # ------------------------------------------------------------------------ the procedure
@@ -421,7 +298,7 @@ class Cutover:
                 self.observer.lag(lag, self.clock() - began, options.lag_timeout)
                 return (
                     f"the relay keeps up with the writers: checkpoint "
-                    f"{_pos(lag.checkpoint_position)} passed the head of one poll before; "
+                    f"{position_text(lag.checkpoint_position)} passed the head of one poll before; "
                     f"{lag.describe()} at this moment"
                 )
             waited = self.clock() - began
@@ -438,8 +315,8 @@ class Cutover:
             lag = measure_lag(self.job, self.store, self.source)
         self.observer.lag(lag, self.clock() - began, options.lag_timeout)
         return (
-            f"lag 0: checkpoint {_pos(lag.checkpoint_position)}, "
-            f"source head {_pos(lag.head_position)}"
+            f"lag 0: checkpoint {position_text(lag.checkpoint_position)}, "
+            f"source head {position_text(lag.head_position)}"
         )
 
     # ---------------------------------------------------------------------- 2 writers
@@ -467,12 +344,12 @@ class Cutover:
                 watch.writes_seen += len(writes)
                 watch.writes_resumed += quiet_poll
                 watch.last_write_position = writes[-1].commit_position
-                for event in writes[-_STREAMS_SHOWN:]:
+                for event in writes[-STREAMS_SHOWN:]:
                     name = _user_stream(event)
                     if name in watch.recent_streams:
                         watch.recent_streams.remove(name)
                     watch.recent_streams.append(name)
-                del watch.recent_streams[:-_STREAMS_SHOWN]
+                del watch.recent_streams[:-STREAMS_SHOWN]
                 last_write = now
             quiet_poll = not writes
             watch.quiet_for = now - last_write
@@ -492,7 +369,7 @@ class Cutover:
         resumed = f", writes resumed {watch.writes_resumed} time(s)" if watch.writes_resumed else ""
         return (
             f"no writes for {watch.quiet_for:.1f}s; {watch.writes_seen:,} event(s) arrived "
-            f"during the watch{resumed}; source $all at {_pos(watch.final_position)}"
+            f"during the watch{resumed}; source $all at {position_text(watch.final_position)}"
         )
 
     # ---------------------------------------------------------------------- 3 final copy
@@ -505,7 +382,7 @@ class Cutover:
             waited = self.clock() - began
             self.observer.copying(lag, waited, options.copy_timeout)
             if lag.caught_up:
-                return f"checkpoint {_pos(lag.checkpoint_position)}: nothing left to copy"
+                return f"checkpoint {position_text(lag.checkpoint_position)}: nothing left to copy"
             if waited >= options.copy_timeout:
                 where = "" if options.run_relay else " Is the relay's schedule running?"
                 raise CutoverStop(
@@ -558,7 +435,7 @@ class Cutover:
         late, _, _ = scan_after(self.job, self.source, self.report.quiet.final_position)
         self.report.writes_after_quiet = len(late)
         if late:
-            streams = sorted({_user_stream(e) for e in late})[:_STREAMS_SHOWN]
+            streams = sorted({_user_stream(e) for e in late})[:STREAMS_SHOWN]
             raise CutoverStop(
                 "failed",
                 EXIT_CHECK_FAILED,
@@ -589,7 +466,7 @@ class Cutover:
             rows, errors = translate_file(self.job, self.source, self.target, src, out)
             report.catch_up_file = str(out)
             report.catch_up_errors = errors
-            report.catch_up_checkpoints = _read_translated(out)
+            report.catch_up_checkpoints = read_translated(out)
             parts.append(f"{rows} catch-up checkpoint(s) translated, {errors} error(s)")
         return "; ".join(parts)
 
@@ -617,122 +494,9 @@ class Cutover:
             )
         steps.append(
             "a catch-up subscription that had processed everything on the source resumes "
-            f"after target position {_pos(report.target_head)}"
+            f"after target position {position_text(report.target_head)}"
         )
         return steps
 
 
-def _read_translated(path: Path) -> list[dict]:
-    if path.suffix.lower() == ".csv":
-        return [dict(r) for r in csv.DictReader(path.read_text(encoding="utf-8").splitlines())]
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
-
-
-def _pos(value: int | None) -> str:
-    return "start of $all" if value is None else f"{value:,}"
-
-
 # ------------------------------------------------------------------------ markdown
-def report_markdown(report: CutoverReport) -> str:
-    lines = [
-        f"# Cutover report: job `{report.job_id}`",
-        "",
-        f"**Outcome: {report.outcome}** (exit code {report.exit_code}). {report.message}",
-        "",
-        "| | |",
-        "|---|---|",
-        f"| source | `{report.source}` |",
-        f"| target | `{report.target}` |",
-        f"| started | {report.started_at.isoformat()} |",
-        f"| finished | {report.finished_at.isoformat() if report.finished_at else '-'} |",
-        f"| source `$all` head | {_opt(report.source_head)} |",
-        f"| relay checkpoint | {_opt(report.checkpoint_position)} |",
-        f"| target `$all` head | {_opt(report.target_head)} |",
-        f"| records written by the job, all slices (events, stream metadata, deletes) | "
-        f"{_opt(report.events_written_total)} |",
-        f"| records copied during the cutover | {_opt(report.events_copied_during_cutover)} |",
-    ]
-    if report.quiet:
-        q = report.quiet
-        lines.append(
-            f"| writes seen while watching for quiet | {q.writes_seen:,} "
-            f"(resumed {q.writes_resumed} time(s)) |"
-        )
-    if report.writes_after_quiet is not None:
-        lines.append(f"| writes after the quiet period | {report.writes_after_quiet:,} |")
-    lines += ["", "## Steps", "", "| step | status | started | finished | detail |"]
-    lines.append("|---|---|---|---|---|")
-    for s in report.steps:
-        lines.append(
-            f"| {s.name} | {s.status} | {s.started_at.strftime('%H:%M:%S')} | "
-            f"{s.finished_at.strftime('%H:%M:%S')} | {_cell(s.detail)} |"
-        )
-    if report.verify:
-        v = report.verify
-        scope = f"sample of {v.streams_checked:,} (seed {v.seed})" if v.sample else "full"
-        lines += [
-            "",
-            "## Verify",
-            "",
-            f"{'equal' if v.ok else 'DIFFERENT'} ({scope}): {v.streams_checked:,} streams checked, "
-            f"{v.streams_equal:,} equal, {v.streams_differing:,} differing, "
-            f"{v.extra_streams:,} extra on the target; {v.events_compared:,} events compared; "
-            f"{v.differences_total:,} difference(s).",
-        ]
-        if v.differences:
-            lines += ["", "| stream | kind | detail |", "|---|---|---|"]
-            lines += [
-                f"| `{d.stream}` | {d.kind.value} | {_cell(d.detail)} |" for d in v.differences[:50]
-            ]
-    if report.persistent_subscriptions:
-        applied = "applied" if report.persistent_subscriptions_applied else "not applied"
-        lines += [
-            "",
-            f"## Persistent subscriptions ({applied})",
-            "",
-            "| stream | group | action | source checkpoint | target start | note |",
-            "|---|---|---|---|---|---|",
-        ]
-        for p in report.persistent_subscriptions:
-            lines.append(
-                f"| `{p.stream}` | `{p.group}` | {p.action} | {p.source_checkpoint or '-'} | "
-                f"{p.start_text or '-'} | {_cell(p.reason or ', '.join(p.changes))} |"
-            )
-    if report.catch_up_file:
-        lines += [
-            "",
-            "## Catch-up subscription checkpoints",
-            "",
-            f"Translated into `{report.catch_up_file}`.",
-            "",
-            "| name | source | target | error |",
-            "|---|---|---|---|",
-        ]
-        for row in report.catch_up_checkpoints:
-            lines.append(_checkpoint_row(row))
-    lines += ["", "## Next steps", ""]
-    lines += [f"{n}. {step}" for n, step in enumerate(report.next_steps, 1)]
-    return "\n".join(lines) + "\n"
-
-
-def _checkpoint_row(row: dict) -> str:
-    if row.get("kind") == "stream" or row.get("stream"):
-        source = f"`{row.get('stream')}` @ {row.get('revision')}"
-        target = row.get("target_revision")
-    else:
-        source = f"$all @ {row.get('position')}"
-        target = row.get("target_position")
-    target_text = "start" if target in (None, "") and not row.get("error") else target
-    return (
-        f"| {_cell(str(row.get('name') or ''))} | {source} | {target_text or '-'} | "
-        f"{_cell(str(row.get('error') or ''))} |"
-    )
-
-
-def _opt(value: int | None) -> str:
-    return "-" if value is None else f"{value:,}"
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")

@@ -597,7 +597,7 @@ def test_bad_urls_are_config_errors(url: str, message: str) -> None:
 
 def test_core_does_not_import_boto3() -> None:
     code = (
-        "import sys, core.checkpoint, core.relay, core.engine, core.stores.sqlite_store; "
+        "import sys, core.checkpoint, core.relay, core.engine, core.stores.sqlite; "
         "assert not [m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore')]"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=_repo_root())

@@ -14,7 +14,7 @@ from core.errors import (
     StoreUnavailableError,
     TransientError,
 )
-from core.stores.sqlite_store import FORMAT, HISTORY, JOBS, SqliteCheckpointStore
+from core.stores.sqlite import FORMAT, HISTORY, JOBS, SqliteCheckpointStore
 from tests.contract import _sqlite_race
 from tests.contract.checkpoint_contract import (
     TTL,

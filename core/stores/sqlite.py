@@ -173,12 +173,15 @@ class SqliteCheckpointStore(StoreBase):
                     (job_id, FORMAT, write.owner, write.token, expires_at, write.version),
                 )
                 return cursor.rowcount == 1
-            columns, values = "owner = ?, token = ?, expires_at = ?, version = ?", [
-                write.owner,
-                write.token,
-                expires_at,
-                write.version,
-            ]
+            columns, values = (
+                "owner = ?, token = ?, expires_at = ?, version = ?",
+                [
+                    write.owner,
+                    write.token,
+                    expires_at,
+                    write.version,
+                ],
+            )
             if write.checkpoint is not None:
                 columns += ", checkpoint = ?"
                 values.append(checkpoint_json(write.checkpoint))

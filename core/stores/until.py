@@ -15,6 +15,7 @@ from core.stores.models import (
     utcnow,
 )
 
+
 class LeasesUntil(ClosingStore):
     """A store whose leases never last past ``until``: acquires and renewals are cut to it.
 

@@ -409,7 +409,8 @@ def test_service_errors_map_to_the_error_hierarchy(
             service_message="details from the service",
             http_status_code=status,
         )
-        stub.add_client_error("update_item", service_error_code=code, http_status_code=status)
+        # acquire reads the job record first (core/stores/base.py: read, decide, write)
+        stub.add_client_error("get_item", service_error_code=code, http_status_code=status)
         with pytest.raises(expected) as info:
             store.load("job")
         assert "esdb-relay-stubbed" in str(info.value)

@@ -11,7 +11,6 @@ caught up (refused without --wait) or a wait timed out; 4 aborted by the operato
 
 from __future__ import annotations
 
-import importlib
 import os
 import signal
 import threading
@@ -41,12 +40,7 @@ from core.cutover import (
     StepRecord,
 )
 from core.errors import ConfigError
-
-_CLOUD_STORES = {
-    "dynamodb": "handlers.aws.checkpoint_store",
-    "firestore": "handlers.gcp.checkpoint_store",
-    "azuretable": "handlers.azure.checkpoint_store",
-}
+from core.stores.registry import register_provider
 
 
 def cutover(
@@ -185,15 +179,13 @@ def _stop_on_signals(procedure: Cutover, observer: RichObserver, err: Console) -
 
 
 def _register_store(url: str) -> None:
-    module = _CLOUD_STORES.get(url.partition("://")[0].lower())
-    if module:
-        try:
-            importlib.import_module(module).register()
-        except ImportError as e:
-            raise ConfigError(
-                f"the checkpoint store needs its cloud SDK: {e}",
-                hint="install esdb-relay with the cloud's extra, e.g. esdb-relay[aws]",
-            ) from None
+    try:
+        register_provider(url)
+    except ImportError as e:
+        raise ConfigError(
+            f"the checkpoint store needs its cloud SDK: {e}",
+            hint="install esdb-relay with the cloud's extra, e.g. esdb-relay[aws]",
+        ) from None
 
 
 class RichObserver(CutoverObserver):

@@ -28,10 +28,17 @@ from core.errors import (
 from handlers.aws import checkpoint_store as dynamodb
 from handlers.aws.checkpoint_store import DynamoDbCheckpointStore, create_table, register
 from tests.contract.checkpoint_contract import (
+    PREVIOUS_OWNER,
+    PREVIOUS_TOKEN,
+    PREVIOUS_TTL,
+    PREVIOUS_VERSION,
     TTL,
     CheckpointStoreContract,
     FakeClock,
     advanced,
+    continue_previous_records,
+    previous_checkpoint,
+    previous_slice,
     slice_record,
 )
 from tests.services import moto
@@ -171,6 +178,36 @@ def test_job_record_layout(
     assert released is not None
     assert "owner" not in released and "lease_expires_us" not in released
     assert released["token"] == {"N": str(lease.token)}  # tokens keep counting up
+
+
+def test_items_of_the_previous_version_load_and_go_on(
+    store: DynamoDbCheckpointStore, raw: Any, table: str, clock: FakeClock, job_id: str
+) -> None:
+    pk, epoch = {"S": f"job#{job_id}"}, datetime(1970, 1, 1, tzinfo=UTC)
+    expires = clock() + timedelta(seconds=PREVIOUS_TTL)
+    common = {"pk": pk, "format": {"N": "1"}, "job_id": {"S": job_id}}
+    for item in (
+        {
+            "sk": {"S": "state"},
+            "owner": {"S": PREVIOUS_OWNER},
+            "token": {"N": str(PREVIOUS_TOKEN)},
+            "lease_expires_us": {"N": str((expires - epoch) // timedelta(microseconds=1))},
+            "version": {"N": str(PREVIOUS_VERSION)},
+            "checkpoint": {"S": previous_checkpoint(job_id).model_dump_json(exclude={"version"})},
+        },
+        {"sk": {"S": "history"}, "seq": {"N": "1"}},
+        {
+            "sk": {"S": f"slice#{1:020d}"},
+            "record": {"S": previous_slice(job_id).model_dump_json()},
+            "ttl": {"N": str(int(time.time()) + 86400)},
+        },
+    ):
+        raw.put_item(TableName=table, Item={**common, **item})
+    continue_previous_records(store, clock, job_id)
+    assert [r["sk"]["S"] for r in slice_rows(raw, table, job_id)] == [
+        f"slice#{1:020d}",
+        f"slice#{2:020d}",
+    ]
 
 
 def test_history_rows_pruned_with_ttl(

@@ -25,7 +25,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 from pydantic import ValidationError
 
@@ -37,7 +37,9 @@ from core.stores.models import (
     ClosingStore,
     Lease,
     SliceRecord,
+    utcnow,
 )
+from core.stores.registry import register_store
 
 T = TypeVar("T")
 
@@ -79,6 +81,8 @@ def _unchanged(state: JobState) -> StateWrite:
 class StoreBase(ClosingStore, ABC):
     """A ``CheckpointStore`` built on a backend's read and compare-and-swap primitives."""
 
+    scheme: ClassVar[str]
+    """The URL scheme of the store (``open_store`` opens ``scheme://...`` with ``from_url``)."""
     state_attempts: ClassVar[int] = 6
     """Read-decide-write rounds before a contended change gives up."""
     history_attempts: ClassVar[int] = 12
@@ -90,6 +94,23 @@ class StoreBase(ClosingStore, ABC):
             raise ValueError(f"history_limit must be between 1 and {HISTORY_LIMIT}")
         self._now = now
         self._history_limit = history_limit
+
+    @classmethod
+    @abstractmethod
+    def parse_url(cls, url: str) -> tuple[str, dict[str, Any]]:
+        """``scheme://NAME?options`` → ``(NAME, options)``: the constructor's arguments."""
+
+    @classmethod
+    def from_url(cls, url: str, *, now: Clock = utcnow, **options: Any) -> Self:
+        """Open the store a URL names. Keyword options are the caller's defaults: what the URL
+        says, which is the user's configuration, wins over them."""
+        name, url_options = cls.parse_url(url)
+        return cls(name, now=now, **{**options, **url_options})  # type: ignore[call-arg]
+
+    @classmethod
+    def register(cls) -> None:
+        """Make ``open_store`` open this store's URLs (idempotent)."""
+        register_store(cls.scheme, cls.from_url)
 
     # --- storage primitives ---------------------------------------------------------------
 

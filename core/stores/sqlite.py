@@ -27,7 +27,6 @@ from core.stores.base import (
     format_mismatch,
 )
 from core.stores.models import HISTORY_LIMIT, Checkpoint, Clock, SliceRecord, utcnow
-from core.stores.registry import register_store
 from core.stores.url import read_options, split_store_url
 
 FORMAT = 1
@@ -115,10 +114,8 @@ class SqliteCheckpointStore(StoreBase):
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
 
-    @classmethod
-    def from_url(cls, url: str, *, now: Clock = utcnow) -> SqliteCheckpointStore:
-        path, options = parse_sqlite_url(url)
-        return cls(path, now=now, **options)
+    scheme = "sqlite"
+    parse_url = staticmethod(parse_sqlite_url)
 
     def __repr__(self) -> str:
         return f"SqliteCheckpointStore({self.path!r})"
@@ -315,9 +312,7 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
-def register() -> None:
-    """Make ``open_store`` open ``sqlite://`` URLs (``core.stores.registry`` calls it)."""
-    register_store("sqlite", SqliteCheckpointStore.from_url)
+register = SqliteCheckpointStore.register  # core.stores.registry calls it for sqlite:// URLs
 
 
 __all__ = ["FORMAT", "HISTORY", "JOBS", "SqliteCheckpointStore", "parse_sqlite_url", "register"]

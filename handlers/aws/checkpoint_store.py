@@ -32,7 +32,6 @@ from core.stores.base import (
     sequence_key,
 )
 from core.stores.models import HISTORY_LIMIT, Checkpoint, Clock, SliceRecord, utcnow
-from core.stores.registry import register_store
 from handlers.aws.dynamodb import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_ATTEMPTS,
@@ -122,13 +121,8 @@ class DynamoDbCheckpointStore(StoreBase):
         self.endpoint: str | None = safe_endpoint(getattr(client.meta, "endpoint_url", None))
         self._closed = False
 
-    @classmethod
-    def from_url(cls, url: str, *, now: Clock = utcnow, **options: Any) -> DynamoDbCheckpointStore:
-        """Open ``dynamodb://TABLE[?region=...&endpoint_url=...]``. Keyword options (client,
-        session, timeouts, ...) are the caller's defaults: the URL's region and endpoint_url,
-        which are the user's configuration, win over them."""
-        table, url_options = parse_dynamodb_url(url)
-        return cls(table, now=now, **{**options, **url_options})
+    scheme = SCHEME
+    parse_url = staticmethod(parse_dynamodb_url)  # dynamodb://TABLE?region=...&endpoint_url=...
 
     def __repr__(self) -> str:
         return f"DynamoDbCheckpointStore({self.table!r}, region={self.region!r})"
@@ -307,9 +301,7 @@ def _slice_sk(seq: int) -> str:
     return sequence_key(seq, SEQ_DIGITS, prefix=SLICE_PREFIX)
 
 
-def register() -> None:
-    """Make ``core.checkpoint.open_store`` open ``dynamodb://TABLE`` URLs (idempotent)."""
-    register_store(SCHEME, DynamoDbCheckpointStore.from_url)
+register = DynamoDbCheckpointStore.register  # open_store opens dynamodb:// URLs from then on
 
 
 __all__ = [

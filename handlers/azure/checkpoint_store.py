@@ -35,7 +35,6 @@ from core.stores.base import (
     sequence_key,
 )
 from core.stores.models import HISTORY_LIMIT, Checkpoint, Clock, SliceRecord, utcnow
-from core.stores.registry import register_store
 from handlers.azure.table import (
     FORMAT,
     PROPERTY_LIMIT,
@@ -133,14 +132,13 @@ class AzureTableCheckpointStore(StoreBase):
             "in the store URL)"
         )
 
+    scheme = SCHEME
+
     @classmethod
-    def from_url(
-        cls, url: str, *, now: Clock = utcnow, **options: Any
-    ) -> AzureTableCheckpointStore:
-        """Open ``azuretable://TABLE[?option=value&...]``; URL options win over ``options``."""
+    def parse_url(cls, url: str) -> tuple[str, dict[str, Any]]:
+        """``azuretable://TABLE[?option=value&...]``; without the SDK, ConfigError saying so."""
         require_sdk()
-        table, url_options = parse_azuretable_url(url)
-        return cls(table, now=now, **{**options, **url_options})
+        return parse_azuretable_url(url)
 
     def __repr__(self) -> str:
         return (
@@ -389,9 +387,7 @@ def _slice_key(seq: int) -> str:
     return sequence_key(seq, _SEQ_DIGITS, prefix=SLICE_PREFIX, newest_first=True)
 
 
-def register() -> None:
-    """Make ``open_store("azuretable://TABLE")`` open this store (idempotent)."""
-    register_store(SCHEME, AzureTableCheckpointStore.from_url)
+register = AzureTableCheckpointStore.register  # open_store opens azuretable:// URLs from then on
 
 
 __all__ = [

@@ -43,7 +43,6 @@ from core.stores.base import (
     sequence_key,
 )
 from core.stores.models import HISTORY_LIMIT, Checkpoint, Clock, SliceRecord, utcnow
-from core.stores.registry import register_store
 from handlers.gcp.firestore import (
     CONFLICTS,
     DEFAULT_DATABASE,
@@ -122,12 +121,8 @@ class FirestoreCheckpointStore(StoreBase):
         self._closed = False
         self._close_lock = threading.Lock()
 
-    @classmethod
-    def from_url(cls, url: str, *, now: Clock = utcnow, **options: Any) -> FirestoreCheckpointStore:
-        """Open ``firestore://COLLECTION[?project=...&database=...&timeout=...]``. Keyword
-        options (client, timeout, ...) are the caller's defaults: what the URL says wins."""
-        collection, url_options = parse_firestore_url(url)
-        return cls(collection, now=now, **{**options, **url_options})
+    scheme = SCHEME
+    parse_url = staticmethod(parse_firestore_url)  # firestore://COLLECTION?project=...
 
     def __repr__(self) -> str:
         where = f", emulator={self._emulator!r}" if self._emulator else ""
@@ -328,9 +323,7 @@ def _seq_id(seq: int) -> str:
     return sequence_key(seq, _SEQ_DIGITS)
 
 
-def register() -> None:
-    """Make ``core.checkpoint.open_store`` open ``firestore://COLLECTION`` URLs (idempotent)."""
-    register_store(SCHEME, FirestoreCheckpointStore.from_url)
+register = FirestoreCheckpointStore.register  # open_store opens firestore:// URLs from then on
 
 
 __all__ = [

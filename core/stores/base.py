@@ -83,9 +83,9 @@ class StoreBase(ClosingStore, ABC):
 
     scheme: ClassVar[str]
     """The URL scheme of the store (``open_store`` opens ``scheme://...`` with ``from_url``)."""
-    state_attempts: ClassVar[int] = 6
-    """Read-decide-write rounds before a contended change gives up."""
-    history_attempts: ClassVar[int] = 12
+    state_attempts: int = 6
+    """Read-decide-write rounds before a contended change gives up (a store may set its own)."""
+    history_attempts: int = 12
     backoff_seconds: ClassVar[float] = 0.005
     """The first pause between rounds (jittered, doubling, at most a second)."""
 

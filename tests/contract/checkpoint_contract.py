@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -84,42 +85,47 @@ def slice_record(job_id: str, n: int, start: datetime) -> SliceRecord:
 
 
 # --- records of the previous version ---------------------------------------------------------
-# Each backend's tests write these behind the store, in the layout the stores used before they
-# shared core/stores/base.py (and still use), and hand the store to `continue_previous_records`.
-
-PREVIOUS_OWNER, PREVIOUS_TOKEN, PREVIOUS_VERSION = "old", 3, 2
-PREVIOUS_TTL = 5.0
 
 
-def previous_checkpoint(job_id: str) -> Checkpoint:
-    """The checkpoint the previous version stored (its ``version`` lives apart from it)."""
-    return advanced(None, job_id, 100).model_copy(
-        update={"updated_at": datetime(2023, 12, 31, 23, 0, tzinfo=UTC), "version": 2}
-    )
+@dataclass(frozen=True)
+class PreviousRecords:
+    """What a job's records hold when the previous version (before the stores shared
+    core/stores/base.py) left them: a lease of ``owner`` with ``token`` until clock() + ``ttl``,
+    the checkpoint at ``version`` and one slice record (sequence 1). Each backend's tests write
+    them behind the store in its layout and call ``carry_on``."""
+
+    owner: str = "old"
+    token: int = 3
+    version: int = 2
+    ttl: float = 5.0
+
+    def checkpoint(self, job_id: str) -> Checkpoint:
+        at = datetime(2023, 12, 31, 23, 0, tzinfo=UTC)
+        return advanced(None, job_id, 100).model_copy(
+            update={"updated_at": at, "version": self.version}
+        )
+
+    def slice(self, job_id: str) -> SliceRecord:
+        return slice_record(job_id, 1, datetime(2023, 12, 31, tzinfo=UTC))
+
+    def carry_on(self, store: CheckpointStore, clock: FakeClock, job_id: str) -> None:
+        """The store reads what was left and carries on from it."""
+        assert store.load(job_id) == self.checkpoint(job_id)
+        assert store.history(job_id) == [self.slice(job_id)]
+        with pytest.raises(LeaseLostError, match=f"held by {self.owner!r}"):
+            store.acquire(job_id, "new", TTL)
+        clock.advance(self.ttl)
+        lease = store.acquire(job_id, "new", TTL)
+        assert lease.token == self.token + 1
+        stored = store.commit(lease, advanced(store.load(job_id), job_id, 200))
+        assert stored.version == self.version + 1
+        store.record_slice(lease, slice_record(job_id, 2, clock()))
+        assert [r.owner for r in store.history(job_id)] == ["owner-2", "owner-1"]
+        assert store.release(lease) is True
+        assert store.load(job_id) == stored
 
 
-def previous_slice(job_id: str) -> SliceRecord:
-    """The one slice record (sequence 1) the previous version stored."""
-    return slice_record(job_id, 1, datetime(2023, 12, 31, tzinfo=UTC))
-
-
-def continue_previous_records(store: CheckpointStore, clock: FakeClock, job_id: str) -> None:
-    """``job_id`` holds what the previous version left: a lease of PREVIOUS_OWNER (token 3)
-    until clock() + PREVIOUS_TTL, the checkpoint at version 2 and one slice record (owner-1,
-    sequence 1). The store reads it and carries on from it."""
-    assert store.load(job_id) == previous_checkpoint(job_id)
-    assert store.history(job_id) == [previous_slice(job_id)]
-    with pytest.raises(LeaseLostError, match="held by 'old'"):
-        store.acquire(job_id, "new", TTL)
-    clock.advance(PREVIOUS_TTL)
-    lease = store.acquire(job_id, "new", TTL)
-    assert lease.token == PREVIOUS_TOKEN + 1
-    stored = store.commit(lease, advanced(store.load(job_id), job_id, 200))
-    assert stored.version == PREVIOUS_VERSION + 1
-    store.record_slice(lease, slice_record(job_id, 2, clock()))
-    assert [r.owner for r in store.history(job_id)] == ["owner-2", "owner-1"]
-    assert store.release(lease) is True
-    assert store.load(job_id) == stored
+PREVIOUS = PreviousRecords()
 
 
 class CheckpointStoreContract:

@@ -35,17 +35,11 @@ from handlers.azure.checkpoint_store import (
     register,
 )
 from tests.contract.checkpoint_contract import (
-    PREVIOUS_OWNER,
-    PREVIOUS_TOKEN,
-    PREVIOUS_TTL,
-    PREVIOUS_VERSION,
+    PREVIOUS,
     TTL,
     CheckpointStoreContract,
     FakeClock,
     advanced,
-    continue_previous_records,
-    previous_checkpoint,
-    previous_slice,
     slice_record,
 )
 from tests.services import azurite as azurite_service
@@ -176,21 +170,21 @@ def test_entities_of_the_previous_version_load_and_go_on(
     for entity in (
         {
             "RowKey": STATE_ROW,
-            "Owner": PREVIOUS_OWNER,
-            "Token": EntityProperty(PREVIOUS_TOKEN, EdmType.INT64),
-            "Version": EntityProperty(PREVIOUS_VERSION, EdmType.INT64),
-            "ExpiresAt": clock() + timedelta(seconds=PREVIOUS_TTL),
-            "Checkpoint": previous_checkpoint("job").model_dump_json(exclude={"version"}),
+            "Owner": PREVIOUS.owner,
+            "Token": EntityProperty(PREVIOUS.token, EdmType.INT64),
+            "Version": EntityProperty(PREVIOUS.version, EdmType.INT64),
+            "ExpiresAt": clock() + timedelta(seconds=PREVIOUS.ttl),
+            "Checkpoint": PREVIOUS.checkpoint("job").model_dump_json(exclude={"version"}),
         },
         {"RowKey": HISTORY_ROW, "Last": EntityProperty(1, EdmType.INT64)},
         {
             "RowKey": "slice-9999999999999999998",
             "Sequence": EntityProperty(1, EdmType.INT64),
-            "Record": previous_slice("job").model_dump_json(),
+            "Record": PREVIOUS.slice("job").model_dump_json(),
         },
     ):
         raw.create_entity({"PartitionKey": "job", "Format": 1, **entity})
-    continue_previous_records(make(), clock, "job")
+    PREVIOUS.carry_on(make(), clock, "job")
     keys = [e["RowKey"] for e in raw.query_entities("PartitionKey eq 'job'", select=["RowKey"])]
     assert keys == [
         HISTORY_ROW,

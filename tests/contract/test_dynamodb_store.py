@@ -28,17 +28,11 @@ from core.errors import (
 from handlers.aws import checkpoint_store as dynamodb
 from handlers.aws.checkpoint_store import DynamoDbCheckpointStore, create_table, register
 from tests.contract.checkpoint_contract import (
-    PREVIOUS_OWNER,
-    PREVIOUS_TOKEN,
-    PREVIOUS_TTL,
-    PREVIOUS_VERSION,
+    PREVIOUS,
     TTL,
     CheckpointStoreContract,
     FakeClock,
     advanced,
-    continue_previous_records,
-    previous_checkpoint,
-    previous_slice,
     slice_record,
 )
 from tests.services import moto
@@ -184,26 +178,26 @@ def test_items_of_the_previous_version_load_and_go_on(
     store: DynamoDbCheckpointStore, raw: Any, table: str, clock: FakeClock, job_id: str
 ) -> None:
     pk, epoch = {"S": f"job#{job_id}"}, datetime(1970, 1, 1, tzinfo=UTC)
-    expires = clock() + timedelta(seconds=PREVIOUS_TTL)
+    expires = clock() + timedelta(seconds=PREVIOUS.ttl)
     common = {"pk": pk, "format": {"N": "1"}, "job_id": {"S": job_id}}
     for item in (
         {
             "sk": {"S": "state"},
-            "owner": {"S": PREVIOUS_OWNER},
-            "token": {"N": str(PREVIOUS_TOKEN)},
+            "owner": {"S": PREVIOUS.owner},
+            "token": {"N": str(PREVIOUS.token)},
             "lease_expires_us": {"N": str((expires - epoch) // timedelta(microseconds=1))},
-            "version": {"N": str(PREVIOUS_VERSION)},
-            "checkpoint": {"S": previous_checkpoint(job_id).model_dump_json(exclude={"version"})},
+            "version": {"N": str(PREVIOUS.version)},
+            "checkpoint": {"S": PREVIOUS.checkpoint(job_id).model_dump_json(exclude={"version"})},
         },
         {"sk": {"S": "history"}, "seq": {"N": "1"}},
         {
             "sk": {"S": f"slice#{1:020d}"},
-            "record": {"S": previous_slice(job_id).model_dump_json()},
+            "record": {"S": PREVIOUS.slice(job_id).model_dump_json()},
             "ttl": {"N": str(int(time.time()) + 86400)},
         },
     ):
         raw.put_item(TableName=table, Item={**common, **item})
-    continue_previous_records(store, clock, job_id)
+    PREVIOUS.carry_on(store, clock, job_id)
     assert [r["sk"]["S"] for r in slice_rows(raw, table, job_id)] == [
         f"slice#{1:020d}",
         f"slice#{2:020d}",

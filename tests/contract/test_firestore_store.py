@@ -30,17 +30,11 @@ from handlers.gcp.checkpoint_store import (
     register,
 )
 from tests.contract.checkpoint_contract import (
-    PREVIOUS_OWNER,
-    PREVIOUS_TOKEN,
-    PREVIOUS_TTL,
-    PREVIOUS_VERSION,
+    PREVIOUS,
     TTL,
     CheckpointStoreContract,
     FakeClock,
     advanced,
-    continue_previous_records,
-    previous_checkpoint,
-    previous_slice,
     slice_record,
 )
 from tests.services import firestore as services
@@ -155,17 +149,17 @@ def test_documents_of_the_previous_version_load_and_go_on(
     job.set(
         {
             "format": FORMAT,
-            "owner": PREVIOUS_OWNER,
-            "token": PREVIOUS_TOKEN,
-            "lease_expires_at": clock() + timedelta(seconds=PREVIOUS_TTL),
-            "version": PREVIOUS_VERSION,
-            "checkpoint": previous_checkpoint("job").model_dump(exclude={"version"}),
+            "owner": PREVIOUS.owner,
+            "token": PREVIOUS.token,
+            "lease_expires_at": clock() + timedelta(seconds=PREVIOUS.ttl),
+            "version": PREVIOUS.version,
+            "checkpoint": PREVIOUS.checkpoint("job").model_dump(exclude={"version"}),
             "history_seq": 1,
         }
     )
-    record = {"format": FORMAT, "seq": 1, "record": previous_slice("job").model_dump()}
+    record = {"format": FORMAT, "seq": 1, "record": PREVIOUS.slice("job").model_dump()}
     job.collection(SLICES).document(f"{1:020d}").set(record)
-    continue_previous_records(make_store(), clock, "job")
+    PREVIOUS.carry_on(make_store(), clock, "job")
     assert [d.id for d in job.collection(SLICES).stream()] == [f"{1:020d}", f"{2:020d}"]
     assert job.get().to_dict()["history_seq"] == 2
 

@@ -18,17 +18,11 @@ from core.errors import (
 from core.stores.sqlite import FORMAT, HISTORY, JOBS, SqliteCheckpointStore
 from tests.contract import _sqlite_race
 from tests.contract.checkpoint_contract import (
-    PREVIOUS_OWNER,
-    PREVIOUS_TOKEN,
-    PREVIOUS_TTL,
-    PREVIOUS_VERSION,
+    PREVIOUS,
     TTL,
     CheckpointStoreContract,
     FakeClock,
     advanced,
-    continue_previous_records,
-    previous_checkpoint,
-    previous_slice,
     slice_record,
 )
 
@@ -147,19 +141,19 @@ def test_rows_of_the_previous_version_load_and_go_on(tmp_path: Path, clock: Fake
         path,
         f"INSERT INTO {JOBS} (job_id, format, owner, token, expires_at, version, checkpoint) "
         "VALUES ('job', 1, ?, ?, ?, ?, ?)",
-        PREVIOUS_OWNER,
-        PREVIOUS_TOKEN,
-        (clock() + timedelta(seconds=PREVIOUS_TTL)).isoformat(),
-        PREVIOUS_VERSION,
-        previous_checkpoint("job").model_dump_json(exclude={"version"}),
+        PREVIOUS.owner,
+        PREVIOUS.token,
+        (clock() + timedelta(seconds=PREVIOUS.ttl)).isoformat(),
+        PREVIOUS.version,
+        PREVIOUS.checkpoint("job").model_dump_json(exclude={"version"}),
     )
     _execute(
         path,
         f"INSERT INTO {HISTORY} (job_id, format, record) VALUES ('job', 1, ?)",
-        previous_slice("job").model_dump_json(),
+        PREVIOUS.slice("job").model_dump_json(),
     )
     with SqliteCheckpointStore(path, now=clock) as store:
-        continue_previous_records(store, clock, "job")
+        PREVIOUS.carry_on(store, clock, "job")
 
 
 def test_garbage_json_in_row_is_corrupt(db: SqliteCheckpointStore, tmp_path: Path) -> None:

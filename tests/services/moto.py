@@ -108,12 +108,15 @@ def moto_server(port: int | None = None, *, serial: bool = True) -> Iterator[str
             _stop(proc)
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], endpoint: str, log: Any) -> None:
+def _wait_ready(proc: subprocess.Popen[bytes], endpoint: str, log: Any = None) -> None:
+    """Wait until the server answers; ``log`` is the file its stderr goes to (for the error)."""
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         if proc.poll() is not None:
-            log.seek(0)
-            err = log.read().decode(errors="replace")
+            err = ""
+            if log is not None:
+                log.seek(0)
+                err = log.read().decode(errors="replace")
             raise RuntimeError(f"moto_server exited with {proc.returncode}: {err[-2000:]}")
         try:
             with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1) as response:

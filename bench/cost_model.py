@@ -13,10 +13,11 @@ from datetime import UTC, datetime
 PRICES_AS_OF = "list prices as published in 2025 (not re-checked live from this machine)"
 SLICE_EVENTS = 20_000  # BudgetConfig.max_events default
 START_SECONDS = 2.0  # assumed per invocation: imports, connections, lease (not in the rate)
-# Checkpoint store operations per slice, as handlers/aws/checkpoint_store.py does them
-# (acquire, load, commit, record_slice = counter + record, release); the Firestore and Azure
-# Table stores keep the same records, so the same counts are assumed there.
-STORE_READS_PER_SLICE = 1
+# Checkpoint store operations per slice, as handlers/aws/checkpoint_store.py does them: reads
+# for acquire, load, commit and release (core/stores/base.py reads the job record before each
+# conditional write), writes for acquire, commit, record_slice = counter + record, release; the
+# Firestore and Azure Table stores keep the same records, so the same counts are assumed there.
+STORE_READS_PER_SLICE = 4
 STORE_WRITES_PER_SLICE = 5
 
 
@@ -322,8 +323,9 @@ def render(measured: list[Measured], run_note: str, machine: str = "") -> str:
         f"- One slice per invocation (handlers chain the next one), at most {SLICE_EVENTS:,} "
         "events (the default budget) or the function's timeout less 10 s; "
         f"{START_SECONDS:g} s of start-up per invocation added to the busy time.",
-        f"- Checkpoint store: {STORE_READS_PER_SLICE} read and {STORE_WRITES_PER_SLICE} writes "
-        "per slice (lease acquire, checkpoint load, commit, slice record with its counter, "
+        f"- Checkpoint store: {STORE_READS_PER_SLICE} reads and {STORE_WRITES_PER_SLICE} "
+        "writes per slice (the job record read before each conditional write and by the "
+        "checkpoint load; writes for lease acquire, commit, slice record with its counter, "
         "release), as the DynamoDB store does them; the same counts assumed for Firestore "
         "documents and Azure Table transactions. Chain messages (one per slice) are left out: "
         "a few cents per million slices.",

@@ -332,7 +332,7 @@ class JobConfig(BaseSettings):
     def _checkpoint_store(cls, value: str) -> str:
         try:
             if store_scheme(value) == "sqlite":
-                from core.stores.sqlite_store import parse_sqlite_url
+                from core.stores.sqlite import parse_sqlite_url
 
                 parse_sqlite_url(value)
         except ConfigError as exc:

@@ -11,7 +11,6 @@ caught up (refused without --wait) or a wait timed out; 4 aborted by the operato
 
 from __future__ import annotations
 
-import importlib
 import os
 import signal
 import threading
@@ -30,6 +29,7 @@ from rich.table import Table
 
 from core.config import JobConfig
 from core.errors import ConfigError
+from core.stores.registry import register_provider
 from core.tools.cutover import (
     EXIT_ABORTED,
     EXIT_ERROR,
@@ -41,12 +41,6 @@ from core.tools.cutover import (
     QuietWatch,
     StepRecord,
 )
-
-_CLOUD_STORES = {
-    "dynamodb": "handlers.aws.checkpoint_store",
-    "firestore": "handlers.gcp.checkpoint_store",
-    "azuretable": "handlers.azure.checkpoint_store",
-}
 
 
 def cutover(
@@ -185,15 +179,13 @@ def _stop_on_signals(procedure: Cutover, observer: RichObserver, err: Console) -
 
 
 def _register_store(url: str) -> None:
-    module = _CLOUD_STORES.get(url.partition("://")[0].lower())
-    if module:
-        try:
-            importlib.import_module(module).register()
-        except ImportError as e:
-            raise ConfigError(
-                f"the checkpoint store needs its cloud SDK: {e}",
-                hint="install esdb-relay with the cloud's extra, e.g. esdb-relay[aws]",
-            ) from None
+    try:
+        register_provider(url)
+    except ImportError as e:
+        raise ConfigError(
+            f"the checkpoint store needs its cloud SDK: {e}",
+            hint="install esdb-relay with the cloud's extra, e.g. esdb-relay[aws]",
+        ) from None
 
 
 class RichObserver(CutoverObserver):

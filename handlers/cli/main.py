@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import signal
 import threading
@@ -29,6 +28,7 @@ from handlers.cli.package import package
 from handlers.cli.preflight_cmd import preflight
 from handlers.cli.progress import RunProgress
 from handlers.cli.projections_cmd import projections_app
+from handlers.cli.stores import register_cloud_store
 from handlers.cli.subscriptions_cmd import migrate_subscriptions, translate
 from handlers.cli.verify_cmd import verify
 
@@ -61,28 +61,6 @@ def load_job(config: Path | None) -> JobConfig:
 ConnectTimeout = typer.Option(
     10.0, "--connect-timeout", help="Seconds to keep trying to reach each endpoint at start."
 )
-
-
-# The cloud checkpoint stores live with their handlers; the CLI can use them too (with that
-# cloud's extra installed), e.g. to watch a deployed job's status from a laptop.
-CLOUD_STORES = {
-    "dynamodb": "handlers.aws.checkpoint_store",
-    "firestore": "handlers.gcp.checkpoint_store",
-    "azuretable": "handlers.azure.checkpoint_store",
-}
-
-
-def register_cloud_store(url: str) -> None:
-    module = CLOUD_STORES.get(url.partition("://")[0])
-    if module is None:
-        return
-    try:
-        importlib.import_module(module).register()
-    except ImportError as e:
-        err.print(
-            f"[red]the {url.partition('://')[0]} checkpoint store needs its cloud SDK:[/] {e}"
-        )
-        raise typer.Exit(2) from None
 
 
 @contextmanager

@@ -18,6 +18,7 @@ from core.config import JobConfig
 from core.errors import ConfigError
 from core.tools.preflight import PreflightReport
 from core.tools.preflight import preflight as run_preflight
+from handlers.cli.stores import register_cloud_store
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -101,8 +102,6 @@ def preflight(
     except ConfigError as e:
         err.print(f"[red]configuration error:[/] {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(EXIT_CONFIG) from None
-    from handlers.cli.main import register_cloud_store  # main registers this command
-
     register_cloud_store(job.checkpoint_store)  # a cloud store needs its SDK: else exit 2
     try:
         report = run_preflight(

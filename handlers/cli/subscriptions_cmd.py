@@ -13,7 +13,6 @@ configuration. Connection strings are never printed.
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 from pathlib import Path
@@ -26,17 +25,12 @@ from rich.table import Table
 from core.config import JobConfig
 from core.errors import ConfigError, RelayError
 from core.eventstore import EventStore
+from core.stores.registry import register_provider
 from core.tools.subscriptions import GroupPlan
 from core.tools.subscriptions import migrate_subscriptions as run_migrate
 from core.tools.translate import translate_file, translate_position, translate_stream
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-_CLOUD_STORES = {
-    "dynamodb": "handlers.aws.checkpoint_store",
-    "firestore": "handlers.gcp.checkpoint_store",
-    "azuretable": "handlers.azure.checkpoint_store",
-}
 
 ConfigOption = typer.Option(
     None,
@@ -52,13 +46,11 @@ def _load(config: Path | None, err: Console) -> JobConfig:
     except ConfigError as e:
         err.print(f"[red]configuration error:[/] {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(EXIT_USAGE) from None
-    module = _CLOUD_STORES.get(job.checkpoint_store.partition("://")[0].lower())
-    if module:
-        try:
-            importlib.import_module(module).register()
-        except ImportError as e:
-            err.print(f"[red]the checkpoint store needs its cloud SDK:[/] {escape(str(e))}")
-            raise typer.Exit(EXIT_USAGE) from None
+    try:
+        register_provider(job.checkpoint_store)
+    except ImportError as e:
+        err.print(f"[red]the checkpoint store needs its cloud SDK:[/] {escape(str(e))}")
+        raise typer.Exit(EXIT_USAGE) from None
     return job
 
 

@@ -6,7 +6,7 @@ from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 
 from core.errors import LeaseLostError
-from core.stores.sqlite_store import SqliteCheckpointStore
+from core.stores.sqlite import SqliteCheckpointStore
 
 
 def acquire(path: str, job_id: str, owner: str, barrier: Barrier, results: Queue) -> None:

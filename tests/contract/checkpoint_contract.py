@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -30,6 +31,7 @@ from core.checkpoint import (
     SliceRecord,
 )
 from core.errors import CorruptCheckpointError, LeaseLostError
+from core.stores.base import StoreBase
 
 TTL = 30.0
 
@@ -80,6 +82,50 @@ def slice_record(job_id: str, n: int, start: datetime) -> SliceRecord:
         caught_up=n % 2 == 0,
         error=None if n % 3 else f"error {n}",
     )
+
+
+# --- records of the previous version ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PreviousRecords:
+    """What a job's records hold when the previous version (before the stores shared
+    core/stores/base.py) left them: a lease of ``owner`` with ``token`` until clock() + ``ttl``,
+    the checkpoint at ``version`` and one slice record (sequence 1). Each backend's tests write
+    them behind the store in its layout and call ``carry_on``."""
+
+    owner: str = "old"
+    token: int = 3
+    version: int = 2
+    ttl: float = 5.0
+
+    def checkpoint(self, job_id: str) -> Checkpoint:
+        at = datetime(2023, 12, 31, 23, 0, tzinfo=UTC)
+        return advanced(None, job_id, 100).model_copy(
+            update={"updated_at": at, "version": self.version}
+        )
+
+    def slice(self, job_id: str) -> SliceRecord:
+        return slice_record(job_id, 1, datetime(2023, 12, 31, tzinfo=UTC))
+
+    def carry_on(self, store: CheckpointStore, clock: FakeClock, job_id: str) -> None:
+        """The store reads what was left and carries on from it."""
+        assert store.load(job_id) == self.checkpoint(job_id)
+        assert store.history(job_id) == [self.slice(job_id)]
+        with pytest.raises(LeaseLostError, match=f"held by {self.owner!r}"):
+            store.acquire(job_id, "new", TTL)
+        clock.advance(self.ttl)
+        lease = store.acquire(job_id, "new", TTL)
+        assert lease.token == self.token + 1
+        stored = store.commit(lease, advanced(store.load(job_id), job_id, 200))
+        assert stored.version == self.version + 1
+        store.record_slice(lease, slice_record(job_id, 2, clock()))
+        assert [r.owner for r in store.history(job_id)] == ["owner-2", "owner-1"]
+        assert store.release(lease) is True
+        assert store.load(job_id) == stored
+
+
+PREVIOUS = PreviousRecords()
 
 
 class CheckpointStoreContract:
@@ -403,3 +449,38 @@ class CheckpointStoreContract:
             store.load(job_id)
         assert info.value.job_id == job_id
         assert job_id in str(info.value)
+
+    # --- the compare-and-swap -------------------------------------------------------------
+
+    def test_a_write_racing_a_takeover_is_refused_and_writes_nothing(
+        self, store_factory: Callable[[], CheckpointStore], clock: FakeClock, job_id: str
+    ) -> None:
+        """Another invocation takes the lease over between this one's read of the job record
+        and its write: the write finds the record changed, and the read after it refuses."""
+        a_store, b_store = store_factory(), store_factory()
+        if not isinstance(a_store, StoreBase):
+            pytest.skip("the store does not read and write through core/stores/base.py")
+        a = a_store.acquire(job_id, "a", TTL)
+        first = a_store.commit(a, advanced(None, job_id, 1))
+        clock.advance(TTL - 1)  # still held by a when a reads ...
+        read = a_store._read_state
+        took_over: list[Lease] = []
+
+        def read_then_takeover(job: str) -> object:
+            state = read(job)
+            if not took_over:
+                took_over.append(a)  # once (a_store may be b_store)
+                clock.advance(2)  # ... and expired when b looks
+                took_over.append(b_store.acquire(job_id, "b", TTL))
+                clock.advance(-2)  # a's clock still says the lease is fine
+            return state
+
+        a_store._read_state = read_then_takeover  # type: ignore[method-assign]
+        try:
+            with pytest.raises(LeaseLostError, match="taken over by 'b'"):
+                a_store.commit(a, advanced(first, job_id, 999))
+        finally:
+            del a_store._read_state
+        assert b_store.load(job_id) == first
+        clock.advance(2)
+        assert b_store.commit(took_over[1], advanced(first, job_id, 2)).version == 2

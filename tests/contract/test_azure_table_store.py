@@ -11,10 +11,11 @@ import time
 import types
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from azure.data.tables import TableServiceClient, UpdateMode
+from azure.data.tables import EdmType, EntityProperty, TableServiceClient, UpdateMode
 
 from core.checkpoint import HISTORY_LIMIT, CheckpointStore, Lease, open_store
 from core.errors import (
@@ -34,6 +35,7 @@ from handlers.azure.checkpoint_store import (
     register,
 )
 from tests.contract.checkpoint_contract import (
+    PREVIOUS,
     TTL,
     CheckpointStoreContract,
     FakeClock,
@@ -155,6 +157,41 @@ def test_entities_have_the_documented_layout(
     assert "Owner" not in released and "ExpiresAt" not in released
     assert released["Token"].value == 1  # the next acquire still gets a higher token
     assert store.load("job") == stored
+
+
+def test_entities_of_the_previous_version_load_and_go_on(
+    make: Callable[..., AzureTableCheckpointStore],
+    service: TableServiceClient,
+    table: str,
+    clock: FakeClock,
+) -> None:
+    service.create_table(table)
+    raw = service.get_table_client(table)
+    for entity in (
+        {
+            "RowKey": STATE_ROW,
+            "Owner": PREVIOUS.owner,
+            "Token": EntityProperty(PREVIOUS.token, EdmType.INT64),
+            "Version": EntityProperty(PREVIOUS.version, EdmType.INT64),
+            "ExpiresAt": clock() + timedelta(seconds=PREVIOUS.ttl),
+            "Checkpoint": PREVIOUS.checkpoint("job").model_dump_json(exclude={"version"}),
+        },
+        {"RowKey": HISTORY_ROW, "Last": EntityProperty(1, EdmType.INT64)},
+        {
+            "RowKey": "slice-9999999999999999998",
+            "Sequence": EntityProperty(1, EdmType.INT64),
+            "Record": PREVIOUS.slice("job").model_dump_json(),
+        },
+    ):
+        raw.create_entity({"PartitionKey": "job", "Format": 1, **entity})
+    PREVIOUS.carry_on(make(), clock, "job")
+    keys = [e["RowKey"] for e in raw.query_entities("PartitionKey eq 'job'", select=["RowKey"])]
+    assert keys == [
+        HISTORY_ROW,
+        "slice-9999999999999999997",
+        "slice-9999999999999999998",
+        STATE_ROW,
+    ]
 
 
 def test_commit_racing_a_takeover_is_fenced_by_the_etag(

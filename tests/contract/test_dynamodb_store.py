@@ -28,6 +28,7 @@ from core.errors import (
 from handlers.aws import checkpoint_store as dynamodb
 from handlers.aws.checkpoint_store import DynamoDbCheckpointStore, create_table, register
 from tests.contract.checkpoint_contract import (
+    PREVIOUS,
     TTL,
     CheckpointStoreContract,
     FakeClock,
@@ -171,6 +172,36 @@ def test_job_record_layout(
     assert released is not None
     assert "owner" not in released and "lease_expires_us" not in released
     assert released["token"] == {"N": str(lease.token)}  # tokens keep counting up
+
+
+def test_items_of_the_previous_version_load_and_go_on(
+    store: DynamoDbCheckpointStore, raw: Any, table: str, clock: FakeClock, job_id: str
+) -> None:
+    pk, epoch = {"S": f"job#{job_id}"}, datetime(1970, 1, 1, tzinfo=UTC)
+    expires = clock() + timedelta(seconds=PREVIOUS.ttl)
+    common = {"pk": pk, "format": {"N": "1"}, "job_id": {"S": job_id}}
+    for item in (
+        {
+            "sk": {"S": "state"},
+            "owner": {"S": PREVIOUS.owner},
+            "token": {"N": str(PREVIOUS.token)},
+            "lease_expires_us": {"N": str((expires - epoch) // timedelta(microseconds=1))},
+            "version": {"N": str(PREVIOUS.version)},
+            "checkpoint": {"S": PREVIOUS.checkpoint(job_id).model_dump_json(exclude={"version"})},
+        },
+        {"sk": {"S": "history"}, "seq": {"N": "1"}},
+        {
+            "sk": {"S": f"slice#{1:020d}"},
+            "record": {"S": PREVIOUS.slice(job_id).model_dump_json()},
+            "ttl": {"N": str(int(time.time()) + 86400)},
+        },
+    ):
+        raw.put_item(TableName=table, Item={**common, **item})
+    PREVIOUS.carry_on(store, clock, job_id)
+    assert [r["sk"]["S"] for r in slice_rows(raw, table, job_id)] == [
+        f"slice#{1:020d}",
+        f"slice#{2:020d}",
+    ]
 
 
 def test_history_rows_pruned_with_ttl(
@@ -409,7 +440,8 @@ def test_service_errors_map_to_the_error_hierarchy(
             service_message="details from the service",
             http_status_code=status,
         )
-        stub.add_client_error("update_item", service_error_code=code, http_status_code=status)
+        # acquire reads the job record first (core/stores/base.py: read, decide, write)
+        stub.add_client_error("get_item", service_error_code=code, http_status_code=status)
         with pytest.raises(expected) as info:
             store.load("job")
         assert "esdb-relay-stubbed" in str(info.value)
@@ -597,7 +629,7 @@ def test_bad_urls_are_config_errors(url: str, message: str) -> None:
 
 def test_core_does_not_import_boto3() -> None:
     code = (
-        "import sys, core.checkpoint, core.relay, core.engine, core.stores.sqlite_store; "
+        "import sys, core.checkpoint, core.relay, core.engine, core.stores.sqlite; "
         "assert not [m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore')]"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=_repo_root())

@@ -30,6 +30,7 @@ from handlers.gcp.checkpoint_store import (
     register,
 )
 from tests.contract.checkpoint_contract import (
+    PREVIOUS,
     TTL,
     CheckpointStoreContract,
     FakeClock,
@@ -136,6 +137,31 @@ def test_document_layout(
     store.release(lease)
     doc = raw.collection(collection).document("job").get().to_dict()
     assert (doc["owner"], doc["lease_expires_at"], doc["token"]) == (None, None, 1)
+
+
+def test_documents_of_the_previous_version_load_and_go_on(
+    make_store: Callable[..., FirestoreCheckpointStore],
+    raw: Any,
+    collection: str,
+    clock: FakeClock,
+) -> None:
+    job = raw.collection(collection).document("job")
+    job.set(
+        {
+            "format": FORMAT,
+            "owner": PREVIOUS.owner,
+            "token": PREVIOUS.token,
+            "lease_expires_at": clock() + timedelta(seconds=PREVIOUS.ttl),
+            "version": PREVIOUS.version,
+            "checkpoint": PREVIOUS.checkpoint("job").model_dump(exclude={"version"}),
+            "history_seq": 1,
+        }
+    )
+    record = {"format": FORMAT, "seq": 1, "record": PREVIOUS.slice("job").model_dump()}
+    job.collection(SLICES).document(f"{1:020d}").set(record)
+    PREVIOUS.carry_on(make_store(), clock, "job")
+    assert [d.id for d in job.collection(SLICES).stream()] == [f"{1:020d}", f"{2:020d}"]
+    assert job.get().to_dict()["history_seq"] == 2
 
 
 def test_history_is_pruned_in_the_store(

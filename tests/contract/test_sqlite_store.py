@@ -3,6 +3,7 @@ from __future__ import annotations
 import multiprocessing
 import sqlite3
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,10 @@ from core.errors import (
     StoreUnavailableError,
     TransientError,
 )
-from core.stores.sqlite_store import FORMAT, HISTORY, JOBS, SqliteCheckpointStore
+from core.stores.sqlite import FORMAT, HISTORY, JOBS, SqliteCheckpointStore
 from tests.contract import _sqlite_race
 from tests.contract.checkpoint_contract import (
+    PREVIOUS,
     TTL,
     CheckpointStoreContract,
     FakeClock,
@@ -129,6 +131,29 @@ def test_processes_racing_to_acquire_exactly_one_wins(tmp_path: Path) -> None:
         with pytest.raises(LeaseLostError) as info:
             store.acquire("job", "late", TTL)
         assert info.value.holder == next(iter(winners))
+
+
+def test_rows_of_the_previous_version_load_and_go_on(tmp_path: Path, clock: FakeClock) -> None:
+    path = tmp_path / "relay.db"
+    with SqliteCheckpointStore(path, now=clock) as store:
+        store.load("job")  # the schema, as the previous version created it
+    _execute(
+        path,
+        f"INSERT INTO {JOBS} (job_id, format, owner, token, expires_at, version, checkpoint) "
+        "VALUES ('job', 1, ?, ?, ?, ?, ?)",
+        PREVIOUS.owner,
+        PREVIOUS.token,
+        (clock() + timedelta(seconds=PREVIOUS.ttl)).isoformat(),
+        PREVIOUS.version,
+        PREVIOUS.checkpoint("job").model_dump_json(exclude={"version"}),
+    )
+    _execute(
+        path,
+        f"INSERT INTO {HISTORY} (job_id, format, record) VALUES ('job', 1, ?)",
+        PREVIOUS.slice("job").model_dump_json(),
+    )
+    with SqliteCheckpointStore(path, now=clock) as store:
+        PREVIOUS.carry_on(store, clock, "job")
 
 
 def test_garbage_json_in_row_is_corrupt(db: SqliteCheckpointStore, tmp_path: Path) -> None:

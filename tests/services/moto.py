@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -90,25 +91,32 @@ def moto_server(port: int | None = None, *, serial: bool = True) -> Iterator[str
         "AWS_DEFAULT_REGION": REGION,
         "MOTO_PORT": str(port),
     }
-    proc = subprocess.Popen(
-        [*moto_server_command(serial=serial), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=env,
-        start_new_session=True,
-    )
-    try:
-        _wait_ready(proc, endpoint)
-        yield endpoint
-    finally:
-        _stop(proc)
+    # A file, not a pipe: the server logs every request to stderr, and a pipe nobody reads
+    # fills after about a thousand requests and then blocks the server.
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            [*moto_server_command(serial=serial), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            env=env,
+            start_new_session=True,
+        )
+        try:
+            _wait_ready(proc, endpoint, log)
+            yield endpoint
+        finally:
+            _stop(proc)
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], endpoint: str) -> None:
+def _wait_ready(proc: subprocess.Popen[bytes], endpoint: str, log: Any = None) -> None:
+    """Wait until the server answers; ``log`` is the file its stderr goes to (for the error)."""
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         if proc.poll() is not None:
-            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            err = ""
+            if log is not None:
+                log.seek(0)
+                err = log.read().decode(errors="replace")
             raise RuntimeError(f"moto_server exited with {proc.returncode}: {err[-2000:]}")
         try:
             with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1) as response:
@@ -131,8 +139,6 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
-    if proc.stderr:
-        proc.stderr.close()
 
 
 def reset(endpoint: str) -> None:

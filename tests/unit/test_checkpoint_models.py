@@ -18,7 +18,7 @@ from core.checkpoint import (
 )
 from core.config import JobConfig
 from core.errors import ConfigError
-from core.stores.sqlite_store import SqliteCheckpointStore, parse_sqlite_url
+from core.stores.sqlite import SqliteCheckpointStore, parse_sqlite_url
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -88,9 +88,9 @@ def test_cloud_stores_say_where_they_come_from(
     url: str, extra: str, folder: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # As in a process that never imported that cloud's handler (other tests register them).
-    import core.checkpoint
+    from core.stores import registry
 
-    monkeypatch.setattr(core.checkpoint, "_FACTORIES", {"sqlite": core.checkpoint._open_sqlite})
+    monkeypatch.setattr(registry, "_FACTORIES", {})
     with pytest.raises(ConfigError) as info:
         open_store(url)
     assert f"esdb-relay[{extra}]" in str(info.value)
@@ -119,7 +119,9 @@ def test_open_sqlite_store() -> None:
 
 
 def test_register_store(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(checkpoint, "_FACTORIES", dict(checkpoint._FACTORIES))
+    from core.stores import registry
+
+    monkeypatch.setattr(registry, "_FACTORIES", dict(registry._FACTORIES))
     opened: list[tuple[str, object]] = []
 
     def factory(url: str, *, now: checkpoint.Clock) -> CheckpointStore:

@@ -3,7 +3,7 @@
 For every group on the source (stream and `$all`): its settings, consumer strategy, start
 position and last checkpointed position. A checkpoint C means "processed up to and including
 C"; a group's start position is inclusive. So the target group starts at the first target
-record after the translation of C (core.translate: the last replicated event at or before C):
+record after the translation of C (core.tools.translate: the last replicated event at or before C):
 - `$all`: the commit position of the target record that follows the translated position (0
   when nothing replicated lies at or before C; the end when the target holds nothing after
   it yet, e.g. after cutover);

@@ -1,4 +1,4 @@
-"""`esdb-relay cutover`: the guided, checked cutover (core.cutover) rendered with rich.
+"""`esdb-relay cutover`: the guided, checked cutover (core.tools.cutover) rendered with rich.
 
 It never stops the writers itself: it asks the operator to (or, with --yes, takes it that the
 automation calling it did), then checks nothing is written any more.

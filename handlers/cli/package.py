@@ -12,7 +12,7 @@ plus only that cloud's runtime dependencies:
   and the dependencies installed into `.python_packages/lib/site-packages`.
 
 The runtime dependency set is the project's base dependencies without the CLI-only ones
-(typer, rich — core imports neither; cryptography stays: core.preflight reads certificates with
+(typer, rich — core imports neither; cryptography stays: core.tools.preflight reads certificates with
 it) plus the cloud's extra. It is resolved once with
 `uv pip compile` against constraints.txt and, by default, pinned to the versions installed in the
 environment running this command (the versions the tests ran against), so two builds from the
@@ -45,7 +45,7 @@ from rich.console import Console
 CLOUDS = ("aws", "gcp", "azure")
 
 # Base dependencies only the CLI needs: core and the handlers import neither (pyyaml stays:
-# core.config reads YAML job files; cryptography stays: core.preflight inspects certificates).
+# core.config reads YAML job files; cryptography stays: core.tools.preflight inspects certificates).
 CLI_ONLY = frozenset({"typer", "rich"})
 
 # Installed in the build environment for incidental reasons; never pinned from it.

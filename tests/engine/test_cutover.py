@@ -1,4 +1,4 @@
-"""`cutover` (core.cutover) against two emulators: refuses while lag > 0, completes once the
+"""`cutover` (core.tools.cutover) against two emulators: refuses while lag > 0, completes once the
 writers stop (quiet period detected, final events copied, verify passes, report written),
 notices writes that resume during the quiet watch or after it, fails on a tampered target."""
 

@@ -1,4 +1,4 @@
-"""`core.projections` against emulators: list, export, create on the target (stopped, same
+"""`core.tools.projections` against emulators: list, export, create on the target (stopped, same
 query and settings), idempotent re-runs, conflicts never overwritten without --update, and
 what the relay's `$all` replication does with projection definitions and emitted events."""
 

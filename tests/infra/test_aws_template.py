@@ -515,7 +515,7 @@ def test_environment_is_what_the_handler_and_job_config_read(
     monkeypatch.setattr(secrets, "read_secret", lambda ref, side: read.append(ref) or "esdb://x")
     assert set(secrets.connection_settings(env)) == {"source", "target"}
     handler_reads |= {key for key, value in env.items() if value in read}
-    # the preflight action's network settings, read by core.preflight.preflight_from_env
+    # the preflight action's network settings, read by core.tools.preflight.preflight_from_env
     handler_reads |= {k for k in env if k.startswith("ESDB_RELAY_PREFLIGHT__")} & preflight_keys()
     fields = JobConfig.model_fields
     for key in env:

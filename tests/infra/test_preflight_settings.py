@@ -1,5 +1,5 @@
 """The deployments pass the function's subnets, the peering range and the cloud to the
-preflight action (core.preflight.preflight_from_env reads ESDB_RELAY_PREFLIGHT__*).
+preflight action (core.tools.preflight.preflight_from_env reads ESDB_RELAY_PREFLIGHT__*).
 
 Each template's preflight settings are evaluated with sample values, put in the environment,
 and preflight_from_env is run for real (endpoints on closed local ports, an SQLite store): the

@@ -10,9 +10,9 @@
    the deployed schedule does it) until the checkpoint again has nothing after it;
 4. verify: full or sampled (core.tools.verify); any difference fails the cutover. Afterwards the
    source is checked once more for writes that arrived since the quiet period;
-5. subscriptions: every persistent subscription's target start (core.subscriptions plan,
+5. subscriptions: every persistent subscription's target start (core.tools.subscriptions plan,
    applied with `apply_subscriptions`) and the catch-up checkpoints of a file translated
-   (core.translate batch mode);
+   (core.tools.translate batch mode);
 6. report: markdown and JSON in `report_dir`, whatever the outcome.
 
 "Replicable" means what the relay copies: user events its filters accept, stream metadata and

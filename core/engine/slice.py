@@ -30,28 +30,18 @@ partition) commits that watermark and nothing past it.
 
 from __future__ import annotations
 
-import contextlib
 import threading
-import time
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-from core import rules
-from core.checkpoint import Checkpoint, CheckpointStore, Lease, Position, SliceRecord
-from core.config import JobConfig
+from core.checkpoint import Checkpoint, CheckpointStore, Lease, Position
 from core.engine.budget import Budget, Request, Step
-from core.engine.known_streams import KnownStreams
-from core.engine.plan import EventOp, Op, Planner, SkipOp, SliceIndex
+from core.engine.plan import EventOp, Op, SkipOp
 from core.engine.reader import ChunkReader
 from core.engine.writer import StreamWriter, WriteContext
-from core.errors import LeaseLostError, PermanentError, RelayError
-from core.eventstore import EventStore
+from core.errors import PermanentError
 from core.model import Event
-
-__all__ = ["Budget", "SliceResult", "run_slice"]
 
 
 @dataclass
@@ -72,111 +62,6 @@ class SliceResult:
     dead_letters: int = 0
     provenance_dropped: int = 0  # events written without `$original*`: too big with them
     seconds: float = 0.0
-
-
-def _no_step(_: str) -> None:
-    return None
-
-
-def run_slice(
-    job: JobConfig,
-    source: EventStore,
-    target: EventStore,
-    store: CheckpointStore,
-    budget: Budget,
-    *,
-    owner: str | None = None,
-    transform: rules.Transform | None = None,
-    start_after: int | None = None,
-    stop_at: int | None = None,
-    dry_run: bool = False,
-    on_step: Callable[[str], None] | None = None,
-    known: KnownStreams | None = None,
-) -> SliceResult:
-    """One invocation's work (see core/engine/budget.py's `Request` for `start_after`,
-    `stop_at` and `dry_run`). `on_step` is called at each step boundary (`Step`): tests use it
-    to kill the process at exact points; writer threads call it concurrently. `known` is what
-    earlier slices of this process learned about target streams
-    (core/engine/known_streams.py): the slice uses it instead of reading those streams, and
-    leaves what it learned there."""
-    owner = owner or f"relay-{uuid.uuid4().hex[:12]}"
-    started_at = datetime.now(UTC)
-    started = time.monotonic()
-    result = SliceResult(job.job_id, "ok")
-    request = Request(start_after, stop_at, dry_run)
-    ctx = WriteContext(
-        job,
-        source,
-        target,
-        SliceIndex(),
-        on_step or _no_step,
-        known,
-        planner=Planner(job, source, transform),
-        ahead=request.is_range,
-    )
-    # Transient failures are retried with backoff, but never past the slice's deadline.
-    source.retry_deadline = target.retry_deadline = budget.deadline
-    if dry_run:
-        checkpoint = store.load(job.job_id) or Checkpoint(job_id=job.job_id)
-        driver(job)(ctx, store, None, checkpoint, budget, request, result).run()
-        result.seconds = time.monotonic() - started
-        return result
-    try:
-        lease = store.acquire(job.job_id, owner, job.lease_ttl_seconds)
-    except LeaseLostError as e:
-        result.status = "busy"
-        result.error = str(e)
-        result.next_action = "stop"
-        return result
-    checkpoint = store.load(job.job_id) or Checkpoint(job_id=job.job_id)
-    result.from_position = checkpoint.position.commit if checkpoint.position else None
-    try:
-        driver(job)(ctx, store, lease, checkpoint, budget, request, result).run()
-    except RelayError as e:
-        result.status = "failed"
-        result.error = str(e)
-        result.next_action = "stop"
-        raise
-    finally:
-        result.seconds = time.monotonic() - started
-        _record(store, lease, result, started_at)
-        store.release(lease)
-    return result
-
-
-def driver(job: JobConfig) -> type[Slice]:
-    """The slice of the job's mode."""
-    from core.engine.ordered import OrderedSlice
-    from core.engine.partitioned import PartitionedSlice
-
-    return PartitionedSlice if job.mode == "partitioned" else OrderedSlice
-
-
-def _record(
-    store: CheckpointStore, lease: Lease, result: SliceResult, started_at: datetime
-) -> None:
-    def pos(value: int | None) -> Position | None:
-        return Position(commit=value, prepare=value) if value is not None else None
-
-    # History is informational: a failure to record it must not hide the slice's own outcome.
-    with contextlib.suppress(RelayError):
-        store.record_slice(
-            lease,
-            SliceRecord(
-                job_id=result.job_id,
-                started_at=started_at,
-                finished_at=datetime.now(UTC),
-                owner=lease.owner,
-                events_read=result.events_read,
-                events_written=result.events_written,
-                events_skipped=result.events_skipped,
-                bytes_written=result.bytes_written,
-                from_position=pos(result.from_position),
-                to_position=pos(result.position),
-                caught_up=result.caught_up,
-                error=result.error,
-            ),
-        )
 
 
 class Slice:

@@ -16,8 +16,8 @@ from esdbclient.common import handle_rpc_error
 from esdbclient.protos.Grpc import projections_pb2, projections_pb2_grpc, shared_pb2
 from pydantic import BaseModel, ConfigDict
 
+import core.eventstore.internals as internals
 from core.errors import PermanentError
-from core.eventstore import internals
 from core.model import Member
 
 if TYPE_CHECKING:

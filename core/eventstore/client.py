@@ -17,12 +17,13 @@ from esdbclient import EventStoreDBClient, NewEvent, StreamState
 from esdbclient import exceptions as esdb
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
 
+import core.eventstore.internals as internals
+import core.eventstore.v2 as v2
 from core.errors import (
     PermanentError,
     TransientError,
     WrongExpectedRevision,
 )
-from core.eventstore import internals, v2
 from core.eventstore.admin import Admin
 from core.eventstore.connection import esdbclient_uri, first_line
 from core.eventstore.failures import translate

@@ -7,6 +7,7 @@ import re
 import grpc
 from esdbclient import exceptions as esdb
 
+import core.eventstore.internals as internals
 from core.errors import (
     AccessDenied,
     AppendTooLarge,
@@ -15,7 +16,6 @@ from core.errors import (
     TransientError,
     WrongExpectedRevision,
 )
-from core.eventstore import internals
 from core.model import NO_STREAM
 
 

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 
+import core.eventstore.internals as internals
+import core.eventstore.v2 as v2
 from core.errors import (
     AppendTooLarge,
     MultiAppendConflict,
@@ -15,7 +17,6 @@ from core.errors import (
     StreamTombstoned,
     TransientError,
 )
-from core.eventstore import internals, v2
 from core.eventstore.failures import revision_text, translate
 from core.model import NO_STREAM, StreamAppend
 

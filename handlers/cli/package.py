@@ -12,8 +12,8 @@ plus only that cloud's runtime dependencies:
   and the dependencies installed into `.python_packages/lib/site-packages`.
 
 The runtime dependency set is the project's base dependencies without the CLI-only ones
-(typer, rich — core imports neither; cryptography stays: core.tools.preflight reads certificates with
-it) plus the cloud's extra. It is resolved once with
+(typer, rich — core imports neither; cryptography stays: core.tools.preflight reads
+certificates with it) plus the cloud's extra. It is resolved once with
 `uv pip compile` against constraints.txt and, by default, pinned to the versions installed in the
 environment running this command (the versions the tests ran against), so two builds from the
 same checkout and environment produce the same bytes: entries are sorted, timestamps fixed, file

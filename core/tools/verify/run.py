@@ -11,11 +11,11 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import core.tools.verify.streams as streams
 from core import rules
 from core.config import JobConfig
 from core.eventstore import EventStore
 from core.model import Event
-from core.tools.verify import streams
 from core.tools.verify.all_records import AllRecords
 from core.tools.verify.report import (
     DEFAULT_MAX_DIFFERENCES,

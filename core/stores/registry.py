@@ -79,11 +79,23 @@ def store_scheme(url: str) -> str:
 
 
 def register_provider(url: str) -> None:
-    """Import the module that provides ``url``'s store and let it register (a cloud store needs
-    its SDK: ImportError when it is not installed). Nothing for a URL of no known scheme."""
-    provider = PROVIDERS.get(url.partition("://")[0].lower())
-    if provider is not None:
-        importlib.import_module(provider.module).register()
+    """Import the module that provides ``url``'s store and let it register. A cloud store
+    needs its SDK: ConfigError when it is not installed. Nothing for a URL of no known
+    scheme."""
+    scheme = url.partition("://")[0].lower()
+    provider = PROVIDERS.get(scheme)
+    if provider is None:
+        return
+    try:
+        module = importlib.import_module(provider.module)
+    except ImportError as e:
+        raise ConfigError(
+            f"the {provider.name} checkpoint store ({scheme}://) needs its cloud SDK: {e}",
+            field="checkpoint_store",
+            hint=f"install esdb-relay with the cloud's extra: pip install "
+            f"'esdb-relay[{provider.extra or scheme}]'",
+        ) from None
+    module.register()
 
 
 def open_store(url: str, *, now: Clock = utcnow, **options: Any) -> CheckpointStore:

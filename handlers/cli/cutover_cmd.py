@@ -120,7 +120,7 @@ def cutover(
         raise typer.Exit(EXIT_ERROR)
     try:
         job = JobConfig.load(file=config)
-        _register_store(job.checkpoint_store)
+        register_provider(job.checkpoint_store)
         options = CutoverOptions(
             wait=wait,
             lag_timeout=lag_timeout,
@@ -176,16 +176,6 @@ def _stop_on_signals(procedure: Cutover, observer: RichObserver, err: Console) -
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-def _register_store(url: str) -> None:
-    try:
-        register_provider(url)
-    except ImportError as e:
-        raise ConfigError(
-            f"the checkpoint store needs its cloud SDK: {e}",
-            hint="install esdb-relay with the cloud's extra, e.g. esdb-relay[aws]",
-        ) from None
 
 
 class RichObserver(CutoverObserver):

@@ -3,32 +3,34 @@
 from __future__ import annotations
 
 import json
-import signal
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from core.config import JobConfig
 from core.engine import SliceResult
-from core.errors import ConfigError, RelayError
+from core.errors import RelayError
 from core.invocation import MAX_POSITION
 from core.logs import configure as configure_logging
 from core.relay import Relay
-from esdb_emulator import Emulator, FaultConfig
-from esdb_emulator.faults import DEFAULT_MAX_APPEND_SIZE
+from handlers.cli.common import (
+    ConfigOption,
+    ConnectTimeout,
+    LogFormat,
+    console,
+    err,
+    load_job,
+    open_relay,
+    stop_on_signals,
+)
 from handlers.cli.cutover_cmd import cutover
+from handlers.cli.emulator_cmd import emulator
 from handlers.cli.package import package
 from handlers.cli.preflight_cmd import preflight
 from handlers.cli.progress import RunProgress
 from handlers.cli.projections_cmd import projections_app
-from handlers.cli.stores import register_cloud_store
 from handlers.cli.subscriptions_cmd import migrate_subscriptions, translate
 from handlers.cli.verify_cmd import verify
 
@@ -38,50 +40,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err = Console(stderr=True)
-
-ConfigOption = typer.Option(
-    None,
-    "--config",
-    "-c",
-    help="Job file (.toml/.yaml/.json); ESDB_RELAY_* env vars override it.",
-)
-LogFormat = typer.Option("text", "--log-format", help="Log lines as 'text' or 'json'.")
-
-
-def load_job(config: Path | None) -> JobConfig:
-    try:
-        return JobConfig.load(file=config)
-    except ConfigError as e:
-        err.print(f"[red]configuration error:[/] {e}")
-        raise typer.Exit(2) from None
-
-
-ConnectTimeout = typer.Option(
-    10.0, "--connect-timeout", help="Seconds to keep trying to reach each endpoint at start."
-)
-
-
-@contextmanager
-def open_relay(job: JobConfig, connect_timeout: float = 10.0) -> Iterator[Relay]:
-    register_cloud_store(job.checkpoint_store)
-    try:
-        with Relay(job, connect_timeout=connect_timeout) as relay:
-            yield relay
-    except ConfigError as e:
-        err.print(f"[red]configuration error:[/] {e}")
-        raise typer.Exit(2) from None
-    except RelayError as e:
-        err.print(f"[red]error:[/] {e}")
-        raise typer.Exit(1) from None
-
-
-def _stop_on_signals() -> threading.Event:
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop
 
 
 @app.command()
@@ -98,7 +56,7 @@ def run(
     """Copy the source's $all into the target, slice after slice, from the checkpoint."""
     configure_logging(_log_format(log_format))
     job = load_job(config)
-    stop = _stop_on_signals()
+    stop = stop_on_signals()
     with open_relay(job, connect_timeout) as relay:
         last = _run_with_progress(
             relay,
@@ -150,7 +108,7 @@ def backfill(
                 start_after=start_after,
                 stop_at=end,
                 job=range_job,
-                stop=_stop_on_signals(),
+                stop=stop_on_signals(),
             )
     _summary(result)
 
@@ -195,92 +153,7 @@ app.command("preflight")(preflight)
 app.command("cutover")(cutover)
 app.command("package")(package)
 app.add_typer(projections_app, name="projections")
-
-
-@app.command()
-def emulator(
-    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
-    port: int = typer.Option(2113, help="Port to listen on (0 = any free port)."),
-    tls: bool = typer.Option(
-        False, "--tls", help="Serve TLS: a generated CA and a node certificate it signed."
-    ),
-    cert_dir: Path | None = typer.Option(
-        None, help="With --tls: keep the CA and node certificate here (reused at restart)."
-    ),
-    tls_self_signed: bool = typer.Option(
-        False, "--tls-self-signed", help="With --tls: a dev-mode self-signed certificate."
-    ),
-    server_version: str | None = typer.Option(
-        None,
-        help="Behave as KurrentDB 24.10, 25.1 (default) or 26.1: the v2 appends each serves.",
-    ),
-    snapshot: str | None = typer.Option(
-        None, help="File to load the data from at start and save it to at stop."
-    ),
-    multi_append: bool | None = typer.Option(
-        None, help="--no-multi-append: an older node (as --server-version 24.10)."
-    ),
-    latency_ms: float = typer.Option(0.0, help="Latency added to every call, in milliseconds."),
-    jitter_ms: float = typer.Option(0.0, help="Random extra latency up to this many ms."),
-    unavailable_rate: float = typer.Option(0.0, help="Fraction of calls answered UNAVAILABLE."),
-    unavailable_next: int = typer.Option(0, help="The next N calls answer UNAVAILABLE."),
-    deadline_rate: float = typer.Option(0.0, help="Fraction of calls answered DEADLINE_EXCEEDED."),
-    deadline_next: int = typer.Option(0, help="The next N calls answer DEADLINE_EXCEEDED."),
-    not_leader_next: int = typer.Option(0, help="The next N calls answer 'not leader'."),
-    reset_read_after: int | None = typer.Option(
-        None, help="Reset reads after this many events (UNAVAILABLE mid-read)."
-    ),
-    reset_reads_next: int = typer.Option(
-        0, help="With --reset-read-after: only the next N reads (0 = every read)."
-    ),
-    max_append_size: int = typer.Option(
-        DEFAULT_MAX_APPEND_SIZE, help="Maximum append size in bytes (the server's MaxAppendSize)."
-    ),
-    methods: str = typer.Option(
-        "", help="Comma-separated gRPC methods the faults apply to (default: every method)."
-    ),
-    seed: int | None = typer.Option(None, help="Seed for random faults."),
-) -> None:
-    """Run the EventStoreDB-compatible emulator used by the demo, tests and benchmarks."""
-    faults = FaultConfig(
-        latency_ms=latency_ms,
-        jitter_ms=jitter_ms,
-        unavailable_rate=unavailable_rate,
-        unavailable_next=unavailable_next,
-        deadline_rate=deadline_rate,
-        deadline_next=deadline_next,
-        not_leader_next=not_leader_next,
-        reset_read_after=reset_read_after,
-        reset_reads_next=reset_reads_next,
-        max_append_size=max_append_size,
-        methods=frozenset(m.strip() for m in methods.split(",") if m.strip()),
-        seed=seed,
-    )
-    try:
-        db = Emulator(
-            host,
-            port,
-            tls=tls,
-            faults=faults,
-            snapshot_path=snapshot,
-            multi_append=multi_append,
-            server_version=server_version,
-            cert_dir=cert_dir,
-            self_signed=tls_self_signed,
-        )
-    except ValueError as e:
-        err.print(f"[red]emulator:[/] {e}")
-        raise typer.Exit(2) from None
-    db.start()
-    console.print(f"[bold green]esdb emulator[/] listening on {db.target}")
-    console.print(f"connection string: {db.uri}")
-    stop = _stop_on_signals()
-    try:
-        while not stop.is_set():
-            time.sleep(0.2)
-    finally:
-        db.stop()
-        console.print("emulator stopped" + (f"; data saved to {snapshot}" if snapshot else ""))
+app.command("emulator")(emulator)
 
 
 @app.command()

@@ -14,15 +14,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from core.config import JobConfig
 from core.errors import ConfigError
 from core.tools.preflight import PreflightReport
 from core.tools.preflight import preflight as run_preflight
-from handlers.cli.stores import register_cloud_store
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_CONFIG = 2
+from handlers.cli.common import EXIT_ERROR, EXIT_FAILED, EXIT_OK, err, load_job
 
 _MARKS = {
     "ok": "[green]✓[/]",
@@ -96,13 +91,7 @@ def preflight(
     Exits 0 when nothing failed, 1 when a check failed, 2 on a configuration error.
     """
     out = Console(highlight=False)
-    err = Console(stderr=True, highlight=False)
-    try:
-        job = JobConfig.load(file=config)
-    except ConfigError as e:
-        err.print(f"[red]configuration error:[/] {escape(str(e))}", soft_wrap=True)
-        raise typer.Exit(EXIT_CONFIG) from None
-    register_cloud_store(job.checkpoint_store)  # a cloud store needs its SDK: else exit 2
+    job = load_job(config)
     try:
         report = run_preflight(
             job,
@@ -116,7 +105,7 @@ def preflight(
         )
     except ConfigError as e:
         err.print(f"[red]configuration error:[/] {escape(str(e))}", soft_wrap=True)
-        raise typer.Exit(EXIT_CONFIG) from None
+        raise typer.Exit(EXIT_ERROR) from None
     if json_out:
         typer.echo(report.model_dump_json(indent=2))
     else:

@@ -37,9 +37,15 @@ from core.tools.projections import (
     plan_create,
     system_projections,
 )
-from handlers.cli.subscriptions_cmd import ConfigOption, _load
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+from handlers.cli.common import (
+    EXIT_ERROR,
+    EXIT_FAILED,
+    EXIT_OK,
+    ConfigOption,
+    connection,
+    err,
+    load_job,
+)
 
 projections_app = typer.Typer(
     help="Custom and system projections: list them, export their definitions, re-create them "
@@ -51,7 +57,7 @@ projections_app = typer.Typer(
 def _fail(err: Console, what: str, error: RelayError) -> typer.Exit:
     if isinstance(error, ConfigError):
         err.print(f"[red]{what}:[/] {escape(str(error))}", soft_wrap=True)
-        return typer.Exit(EXIT_USAGE)
+        return typer.Exit(EXIT_ERROR)
     if isinstance(error, TransientError):
         err.print(
             f"[red]{what}:[/] {escape(error.message)} — the node did not answer; check that it "
@@ -79,15 +85,14 @@ def list_command(
 ) -> None:
     """The source's projections and what the migration means for each."""
     out = Console(highlight=False)
-    err = Console(stderr=True, highlight=False)
-    job = _load(config, err)
+    job = load_job(config)
     try:
-        with EventStore(job.source.get_secret_value(), side="source") as source:
+        with connection(job, "source") as source:
             rows = list_projections(source)
     except RelayError as e:
         raise _fail(err, "cannot list the source's projections", e) from None
     try:
-        with EventStore(job.target.get_secret_value(), side="target") as target:
+        with connection(job, "target") as target:
             system = _system_report(target)
     except RelayError as e:
         system = str(e)
@@ -181,13 +186,12 @@ def export_command(
 ) -> None:
     """Write each custom continuous projection's exact query (.js) and a manifest.json."""
     out = Console(highlight=False)
-    err = Console(stderr=True, highlight=False)
     if out_dir.exists() and not out_dir.is_dir():
         err.print(f"[red]--out {escape(str(out_dir))} is a file; give a directory[/]")
-        raise typer.Exit(EXIT_USAGE)
-    job = _load(config, err)
+        raise typer.Exit(EXIT_ERROR)
+    job = load_job(config)
     try:
-        with EventStore(job.source.get_secret_value(), side="source") as source:
+        with connection(job, "source") as source:
             definitions = custom_definitions(source)
     except RelayError as e:
         raise _fail(err, "cannot export the projections", e) from None
@@ -230,18 +234,17 @@ def create_command(
 ) -> None:
     """Re-create the custom projections on the target, stopped, for review."""
     out = Console(highlight=False)
-    err = Console(stderr=True, highlight=False)
     if from_dir is not None and not from_dir.is_dir():
         err.print(f"[red]--from {escape(str(from_dir))} is not a directory[/]")
-        raise typer.Exit(EXIT_USAGE)
-    job = _load(config, err)
+        raise typer.Exit(EXIT_ERROR)
+    job = load_job(config)
     try:
         if from_dir is not None:
             definitions = load_export(from_dir)
         else:
-            with EventStore(job.source.get_secret_value(), side="source") as source:
+            with connection(job, "source") as source:
                 definitions = custom_definitions(source)
-        with EventStore(job.target.get_secret_value(), side="target") as target:
+        with connection(job, "target") as target:
             rows = plan_create(target, definitions, update=update)
             if yes:
                 rows = apply_create(target, rows)

@@ -22,46 +22,19 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from core.config import JobConfig
-from core.errors import ConfigError, RelayError
-from core.eventstore import EventStore
-from core.stores.registry import register_provider
+from core.errors import RelayError
 from core.tools.subscriptions import GroupPlan
 from core.tools.subscriptions import migrate_subscriptions as run_migrate
 from core.tools.translate import translate_file, translate_position, translate_stream
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-ConfigOption = typer.Option(
-    None,
-    "--config",
-    "-c",
-    help="Job file (.toml, .yaml, .json); ESDB_RELAY_* env vars override it.",
+from handlers.cli.common import (
+    EXIT_ERROR,
+    EXIT_FAILED,
+    EXIT_OK,
+    ConfigOption,
+    connections,
+    err,
+    load_job,
 )
-
-
-def _load(config: Path | None, err: Console) -> JobConfig:
-    try:
-        job = JobConfig.load(file=config)
-    except ConfigError as e:
-        err.print(f"[red]configuration error:[/] {escape(str(e))}", soft_wrap=True)
-        raise typer.Exit(EXIT_USAGE) from None
-    try:
-        register_provider(job.checkpoint_store)
-    except ImportError as e:
-        err.print(f"[red]the checkpoint store needs its cloud SDK:[/] {escape(str(e))}")
-        raise typer.Exit(EXIT_USAGE) from None
-    return job
-
-
-def _connect(job: JobConfig) -> tuple[EventStore, EventStore]:
-    source = EventStore(job.source.get_secret_value(), side="source")
-    try:
-        target = EventStore(job.target.get_secret_value(), side="target")
-    except Exception:
-        source.close()
-        raise
-    return source, target
 
 
 def translate(
@@ -93,26 +66,24 @@ def translate(
     old checkpoint. "start" means subscribe from the beginning.
     """
     out = Console(highlight=False)
-    err = Console(stderr=True, highlight=False)
     modes = [position is not None, stream is not None or revision is not None, file is not None]
     if sum(modes) != 1:
         err.print(
             "[red]give one of: a POSITION, --stream with --revision, or --file with --output[/]"
         )
-        raise typer.Exit(EXIT_USAGE)
+        raise typer.Exit(EXIT_ERROR)
     if (stream is None) != (revision is None):
         err.print("[red]--stream and --revision go together[/]")
-        raise typer.Exit(EXIT_USAGE)
+        raise typer.Exit(EXIT_ERROR)
     if file is not None and output is None:
         err.print("[red]--file needs --output[/]")
-        raise typer.Exit(EXIT_USAGE)
+        raise typer.Exit(EXIT_ERROR)
     if file is not None and not file.is_file():
         err.print(f"[red]no such file: {escape(str(file))}[/]")
-        raise typer.Exit(EXIT_USAGE)
-    job = _load(config, err)
+        raise typer.Exit(EXIT_ERROR)
+    job = load_job(config)
     try:
-        source, target = _connect(job)
-        try:
+        with connections(job) as (source, target):
             if file is not None:
                 assert output is not None
                 rows, errors = translate_file(job, source, target, file, output)
@@ -130,9 +101,6 @@ def translate(
             else:
                 assert position is not None
                 result = translate_position(job, source, target, position)
-        finally:
-            source.close()
-            target.close()
     except RelayError as e:
         err.print(f"[red]cannot translate:[/] {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(EXIT_FAILED) from None
@@ -175,15 +143,10 @@ def migrate_subscriptions(
     """Re-create every persistent subscription of the source on the target, at its translated
     position with the same settings. Dry run unless --apply; running it again is a no-op."""
     out = Console(highlight=False)
-    err = Console(stderr=True, highlight=False)
-    job = _load(config, err)
+    job = load_job(config)
     try:
-        source, target = _connect(job)
-        try:
+        with connections(job) as (source, target):
             plans = run_migrate(job, source, target, apply=apply)
-        finally:
-            source.close()
-            target.close()
     except RelayError as e:
         err.print(f"[red]migrate-subscriptions failed:[/] {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(EXIT_FAILED) from None

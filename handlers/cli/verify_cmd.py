@@ -34,11 +34,7 @@ from core.errors import ConfigError, RelayError
 from core.eventstore import EventStore
 from core.tools.verify import VerifyReport, VerifyState, public_endpoint
 from core.tools.verify import verify as run_verify
-
-EXIT_EQUAL = 0
-EXIT_DIFFERENT = 1
-EXIT_ERROR = 2
-EXIT_INTERRUPTED = 130
+from handlers.cli.common import EXIT_ERROR, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, err
 
 
 class _Interrupted(Exception):
@@ -80,7 +76,6 @@ def verify(
     Exits 0 when equal, 1 on any difference, 2 when the job cannot be verified.
     """
     out = Console(highlight=False)
-    err = Console(stderr=True, highlight=False)
     try:
         job = JobConfig.load(file=config)
     except ConfigError as e:
@@ -122,7 +117,7 @@ def verify(
         sys.stdout.flush()
     else:
         _print_report(out, report, show)
-    raise typer.Exit(EXIT_EQUAL if report.ok else EXIT_DIFFERENT)
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_FAILED)
 
 
 def _saved_progress(state: Path) -> str:

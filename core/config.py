@@ -376,18 +376,9 @@ class JobConfig(BaseSettings):
         )
 
     @classmethod
-    def from_file(cls, path: str | Path) -> JobConfig:
-        """The file alone (env vars ignored; use ``load(file=...)`` to combine)."""
-        return cls._build(_Plan(env=False, file_layer=read_config_file(path)))
-
-    @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> JobConfig:
         """The payload alone (env vars ignored; use ``load(payload=...)`` to combine)."""
         return cls._build(_Plan(layers=(_payload(payload),), env=False))
-
-    @classmethod
-    def from_env(cls) -> JobConfig:
-        return cls._build(_Plan())
 
     @classmethod
     def _build(cls, plan: _Plan) -> JobConfig:

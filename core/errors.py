@@ -21,6 +21,9 @@ class RelayError(Exception):
     """Base of every error raised by esdb-relay."""
 
     default_hint: str = ""
+    # What the relay knew when a slice failed (the job's liveness: stalled, failing_slices,
+    # last_error), for the handlers' failure answers; set once the failure was logged.
+    details: dict[str, Any] | None = None
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)

@@ -206,7 +206,7 @@ def handle(
         logger.error("invocation refused: %s", e)
         return {"status": "failed", "next_action": "stop", "error": str(e)}
     except RelayError as e:
-        if not hasattr(e, "liveness"):  # Relay.run_once already logged it, with its liveness
+        if e.details is None:  # else Relay.run_once logged it, with the job's liveness
             logger.error("slice failed: %s", e)
         raise
     if response.chain is not None:
@@ -403,9 +403,7 @@ def _status(job: JobConfig, status: Status) -> InvocationResponse:
 def failure_response(error: RelayError) -> dict[str, Any]:
     """The result an HTTP trigger answers a failed slice with: the error and, when the relay
     attached it, whether the job is stalled (failing_slices, last_error)."""
-    liveness = getattr(error, "liveness", None)
-    extra = liveness.model_dump() if isinstance(liveness, Liveness) else {}
-    return {"status": "failed", "next_action": "stop", "error": str(error), **extra}
+    return {"status": "failed", "next_action": "stop", "error": str(error), **(error.details or {})}
 
 
 def _slice_figures(result: SliceResult, liveness: Liveness | None) -> dict[str, Any]:

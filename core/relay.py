@@ -147,7 +147,7 @@ class Relay:
         except RelayError as e:
             # Every failed slice leaves an ERROR line, with how long the job has been failing.
             liveness = self.liveness(job.job_id)
-            e.liveness = liveness  # type: ignore[attr-defined]
+            e.details = liveness.model_dump() if liveness else {}
             logger.error(
                 "slice failed: %s",
                 e,

@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 ORIGINAL_REVISION = "$originalStreamRevision"
 ORIGINAL_POSITION = "$originalPosition"
 ORIGINAL_CREATED = "$originalCreated"
-DELETED_STREAM = 2**63 - 1
 
 
 class Kind(Enum):

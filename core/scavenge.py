@@ -13,9 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from core.errors import StreamTombstoned
 from core.eventstore import EventStore
-from core.model import Event
-
-DELETED_STREAM = 2**63 - 1
+from core.model import DELETED_STREAM, Event
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from core.errors import (
     WrongExpectedRevision,
 )
 from core.eventstore import EventStore
-from core.model import NO_STREAM, OutEvent, StreamAppend
+from core.model import DELETED_STREAM, NO_STREAM, OutEvent, StreamAppend
 
 __all__ = ["Op", "SliceIndex", "StreamWriter", "TargetStream", "WriteContext"]
 
@@ -214,7 +214,7 @@ class StreamWriter:
             return 0, 0
         event = op.events[0]
         data = self._translate_tb(stream, event.data, op.position)
-        if _tb(data) == rules.DELETED_STREAM and state.soft_deleted:
+        if _tb(data) == DELETED_STREAM and state.soft_deleted:
             # Deleting again: appending `$tb = long.MaxValue` to the metastream of a stream
             # that is already soft-deleted makes the server *undelete* it (it rewrites `$tb`
             # to the next revision: StorageWriterService.SoftUndeleteMetastream). The target
@@ -240,7 +240,7 @@ class StreamWriter:
         tb = metadata.get("$tb")
         if not isinstance(tb, int) or isinstance(tb, bool):
             return data
-        if tb == rules.DELETED_STREAM or tb <= 0:
+        if tb == DELETED_STREAM or tb <= 0:
             return data
         translated = self.ctx.truncation.target_revision(stream, tb, position)
         if translated == tb:
@@ -462,7 +462,7 @@ class StreamWriter:
         tail = self.target.stream_tail(stream, 1)
         if tail.tombstoned:
             # Nothing of a stream can follow its tombstone in the source: all of it is there.
-            state = TargetStream(NO_STREAM, rules.DELETED_STREAM)
+            state = TargetStream(NO_STREAM, DELETED_STREAM)
             self.streams[stream] = state
             return state
         marker = self.meta_markers.get(stream, -1)
@@ -475,7 +475,7 @@ class StreamWriter:
             origin = self.ctx.locator.locate("$$" + stream, last_meta)
             if isinstance(origin, Origin):
                 marker = max(marker, origin.position)
-            soft_deleted = _tb(last_meta.data) == rules.DELETED_STREAM
+            soft_deleted = _tb(last_meta.data) == DELETED_STREAM
             if not tail.events:
                 # `$tb`/`$maxCount` or a soft delete may hide every event: ask for the revision.
                 revision = self.target.current_revision(stream)

@@ -91,7 +91,7 @@ def test_file(tmp_path, suffix, change, field, fix):
     path = tmp_path / f"job{suffix}"
     path.write_text(dump(settings(change), suffix))
     with pytest.raises(ConfigError) as raised:
-        JobConfig.from_file(path)
+        JobConfig.load(file=path)
     check(raised.value, field, fix)
 
 
@@ -127,7 +127,7 @@ def test_env(monkeypatch, change, field, fix):
         else:
             monkeypatch.setenv(f"ESDB_RELAY_{key.upper()}", str(value))
     with pytest.raises(ConfigError) as raised:
-        JobConfig.from_env()
+        JobConfig.load()
     check(raised.value, field, fix)
 
 

@@ -80,7 +80,7 @@ def test_status_says_stalled_after_repeated_failures(tmp_path):
                 assert not relay.status().stalled
                 with pytest.raises(ConflictError) as failure:
                     relay.run_once()
-                assert failure.value.liveness.failing_slices == attempt
+                assert failure.value.details["failing_slices"] == attempt
             status = relay.status()
         assert status.stalled
         assert status.consecutive_failures == STALL_AFTER_SLICES

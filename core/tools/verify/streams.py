@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from core import rules
 from core.errors import StreamTombstoned
 from core.eventstore import EventStore
-from core.model import Event
+from core.model import DELETED_STREAM, Event
 from core.tools.verify.prints import Print, short
 from core.tools.verify.report import DifferenceKind, Differences
 
@@ -33,7 +33,7 @@ class Side:
 
     @property
     def soft_deleted(self) -> bool:
-        return not self.tombstoned and self.metadata.get("$tb") == rules.DELETED_STREAM
+        return not self.tombstoned and self.metadata.get("$tb") == DELETED_STREAM
 
     @property
     def state(self) -> str:

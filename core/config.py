@@ -8,17 +8,13 @@ the fix.
 from __future__ import annotations
 
 import functools
-import json
-import os
 import re
-import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -39,6 +35,8 @@ from pydantic_settings import (
 )
 
 from core.checkpoint import store_scheme
+from core.config_errors import ENV_PREFIX, config_error, env_error
+from core.config_files import payload_mapping, read_config_file
 from core.connection import (
     CONNECTION_FIX,
     connection_string_problem,
@@ -48,7 +46,6 @@ from core.connection import (
 from core.errors import ConfigError
 from core.logs import logger
 
-ENV_PREFIX = "ESDB_RELAY_"
 MIB = 1024 * 1024
 
 _JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -369,7 +366,7 @@ class JobConfig(BaseSettings):
         wins over an env var, which wins over the file (tables are merged key by key)."""
         return cls._build(
             _Plan(
-                layers=(_payload(payload),) if payload is not None else (),
+                layers=(payload_mapping(payload),) if payload is not None else (),
                 env=True,
                 file_layer=read_config_file(file) if file is not None else None,
             )
@@ -378,7 +375,7 @@ class JobConfig(BaseSettings):
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> JobConfig:
         """The payload alone (env vars ignored; use ``load(payload=...)`` to combine)."""
-        return cls._build(_Plan(layers=(_payload(payload),), env=False))
+        return cls._build(_Plan(layers=(payload_mapping(payload),), env=False))
 
     @classmethod
     def _build(cls, plan: _Plan) -> JobConfig:
@@ -389,7 +386,7 @@ class JobConfig(BaseSettings):
             # `from None`: the chained ValidationError would carry the raw input on tracebacks.
             raise config_error(exc, cls) from None
         except SettingsError as exc:
-            raise _env_error(exc) from None
+            raise env_error(exc) from None
         finally:
             _PLAN.reset(token)
         for warning in job.security_warnings():
@@ -403,209 +400,9 @@ class JobConfig(BaseSettings):
         )
 
 
-def _env_error(exc: SettingsError) -> ConfigError:
-    """pydantic-settings names only the top-level field: name the env vars that are not JSON."""
-    found = re.search(r'field "(\w+)"', str(exc))
-    field = found.group(1) if found else None
-    prefix = f"{ENV_PREFIX}{(field or '').upper()}"
-    culprits = sorted(
-        name for name, value in os.environ.items() if name.startswith(prefix) and not _json(value)
-    )
-    problems = [
-        f"{_setting(name)}: env {name} is not valid JSON — lists and tables in env vars must be "
-        "JSON, "
-        f"e.g. {ENV_PREFIX}FILTERS__INCLUDE_STREAMS='[\"^order-\"]'"
-        for name in culprits
-    ]
-    return ConfigError(
-        "invalid job configuration:\n" + "\n".join(f"  {p}" for p in problems)
-        if problems
-        else f"invalid job configuration: {exc}",
-        hint=f"lists and tables in {ENV_PREFIX}* env vars must be JSON, e.g. "
-        f"{ENV_PREFIX}FILTERS__INCLUDE_STREAMS='[\"^order-\"]'",
-        field=field,
-        problems=problems,
-    )
-
-
-def _setting(env_name: str) -> str:
-    return env_name.removeprefix(ENV_PREFIX).lower().replace("__", ".")
-
-
-def _json(text: str) -> bool:
-    try:
-        json.loads(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _payload(payload: Any) -> Mapping[str, Any]:
-    if not isinstance(payload, Mapping):
-        raise ConfigError(
-            f"the invocation payload must be an object of settings, not {type(payload).__name__}",
-            hint='send e.g. {"job_id": "orders-migration", "budget": {"max_events": 5000}}',
-        )
-    return payload
-
-
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The settings in a .toml, .yaml/.yml or .json file; ConfigError naming the file."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".toml", ".yaml", ".yml", ".json"):
-        raise ConfigError(
-            f"config file {path}: unsupported file type {suffix or '(none)'!r}",
-            hint="use a .toml, .yaml, .yml or .json file",
-        )
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist", hint="check the path") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"config file {path} is not UTF-8 text (byte {exc.start})",
-            hint="save it as UTF-8",
-        ) from None
-    except OSError as exc:
-        raise ConfigError(
-            f"config file {path} cannot be read: {exc.strerror or exc}",
-            hint="check the path and its permissions",
-        ) from None
-    # Parser messages may quote the offending line, which may hold a password: report only
-    # what is wrong and where.
-    try:
-        if suffix == ".toml":
-            data: Any = tomllib.loads(text)
-        elif suffix == ".json":
-            data = json.loads(text)
-        else:
-            data = yaml.safe_load(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(
-            f"config file {path} is not valid TOML: {exc}", hint="fix the TOML syntax"
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"config file {path} is not valid JSON: {exc.msg} at line {exc.lineno}, "
-            f"column {exc.colno}",
-            hint="fix the JSON syntax",
-        ) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "syntax error"
-        raise ConfigError(
-            f"config file {path} is not valid YAML: {problem}{where}",
-            hint="fix the YAML syntax",
-        ) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"config file {path} must hold a table of settings, not a {type(data).__name__}",
-            hint="write key = value pairs (TOML) or key: value pairs (YAML) at the top level",
-        )
-    return data
-
-
-# --- error reporting ----------------------------------------------------------------------
-
-_FIXES: dict[str, str] = {
-    "int_type": "use a whole number",
-    "int_parsing": "use a whole number",
-    "int_from_float": "use a whole number",
-    "float_type": "use a number",
-    "float_parsing": "use a number",
-    "bool_type": "use true or false",
-    "bool_parsing": "use true or false",
-    "string_type": "use a text value",
-    "list_type": "use a list",
-    "literal_error": "use one of the values listed",
-    "string_too_short": "use a non-empty value",
-}
-
-
-def _path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(job)"
-
-
-def _model_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel] | None:
-    """The model class holding the field at ``loc[-1]``."""
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(part)
-        annotation = getattr(field, "annotation", None)
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return None
-        model = annotation
-    return model
-
-
-def _field(model: type[BaseModel], loc: tuple[int | str, ...]) -> FieldInfo | None:
-    names = [p for p in loc if isinstance(p, str)]
-    holder = _model_at(model, tuple(names))
-    return holder.model_fields.get(names[-1]) if holder and names else None
-
-
-def _env_name(loc: tuple[int | str, ...]) -> str:
-    return ENV_PREFIX + "__".join(str(p).upper() for p in loc if isinstance(p, str))
-
-
-def _line(error: Any, model: type[BaseModel]) -> str:
-    loc = tuple(error["loc"])
-    kind = error["type"]
-    ctx = error.get("ctx") or {}
-    if kind == "relay_config":
-        what, fix = ctx["problem"], ctx["fix"]
-    elif kind == "missing":
-        what = "required"
-        fix = f"set it in the payload or config file, or env {_env_name(loc)}"
-    elif kind == "extra_forbidden":
-        what = "unknown setting"
-        holder = _model_at(model, loc)
-        valid = ", ".join(holder.model_fields) if holder else ""
-        fix = "remove it or fix its spelling" + (f"; valid settings here: {valid}" if valid else "")
-    else:
-        msg = str(error["msg"])
-        what = msg[:1].lower() + msg[1:]
-        field = _field(model, loc)
-        fix = _FIXES.get(kind) or (
-            f"expected {field.description}" if field and field.description else "fix the value"
-        )
-    return f"{_path(loc)}: {what} — {fix}"
-
-
-def format_validation_error(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
-    """One line per problem, ``field.path: what is wrong — how to fix``; never any input."""
-    model = model or JobConfig
-    return "\n".join(
-        _line(error, model)
-        for error in exc.errors(include_url=False, include_input=False, include_context=True)
-    )
-
-
-def config_error(exc: ValidationError, model: type[BaseModel] | None = None) -> ConfigError:
-    lines = format_validation_error(exc, model).splitlines()
-    first = lines[0].split(":", 1)[0] if lines else None
-    return ConfigError(
-        "invalid job configuration:\n" + "\n".join(f"  {line}" for line in lines),
-        hint="fix the settings above (payload, config file or ESDB_RELAY_* env vars)",
-        field=first,
-        problems=lines,
-    )
-
-
 __all__ = [
     "BatchConfig",
     "BudgetConfig",
     "FilterConfig",
     "JobConfig",
-    "config_error",
-    "format_validation_error",
-    "read_config_file",
 ]

@@ -18,7 +18,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from core.checkpoint import Checkpoint, LeasesUntil
-from core.config import JobConfig, format_validation_error
+from core.config import JobConfig
+from core.config_errors import format_validation_error
 from core.engine import SliceResult
 from core.errors import ConfigError, LeaseLostError, RelayError
 from core.logs import logger

@@ -8,13 +8,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from core.config import (
-    BudgetConfig,
-    ConnectionString,
-    FilterConfig,
-    JobConfig,
-    format_validation_error,
-)
+from core.config import BudgetConfig, ConnectionString, FilterConfig, JobConfig
+from core.config_errors import format_validation_error
 from core.connection import redact_connection_string
 from core.errors import ConfigError, RelayError
 

@@ -42,6 +42,7 @@ Deliberate differences:
   buffered message is waiting (the server can checkpoint past buffered, undelivered events).
 - Pinned strategies hash stream names with crc32 instead of xxHash.
 - With extra statistics, each connection's push-to-ack latencies are reported
+  (esdb_emulator.request_stats).
 
 The rooms:
 - service.py: the gRPC servicer (Create, Update, Delete, GetInfo, List, ReplayParked,

@@ -299,13 +299,7 @@ class Subscription:
 
     def ack(self, event_ids: list[str]) -> None:
         # AcknowledgeMessagesProcessed
-        for client in list(self.clients.values()):
-            client.confirm(event_ids)
-        for event_id in event_ids:
-            self.outstanding.pop(event_id, None)
-        self.try_mark_checkpoint(False)
-        self.fill()
-        self.push()
+        self._processed(event_ids)
 
     def nack(self, event_ids: list[str], action: int, reason: str) -> None:
         # NotAcknowledgeMessagesProcessed / HandleNackedMessage
@@ -321,6 +315,10 @@ class Subscription:
                 pass  # StopSubscription() is a no-op in the server
             else:
                 self.outstanding.pop(event_id, None)
+        self._processed(event_ids)
+
+    def _processed(self, event_ids: list[str]) -> None:
+        """Acked or nacked: the consumers' slots free up; checkpoint, read more, push."""
         for client in list(self.clients.values()):
             client.confirm(event_ids)
         for event_id in event_ids:

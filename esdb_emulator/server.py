@@ -23,9 +23,11 @@ from esdbclient.protos.Grpc import (
     streams_pb2_grpc,
 )
 
+# Submodules by name: `from esdb_emulator import ...` would import this module's own package.
+import esdb_emulator.snapshot as snapshot
+import esdb_emulator.versions as versions
 from core.protocol import serverfeatures_pb2_grpc
 from core.protocol.kurrentdb.protocol.v2.streams import streams_pb2_grpc as v2_streams_pb2_grpc
-from esdb_emulator import snapshot, versions
 from esdb_emulator.faults import FaultConfig, FaultInjector
 from esdb_emulator.features import ServerFeaturesService
 from esdb_emulator.gossip import GossipService
@@ -45,7 +47,6 @@ from esdb_emulator.security import (
 from esdb_emulator.store import Store
 from esdb_emulator.streams import StreamsService
 from esdb_emulator.unimplemented import Unimplemented
-from esdb_emulator.versions import DEFAULT_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ class Emulator:
         self.store = Store(seed_system_events=seed_system_events)
         self.max_workers = max_workers
         if server_version is None:
-            server_version = DEFAULT_VERSION if multi_append in (None, True) else "24.10"
+            server_version = versions.DEFAULT_VERSION if multi_append in (None, True) else "24.10"
         self.version = versions.server_version(server_version)
         if multi_append is not None and multi_append != self.version.append_session:
             raise ValueError(

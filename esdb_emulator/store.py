@@ -10,11 +10,12 @@ tombstones as a `$streamDeleted` record whose revision is `long.MaxValue`.
 
 from __future__ import annotations
 
+import bisect
 import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 # Expected-version sentinels, as in EventStore.Core.Data.ExpectedVersion.
@@ -101,10 +102,6 @@ class WriteResult:
     position: int
 
 
-def is_system_stream(name: str) -> bool:
-    return name.startswith("$")
-
-
 def visible_in_all(record: Record) -> bool:
     """EventFilter.DefaultAllFilter in the real server, applied to every `$all` read and `$all`
     persistent subscription: `$epoch-information` and the checkpoint / parked-message streams
@@ -155,16 +152,11 @@ class Store:
         self._streams: dict[str, _Stream] = {}
         self._event_index: dict[str, Record] = {}  # event id -> record, for idempotency
         self._next_position = 0
-        self._listeners: list[Callable[[], None]] = []
         self.changed = threading.Condition(self._lock)
         if seed_system_events:
             self._seed_system_events()
 
-    # ----------------------------------------------------------------- listeners / state
-    def add_listener(self, callback: Callable[[], None]) -> None:
-        with self._lock:
-            self._listeners.append(callback)
-
+    # ----------------------------------------------------------------- state
     @property
     def last_position(self) -> int:
         with self._lock:
@@ -359,8 +351,6 @@ class Store:
 
     def _notify(self) -> None:
         self.changed.notify_all()
-        for callback in list(self._listeners):
-            callback()
 
     def _seed_system_events(self) -> None:
         # A fresh EventStoreDB database already holds a few system records in `$all`
@@ -433,17 +423,8 @@ class Store:
 
     def all_index_from(self, position: int) -> int:
         """Index in the log of the first record at or after `position`."""
-        import bisect
-
         with self._lock:
             return bisect.bisect_left(self._positions, position)
-
-    def all_index_before(self, position: int) -> int:
-        """Index of the last record strictly before `position` (-1 if none)."""
-        import bisect
-
-        with self._lock:
-            return bisect.bisect_left(self._positions, position) - 1
 
     def all_index_ending_by(self, position: int) -> int:
         """Index of the last record that ends at or before `position` (-1 if none).
@@ -452,8 +433,6 @@ class Store:
         ReadAllEventsBackwardInternal takes records whose post-position is <= pos, so the
         record *at* `position` is excluded.
         """
-        import bisect
-
         with self._lock:
             index = bisect.bisect_left(self._positions, position) - 1
             if index >= 0 and self._positions[index] + _record_size(self._log[index]) > position:

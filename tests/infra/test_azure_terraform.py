@@ -723,7 +723,7 @@ def test_function_timeout_is_one_number_for_host_and_handler(
 
 
 def test_host_json_for_the_packager() -> None:
-    from handlers.cli.package import _host_json
+    from handlers.cli.packaging import _host_json
 
     host = json.loads((INFRA / "host.json").read_text())
     assert host["version"] == "2.0"

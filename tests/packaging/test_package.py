@@ -29,7 +29,8 @@ import typer
 from typer.testing import CliRunner
 
 from handlers.cli import package as packager
-from handlers.cli.package import (
+from handlers.cli import packaging
+from handlers.cli.packaging import (
     CLI_ONLY,
     LIMITS,
     Artifact,
@@ -420,16 +421,16 @@ def test_core_and_handlers_import_none_of_the_cli_only_dependencies():
 
 
 def test_host_json_comes_from_infra_azure_when_it_exists(tmp_path):
-    generated = json.loads(packager._host_json(tmp_path))
+    generated = json.loads(packaging._host_json(tmp_path))
     assert generated["extensionBundle"]["version"] == "[4.*, 5.0.0)"
     assert generated["extensions"]["queues"]["messageEncoding"] == "base64"
     assert generated["functionTimeout"] == "00:10:00"
     (tmp_path / "infra" / "azure").mkdir(parents=True)
     (tmp_path / "infra" / "azure" / "host.json").write_text('{"version": "2.0", "x": 1}\n')
-    assert json.loads(packager._host_json(tmp_path)) == {"version": "2.0", "x": 1}
+    assert json.loads(packaging._host_json(tmp_path)) == {"version": "2.0", "x": 1}
     (tmp_path / "infra" / "azure" / "host.json").write_text("{not json")
     with pytest.raises(PackageError, match=r"host\.json is not valid JSON"):
-        packager._host_json(tmp_path)
+        packaging._host_json(tmp_path)
 
 
 def cli() -> typer.Typer:
@@ -495,7 +496,7 @@ def test_a_failing_resolution_shows_uvs_message(tmp_path):
 
 
 def test_over_the_size_limit_fails_and_keeps_no_zip(tmp_path, monkeypatch):
-    monkeypatch.setitem(LIMITS, "gcp", packager.Limit(zipped=1000, unzipped=None, source="t"))
+    monkeypatch.setitem(LIMITS, "gcp", packaging.Limit(zipped=1000, unzipped=None, source="t"))
     with pytest.raises(PackageError, match=r"over the 0\.0 MiB limit"):
         build("gcp", tmp_path)
     assert leftovers(tmp_path) == []
@@ -512,7 +513,7 @@ def test_a_write_that_breaks_midway_leaves_nothing_behind(tmp_path, monkeypatch)
             raise OSError("disk full")
         real_copy(src, dst, length)
 
-    monkeypatch.setattr(packager.shutil, "copyfileobj", flaky)
+    monkeypatch.setattr(packaging.shutil, "copyfileobj", flaky)
     with pytest.raises(OSError, match="disk full"):
         build("gcp", tmp_path)
     assert leftovers(tmp_path) == []
@@ -527,7 +528,7 @@ def test_a_write_that_breaks_midway_leaves_nothing_behind(tmp_path, monkeypatch)
 
 def test_no_uv_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "uv", None)
-    monkeypatch.setattr(packager.sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setattr(packaging.sys, "executable", str(tmp_path / "python"))
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(PackageError, match="uv not found"):
         find_uv()

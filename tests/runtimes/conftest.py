@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from handlers.cli.package import build
+from handlers.cli.packaging import build
 
 ROOT = Path(__file__).resolve().parents[2]
 

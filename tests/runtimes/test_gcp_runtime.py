@@ -35,7 +35,7 @@ from google.cloud import pubsub_v1
 
 from esdb_emulator import Emulator
 from esdb_emulator.workload import Workload, generate
-from handlers.cli.package import find_uv
+from handlers.cli.packaging import find_uv
 from tests.engine.helpers import differences
 from tests.runtimes.conftest import base_env
 from tests.services.azurite import free_port

@@ -2,7 +2,7 @@
 
 The sets audited: every distribution installed in .venv (the tested set, which `esdb-relay
 package` pins the cloud zips to), and for aws, gcp and azure the closure of that cloud's runtime
-requirements (handlers/cli/package.py: base dependencies minus the CLI's, plus the cloud extra)
+requirements (handlers/cli/packaging.py: base dependencies minus the CLI's, plus the cloud extra)
 within .venv. pip-audit runs from its own virtualenv (.venv-audit) against PyPI's JSON API.
 
 Policy (docs/reliability.md, "Security"): a known vulnerability fails the audit unless
@@ -80,7 +80,7 @@ def closure(requirements: list[str], versions: dict[str, str]) -> dict[str, str]
 
 
 def audited_sets() -> dict[str, dict[str, str]]:
-    from handlers.cli.package import runtime_requirements
+    from handlers.cli.packaging import runtime_requirements
 
     versions = installed()
     sets = {"project (.venv)": versions}

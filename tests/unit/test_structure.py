@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("core", "handlers")
+PACKAGES = ("core", "handlers", "esdb_emulator")
 
 
 def _modules() -> dict[str, Path]:

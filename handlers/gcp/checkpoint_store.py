@@ -115,7 +115,7 @@ class FirestoreCheckpointStore(StoreBase):
             client = make_client(collection, project, database or DEFAULT_DATABASE)
         self._client = client
         self.project: str = str(client.project)
-        self.database: str = str(getattr(client, "_database", None) or database or "(default)")
+        self.database = database or DEFAULT_DATABASE  # with a given client: its database
         self._read = {"retry": _retry(READ_RETRYABLE, timeout), "timeout": timeout}
         self._write = {"retry": _retry(WRITE_RETRYABLE, timeout), "timeout": timeout}
         self._closed = False

@@ -26,27 +26,40 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-class SubscriptionInfo(BaseModel):
-    """One persistent subscription group, as the server's GetInfo reports it."""
+class GroupSettings(BaseModel):
+    """A persistent subscription group's settings, as create/update take them (seconds)."""
 
     model_config = ConfigDict(frozen=True)
 
-    group_name: str
-    event_source: str  # the stream, or "$all"
-    start_from: str  # "C:0/P:0", "-1", "12"...
-    last_checkpointed_event_position: str  # "" when never checkpointed
     resolve_links: bool
     consumer_strategy: str
     message_timeout: float  # seconds
     max_retry_count: int
     min_checkpoint_count: int
     max_checkpoint_count: int
-    checkpoint_after: float  # seconds (negative: never by time)
+    checkpoint_after: float  # seconds (negative in GetInfo: never by time)
     max_subscriber_count: int
     live_buffer_size: int
     read_batch_size: int
     history_buffer_size: int
     extra_statistics: bool
+
+    @classmethod
+    def from_info(cls, info: GroupSettings) -> GroupSettings:
+        """The settings to create a group like `info` elsewhere: "never by time" is reported
+        by GetInfo as int.MinValue milliseconds and given back as 0."""
+        values = {name: getattr(info, name) for name in GroupSettings.model_fields}
+        values["checkpoint_after"] = max(0.0, info.checkpoint_after)
+        return GroupSettings(**values)
+
+
+class SubscriptionInfo(GroupSettings):
+    """One persistent subscription group, as the server's GetInfo reports it."""
+
+    group_name: str
+    event_source: str  # the stream, or "$all"
+    start_from: str  # "C:0/P:0", "-1", "12"...
+    last_checkpointed_event_position: str  # "" when never checkpointed
 
     @classmethod
     def of(cls, info: Any) -> SubscriptionInfo:

@@ -29,49 +29,12 @@ from pydantic import BaseModel, Field
 from core.config import JobConfig
 from core.errors import RelayError
 from core.eventstore import EventStore
-from core.eventstore.admin import SubscriptionInfo
+from core.eventstore.admin import GroupSettings
 from core.tools.translate import NOT_LOADED, relay_position, translate_position, translate_stream
 
 ALL = "$all"
 
 Action = Literal["create", "update", "unchanged", "manual", "error"]
-
-
-class GroupSettings(BaseModel):
-    """What esdbclient's create/update take (seconds for the times)."""
-
-    resolve_links: bool
-    consumer_strategy: str
-    message_timeout: float
-    max_retry_count: int
-    min_checkpoint_count: int
-    max_checkpoint_count: int
-    checkpoint_after: float
-    max_subscriber_count: int
-    live_buffer_size: int
-    read_batch_size: int
-    history_buffer_size: int
-    extra_statistics: bool
-
-    @classmethod
-    def from_info(cls, info: SubscriptionInfo) -> GroupSettings:
-        checkpoint_after = info.checkpoint_after
-        # "never by time" (0) is reported as int.MinValue milliseconds.
-        checkpoint_after = max(0.0, checkpoint_after)
-        return cls(
-            resolve_links=info.resolve_links,
-            consumer_strategy=info.consumer_strategy,
-            message_timeout=info.message_timeout,
-            max_retry_count=info.max_retry_count,
-            min_checkpoint_count=info.min_checkpoint_count,
-            max_checkpoint_count=info.max_checkpoint_count,
-            checkpoint_after=checkpoint_after,
-            max_subscriber_count=info.max_subscriber_count,
-            live_buffer_size=info.live_buffer_size,
-            read_batch_size=info.read_batch_size,
-            history_buffer_size=info.history_buffer_size,
-            extra_statistics=info.extra_statistics,
-        )
 
 
 class SourceGroup(BaseModel):

@@ -10,18 +10,11 @@ some gRPC methods. Prints `ready <port>` on stdout once it serves.
 from __future__ import annotations
 
 import argparse
-import inspect
 import signal
-import sys
 import threading
 
 from bench.workloads import BenchWorkload, fill
 from esdb_emulator import Emulator, FaultConfig
-
-
-def multi_append_switch_available() -> bool:
-    """Whether this emulator can be told to behave like a server without multi-stream append."""
-    return "multi_append" in inspect.signature(Emulator.__init__).parameters
 
 
 def main() -> None:
@@ -42,8 +35,6 @@ def main() -> None:
     )
     options: dict[str, object] = {"faults": faults}
     if args.no_multi_append:
-        if not multi_append_switch_available():
-            sys.exit("this emulator has no multi-append switch yet (Emulator(multi_append=...))")
         options["multi_append"] = False
     db = Emulator("127.0.0.1", 0, **options)  # type: ignore[arg-type]
     if args.workload:

@@ -30,8 +30,6 @@ from bench.strategies import (
     BASELINE_PARTITIONED,
     STRATEGIES,
     Strategy,
-    multi_append_available,
-    partitioned_mode_available,
     run_strategy,
 )
 from bench.workloads import BenchWorkload
@@ -83,7 +81,6 @@ class Report:
     read_ceiling: dict[str, float] = field(default_factory=dict)
     rss: list[tuple[int, Measured]] = field(default_factory=list)
     rss_strategy: Strategy | None = None
-    skipped: list[str] = field(default_factory=list)
     loads: list[str] = field(default_factory=list)
 
     def find(self, workload: str, latency: float, strategy: Strategy) -> Row | None:
@@ -130,7 +127,7 @@ def _say(message: str) -> None:
 def measure_workload(
     report: Report, workload: BenchWorkload, latencies: tuple[float, ...], seconds: float
 ) -> None:
-    strategies = runnable_strategies(report)
+    strategies = STRATEGIES
     _say(f"workload: {workload.label}")
     with served_emulator(workload) as source:
         ceilings: list[Ceiling] = []
@@ -179,21 +176,6 @@ def measure_workload(
                 report.rows.append(row)
                 _say(f"  {latency:g} ms {strategy.name}: {row.rate:,.0f} events/s")
         report.ceilings[workload.label] = ceilings
-
-
-def runnable_strategies(report: Report) -> list[Strategy]:
-    chosen = []
-    for s in STRATEGIES:
-        if s.multi_append and not multi_append_available():
-            note = (
-                "ours, ordered + multi-append: not run (the engine does not use "
-                "multi-stream append at this commit)"
-            )
-            if note not in report.skipped:
-                report.skipped.append(note)
-            continue
-        chosen.append(s)
-    return chosen
 
 
 def measure_rss(report: Report, plan: Plan) -> None:
@@ -358,13 +340,6 @@ def render(report: Report, plan: Plan, command: str) -> str:
         f"{plan.random.label}; {plan.realistic.label} (bursts, mean 8 events per run).",
         "",
     ]
-    if not partitioned_mode_available():
-        out += [
-            '**The engine at this commit ignores `mode = "partitioned"`: the partitioned rows '
-            "are ordered runs under another name.**",
-            "",
-        ]
-    out += [f"- {note}" for note in report.skipped]
     out += ["", "### Emulator ceilings (bare esdbclient, own process, same run)", ""]
     out += [
         "| workload | latency | `$all` read events/s | batch-append events/s (writers) "

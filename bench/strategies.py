@@ -7,14 +7,12 @@ its own process against the shared source emulator, stopped after the workload's
 
 from __future__ import annotations
 
-import inspect
 import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from bench.emulator_server import multi_append_switch_available
 from bench.processes import Measured, python_module, run_measured, served_emulator
 from core.config import JobConfig
 
@@ -43,26 +41,6 @@ STRATEGIES = (
 )
 
 
-def multi_append_available() -> bool:
-    """The emulator's switch, the client call and the engine's use of it have all landed."""
-    import core.engine
-    from core.eventstore import EventStore
-
-    return (
-        multi_append_switch_available()
-        and hasattr(EventStore, "supports_multi_append")
-        and "multi_append" in inspect.getsource(core.engine)
-    )
-
-
-def partitioned_mode_available() -> bool:
-    """Whether the engine acts on `mode = "partitioned"` (before it does, such runs are
-    ordered runs under another name, and the report says so)."""
-    import core.engine
-
-    return "partitions" in inspect.getsource(core.engine)
-
-
 def relay_job(source: str, target: str, strategy: Strategy, folder: Path) -> Path:
     job = {
         "job_id": "bench",
@@ -85,13 +63,10 @@ def run_strategy(
     strategy: Strategy, source: str, events: int, seconds: float, latency_ms: float
 ) -> Measured:
     """One bounded run of `strategy` from `source` into a fresh target."""
-    # With the switch available, the target offers multi-append only to the strategy that
-    # is about it, so "ours, ordered" measures the path older servers get.
-    switch = multi_append_switch_available()
+    # The target offers multi-append only to the strategies that are about it, so "ours,
+    # ordered" measures the path older servers get.
     with (
-        served_emulator(
-            latency_ms=latency_ms, multi_append=strategy.multi_append or not switch
-        ) as target,
+        served_emulator(latency_ms=latency_ms, multi_append=strategy.multi_append) as target,
         tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp,
     ):
         if strategy.kind == "baseline":

@@ -59,6 +59,13 @@ class Checkpoint(_Frozen):
     events_read: int = Field(default=0, ge=0)
     events_written: int = Field(default=0, ge=0)
     events_skipped: int = Field(default=0, ge=0)
+    events_dead_lettered: int = Field(
+        default=0,
+        ge=0,
+        description="events the target refused as oversize and the job recorded in its "
+        "dead-letter stream instead (`dead_letter = true`); absent in records written before "
+        "it was counted",
+    )
     bytes_written: int = Field(default=0, ge=0)
     updated_at: AwareDatetime = Field(default_factory=utcnow)
     version: int = Field(default=0, ge=0)
@@ -97,6 +104,7 @@ class SliceRecord(_Frozen):
     events_read: int = Field(default=0, ge=0)
     events_written: int = Field(default=0, ge=0)
     events_skipped: int = Field(default=0, ge=0)
+    events_dead_lettered: int = Field(default=0, ge=0)
     bytes_written: int = Field(default=0, ge=0)
     from_position: Position | None = None
     to_position: Position | None = None
@@ -120,6 +128,11 @@ class CheckpointStore(Protocol):
 
     def load(self, job_id: str) -> Checkpoint | None:
         """The job's checkpoint, or None if the job never committed."""
+        ...
+
+    def lease_info(self, job_id: str) -> Lease | None:
+        """The job's stored lease (owner, token, expiry) as it stands, expired or not; None when
+        nobody took it or it was released. A read: it changes nothing."""
         ...
 
     def acquire(self, job_id: str, owner: str, ttl_seconds: float) -> Lease:

@@ -126,9 +126,9 @@ class PreviousRecords:
 
 
 PREVIOUS = PreviousRecords()
-OLD_CHECKPOINT = {"version", "events_dead_lettered"}
+OLD_CHECKPOINT = {"version", "events_filtered", "events_dead_lettered"}
 """Fields a stored checkpoint of the previous version lacks (``version`` is kept apart)."""
-OLD_SLICE = {"events_dead_lettered"}
+OLD_SLICE = {"events_filtered", "events_dead_lettered", "stopped"}
 """Fields a slice record of the previous version lacks."""
 
 
@@ -247,15 +247,20 @@ class CheckpointStoreContract:
         assert store.lease_info(job_id) is None  # released
         assert store.load(job_id) is None  # and no checkpoint was made up
 
-    def test_dead_letter_counter_round_trips(self, store: CheckpointStore, job_id: str) -> None:
+    def test_new_counters_and_stop_records_round_trip(
+        self, store: CheckpointStore, job_id: str
+    ) -> None:
         lease = store.acquire(job_id, "a", TTL)
-        stored = store.commit(lease, advanced(None, job_id, 10, events_dead_lettered=4))
-        assert store.load(job_id) == stored and stored.events_dead_lettered == 4
+        stored = store.commit(
+            lease, advanced(None, job_id, 10, events_dead_lettered=4, events_filtered=2)
+        )
+        assert store.load(job_id) == stored
+        assert (stored.events_dead_lettered, stored.events_filtered) == (4, 2)
         record = slice_record(job_id, 1, stored.updated_at).model_copy(
-            update={"events_dead_lettered": 4}
+            update={"events_dead_lettered": 4, "events_filtered": 2, "stopped": True}
         )
         store.record_slice(lease, record)
-        assert store.history(job_id)[0].events_dead_lettered == 4
+        assert store.history(job_id) == [record]
 
     def test_second_owner_cannot_acquire_a_live_lease(
         self, store: CheckpointStore, clock: FakeClock, job_id: str

@@ -50,6 +50,8 @@ CHAIN_GAP_SECONDS = 60.0
 """The longest pause between the slices of a relay that is behind: the CLI starts the next at
 once, a cloud function's chained invocation arrives within seconds (an Azure queue trigger
 polls at most once a minute). core/invocation.py's CHAIN_ACTIVE_SECONDS says the same."""
+SCHEDULE_GRACE_SECONDS = 60.0
+"""Added to the schedule's period: a tick may start late, and its slice takes time."""
 MIN_GAP_SECONDS = 10.0
 """The shortest pause `allowed_gap` allows, however fast the relay's recent pace."""
 PACE_FACTOR = 5.0
@@ -276,14 +278,16 @@ def allowed_gap(job: JobConfig, history: list[SliceRecord]) -> float:
     """The longest pause after its newest slice for which a relay still counts as running.
 
     A relay that was behind starts its next slice at once (CHAIN_GAP_SECONDS at most); a
-    caught-up one waits for its schedule (`job.schedule_seconds`). Where the history shows a
+    caught-up one waits for its schedule (`job.schedule_seconds`, plus
+    SCHEDULE_GRACE_SECONDS). Where the history shows a
     faster pace of that kind (`esdb-relay run` follows every second), PACE_FACTOR missed
     pauses of that pace (MIN_GAP_SECONDS at least) are allowed instead.
     """
+    scheduled = job.schedule_seconds + SCHEDULE_GRACE_SECONDS
     if not history:
-        return job.schedule_seconds
+        return scheduled
     caught_up = history[0].caught_up
-    cap = job.schedule_seconds if caught_up else min(job.schedule_seconds, CHAIN_GAP_SECONDS)
+    cap = scheduled if caught_up else min(scheduled, CHAIN_GAP_SECONDS)
     pauses = [
         (later.started_at - earlier.finished_at).total_seconds()
         for later, earlier in itertools.pairwise(history[:11])
@@ -394,8 +398,9 @@ def _warnings(
         )
     elif state == "idle":
         warnings.append(
-            f"no relay has run for longer than the schedule allows ({job.schedule_seconds:g}s, "
-            "the job's schedule_seconds): new events will not be copied until one runs"
+            f"no relay has run for longer than the schedule allows (the job's schedule_seconds, "
+            f"{job.schedule_seconds:g}s, and {SCHEDULE_GRACE_SECONDS:g}s of grace): new events "
+            "will not be copied until one runs"
         )
     if not pending.exact:
         warnings.append(

@@ -65,7 +65,7 @@ def test_dead_letters_are_counted_shown_and_not_missing(pair, tmp_path):
     }
     shown = CliRunner().invoke(app, ["status", "--json"], env=env)
     assert shown.exit_code == 0, shown.output
-    assert json.loads(shown.output)["dead_lettered"] == 1
+    assert json.loads(shown.stdout)["dead_lettered"] == 1
     text = CliRunner().invoke(app, ["status"], env=env)
     assert text.exit_code == 0, text.output
     assert "│ dead-lettered     │ 1 " in text.output

@@ -101,7 +101,8 @@ class _Cached:
         try:
             value = self._read()
         except RelayError as e:  # the store or the source cannot be read: say so, keep serving
-            return HTTPStatus.SERVICE_UNAVAILABLE, Unavailable(error=str(e)).model_dump_json().encode()
+            error = Unavailable(error=str(e)).model_dump_json().encode()
+            return HTTPStatus.SERVICE_UNAVAILABLE, error
         if isinstance(value, list):
             return HTTPStatus.OK, _HISTORY.dump_json(value)
         return HTTPStatus.OK, value.model_dump_json().encode()
@@ -140,10 +141,10 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "esdb-relay-dashboard"
     sys_version = ""
 
-    def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+    def do_GET(self) -> None:
         self._answer(body=True)
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self._answer(body=False)
 
     def _answer(self, *, body: bool) -> None:
@@ -168,7 +169,7 @@ class _Handler(BaseHTTPRequestHandler):
         if body:
             self.wfile.write(data)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         """Quiet: the page polls every few seconds; errors reach the page instead."""
 
 

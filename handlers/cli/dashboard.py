@@ -29,12 +29,10 @@ from urllib.parse import urlsplit
 import typer
 from pydantic import BaseModel, TypeAdapter
 
-from core.checkpoint import HISTORY_LIMIT, SliceRecord, open_store
-from core.errors import ConfigError, RelayError
-from core.eventstore import EventStore
-from core.progress import Progress
+from core.checkpoint import HISTORY_LIMIT, SliceRecord
+from core.errors import RelayError
+from core.progress import Progress, measure
 from handlers.cli.common import (
-    EXIT_FAILED,
     ConfigOption,
     ConnectTimeout,
     console,
@@ -43,6 +41,7 @@ from handlers.cli.common import (
     load_job,
     stop_on_signals,
 )
+from handlers.cli.status_cmd import status_source
 
 STATIC = resources.files("handlers.cli") / "dashboard_static"
 PAGES = {  # path → (file, content type)
@@ -83,11 +82,16 @@ Answer = tuple[HTTPStatus, bytes]
 
 
 class _Cached:
-    """The latest answer of ``read`` for ``seconds``; one reader at a time."""
+    """The latest answer of ``read`` for ``seconds``; one reader at a time under ``lock``
+    (shared by the endpoints: a store's or the source's client is not used by two at once)."""
 
-    def __init__(self, read: Callable[[], BaseModel | list[SliceRecord]], seconds: float) -> None:
-        self._read, self._seconds = read, seconds
-        self._lock = threading.Lock()
+    def __init__(
+        self,
+        read: Callable[[], BaseModel | list[SliceRecord]],
+        seconds: float,
+        lock: threading.Lock,
+    ) -> None:
+        self._read, self._seconds, self._lock = read, seconds, lock
         self._value: tuple[float, Answer] | None = None
 
     def get(self) -> Answer:
@@ -116,9 +120,10 @@ class DashboardServer(ThreadingHTTPServer):
     def __init__(self, feeds: Feeds, host: str = "127.0.0.1", port: int = 0) -> None:
         self.feeds = feeds
         self.loopback = _is_loopback(host)
+        lock = threading.Lock()
         self.api = {
-            "/api/progress": _Cached(feeds.progress, feeds.cache_seconds),
-            "/api/history": _Cached(feeds.history, feeds.cache_seconds),
+            "/api/progress": _Cached(feeds.progress, feeds.cache_seconds, lock),
+            "/api/history": _Cached(feeds.history, feeds.cache_seconds, lock),
         }
         self.address_family = _family(host)
         super().__init__((host, port), _Handler)
@@ -210,32 +215,14 @@ def dashboard(
 ) -> None:
     """Serve a local web page of the job's progress: state, lag and rate over time, failures,
     lease holder. Reads the checkpoint store and the source; writes nothing."""
-    from core.progress import measure  # type: ignore[attr-defined]  # lands with issue-16a
-
     job = load_job(config)
-    try:
-        store = open_store(job.checkpoint_store)
-    except ConfigError as e:
-        raise fail("configuration error:", str(e)) from None
-    except RelayError as e:
-        raise fail("error:", str(e), EXIT_FAILED) from None
-    with store:
-        try:
-            source = EventStore(job.source.get_secret_value(), side="source")
-        except RelayError as e:
-            raise fail("error:", str(e), EXIT_FAILED) from None
-        with source:
-            try:  # fail fast, naming the side, when the source cannot be reached
-                source.retry_deadline = time.monotonic() + connect_timeout
-                source.head_position()
-            except RelayError as e:
-                raise fail("error:", str(e), EXIT_FAILED) from None
-            feeds = Feeds(
-                progress=lambda: measure(job, source, store),
-                history=lambda: store.history(job.job_id, limit=HISTORY_LIMIT),
-                refresh_seconds=refresh,
-            )
-            _serve(feeds, host, port, job.job_id)
+    with status_source(job, connect_timeout) as (source, store):  # as `status` reads them
+        feeds = Feeds(
+            progress=lambda: measure(job, source, store),
+            history=lambda: store.history(job.job_id, limit=HISTORY_LIMIT),
+            refresh_seconds=refresh,
+        )
+        _serve(feeds, host, port, job.job_id)
 
 
 def _serve(feeds: Feeds, host: str, port: int, job_id: str) -> None:

@@ -218,6 +218,7 @@ def test_the_command_serves_a_migrated_job_to_the_browser(tmp_path):
             "ESDB_RELAY_SOURCE": source.uri,
             "ESDB_RELAY_TARGET": target.uri,
             "ESDB_RELAY_CHECKPOINT_STORE": f"sqlite:///{tmp_path}/cp.db",
+            "ESDB_RELAY_BUDGET__MAX_EVENTS": "25",  # several slices for the charts
         }
         copied = CliRunner().invoke(app, ["run", "--until-caught-up", "--no-progress"], env=env)
         assert copied.exit_code == 0, copied.output
@@ -233,6 +234,7 @@ def test_the_command_serves_a_migrated_job_to_the_browser(tmp_path):
                     error=SCRIPT_ERROR,
                 ),
             )
+            history = store.history(JOB, limit=200)
         server = subprocess.Popen(
             [sys.executable, "-m", "handlers.cli.main", "dashboard", "--port", "0"],
             env={**os.environ, **env, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"},
@@ -261,6 +263,12 @@ def test_the_command_serves_a_migrated_job_to_the_browser(tmp_path):
     assert page.text["events-written"] == "100"
     assert page.text["percent"] == "100.0 % of $all's bytes copied"
     assert page.text["lease"] == "free (no relay holds it)"
+    # one point per slice that committed a position, one per slice that took time (its rate)
+    ok = [h for h in history if not h.error]
+    assert len(ok) >= 4
+    positions = [h for h in ok if h.to_position]
+    rates = [h for h in ok if h.finished_at > h.started_at]
+    assert page.classes["circle.point"] == len(positions) + len(rates)
     assert page.classes["polyline.series"] == 2
     assert page.classes["line.failure"] == 2
     assert SCRIPT_ERROR in page.text["failures"]

@@ -48,7 +48,7 @@ function showProgress(p) {
   text("lag-events", p.lag_events === null ? "unknown"
     : (p.lag_events_exact ? "" : "~") + num(p.lag_events));
   text("lag-bytes", num(p.lag_bytes));
-  text("lag-seconds", p.lag_seconds === null ? (p.caught_up ? "none" : "unknown")
+  text("lag-seconds", p.caught_up ? "none" : p.lag_seconds === null ? "unknown"
     : duration(p.lag_seconds));
   text("copy-rate", p.copy_rate === null ? "unknown" : `${num(p.copy_rate)} events/s`);
   text("source-rate", p.source_write_rate === null ? "unknown"
@@ -59,11 +59,14 @@ function showProgress(p) {
     : `${duration(p.last_success_age_seconds)} ago`);
   text("last-slice", p.last_slice_seconds === null ? "unknown" : duration(p.last_slice_seconds));
   text("failures-count", num(p.consecutive_failures));
+  text("relay", p.relay_running ? "running" : p.relay_stopped_at
+    ? `stopped at ${when(p.relay_stopped_at)}` : "not running");
   text("lease", p.lease ? `held by ${p.lease.owner} until ${when(p.lease.expires_at)}`
     : "free (no relay holds it)");
   text("events-read", num(p.events_read));
   text("events-written", num(p.events_written));
   text("events-skipped", num(p.events_skipped));
+  text("events-filtered", num(p.events_filtered));
   text("dead-lettered", num(p.dead_lettered));
   const warnings = $("warnings");
   warnings.replaceChildren(...p.warnings.map((w) => {

@@ -24,6 +24,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
+from traceback import format_exc
 from urllib.parse import urlsplit
 
 import typer
@@ -31,6 +32,8 @@ from pydantic import BaseModel, TypeAdapter
 
 from core.checkpoint import HISTORY_LIMIT, SliceRecord
 from core.errors import RelayError
+from core.logs import configure as configure_logging
+from core.logs import logger, scrub
 from core.progress import Progress, measure
 from handlers.cli.common import (
     ConfigOption,
@@ -107,6 +110,12 @@ class _Cached:
         except RelayError as e:  # the store or the source cannot be read: say so, keep serving
             error = Unavailable(error=str(e)).model_dump_json().encode()
             return HTTPStatus.SERVICE_UNAVAILABLE, error
+        except Exception as e:  # a bug: its text may hold anything, so only its kind is shown
+            logger.error("dashboard: reading the job's figures failed: %s", scrub(format_exc()))
+            unexpected = f"unexpected {type(e).__name__}: see the dashboard's terminal"
+            return HTTPStatus.INTERNAL_SERVER_ERROR, Unavailable(
+                error=unexpected
+            ).model_dump_json().encode()
         if isinstance(value, list):
             return HTTPStatus.OK, _HISTORY.dump_json(value)
         return HTTPStatus.OK, value.model_dump_json().encode()
@@ -215,6 +224,7 @@ def dashboard(
 ) -> None:
     """Serve a local web page of the job's progress: state, lag and rate over time, failures,
     lease holder. Reads the checkpoint store and the source; writes nothing."""
+    configure_logging("text")
     job = load_job(config)
     with status_source(job, connect_timeout) as (source, store):  # as `status` reads them
         feeds = Feeds(

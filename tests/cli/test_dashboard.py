@@ -25,10 +25,12 @@ from typer.testing import CliRunner
 
 from core.checkpoint import Position, SliceRecord, open_store
 from core.progress import Progress
+from esdb_emulator import Emulator
 from handlers.cli.dashboard import STATIC, DashboardServer, Feeds
 from handlers.cli.main import app
 
 REPO = Path(__file__).resolve().parents[2]
+runner = CliRunner()
 SCRIPT_ERROR = "<script>document.title='pwned'</script><img src=x onerror=alert(1)>"
 JOB = "dash-job"
 
@@ -208,13 +210,41 @@ def test_answers_within_the_cache_time_share_one_measurement():
     assert len(calls) == 1
 
 
+def test_an_unexpected_error_is_a_500_that_shows_only_its_kind(caplog):
+    def broken() -> Progress:
+        raise RuntimeError("text of unknown origin: esdb://admin:changeit@host")
+
+    with serving(Feeds(progress=broken, history=lambda: [])) as server:
+        status, _, body = get(server, "/api/progress")
+        assert get(server, "/api/history")[0] == 200  # the server lives on
+    assert status == 500
+    assert json.loads(body) == {"error": "unexpected RuntimeError: see the dashboard's terminal"}
+    assert "RuntimeError: text of unknown origin: esdb://admin:***@host" in caplog.text
+
+
+def test_on_a_network_address_any_host_name_is_answered():
+    """--host 0.0.0.0 is the user's choice to be reached by other names (with a warning)."""
+    with serving(Feeds(progress=progress, history=lambda: []), host="0.0.0.0") as server:
+        assert not server.loopback
+        port = server.server_address[1]
+        assert get(server, "/api/progress", host=f"relay-box.internal:{port}")[0] == 200
+
+
 def test_a_port_in_use_says_so_and_how_to_choose_another(tmp_path):
-    with socket.socket() as taken:
+    with Emulator() as source, socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(OSError):
-            DashboardServer(Feeds(progress=progress, history=lambda: []), "127.0.0.1", port)
+        env = {
+            "ESDB_RELAY_JOB_ID": JOB,
+            "ESDB_RELAY_SOURCE": source.uri,
+            "ESDB_RELAY_TARGET": source.uri,
+            "ESDB_RELAY_CHECKPOINT_STORE": f"sqlite:///{tmp_path}/cp.db",
+        }
+        result = runner.invoke(app, ["dashboard", "--port", str(port)], env=env)
+    assert result.exit_code == 2, result.output
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use." in result.output
+    assert "--port (0 picks a free one)" in result.output
 
 
 def test_the_page_is_in_the_sdist_and_the_wheel(tmp_path):
@@ -235,9 +265,6 @@ def test_the_page_is_in_the_sdist_and_the_wheel(tmp_path):
     assert packed == set(names)
     built = tmp_path / "lib" / "handlers" / "cli" / "dashboard_static"
     assert sorted(p.name for p in built.iterdir()) == names
-
-
-runner = CliRunner()
 
 
 def test_the_command_refuses_a_bad_job_file(tmp_path):

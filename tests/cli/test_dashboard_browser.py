@@ -28,6 +28,7 @@ import pytest
 from typer.testing import CliRunner
 
 from core.checkpoint import SliceRecord, open_store
+from core.rules import dead_letter_stream
 from esdb_emulator import Emulator
 from esdb_emulator.store import NO_STREAM, ProposedEvent
 from handlers.cli.dashboard import DashboardServer, Feeds
@@ -159,7 +160,8 @@ def assert_safe(page: Page) -> None:
 def test_the_page_renders_its_figures_charts_and_failures(tmp_path):
     with open_store(f"sqlite:///{tmp_path}/cp.db") as store:
         seed_history(store)
-        feeds = Feeds(progress=progress, history=lambda: store.history(JOB, limit=200))
+        figures = progress(dead_lettered=4)
+        feeds = Feeds(progress=lambda: figures, history=lambda: store.history(JOB, limit=200))
         server = DashboardServer(feeds, "127.0.0.1", 0)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
@@ -181,6 +183,9 @@ def test_the_page_renders_its_figures_charts_and_failures(tmp_path):
     assert page.text["copy-rate"] == "80 events/s"
     assert page.text["eta"] == "7 s"
     assert page.text["events-written"] == "1,990"
+    assert (
+        page.text["dead-lettered"] == f"4 (listed in the target's {dead_letter_stream(JOB)} stream)"
+    )
     assert page.text["lease"].startswith("held by relay-1 until ")
     assert page.text["last-error"] == f"last error: {SCRIPT_ERROR}"
     # the charts: 5 slices with positions and rates, one failure marked on each chart

@@ -67,7 +67,9 @@ function showProgress(p) {
   text("events-written", num(p.events_written));
   text("events-skipped", num(p.events_skipped));
   text("events-filtered", num(p.events_filtered));
-  text("dead-lettered", num(p.dead_lettered));
+  // the stream core/rules.py dead_letter_stream names (tests/cli/test_dashboard_browser.py)
+  text("dead-lettered", p.dead_lettered ? `${num(p.dead_lettered)} (listed in the target's `
+    + `$esdb-relay-dead-letters-${p.job_id} stream)` : "0");
   const warnings = $("warnings");
   warnings.replaceChildren(...p.warnings.map((w) => {
     const li = document.createElement("li");

@@ -44,6 +44,8 @@ STALL_AFTER_SLICES = 3
 """Failed slices in a row after which the job is stalled."""
 LAG_COUNT_LIMIT = 10_000
 """Records of `$all` read after the checkpoint to count the lag exactly; past it, estimated."""
+LAG_COUNT_BYTES = 32 * 1024 * 1024
+"""...and at most this many bytes of them (big events): `status --watch` reads it each time."""
 CHAIN_GAP_SECONDS = 60.0
 """The longest pause between the slices of a relay that is behind: the CLI starts the next at
 once, a cloud function's chained invocation arrives within seconds (an Azure queue trigger
@@ -132,26 +134,38 @@ class Pending(BaseModel):
 
 
 def pending_after(
-    job: JobConfig, source: EventStore, position: int | None, limit: int = LAG_COUNT_LIMIT
+    job: JobConfig,
+    source: EventStore,
+    position: int | None,
+    limit: int = LAG_COUNT_LIMIT,
+    max_bytes: int = LAG_COUNT_BYTES,
 ) -> Pending:
-    """Read `$all` after `position` (None: from the start), at most `limit` records, and
-    count those the job copies (by its filters and kinds of record, as the engine plans)."""
+    """Read `$all` after `position` (None: from the start), at most `limit` records and about
+    `max_bytes` of them, and count those the job copies (by its filters and kinds of record,
+    as the engine plans)."""
     counted = 0
     oldest: datetime | None = None
-    read = 0
+    read = size = 0
     last = position
-    while read < limit:
+    while read < limit and size < max_bytes:
         want = min(1000, limit - read)
         n = 0
-        for event in source.read_all_after(last, want):
+        events = source.read_all_after(last, want)
+        for event in events:
             n += 1
             last = event.commit_position
+            size += event.size
             if copied(job, event):
                 counted += 1
                 if oldest is None:
                     oldest = event.created
+            if size >= max_bytes:
+                close = getattr(events, "close", None)
+                if close is not None:
+                    close()  # the rest of the page is not needed
+                break
         read += n
-        if n < want:
+        if n < want and size < max_bytes:
             return Pending(counted=counted, exact=True, oldest_created=oldest, scanned_to=last)
     return Pending(counted=counted, exact=False, oldest_created=oldest, scanned_to=last)
 
@@ -385,8 +399,8 @@ def _warnings(
         )
     if not pending.exact:
         warnings.append(
-            f"more than {count_limit:,} records after the checkpoint: the events left are "
-            "estimated from the part counted"
+            f"more than {count_limit:,} records (or {LAG_COUNT_BYTES // 2**20} MiB) after the "
+            "checkpoint: the events left are estimated from the part counted"
         )
     return warnings
 

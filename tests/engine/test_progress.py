@@ -17,7 +17,7 @@ import pytest
 from core.checkpoint import Position, SliceRecord
 from core.config import JobConfig
 from core.eventstore import EventStore
-from core.progress import MIN_GAP_SECONDS, measure
+from core.progress import MIN_GAP_SECONDS, measure, pending_after
 from core.relay import Relay
 from core.stores.sqlite import SqliteCheckpointStore
 from esdb_emulator import Emulator
@@ -109,6 +109,18 @@ def test_events_added_after_a_following_relay_stopped_are_not_caught_up(pair, tm
     assert any("no relay is running" in w for w in p.warnings)
 
 
+def test_a_relay_stopped_mid_copy_shows_no_eta(pair, tmp_path, clock):
+    """Finding 1: after Ctrl-C mid-copy, `status` showed `ETA 00:00:05` with nothing running."""
+    source, target = pair
+    add_events(source, 1000)
+    job = make_job(source, target, tmp_path, budget={"max_events": 200})
+    follow(job, slices=2)  # stopped (as by Ctrl-C) while behind
+    p = progress(job, source, clock)
+    assert not p.caught_up and p.lag_events and p.lag_events > 0
+    assert p.state == "behind-and-not-running" and p.eta_seconds is None
+    assert p.relay_stopped_at is not None
+
+
 def test_a_killed_relay_is_not_running_once_it_missed_its_own_pace(pair, tmp_path, clock):
     """No stop record (SIGKILL): a relay that sliced every moment is dead after
     MIN_GAP_SECONDS of silence, not after the whole schedule."""
@@ -167,6 +179,23 @@ def test_lag_is_estimated_past_the_count_limit_and_aged_from_the_oldest_event(
     clock.advance(42)
     p = progress(job, source, clock, count_limit=200)
     assert p.lag_seconds == (clock() - first.created).total_seconds()
+
+
+def test_the_count_stops_at_its_byte_budget_for_big_events(pair, tmp_path):
+    source, target = pair
+    source.store.append(
+        "blobs",
+        NO_STREAM,
+        [
+            ProposedEvent(str(uuid.uuid4()), "Blob", "application/octet-stream", b"x" * 10_000)
+            for _ in range(50)
+        ],
+    )
+    job = make_job(source, target, tmp_path)
+    with EventStore(source.uri, side="source") as s:
+        pending = pending_after(job, s, None, max_bytes=100_000)
+        assert not pending.exact and 5 <= pending.counted <= 11  # ~10 blobs of 10 kB read
+        assert pending_after(job, s, None).counted == 50  # within the default budget: exact
 
 
 def test_lag_counts_only_what_the_job_copies(pair, tmp_path, clock):

@@ -20,7 +20,9 @@ SVENV  := .venv-sam
 AZVENV := .venv-azcli
 SCVENV := .venv-samcli
 
-.PHONY: setup kurrent-env checkov-env runtimes-env docs-cli-env audit-env audit services-deps demo test lint format clean bench soak
+SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+
+.PHONY: browser-deps setup kurrent-env checkov-env runtimes-env docs-cli-env audit-env audit services-deps demo test lint format clean bench soak
 
 setup: $(VENV)/.installed
 
@@ -109,7 +111,13 @@ lint: setup
 
 services-deps: node_modules/.bin/azurite-table
 
-test: setup kurrent-env checkov-env runtimes-env docs-cli-env services-deps lint audit
+# Chromium, Debian's package, for the dashboard's browser test (tests/cli/test_dashboard_browser.py);
+# Playwright's browser download does not work offline.
+browser-deps:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
+
+test: setup kurrent-env checkov-env runtimes-env docs-cli-env services-deps browser-deps lint audit
 	$(BIN)/python -m pytest
 
 # The long reliability runs: the tests marked `soak` (Firestore restart, network partition,

@@ -22,6 +22,7 @@ from handlers.cli.common import (
     stop_on_signals,
 )
 from handlers.cli.cutover_cmd import cutover
+from handlers.cli.dashboard import dashboard
 from handlers.cli.emulator_cmd import emulator
 from handlers.cli.package import package
 from handlers.cli.preflight_cmd import preflight
@@ -118,6 +119,7 @@ app.command("translate")(translate)
 app.command("migrate-subscriptions")(migrate_subscriptions)
 app.command("preflight")(preflight)
 app.command("cutover")(cutover)
+app.command("dashboard")(dashboard)
 app.command("package")(package)
 app.add_typer(projections_app, name="projections")
 app.command("emulator")(emulator)

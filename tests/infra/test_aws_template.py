@@ -271,6 +271,7 @@ def test_checkov_fails_what_the_suppressions_and_settings_prevent(tmp_path: Path
 
 def test_handler_runtime_and_code_match_the_packaged_artifact(template: dict[str, Any]) -> None:
     from handlers.cli import package as packager
+    from handlers.cli.packaging import zip_name as packaged_name
 
     function = props(template, FUNCTION)
     assert function["Handler"] == HANDLER
@@ -287,7 +288,7 @@ def test_handler_runtime_and_code_match_the_packaged_artifact(template: dict[str
     assert function["Runtime"] == f"python{defaults['python_version']}"
     assert function["Architectures"] == [defaults["platform"]]
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-    zip_name = packager.zip_name("aws", version, defaults["platform"])
+    zip_name = packaged_name("aws", version, defaults["platform"])
     code = (INFRA / function["CodeUri"]).resolve()
     assert code == (ROOT / defaults["output"] / zip_name).resolve(), (
         f"CodeUri {function['CodeUri']} is not the zip `esdb-relay package aws` builds "

@@ -21,8 +21,8 @@ import pytest
 from cfnlint.decode import cfn_yaml
 from hcl2 import SerializationOptions
 
-from core import preflight as preflight_module
 from core.config import JobConfig
+from core.tools.preflight import run as preflight_module
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 OPTIONS = SerializationOptions(strip_string_quotes=True, explicit_blocks=False)

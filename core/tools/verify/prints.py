@@ -119,7 +119,7 @@ def v2_value_digest(out: OutEvent) -> bytes | None:
     """A v2 append stores metadata as properties; v1 reads show them as JSON with
     `$schema.name` (the event type) and `$schema.format` set by the server
     (EventRecord.SynthesizeMetadataFromProperties), numbers as doubles. The relay sends an
-    event that way only when that changes nothing else (core.multi_append.event_problem)."""
+    event that way only when that changes nothing else (core.eventstore.v2.event_problem)."""
     if event_problem(out) is not None:
         return None
     value = rules.json_object(out.metadata) if out.metadata else {}

@@ -112,7 +112,7 @@ METRICS: tuple[Metric, ...] = (
         key="copy_rate",
         unit="events/s",
         kind="gauge",
-        description="Events read per second by the slice (slices that had work).",
+        description="Events read per second by the slice (0 when it found nothing to copy).",
     ),
     Metric(
         key="source_write_rate",
@@ -206,9 +206,8 @@ def from_slice(
         "lag_bytes": result.lag_bytes,
         "lag_events": _lag_events(result),
         "lag_seconds": 0.0 if result.caught_up else lag_seconds,
-        "copy_rate": result.events_read / result.seconds
-        if result.events_read and result.seconds > 0
-        else None,
+        # 0 when the slice found nothing to copy (following the tail)
+        "copy_rate": result.events_read / result.seconds if result.seconds > 0 else None,
         "source_write_rate": source_write_rate,
         "slice_seconds": result.seconds,
         "events_written": result.events_written,
@@ -340,25 +339,40 @@ def emit(sink: Sink | None, build: Callable[[], Sample | None]) -> None:
 
 
 def measure_slice(
-    relay: Relay, result: SliceResult, *, write_rate_sample: int = 200
+    relay: Relay, result: SliceResult, *, write_rate_sample: int = 200, source_reads: bool = True
 ) -> Sample | None:
     """What an invocation emits after its slice (None for a busy slice: another invocation
-    holds the job). Reads the job's history, the first record not yet copied and the source's newest
-    records; a figure that cannot be read is left out."""
+    holds the job). Reads the job's history and, with `source_reads`, the first record not yet
+    copied and the source's newest records; a figure that cannot be read is left out."""
     if result.status == "busy":
         return None
     history = _history(relay, result.job_id)
-    lag_seconds = None
-    if not result.caught_up and result.status == "ok":
+    lag_seconds = rate = None
+    if source_reads and not result.caught_up and result.status == "ok":
         lag_seconds = _quietly(
             lambda: oldest_unreplicated_age(lambda: _created_after(relay, result.position))
         )
-    rate = _quietly(lambda: relay._source_write_rate(sample=write_rate_sample))
+    if source_reads:
+        rate = _quietly(lambda: relay._source_write_rate(sample=write_rate_sample))
     return from_slice(result, history=history, lag_seconds=lag_seconds, source_write_rate=rate)
 
 
 def measure_failure(relay: Relay | None, job_id: str) -> Sample:
-    return from_failure(job_id, history=_history(relay, job_id) if relay else ())
+    """What an invocation emits when its slice failed: the failure, the streak, and the lag
+    when the source and the store can still be read (a failing target must not hide it)."""
+    if relay is None:
+        return from_failure(job_id)
+    sample = from_failure(job_id, history=_history(relay, job_id))
+    lag = _quietly(lambda: _lag_bytes(relay, job_id))
+    if lag is None:
+        return sample
+    return sample.model_copy(update={"values": {**sample.values, "lag_bytes": float(lag)}})
+
+
+def _lag_bytes(relay: Relay, job_id: str) -> int:
+    checkpoint = relay.store.load(job_id)
+    position = checkpoint.position.commit if checkpoint and checkpoint.position else 0
+    return max(0, relay.source.head_position() - position)
 
 
 def _history(relay: Relay, job_id: str) -> list[SliceRecord]:

@@ -176,17 +176,21 @@ class Relay:
         start_after: int | None = None,
         stop_at: int | None = None,
         job: JobConfig | None = None,
+        on_failure: Callable[[RelayError], None] | None = None,
     ) -> SliceResult | None:
         """Run slices back to back. Stops when caught up (or follows the tail for ever when
         `until_caught_up` is false) or when `stop` is set. Transient failures are retried
-        with backoff; after `max_consecutive_failures` in a row the last one is raised."""
+        with backoff (each told to `on_failure` first); after `max_consecutive_failures` in a
+        row the last one is raised."""
         stop = stop or threading.Event()
         failures = 0
         last: SliceResult | None = None
         while not stop.is_set():
             try:
                 last = self.run_once(start_after=start_after, stop_at=stop_at, job=job)
-            except TransientError:
+            except TransientError as e:
+                if on_failure:
+                    on_failure(e)
                 failures += 1
                 if failures >= max_consecutive_failures:
                     raise

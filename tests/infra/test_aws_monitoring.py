@@ -38,7 +38,7 @@ def relay_alarms(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def dashboard(template: dict[str, Any]) -> dict[str, Any]:
     """The dashboard body as CloudWatch receives it (the Fn::Sub variables filled in)."""
-    ((dashboard_name, resource),) = resources(template, "AWS::CloudWatch::Dashboard").items()
+    ((_name, resource),) = resources(template, "AWS::CloudWatch::Dashboard").items()
     body, variables = resource["Properties"]["DashboardBody"]["Fn::Sub"]
     names = set(re.findall(r"\$\{([^}!]+)\}", body))
     for name in names:

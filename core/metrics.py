@@ -46,7 +46,6 @@ class Metric(BaseModel):
     unit: Unit
     kind: Kind  # gauge: the value now; counter: an amount per invocation, summed over time
     description: str
-    alert: str | None = None  # what to do when an alert on it fires (docs/operations.md)
 
     @property
     def cloudwatch(self) -> str:
@@ -89,8 +88,6 @@ METRICS: tuple[Metric, ...] = (
         kind="gauge",
         description="Source log bytes not yet copied: the source head minus the committed "
         "checkpoint.",
-        alert="The lag stays high for hours: the source writes faster than the relay copies, or "
-        "slices stopped. Read `esdb-relay status --watch`: its state says which.",
     ),
     Metric(
         key="lag_events",
@@ -105,8 +102,6 @@ METRICS: tuple[Metric, ...] = (
         kind="gauge",
         description="Age of the oldest source event not yet copied (0 when caught up): how far "
         "behind the target is in time.",
-        alert="The target is more than the threshold behind the source in time. During the "
-        "first backfill this is expected; afterwards see the lag alert.",
     ),
     Metric(
         key="copy_rate",
@@ -138,16 +133,12 @@ METRICS: tuple[Metric, ...] = (
         kind="counter",
         description="Events sent to the dead-letter stream `$esdb-relay-dead-letters-<job>` "
         "instead of their own (too big for the target).",
-        alert="Events were dead-lettered: read them on the target's dead-letter stream and "
-        "decide (shrink, drop, or copy by hand); `verify` lists them as dead-lettered.",
     ),
     Metric(
         key="failed_slices",
         unit="slices",
         kind="counter",
         description="Slices that failed (1 per failed invocation).",
-        alert="Slices fail: read the error lines (severity ERROR); the message names the side "
-        "and the fix. Run `esdb-relay preflight` for connection and permission problems.",
     ),
     Metric(
         key="consecutive_failures",
@@ -160,9 +151,6 @@ METRICS: tuple[Metric, ...] = (
         unit="seconds",
         kind="gauge",
         description="Seconds since the newest successful slice finished.",
-        alert="No slice succeeded for longer than the threshold: the schedule is paused, the "
-        "function fails before a slice starts (secrets, identity, network) or every slice "
-        "fails. `esdb-relay status` shows the state and the lease holder.",
     ),
 )
 

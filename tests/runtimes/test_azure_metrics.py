@@ -24,6 +24,8 @@ import pytest
 
 from core.metrics import METRICS
 from esdb_emulator.workload import Workload, generate
+from tests.infra.test_azure_monitoring import read_names
+from tests.infra.test_azure_terraform import INFRA, Config
 from tests.runtimes.test_azure_runtime import deployed, drain, start_worker  # noqa: F401
 from tests.services.azurite import azurite_queue, azurite_table  # noqa: F401 - fixtures
 
@@ -115,6 +117,9 @@ def test_each_slice_sends_its_figures_as_custom_metrics(deployed, start_worker, 
     names = {name for name, _, _ in points}
     assert names <= set(OTEL), names - set(OTEL)
     assert names == set(OTEL), f"never sent: {set(OTEL) - names}"
+    # every custom metric infra/azure/monitoring.tf's workbook and alerts read was sent
+    read = read_names(Config(INFRA))
+    assert read and read <= names, read - names
     assert {p["job_id"] for _, _, p in points} == {"azure-runtime-job"}
     lag = [v for n, v, _ in points if n == "esdb_relay_lag_bytes"]
     assert len(lag) == hops + 1  # one per slice, flushed with it

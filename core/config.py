@@ -288,6 +288,13 @@ class JobConfig(BaseSettings):
         description="seconds an invocation's lease lasts at most, > 0; under a cloud function "
         "the lease ends when the platform stops the function (its timeout), whatever this says",
     )
+    schedule_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="seconds between the scheduled slices of a caught-up job, > 0: the "
+        "period of the deployed schedule (default 5 minutes; `esdb-relay run` follows far more "
+        "often). `status` calls a caught-up job idle when no slice ran for longer than this",
+    )
     checkpoint_store: str = Field(
         default="sqlite:///esdb-relay.db",
         description="checkpoint store URL, e.g. sqlite:///esdb-relay.db or dynamodb://TABLE",

@@ -114,15 +114,18 @@ class OversizeEventError(PermanentError):
         size: int,
         limit: int,
         *,
+        position: int | None = None,
         hint: str | None = None,
     ) -> None:
         self.stream = stream
         self.revision = revision
         self.size = size
         self.limit = limit
+        self.position = position
+        where = "" if position is None else f" (at source position {position})"
         super().__init__(
-            f"event {revision} of stream {stream!r} is {size} bytes, over the target's maximum "
-            f"append size of {limit} bytes",
+            f"event {revision} of stream {stream!r}{where} is {size} bytes, over the target's "
+            f"maximum append size of {limit} bytes",
             hint=hint
             or (
                 "raise the target's MaxAppendSize, shrink the event with a transform, or set "

@@ -24,7 +24,8 @@ from core.engine import SliceResult
 from core.errors import ConfigError, LeaseLostError, RelayError
 from core.logs import logger
 from core.metrics import Sample, Sink, emit, measure_failure, measure_slice
-from core.relay import Liveness, Relay, Status
+from core.progress import Liveness, Progress
+from core.relay import Relay, RunTotals
 from core.tools.preflight import preflight_from_env
 
 RelayFactory = Callable[[JobConfig], Relay]
@@ -280,7 +281,7 @@ def invoke(
         )
     with relay_factory(job) as relay:
         if request.action == "status":
-            return _status(job, relay.status())
+            return _status(job, relay.progress())
         try:
             return _slice(request, job, relay, clock, metrics)
         except RelayError:
@@ -336,7 +337,7 @@ def _slice(
         status=result.status,
         next_action=result.next_action,
         chain=chain,
-        result=_slice_figures(result, relay.liveness(range_job.job_id)),
+        result=_slice_figures(result, relay.liveness(range_job.job_id), dry_run=request.dry_run),
         error=result.error,
     )
 
@@ -412,19 +413,19 @@ def _skipped(job: JobConfig, why: str) -> InvocationResponse:
 
 def _chain_running(relay: Relay, job: JobConfig) -> bool:
     last = relay.store.history(job.job_id, limit=1)
-    if not last or last[0].caught_up or last[0].error:
+    if not last or last[0].caught_up or last[0].error or last[0].stopped:
         return False
     age = (datetime.now(UTC) - last[0].finished_at).total_seconds()
     return age < CHAIN_ACTIVE_SECONDS
 
 
-def _status(job: JobConfig, status: Status) -> InvocationResponse:
+def _status(job: JobConfig, progress: Progress) -> InvocationResponse:
     return InvocationResponse(
         action="status",
         job_id=job.job_id,
         status="ok",
         next_action="stop",
-        result=status.model_dump(mode="json"),
+        result=progress.model_dump(mode="json"),
     )
 
 
@@ -434,6 +435,14 @@ def failure_response(error: RelayError) -> dict[str, Any]:
     return {"status": "failed", "next_action": "stop", "error": str(error), **(error.details or {})}
 
 
-def _slice_figures(result: SliceResult, liveness: Liveness | None) -> dict[str, Any]:
+def _slice_figures(
+    result: SliceResult, liveness: Liveness | None, *, dry_run: bool = False
+) -> dict[str, Any]:
     # stalled / failing_slices / last_error: a job that keeps failing says so in every result.
-    return {**asdict(result), **(liveness.model_dump() if liveness else {})}
+    # `totals`: the invocation's records read = copied + skipped + filtered + dead-lettered.
+    totals = RunTotals.of(result, dry_run=dry_run)
+    return {
+        **asdict(result),
+        "totals": totals.model_dump(mode="json"),
+        **(liveness.model_dump() if liveness else {}),
+    }

@@ -28,7 +28,7 @@ from core.checkpoint import SliceRecord
 from core.engine import SliceResult
 from core.errors import RelayError
 from core.logs import logger
-from core.progress import Progress
+from core.progress import Progress, pending_after, slices_of, source_write_rate
 from core.relay import Relay
 
 Unit = Literal["bytes", "events", "seconds", "events/s", "slices"]
@@ -37,6 +37,10 @@ Kind = Literal["gauge", "counter"]
 NAMESPACE = "esdb-relay"  # CloudWatch namespace; the job is the JobId dimension
 PREFIX = "esdb_relay_"  # Prometheus and OpenTelemetry names
 METRICS_MESSAGE = "metrics"  # the message of the JSON log line that carries a sample
+# After a slice that did not catch up, what lies after it is read this far (one or two reads):
+# the events left when that is all of them, and the age of the oldest.
+PENDING_RECORDS = 1000
+PENDING_BYTES = 4 * 1024 * 1024
 
 
 class Metric(BaseModel):
@@ -199,7 +203,7 @@ def from_slice(
         "source_write_rate": source_write_rate,
         "slice_seconds": result.seconds,
         "events_written": result.events_written,
-        "dead_lettered": result.dead_letters,
+        "dead_lettered": result.events_dead_lettered,
         "failed_slices": 1 if result.status == "failed" else 0,
     }
     values |= _streak(history, now, failed_now=result.status == "failed")
@@ -246,7 +250,7 @@ def _streak(
     """Failures in a row and the last success's age, from the history (newest first)."""
     failing = 0
     last_ok: datetime | None = None
-    for record in history:
+    for record in slices_of(list(history)):  # not the records of relays that stopped
         if record.error:
             if last_ok is None:
                 failing += 1
@@ -261,16 +265,6 @@ def _streak(
 
 def _known(values: dict[str, float | None]) -> dict[str, float]:
     return {k: float(v) for k, v in values.items() if v is not None}
-
-
-def oldest_unreplicated_age(
-    created_after: Callable[[], datetime | None], now: datetime | None = None
-) -> float | None:
-    """Seconds since the first event not yet copied was written (`created_after` reads it)."""
-    created = created_after()
-    if created is None:
-        return None
-    return max(0.0, ((now or datetime.now(UTC)) - created).total_seconds())
 
 
 # ------------------------------------------------------------------------------ the emitters
@@ -326,23 +320,42 @@ def emit(sink: Sink | None, build: Callable[[], Sample | None]) -> None:
 # ------------------------------------------------------------------------------ one invocation
 
 
-def measure_slice(
-    relay: Relay, result: SliceResult, *, write_rate_sample: int = 200, source_reads: bool = True
-) -> Sample | None:
+def measure_slice(relay: Relay, result: SliceResult, *, source_reads: bool = True) -> Sample | None:
     """What an invocation emits after its slice (None for a busy slice: another invocation
-    holds the job). Reads the job's history and, with `source_reads`, the first record not yet
-    copied and the source's newest records; a figure that cannot be read is left out."""
+    holds the job). Reads the job's history and, with `source_reads`, what lies after the
+    slice's position (at most PENDING_RECORDS records: the events left and the oldest one's
+    age) and the source's newest records (its write rate); a figure that cannot be read is left
+    out."""
     if result.status == "busy":
         return None
     history = _history(relay, result.job_id)
-    lag_seconds = rate = None
+    lag_seconds = lag_events = rate = None
+    now = datetime.now(UTC)
     if source_reads and not result.caught_up and result.status == "ok":
-        lag_seconds = _quietly(
-            lambda: oldest_unreplicated_age(lambda: _created_after(relay, result.position))
+        pending = _quietly(
+            lambda: pending_after(
+                relay.job,
+                relay.source,
+                result.position,
+                limit=PENDING_RECORDS,
+                max_bytes=PENDING_BYTES,
+            )
         )
+        if pending is not None:
+            if pending.oldest_created is not None:
+                lag_seconds = max(0.0, (now - pending.oldest_created).total_seconds())
+            elif pending.exact:
+                lag_seconds = 0.0  # nothing the job copies is left
+            if pending.exact:
+                lag_events = pending.counted
     if source_reads:
-        rate = _quietly(lambda: relay._source_write_rate(sample=write_rate_sample))
-    return from_slice(result, history=history, lag_seconds=lag_seconds, source_write_rate=rate)
+        rate = _quietly(lambda: source_write_rate(relay.source, now))
+    sample = from_slice(
+        result, history=history, lag_seconds=lag_seconds, source_write_rate=rate, now=now
+    )
+    if lag_events is None:
+        return sample
+    return sample.model_copy(update={"values": {**sample.values, "lag_events": float(lag_events)}})
 
 
 def measure_failure(relay: Relay | None, job_id: str) -> Sample:
@@ -365,12 +378,6 @@ def _lag_bytes(relay: Relay, job_id: str) -> int:
 
 def _history(relay: Relay, job_id: str) -> list[SliceRecord]:
     return _quietly(lambda: relay.store.history(job_id, limit=50)) or []
-
-
-def _created_after(relay: Relay, position: int | None) -> datetime | None:
-    for event in relay.source.read_all_after(position, 1):
-        return event.created
-    return None
 
 
 def _quietly(read: Callable[[], Any]) -> Any:

@@ -6,6 +6,7 @@ with Relay(job) as relay:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -13,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pydantic import BaseModel
@@ -24,51 +26,56 @@ from core.engine import Budget, SliceResult, known_streams, run_slice
 from core.errors import RelayError, TransientError
 from core.eventstore import EventStore
 from core.logs import log_slice, logger
+from core.progress import STALL_AFTER_SLICES, Liveness, Progress, measure
 
 SliceCallback = Callable[[SliceResult], None]
-
-STALL_AFTER_SLICES = 3
-"""Failed slices in a row after which `status` and the handlers' results call the job stalled."""
+__all__ = ["STALL_AFTER_SLICES", "Liveness", "Relay", "RunOutcome", "RunTotals", "busy_message"]
 
 
-class Liveness(BaseModel):
-    """Whether the job still makes progress, from its slice history (newest first)."""
+class RunTotals(BaseModel):
+    """A whole `run` or `backfill`: every slice's figures summed. Of the records read,
+    read = copied + skipped (already on the target) + filtered (not copied by the job's
+    rules) + dead-lettered; `written` counts the events appended (`copied` when every
+    record is one event)."""
 
-    stalled: bool
-    failing_slices: int  # failed slices in a row, up to the newest
-    last_error: str | None  # the newest slice's error when it failed
+    slices: int = 0
+    read: int = 0
+    copied: int = 0
+    written: int = 0
+    skipped: int = 0
+    filtered: int = 0
+    dead_lettered: int = 0
+    bytes_written: int = 0
+    seconds: float = 0.0
+    dry_run: bool = False
+
+    def add(self, result: SliceResult) -> None:
+        if result.status == "busy":
+            return
+        self.slices += 1
+        self.read += result.events_read
+        self.copied += result.records_copied
+        self.written += result.events_written
+        self.skipped += result.events_skipped
+        self.filtered += result.events_filtered
+        self.dead_lettered += result.events_dead_lettered
+        self.bytes_written += result.bytes_written
+        self.seconds += result.seconds
 
     @classmethod
-    def from_history(cls, history: list[SliceRecord]) -> Liveness:
-        failing = 0
-        for record in history:
-            if not record.error:
-                break
-            failing += 1
-        return cls(
-            stalled=failing >= STALL_AFTER_SLICES,
-            failing_slices=failing,
-            last_error=history[0].error if failing else None,
-        )
+    def of(cls, *results: SliceResult, dry_run: bool = False) -> RunTotals:
+        totals = cls(dry_run=dry_run)
+        for result in results:
+            totals.add(result)
+        return totals
 
 
-class Status(BaseModel):
-    job_id: str
-    position: int | None
-    head_position: int
-    lag_bytes: int
-    lag_events_estimate: int | None
-    events_written: int
-    events_read: int
-    relay_rate: float | None  # events/s read by recent slices that had work
-    source_write_rate: float | None  # events/s appended to the source recently
-    eta_seconds: float | None
-    caught_up: bool
-    last_slice_at: datetime | None
-    last_error: str | None
-    consecutive_failures: int
-    stalled: bool  # the last STALL_AFTER_SLICES slices or more all failed
-    warnings: list[str]
+@dataclass
+class RunOutcome:
+    """What `Relay.run` and `Relay.plan` end with: the last slice and the totals of all."""
+
+    last: SliceResult | None
+    totals: RunTotals = field(default_factory=RunTotals)
 
 
 class Relay:
@@ -86,7 +93,8 @@ class Relay:
         # One owner name per process, so the history shows which invocation did what.
         self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.on_step = on_step
-        self.transform = rules.load_transform(job.transform)
+        self._transform: rules.Transform | None = None
+        self._transform_loaded = False
         self.store = store or open_store(job.checkpoint_store)
         # The process-wide cache of target stream states is per job and target (by digest).
         self._target_key = hashlib.sha256(job.target.get_secret_value().encode()).hexdigest()
@@ -101,6 +109,15 @@ class Relay:
         except Exception:
             self.close()
             raise
+
+    @property
+    def transform(self) -> rules.Transform | None:
+        """The job's transform, imported when a slice first needs it: `status` and the other
+        read-only uses work when the module cannot be imported here."""
+        if not self._transform_loaded:
+            self._transform = rules.load_transform(self.job.transform)
+            self._transform_loaded = True
+        return self._transform
 
     def check_connections(self, timeout: float) -> None:
         """Fail fast, with the side named, when an endpoint cannot be reached or refuses us."""
@@ -127,7 +144,9 @@ class Relay:
         stop_at: int | None = None,
         dry_run: bool = False,
         job: JobConfig | None = None,
+        log: bool = True,
     ) -> SliceResult:
+        """One slice. `log` False leaves a busy slice unlogged (`run` says it once)."""
         job = job or self.job
         try:
             result = run_slice(
@@ -154,7 +173,8 @@ class Relay:
                 extra={"job_id": job.job_id, "liveness": liveness and liveness.model_dump()},
             )
             raise
-        log_slice(result)
+        if log or result.status != "busy":
+            log_slice(result)
         return result
 
     def liveness(self, job_id: str | None = None) -> Liveness | None:
@@ -177,17 +197,65 @@ class Relay:
         stop_at: int | None = None,
         job: JobConfig | None = None,
         on_failure: Callable[[RelayError], None] | None = None,
-    ) -> SliceResult | None:
+    ) -> RunOutcome:
         """Run slices back to back. Stops when caught up (or follows the tail for ever when
         `until_caught_up` is false) or when `stop` is set. Transient failures are retried
         with backoff (each told to `on_failure` first); after `max_consecutive_failures` in a
-        row the last one is raised."""
+        row the last one is raised. While another relay holds the job's lease this one says so
+        once (who, until when) and waits quietly. The outcome has the last slice and the totals
+        of them all."""
         stop = stop or threading.Event()
+        outcome = RunOutcome(None)
+        try:
+            return self._run(
+                outcome,
+                until_caught_up,
+                stop,
+                on_slice,
+                idle_seconds,
+                max_consecutive_failures,
+                start_after,
+                stop_at,
+                job,
+                on_failure,
+            )
+        finally:
+            if outcome.totals.slices:
+                self._record_stop(job or self.job, outcome.last)
+
+    def _record_stop(self, job: JobConfig, last: SliceResult | None) -> None:
+        """Tell `status` this relay stopped (a stop record in the history), so that a job
+        left behind is not shown as copying until its schedule's time has passed."""
+        now = datetime.now(UTC)
+        record = SliceRecord(
+            job_id=job.job_id,
+            started_at=now,
+            finished_at=now,
+            owner=self.owner,
+            caught_up=bool(last and last.caught_up),
+            stopped=True,
+        )
+        with contextlib.suppress(RelayError):
+            self.store.record_slice(job.job_id, record)
+
+    def _run(
+        self,
+        outcome: RunOutcome,
+        until_caught_up: bool,
+        stop: threading.Event,
+        on_slice: SliceCallback | None,
+        idle_seconds: float,
+        max_consecutive_failures: int,
+        start_after: int | None,
+        stop_at: int | None,
+        job: JobConfig | None,
+        on_failure: Callable[[RelayError], None] | None,
+    ) -> RunOutcome:
         failures = 0
-        last: SliceResult | None = None
+        busy = False
         while not stop.is_set():
             try:
-                last = self.run_once(start_after=start_after, stop_at=stop_at, job=job)
+                last = self.run_once(start_after=start_after, stop_at=stop_at, job=job, log=False)
             except TransientError as e:
                 if on_failure:
                     on_failure(e)
@@ -197,95 +265,60 @@ class Relay:
                 stop.wait(min(30.0, 0.5 * 2**failures))
                 continue
             failures = 0
+            outcome.last = last
+            outcome.totals.add(last)
             if on_slice:
                 on_slice(last)
             if last.status == "busy":
+                if not busy:
+                    logger.info(busy_message(last), extra={"job_id": last.job_id})
+                busy = True
                 stop.wait(idle_seconds)
-            elif last.caught_up:
+                continue
+            if busy:
+                logger.info("the lease is free again: copying", extra={"job_id": last.job_id})
+                busy = False
+            if last.caught_up:
                 if until_caught_up:
-                    return last
+                    return outcome
                 stop.wait(idle_seconds)
-        return last
+        return outcome
 
-    # -------------------------------------------------------------------- status
-    def status(self, job_id: str | None = None) -> Status:
-        job_id = job_id or self.job.job_id
-        checkpoint = self.store.load(job_id)
-        history = self.store.history(job_id, limit=50)
-        head = self.source.head_position()
-        position = checkpoint.position.commit if checkpoint and checkpoint.position else None
-        lag_bytes = max(0, head - (position or 0))
-        busy = [h for h in history if h.events_read and not h.error]
-        relay_rate = _rate(
-            sum(h.events_read for h in busy),
-            sum((h.finished_at - h.started_at).total_seconds() for h in busy),
-        )
-        spans = [
-            (
-                h.to_position.commit - (h.from_position.commit if h.from_position else 0),
-                h.events_read,
-            )
-            for h in busy
-            if h.to_position
-        ]
-        bytes_seen = sum(b for b, _ in spans)
-        lag_events = (
-            round(lag_bytes * sum(n for _, n in spans) / bytes_seen) if bytes_seen else None
-        )
-        if lag_bytes == 0:
-            lag_events = 0
-        write_rate = self._source_write_rate()
-        liveness = Liveness.from_history(history)
-        failures = liveness.failing_slices
-        warnings = []
-        if lag_bytes and relay_rate and write_rate is not None and write_rate > 0.5 * relay_rate:
-            warnings.append(
-                f"the source takes {write_rate:,.0f} events/s, not well below the relay's "
-                f"{relay_rate:,.0f} events/s: the copy may never catch up. Raise the relay's "
-                "rate (partitioned mode, bigger slices) or lower the source's write load"
-            )
-        if liveness.stalled:
-            warnings.append(
-                f"stalled: the last {failures} slices failed, the job makes no progress: "
-                f"{liveness.last_error}"
-            )
-        net = (relay_rate or 0) - (write_rate or 0)
-        eta = lag_events / net if lag_events is not None and net > 0 else None
-        return Status(
-            job_id=job_id,
-            position=position,
-            head_position=head,
-            lag_bytes=lag_bytes,
-            lag_events_estimate=lag_events,
-            events_written=checkpoint.events_written if checkpoint else 0,
-            events_read=checkpoint.events_read if checkpoint else 0,
-            relay_rate=relay_rate,
-            source_write_rate=write_rate,
-            eta_seconds=eta,
-            caught_up=lag_bytes == 0 or bool(history and history[0].caught_up),
-            last_slice_at=history[0].finished_at if history else None,
-            last_error=next((h.error for h in history if h.error), None),
-            consecutive_failures=failures,
-            stalled=liveness.stalled,
-            warnings=warnings,
-        )
+    def plan(
+        self,
+        *,
+        start_after: int | None = None,
+        stop_at: int | None = None,
+        job: JobConfig | None = None,
+        max_slices: int = 100_000,
+    ) -> RunOutcome:
+        """A dry run of the whole range: slice after slice, each planned after the last one's
+        end, nothing written or committed. The totals say what a real run would write."""
+        outcome = RunOutcome(None, RunTotals(dry_run=True))
+        after = start_after
+        for _ in range(max_slices):
+            last = self.run_once(start_after=after, stop_at=stop_at, dry_run=True, job=job)
+            outcome.last = last
+            outcome.totals.add(last)
+            if last.caught_up or last.position is None or last.position == after:
+                break
+            after = last.position
+        return outcome
 
-    def _source_write_rate(self, sample: int = 1000, window_seconds: float = 300.0) -> float | None:
-        """Events/s appended to the source over the last few minutes (from created times)."""
-        try:
-            events = self.source.last_events(sample)
-        except RelayError:
-            return None
-        now = datetime.now(UTC)
-        times = [e.created for e in events if e.created]
-        if not times:
-            return 0.0
-        recent = [t for t in times if (now - t).total_seconds() <= window_seconds]
-        if len(recent) < len(times):
-            return len(recent) / window_seconds
-        span = (now - min(times)).total_seconds()
-        return len(times) / span if span > 0 else None
+    def progress(self, job_id: str | None = None, *, now: datetime | None = None) -> Progress:
+        """The job's progress now (core/progress.py's `measure`)."""
+        job = self.job if job_id is None else self.job.model_copy(update={"job_id": job_id})
+        return measure(job, self.source, self.store, now=now)
 
 
-def _rate(events: int, seconds: float) -> float | None:
-    return events / seconds if seconds > 0 and events else None
+def busy_message(result: SliceResult) -> str:
+    """Who holds the job's lease until when, and what this relay does meanwhile."""
+    if result.lease_holder is None or result.lease_expires_at is None:
+        return f"job {result.job_id!r} is busy ({result.error}); waiting for its lease"
+    left = (result.lease_expires_at - datetime.now(UTC)).total_seconds()
+    return (
+        f"job {result.job_id!r} is busy: its lease is held by {result.lease_holder!r} until "
+        f"{result.lease_expires_at.isoformat(timespec='seconds')} ({max(0.0, left):,.0f}s "
+        "from now); waiting quietly until it is released or expires (stop the other relay to "
+        "take over at once)"
+    )

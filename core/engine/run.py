@@ -67,6 +67,13 @@ def run_slice(
     source.retry_deadline = target.retry_deadline = budget.deadline
     if dry_run:
         checkpoint = store.load(job.job_id) or Checkpoint(job_id=job.job_id)
+        if start_after is not None and (
+            checkpoint.position is None or start_after > checkpoint.position.commit
+        ):
+            # A plan of a range goes on after its previous slice's end (Relay.plan).
+            checkpoint = checkpoint.model_copy(
+                update={"position": Position(commit=start_after, prepare=start_after)}
+            )
         driver(job)(ctx, store, None, checkpoint, budget, request, result).run()
         result.seconds = time.monotonic() - started
         return result
@@ -75,6 +82,8 @@ def run_slice(
     except LeaseLostError as e:
         result.status = "busy"
         result.error = str(e)
+        result.lease_holder = e.holder
+        result.lease_expires_at = e.expires_at
         result.next_action = "stop"
         return result
     checkpoint = store.load(job.job_id) or Checkpoint(job_id=job.job_id)
@@ -116,6 +125,8 @@ def _record(
                 events_read=result.events_read,
                 events_written=result.events_written,
                 events_skipped=result.events_skipped,
+                events_filtered=result.events_filtered,
+                events_dead_lettered=result.events_dead_lettered,
                 bytes_written=result.bytes_written,
                 from_position=pos(result.from_position),
                 to_position=pos(result.position),

@@ -46,11 +46,22 @@ from core.model import Event
 
 @dataclass
 class SliceResult:
+    """One slice's outcome. Of the `$all` records it read and dealt with (`events_read`),
+    each was copied, skipped (already on the target: a replay, a backfill over copied
+    events), filtered (not copied by the job's rules: system records, links, filters, dropped
+    by the transform) or dead-lettered (`dead_letter = true`): read = copied + skipped +
+    filtered + dead-lettered. `events_written` counts the events appended, which is `copied`
+    when every record is one event (a transform may make several or none of one; a tombstone
+    appends none)."""
+
     job_id: str
     status: Literal["ok", "busy", "failed"]
     events_read: int = 0
     events_written: int = 0
     events_skipped: int = 0
+    events_filtered: int = 0
+    events_dead_lettered: int = 0
+    records_copied: int = 0
     bytes_written: int = 0
     from_position: int | None = None
     position: int | None = None
@@ -59,7 +70,8 @@ class SliceResult:
     next_action: Literal["continue", "idle", "stop"] = "idle"
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
-    dead_letters: int = 0
+    lease_holder: str | None = None  # busy: who holds the job's lease
+    lease_expires_at: datetime | None = None  # busy: until when
     provenance_dropped: int = 0  # events written without `$original*`: too big with them
     seconds: float = 0.0
 
@@ -86,7 +98,8 @@ class Slice:
         self.request = request
         self.result = result
         self.writers: list[StreamWriter] = []
-        self.written = self.skipped = self.size = 0
+        self.written = self.filtered = self.size = 0
+        self.records = 0  # records of `$all` written, found there, filtered or dead-lettered
         self._lock = threading.Lock()  # the lease and the counters, shared by writers
 
     def write_all(self, reader: ChunkReader, after: int | None) -> tuple[int | None, bool]:
@@ -126,7 +139,6 @@ class Slice:
         finally:
             reader.close()
             self.result.warnings.extend(ctx.warnings)
-            self.result.dead_letters += ctx.dead_letters
             self.result.provenance_dropped += ctx.provenance_dropped
         if ctx.known is not None:
             for writer in self.writers:
@@ -139,12 +151,23 @@ class Slice:
         self.result.next_action = "idle" if self.result.caught_up else "continue"
 
     def finish(self, reader: ChunkReader, after: int | None, done_position: int | None) -> None:
-        """Report the slice's counts and commit how far it got."""
-        self.result.events_read = reader.events_read
-        self.result.events_written = self.written
-        self.result.events_skipped = self.skipped
-        self.result.bytes_written = self.size
-        self.result.position = done_position
+        """Report the slice's counts and commit how far it got. The counts are of the records
+        dealt with (what the reader read ahead past a stop is read again by the next slice)."""
+        r = self.result
+        r.events_read = self.records
+        r.events_written = self.written
+        r.events_filtered = self.filtered
+        r.events_dead_lettered = sum(
+            1 for p in self.ctx.dead_lettered if done_position is not None and p <= done_position
+        )
+        r.records_copied = sum(w.records_copied for w in self.writers)
+        # What is left was already on the target. Not below zero, should a partitioned
+        # writer have landed records past the committed watermark.
+        r.events_skipped = max(
+            0, r.events_read - r.records_copied - r.events_filtered - r.events_dead_lettered
+        )
+        r.bytes_written = self.size
+        r.position = done_position
         if done_position != after:
             self.ctx.on_step(Step.COMMIT)
             self._commit(done_position)
@@ -156,15 +179,13 @@ class Slice:
         return self.ctx.job.multi_append and self.ctx.target.supports_multi_append()
 
     def count(self, group: list[Op], written: int, size: int) -> None:
-        skipped = sum(
-            1
-            for op in group
-            if isinstance(op, SkipOp) or (isinstance(op, EventOp) and not op.events)
-        )
+        """Count a group of ops dealt with: `written` events of `size` bytes appended."""
+        filtered = sum(1 for op in group if _filtered(op))
         with self._lock:
             self.written += written
             self.size += size
-            self.skipped += skipped
+            self.filtered += filtered
+            self.records += len(group)
 
     def check_lease(self) -> None:
         assert self.lease is not None
@@ -179,12 +200,16 @@ class Slice:
                 self.lease = self.store.renew(self.lease, ttl)
 
     def _report_dry_run(self, ops: list[Op], after: int | None, exhausted: bool) -> None:
+        """A dry run's figures are what it *would* write: `events_written` counts the events
+        the plan holds (the target is not read, so none is known to be there already)."""
+        self.result.events_read = len(ops)
         self.result.events_written = sum(len(op.events) for op in ops)
-        self.result.events_skipped = sum(1 for op in ops if not op.events)
+        self.result.events_filtered = sum(1 for op in ops if _filtered(op))
+        self.result.records_copied = len(ops) - self.result.events_filtered
         self.result.position = ops[-1].position if ops else after
         self.result.caught_up = exhausted
-        self.result.next_action = "stop"
-        self.result.warnings.append("dry run: nothing was written or committed")
+        self.result.next_action = "continue" if ops and not exhausted else "stop"
+        self.result.warnings.append("dry run: planned only, no write and no commit")
 
     def _commit(self, position: int | None) -> None:
         if position is None:
@@ -198,7 +223,10 @@ class Slice:
                     "position": Position(commit=position, prepare=position),
                     "events_read": c.events_read + self.result.events_read,
                     "events_written": c.events_written + self.written,
-                    "events_skipped": c.events_skipped + self.skipped,
+                    "events_skipped": c.events_skipped + self.result.events_skipped,
+                    "events_filtered": c.events_filtered + self.result.events_filtered,
+                    "events_dead_lettered": c.events_dead_lettered
+                    + self.result.events_dead_lettered,
                     "bytes_written": c.bytes_written + self.size,
                     "updated_at": datetime.now(UTC),
                 }
@@ -206,10 +234,16 @@ class Slice:
         )
 
 
+def _filtered(op: Op) -> bool:
+    """Not copied by the job's rules: skipped by kind or filter, or dropped by the transform."""
+    return isinstance(op, SkipOp) or (isinstance(op, EventOp) and not op.events)
+
+
 def at(error: PermanentError, event: Event) -> PermanentError:
-    """Name where in the source a permanent failure happened (once)."""
+    """Name where in the source a permanent failure happened (once; an error that names its
+    own event, such as an oversize event inside a batch, is left as it is)."""
     where = f"at source position {event.commit_position}"
-    if where not in error.message:
+    if "at source position " not in error.message:
         error.message = f"{error.message} ({where}, event {event.revision} of {event.stream!r})"
         error.args = (error.message,)
     return error

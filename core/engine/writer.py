@@ -61,7 +61,7 @@ class WriteContext:
     known: KnownStreams | None = None  # what earlier slices of this process learned
     planner: Planner | None = None  # the slice's; made from the job (no transform) if None
     warnings: list[str] = field(default_factory=list)
-    dead_letters: int = 0
+    dead_lettered: list[int] = field(default_factory=list)  # their source positions
     provenance_dropped: int = 0  # events written without the keys the relay adds (size)
     lock: threading.Lock = field(default_factory=threading.Lock)
     # The target's head, read before the slice's first append to an assumed stream
@@ -125,6 +125,9 @@ class StreamWriter:
         self.streams: dict[str, TargetStream] = {}
         self.meta_markers: dict[str, int] = {}
         self.forgotten: set[str] = set()  # streams whose revisions this slice stopped knowing
+        # Source records whose writes this writer made land (events appended, metadata
+        # written, streams tombstoned); a record found already there is not one of them.
+        self.records_copied = 0
 
     def state(self, stream: str, first: Op | None = None) -> TargetStream:
         """The stream's state: known to this slice, known from an earlier slice, assumed from
@@ -196,6 +199,7 @@ class StreamWriter:
                 self.target.tombstone(tombstone.stream)
                 self.streams.pop(tombstone.stream, None)
                 self.forgotten.add(tombstone.stream)
+                self.records_copied += 1
                 return 0, 0
             case MetadataOp() as op:
                 return self._write_metadata(op)
@@ -230,6 +234,7 @@ class StreamWriter:
         self.streams.pop(stream, None)
         self.forgotten.add(stream)
         self.meta_markers[stream] = op.position
+        self.records_copied += 1
         return 1, event.size
 
     def _translate_tb(self, stream: str, data: bytes, position: int) -> bytes:
@@ -308,9 +313,11 @@ class StreamWriter:
                 op.source.revision,
                 sum(x.size for x in events),
                 e.limit or 0,
-                hint=f"at source position {op.position}; the size counts nothing the relay "
-                "adds. Raise the target's MaxAppendSize, shrink the event with a transform, "
-                "or set dead_letter = true to record it in the target's "
+                position=op.position,
+                hint="the size counts nothing the relay adds (original_metadata = false would "
+                "not help: this event was already sent without the $original* keys). Raise the "
+                "target's MaxAppendSize, shrink the event with a transform, or set "
+                "dead_letter = true to record it in the target's "
                 f"{rules.dead_letter_stream(self.ctx.job.job_id)} stream and carry on",
             ) from None
         state.revision = (state.revision if state.revision >= 0 else -1) + len(events)
@@ -319,6 +326,7 @@ class StreamWriter:
         if self.ctx.wrote_nothing(position):
             state.exact = False  # the stream may go further: not for the cache
             return 0, 0
+        self.records_copied += len(ops)
         return len(events), sum(e.size for e in events)
 
     # ------------------------------------------------------------------ multi-stream
@@ -390,6 +398,7 @@ class StreamWriter:
             for _, state, _ in plans:
                 state.exact = False
             return 0, 0
+        self.records_copied += sum(len(ops) for _, _, ops in plans)
         return written, size
 
     def _one_by_one(self, plans: list[tuple[str, TargetStream, list[Op]]]) -> tuple[int, int]:
@@ -429,7 +438,7 @@ class StreamWriter:
             ],
         )
         with self.ctx.lock:
-            self.ctx.dead_letters += 1
+            self.ctx.dead_lettered.append(op.position)
             self.ctx.warnings.append(
                 f"event {op.source.revision} of {stream!r} ({size} bytes) dead-lettered"
             )

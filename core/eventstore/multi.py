@@ -174,6 +174,12 @@ class MultiAppender:
                 f"maximum append size of {found.limit} bytes",
                 found.limit,
             )
+        if found.kind == "message_too_large":
+            # Nothing was written; smaller appends (the writer halves the batch) may pass.
+            return AppendTooLarge(
+                f"{where}: the request ({size if size is not None else '?'} bytes) is over the "
+                "server's maximum message size",
+            )
         if found.kind == "unimplemented":
             return MultiAppendUnsupported(
                 f"{where}: the server has no multi-stream append (KurrentDB 25.1 or later)",

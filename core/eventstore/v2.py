@@ -59,7 +59,7 @@ class V2Error:
     """What a failed AppendSession said, from its rich status."""
 
     kind: str  # revision_conflict, tombstoned, record_too_large, transaction_too_large,
-    #            duplicate_stream, not_leader, invalid, unimplemented, other
+    #            message_too_large, duplicate_stream, not_leader, invalid, unimplemented, other
     message: str
     stream: str | None = None
     expected: int | None = None
@@ -245,6 +245,10 @@ def parse_error(error: grpc.RpcError) -> V2Error:
     message = error.details() or code.name
     if code == grpc.StatusCode.UNIMPLEMENTED:
         return V2Error("unimplemented", message)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        # The request message is over the server's MaxReceiveMessageSize (KurrentDB's
+        # ApiV2Plugin sets it from the maximum append size): refused before any handler ran.
+        return V2Error("message_too_large", message)
     trailers = dict(error.trailing_metadata() or ())
     if trailers.get("exception") == "not-leader":  # the v1 style NotLeader (RpcExceptions)
         host = trailers.get("leader-endpoint-host")

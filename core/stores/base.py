@@ -155,6 +155,15 @@ class StoreBase(ClosingStore, ABC):
             return None
         return self._decode_checkpoint(job_id, state)
 
+    def lease_info(self, job_id: str) -> Lease | None:
+        self._check_key(job_id)
+        state = self._read_state(job_id)
+        if state is None or state.owner is None or state.expires_at is None:
+            return None
+        return Lease(
+            job_id=job_id, owner=state.owner, token=state.token, expires_at=state.expires_at
+        )
+
     def acquire(self, job_id: str, owner: str, ttl_seconds: float) -> Lease:
         require_text(job_id=job_id, owner=owner)
         require_ttl(ttl_seconds)

@@ -58,7 +58,25 @@ class Checkpoint(_Frozen):
     position: Position | None = None
     events_read: int = Field(default=0, ge=0)
     events_written: int = Field(default=0, ge=0)
-    events_skipped: int = Field(default=0, ge=0)
+    events_skipped: int = Field(
+        default=0,
+        ge=0,
+        description="records already on the target (a replay, a backfill over copied events); "
+        "before events_filtered existed, records not copied by the job's rules were counted here",
+    )
+    events_filtered: int = Field(
+        default=0,
+        ge=0,
+        description="records not copied by the job's rules: system records, links, filters, "
+        "dropped by the transform",
+    )
+    events_dead_lettered: int = Field(
+        default=0,
+        ge=0,
+        description="events the target refused as oversize and the job recorded in its "
+        "dead-letter stream instead (`dead_letter = true`); absent in records written before "
+        "it was counted",
+    )
     bytes_written: int = Field(default=0, ge=0)
     updated_at: AwareDatetime = Field(default_factory=utcnow)
     version: int = Field(default=0, ge=0)
@@ -97,11 +115,19 @@ class SliceRecord(_Frozen):
     events_read: int = Field(default=0, ge=0)
     events_written: int = Field(default=0, ge=0)
     events_skipped: int = Field(default=0, ge=0)
+    events_filtered: int = Field(default=0, ge=0)
+    events_dead_lettered: int = Field(default=0, ge=0)
     bytes_written: int = Field(default=0, ge=0)
     from_position: Position | None = None
     to_position: Position | None = None
     caught_up: bool = False
     error: str | None = None
+    stopped: bool = Field(
+        default=False,
+        description="not a slice: a relay that ran slices back to back (`esdb-relay run`) "
+        "stopped after the one before (caught up with --until-caught-up, Ctrl-C, SIGTERM); "
+        "`caught_up` is that slice's, the counts are 0",
+    )
 
 
 @runtime_checkable
@@ -120,6 +146,11 @@ class CheckpointStore(Protocol):
 
     def load(self, job_id: str) -> Checkpoint | None:
         """The job's checkpoint, or None if the job never committed."""
+        ...
+
+    def lease_info(self, job_id: str) -> Lease | None:
+        """The job's stored lease (owner, token, expiry) as it stands, expired or not; None when
+        nobody took it or it was released. A read: it changes nothing."""
         ...
 
     def acquire(self, job_id: str, owner: str, ttl_seconds: float) -> Lease:

@@ -41,6 +41,9 @@ class LeasesUntil(ClosingStore):
     def load(self, job_id: str) -> Checkpoint | None:
         return self.store.load(job_id)
 
+    def lease_info(self, job_id: str) -> Lease | None:
+        return self.store.lease_info(job_id)
+
     def acquire(self, job_id: str, owner: str, ttl_seconds: float) -> Lease:
         return self.store.acquire(job_id, owner, self._ttl(ttl_seconds))
 

@@ -120,7 +120,7 @@ def run_demo(console: Console, *, events: int, streams: int) -> int:
     table = Table(title="migration")
     table.add_column("")
     table.add_column("", justify="right")
-    table.add_row("slices", f"{len(history):,}")
+    table.add_row("slices", f"{sum(1 for h in history if not h.stopped):,}")
     table.add_row("events written", f"{checkpoint.events_written:,}" if checkpoint else "0")
     table.add_row(
         "records skipped (links, system)", f"{checkpoint.events_skipped:,}" if checkpoint else "0"

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 from typing import Any, Literal
 
 import typer
-from rich.table import Table
 
 from core.engine import SliceResult
 from core.errors import RelayError
 from core.invocation import MAX_POSITION
 from core.logs import configure as configure_logging
-from core.relay import Relay
+from core.relay import Relay, RunOutcome
 from handlers.cli.common import (
     ConfigOption,
     ConnectTimeout,
@@ -30,8 +27,9 @@ from handlers.cli.emulator_cmd import emulator
 from handlers.cli.metrics_server import SliceFeed, serve_metrics
 from handlers.cli.package import package
 from handlers.cli.preflight_cmd import preflight
-from handlers.cli.progress import RunProgress
+from handlers.cli.progress import RunProgress, summary
 from handlers.cli.projections_cmd import projections_app
+from handlers.cli.status_cmd import status
 from handlers.cli.subscriptions_cmd import migrate_subscriptions, translate
 from handlers.cli.verify_cmd import verify
 
@@ -74,7 +72,7 @@ def run(
         open_relay(job, connect_timeout) as relay,
         serve_metrics(relay, metrics_port, metrics_host) as feed,
     ):
-        last = _run_with_progress(
+        outcome = _run_with_progress(
             relay,
             RunProgress(console, relay, enabled=progress),
             until_caught_up=until_caught_up,
@@ -82,7 +80,7 @@ def run(
             idle_seconds=idle_seconds,
             feed=feed,
         )
-    _summary(last)
+        _summary(outcome, relay, job.job_id)
 
 
 @app.command()
@@ -115,11 +113,13 @@ def backfill(
         )
         start_after = from_position - 1 if from_position > 0 else None
         if dry_run:
-            result = relay.run_once(
-                start_after=start_after, stop_at=end, dry_run=True, job=range_job
-            )
+            try:
+                outcome = relay.plan(start_after=start_after, stop_at=end, job=range_job)
+            except RelayError as e:
+                err.print(f"[red]stopped:[/] {e}")
+                raise typer.Exit(1) from None
         else:
-            result = _run_with_progress(
+            outcome = _run_with_progress(
                 relay,
                 RunProgress(console, relay, job_id=range_job.job_id, end=end),
                 start_after=start_after,
@@ -127,42 +127,10 @@ def backfill(
                 job=range_job,
                 stop=stop_on_signals(),
             )
-    _summary(result)
+        _summary(outcome, relay, range_job.job_id)
 
 
-@app.command()
-def status(
-    config: Path | None = ConfigOption,
-    json_out: bool = typer.Option(False, "--json", help="Print the status as JSON."),
-    connect_timeout: float = ConnectTimeout,
-) -> None:
-    """Where the job stands: position, lag, rates, ETA, warnings."""
-    job = load_job(config)
-    with open_relay(job, connect_timeout) as relay:
-        try:
-            s = relay.status()
-        except RelayError as e:
-            err.print(f"[red]error:[/] {e}")
-            raise typer.Exit(1) from None
-    if json_out:
-        console.print_json(s.model_dump_json())
-        return
-    table = Table(title=f"job {s.job_id}", show_header=False)
-    table.add_row("position", "start of $all" if s.position is None else f"{s.position:,}")
-    table.add_row("source head", f"{s.head_position:,}")
-    table.add_row("lag", f"{s.lag_bytes:,} bytes" + _events(s.lag_events_estimate))
-    table.add_row("events written", f"{s.events_written:,} (of {s.events_read:,} read)")
-    table.add_row("relay rate", _rate(s.relay_rate))
-    table.add_row("source write rate", _rate(s.source_write_rate))
-    table.add_row("ETA", _eta(s.eta_seconds, s.caught_up))
-    table.add_row("last slice", str(s.last_slice_at or "never"))
-    if s.last_error:
-        table.add_row("last error", s.last_error)
-    console.print(table)
-    for warning in s.warnings:
-        console.print(f"[yellow]warning:[/] {warning}")
-
-
+app.command("status")(status)
 app.command("verify")(verify)
 app.command("translate")(translate)
 app.command("migrate-subscriptions")(migrate_subscriptions)
@@ -186,7 +154,7 @@ def demo(
 
 def _run_with_progress(
     relay: Relay, bar: RunProgress, feed: SliceFeed | None = None, **options: Any
-) -> SliceResult | None:
+) -> RunOutcome:
     def on_slice(result: SliceResult) -> None:
         bar.update(result)
         if feed:
@@ -209,38 +177,14 @@ def _log_format(value: str) -> Literal["json", "text"]:
     return value  # type: ignore[return-value]
 
 
-def _summary(result: SliceResult | None) -> None:
-    if result is None:
-        console.print("stopped before the first slice")
-        return
-    state = "caught up" if result.caught_up else "stopped"
-    where = "start of $all" if result.position is None else f"{result.position:,}"
-    console.print(f"{state} at position {where}; last slice: {json.dumps(_brief(result))}")
-
-
-def _brief(result: SliceResult) -> dict[str, object]:
-    return {
-        "read": result.events_read,
-        "written": result.events_written,
-        "skipped": result.events_skipped,
-        "seconds": round(result.seconds, 2),
-    }
-
-
-def _events(value: int | None) -> str:
-    return "" if value is None else f" (~{value:,} events)"
-
-
-def _rate(value: float | None) -> str:
-    return "unknown" if value is None else f"{value:,.0f} events/s"
-
-
-def _eta(seconds: float | None, caught_up: bool) -> str:
-    if caught_up:
-        return "caught up"
-    if seconds is None:
-        return "unknown"
-    return time.strftime("%H:%M:%S", time.gmtime(seconds))
+def _summary(outcome: RunOutcome, relay: Relay, job_id: str) -> None:
+    """This run's totals (every slice, each kind of record named) and the job's."""
+    try:
+        checkpoint = relay.store.load(job_id)
+    except RelayError:
+        checkpoint = None
+    for line in summary(outcome, checkpoint):
+        console.print(line, soft_wrap=True, highlight=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -211,6 +211,10 @@ def _print_report(out: Console, report: VerifyReport, show: int) -> None:
     summary.add_row("events compared", f"{report.events_compared:,}")
     if report.events_unverified:
         summary.add_row("target events not verifiable", f"{report.events_unverified:,}")
+    if report.events_dead_lettered:
+        summary.add_row(
+            "source events dead-lettered (not missing)", f"{report.events_dead_lettered:,}"
+        )
     summary.add_row("differences", f"{report.differences_total:,}")
     summary.add_row("time", f"{report.seconds:.1f}s ({report.events_per_second:,.0f} events/s)")
     out.print(summary)

@@ -126,6 +126,10 @@ class PreviousRecords:
 
 
 PREVIOUS = PreviousRecords()
+OLD_CHECKPOINT = {"version", "events_filtered", "events_dead_lettered"}
+"""Fields a stored checkpoint of the previous version lacks (``version`` is kept apart)."""
+OLD_SLICE = {"events_filtered", "events_dead_lettered", "stopped"}
+"""Fields a slice record of the previous version lacks."""
 
 
 class CheckpointStoreContract:
@@ -223,6 +227,40 @@ class CheckpointStoreContract:
         assert store.load(job_id) is None
 
     # --- leases ---------------------------------------------------------------------------
+
+    def test_lease_info_reads_the_stored_lease_and_changes_nothing(
+        self, store_factory: Callable[[], CheckpointStore], clock: FakeClock, job_id: str
+    ) -> None:
+        store, other = store_factory(), store_factory()
+        assert other.lease_info(job_id) is None  # never taken
+        lease = store.acquire(job_id, "holder", TTL)
+        assert other.lease_info(job_id) == lease  # owner, token and expiry, from any handle
+        renewed = store.renew(lease, 2 * TTL)
+        assert other.lease_info(job_id) == renewed
+        clock.advance(2 * TTL)
+        expired = other.lease_info(job_id)  # as stored: the reader compares with its clock
+        assert expired == renewed and expired.expired(clock())
+        fresh = other.acquire(job_id, "next", TTL)  # reading took nothing
+        assert fresh.token == lease.token + 1
+        assert store.lease_info(job_id) == fresh
+        assert other.release(fresh) is True
+        assert store.lease_info(job_id) is None  # released
+        assert store.load(job_id) is None  # and no checkpoint was made up
+
+    def test_new_counters_and_stop_records_round_trip(
+        self, store: CheckpointStore, job_id: str
+    ) -> None:
+        lease = store.acquire(job_id, "a", TTL)
+        stored = store.commit(
+            lease, advanced(None, job_id, 10, events_dead_lettered=4, events_filtered=2)
+        )
+        assert store.load(job_id) == stored
+        assert (stored.events_dead_lettered, stored.events_filtered) == (4, 2)
+        record = slice_record(job_id, 1, stored.updated_at).model_copy(
+            update={"events_dead_lettered": 4, "events_filtered": 2, "stopped": True}
+        )
+        store.record_slice(lease, record)
+        assert store.history(job_id) == [record]
 
     def test_second_owner_cannot_acquire_a_live_lease(
         self, store: CheckpointStore, clock: FakeClock, job_id: str

@@ -35,6 +35,8 @@ from handlers.azure.checkpoint_store import (
     register,
 )
 from tests.contract.checkpoint_contract import (
+    OLD_CHECKPOINT,
+    OLD_SLICE,
     PREVIOUS,
     TTL,
     CheckpointStoreContract,
@@ -174,13 +176,13 @@ def test_entities_of_the_previous_version_load_and_go_on(
             "Token": EntityProperty(PREVIOUS.token, EdmType.INT64),
             "Version": EntityProperty(PREVIOUS.version, EdmType.INT64),
             "ExpiresAt": clock() + timedelta(seconds=PREVIOUS.ttl),
-            "Checkpoint": PREVIOUS.checkpoint("job").model_dump_json(exclude={"version"}),
+            "Checkpoint": PREVIOUS.checkpoint("job").model_dump_json(exclude=OLD_CHECKPOINT),
         },
         {"RowKey": HISTORY_ROW, "Last": EntityProperty(1, EdmType.INT64)},
         {
             "RowKey": "slice-9999999999999999998",
             "Sequence": EntityProperty(1, EdmType.INT64),
-            "Record": PREVIOUS.slice("job").model_dump_json(),
+            "Record": PREVIOUS.slice("job").model_dump_json(exclude=OLD_SLICE),
         },
     ):
         raw.create_entity({"PartitionKey": "job", "Format": 1, **entity})

@@ -28,6 +28,8 @@ from core.errors import (
 from handlers.aws import checkpoint_store as dynamodb
 from handlers.aws.checkpoint_store import DynamoDbCheckpointStore, create_table, register
 from tests.contract.checkpoint_contract import (
+    OLD_CHECKPOINT,
+    OLD_SLICE,
     PREVIOUS,
     TTL,
     CheckpointStoreContract,
@@ -187,12 +189,14 @@ def test_items_of_the_previous_version_load_and_go_on(
             "token": {"N": str(PREVIOUS.token)},
             "lease_expires_us": {"N": str((expires - epoch) // timedelta(microseconds=1))},
             "version": {"N": str(PREVIOUS.version)},
-            "checkpoint": {"S": PREVIOUS.checkpoint(job_id).model_dump_json(exclude={"version"})},
+            "checkpoint": {
+                "S": PREVIOUS.checkpoint(job_id).model_dump_json(exclude=OLD_CHECKPOINT)
+            },
         },
         {"sk": {"S": "history"}, "seq": {"N": "1"}},
         {
             "sk": {"S": f"slice#{1:020d}"},
-            "record": {"S": PREVIOUS.slice(job_id).model_dump_json()},
+            "record": {"S": PREVIOUS.slice(job_id).model_dump_json(exclude=OLD_SLICE)},
             "ttl": {"N": str(int(time.time()) + 86400)},
         },
     ):

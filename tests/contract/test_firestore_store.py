@@ -30,6 +30,8 @@ from handlers.gcp.checkpoint_store import (
     register,
 )
 from tests.contract.checkpoint_contract import (
+    OLD_CHECKPOINT,
+    OLD_SLICE,
     PREVIOUS,
     TTL,
     CheckpointStoreContract,
@@ -153,11 +155,15 @@ def test_documents_of_the_previous_version_load_and_go_on(
             "token": PREVIOUS.token,
             "lease_expires_at": clock() + timedelta(seconds=PREVIOUS.ttl),
             "version": PREVIOUS.version,
-            "checkpoint": PREVIOUS.checkpoint("job").model_dump(exclude={"version"}),
+            "checkpoint": PREVIOUS.checkpoint("job").model_dump(exclude=OLD_CHECKPOINT),
             "history_seq": 1,
         }
     )
-    record = {"format": FORMAT, "seq": 1, "record": PREVIOUS.slice("job").model_dump()}
+    record = {
+        "format": FORMAT,
+        "seq": 1,
+        "record": PREVIOUS.slice("job").model_dump(exclude=OLD_SLICE),
+    }
     job.collection(SLICES).document(f"{1:020d}").set(record)
     PREVIOUS.carry_on(make_store(), clock, "job")
     assert [d.id for d in job.collection(SLICES).stream()] == [f"{1:020d}", f"{2:020d}"]

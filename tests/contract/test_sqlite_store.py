@@ -18,6 +18,8 @@ from core.errors import (
 from core.stores.sqlite import FORMAT, HISTORY, JOBS, SqliteCheckpointStore
 from tests.contract import _sqlite_race
 from tests.contract.checkpoint_contract import (
+    OLD_CHECKPOINT,
+    OLD_SLICE,
     PREVIOUS,
     TTL,
     CheckpointStoreContract,
@@ -145,12 +147,12 @@ def test_rows_of_the_previous_version_load_and_go_on(tmp_path: Path, clock: Fake
         PREVIOUS.token,
         (clock() + timedelta(seconds=PREVIOUS.ttl)).isoformat(),
         PREVIOUS.version,
-        PREVIOUS.checkpoint("job").model_dump_json(exclude={"version"}),
+        PREVIOUS.checkpoint("job").model_dump_json(exclude=OLD_CHECKPOINT),
     )
     _execute(
         path,
         f"INSERT INTO {HISTORY} (job_id, format, record) VALUES ('job', 1, ?)",
-        PREVIOUS.slice("job").model_dump_json(),
+        PREVIOUS.slice("job").model_dump_json(exclude=OLD_SLICE),
     )
     with SqliteCheckpointStore(path, now=clock) as store:
         PREVIOUS.carry_on(store, clock, "job")

@@ -191,7 +191,7 @@ def test_an_event_that_fits_is_never_refused_for_the_keys_the_relay_adds(pair, t
     assert ids(target.store, "big") == ids(source.store, "big")
     assert target.store.visible_records("big")[1].metadata == b""
     assert sum(r.provenance_dropped for r in results) == 1
-    assert sum(r.dead_letters for r in results) == 0
+    assert sum(r.events_dead_lettered for r in results) == 0
 
 
 def test_a_backfill_over_copied_events_the_source_hides_duplicates_nothing(pair, tmp_path):

@@ -158,9 +158,14 @@ def test_manual_backfill_status_and_bad_payloads(deployed):
     end = source.store.last_position
     first = handler({"from": 0, "to": end, "dry_run": True}, Context())
     assert first["status"] == "ok" and first["result"]["events_written"] > 0
+    totals = first["result"]["totals"]  # what the dry run would copy, every record named
+    assert totals["dry_run"] is True and totals["written"] == first["result"]["events_written"]
+    assert totals["read"] == totals["copied"] + totals["skipped"] + totals["filtered"]
     assert len(target.store) == len(Emulator().store)  # dry run wrote nothing
     status = handler({"action": "status"}, Context())
     assert status["result"]["lag_bytes"] > 0
+    assert status["result"]["state"] == "not-started" and status["result"]["caught_up"] is False
+    assert status["result"]["lag_events"] > 0 and status["result"]["eta_seconds"] is None
     refused = handler({"target": "esdb://attacker:2113"}, Context())
     assert refused["status"] == "failed" and "target" in refused["error"]
     assert "attacker" not in json.dumps(status)

@@ -76,6 +76,8 @@ def test_http_manual_invoke_status_backfill_and_bad_payload(deployed):
 
     status = post({"action": "status"})
     assert status.status_code == 200 and json.loads(status.get_body())["result"]["lag_bytes"] > 0
+    shown = json.loads(status.get_body())["result"]
+    assert (shown["state"], shown["caught_up"]) == ("not-started", False) and shown["lag_events"]
     backfill = post({"from": 0, "dry_run": True})
     assert backfill.status_code == 200
     refused = post({"source": "esdb://elsewhere:2113"})

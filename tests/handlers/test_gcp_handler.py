@@ -97,6 +97,7 @@ def test_http_invoke_status_dry_run_and_refusals(deployed):
 
     status, code = post(b'{"action": "status"}')
     assert code == 200 and status["result"]["lag_bytes"] > 0
+    assert status["result"]["state"] == "not-started" and status["result"]["caught_up"] is False
     dry, code = post(b'{"from": 0, "dry_run": true}')
     assert code == 200 and dry["result"]["events_written"] > 0
     refused, code = post(b'{"target": "esdb://elsewhere:2113"}')

@@ -77,11 +77,11 @@ def test_status_says_stalled_after_repeated_failures(tmp_path):
         job = make_job(source, target, tmp_path, job_id="live")
         with Relay(job) as relay:
             for attempt in range(1, STALL_AFTER_SLICES + 1):
-                assert not relay.status().stalled
+                assert not relay.progress().stalled
                 with pytest.raises(ConflictError) as failure:
                     relay.run_once()
                 assert failure.value.details["failing_slices"] == attempt
-            status = relay.status()
+            status = relay.progress()
         assert status.stalled
         assert status.consecutive_failures == STALL_AFTER_SLICES
         assert any(w.startswith("stalled:") for w in status.warnings)
@@ -90,7 +90,7 @@ def test_status_says_stalled_after_repeated_failures(tmp_path):
         shown = cli(env, "status", "--json")
         assert shown.returncode == 0, shown.stderr
         reported = json.loads(shown.stdout)
-        assert reported["stalled"] is True
+        assert reported["stalled"] is True and reported["state"] == "stalled"
         assert reported["consecutive_failures"] == STALL_AFTER_SLICES
         text = cli(env, "status")
         assert "stalled" in text.stdout

@@ -15,6 +15,7 @@ from core.config import JobConfig
 from core.errors import RelayError
 from core.eventstore import EventStore
 from core.model import Event
+from core.progress import measure
 from core.relay import Relay
 from core.tools.cutover.report import (
     EXIT_ABORTED,
@@ -38,7 +39,6 @@ from core.tools.translate import translate_file
 from core.tools.verify import public_endpoint, verify
 
 PAGE = 1000
-PENDING_CAP = 10_000  # records scanned after the checkpoint when measuring the lag
 
 
 class CutoverObserver:
@@ -103,16 +103,14 @@ def scan_after(
 
 
 def measure_lag(job: JobConfig, store: CheckpointStore, source: EventStore) -> Lag:
-    checkpoint = store.load(job.job_id)
-    position = checkpoint.position.commit if checkpoint and checkpoint.position else None
-    head = source.head_position()
-    pending, _, capped = scan_after(job, source, position, cap=PENDING_CAP)
+    """What is left to copy, as `status` counts it (core/progress.py's `measure`)."""
+    progress = measure(job, source, store)
     return Lag(
-        checkpoint_position=position,
-        head_position=head,
-        lag_bytes=max(0, head - (position or 0)),
-        pending_events=len(pending),
-        pending_capped=capped,
+        checkpoint_position=progress.position,
+        head_position=progress.head_position or 0,
+        lag_bytes=progress.lag_bytes or 0,
+        pending_events=progress.lag_events_counted,
+        pending_capped=not progress.lag_events_exact,
     )
 
 

@@ -65,6 +65,11 @@ class VerifyReport(BaseModel):
     events_unverified: int = Field(
         default=0, description="target events the source no longer shows ($maxAge, $maxCount)"
     )
+    events_dead_lettered: int = Field(
+        default=0,
+        description="source events not on the target because the job dead-lettered them "
+        "(its $esdb-relay-dead-letters-<job> stream on the target lists them): not differences",
+    )
     differences_total: int = 0
     max_differences: int = DEFAULT_MAX_DIFFERENCES
     differences: list[Difference] = Field(default_factory=list)

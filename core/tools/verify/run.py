@@ -14,6 +14,7 @@ from pathlib import Path
 import core.tools.verify.streams as streams
 from core import rules
 from core.config import JobConfig
+from core.errors import StreamTombstoned
 from core.eventstore import EventStore
 from core.model import Event
 from core.tools.verify.all_records import AllRecords
@@ -91,6 +92,7 @@ class _Verifier:
         self.max_differences = max_differences
         self.workers = workers
         self.transform = rules.load_transform(job.transform)
+        self.dead = dead_lettered(job, target)
         self.diffs = Differences(max_differences)
         self.extras = Differences(max_differences)
         self.report = VerifyReport(
@@ -230,6 +232,7 @@ class _Verifier:
             report.streams_equal += 1
         report.events_compared += check.events_compared
         report.events_unverified += check.events_unverified
+        report.events_dead_lettered += check.events_dead_lettered
         report.notes.extend(check.notes[: max(0, _MAX_NOTES - len(report.notes))])
         self.diffs.total += check.diffs.total - len(check.diffs.items)
         for difference in check.diffs.items:
@@ -255,11 +258,7 @@ class _Verifier:
                 "scavenge: events hidden from stream reads are not compared in $all"
             )
             return None
-        dead: set[tuple[str, int]] = set()
-        if self.job.dead_letter:
-            for letter in self.target.read_stream(rules.dead_letter_stream(self.job.job_id)):
-                record = rules.json_object(letter.data) or {}
-                dead.add((str(record.get("stream")), record.get("revision", -1)))  # type: ignore[arg-type]
+        dead = self.dead
         filters, transform = self.job.filters, self.transform
 
         def copied_ids(event: Event) -> list[uuid.UUID]:
@@ -303,6 +302,23 @@ class _Verifier:
                 + ("" if self.job.filters.accepts_stream(name) else " (excluded by the filters)"),
             )
         self.report.extra_streams = len(seen)
+
+
+def dead_lettered(job: JobConfig, target: EventStore) -> set[tuple[str, int]]:
+    """(stream, source revision) of the events the job dead-lettered: its dead-letter stream
+    on the target (`dead_letter = true`) lists them; they are reported as dead-lettered, not
+    as missing."""
+    dead: set[tuple[str, int]] = set()
+    try:
+        letters = target.read_stream(rules.dead_letter_stream(job.job_id))
+    except StreamTombstoned:
+        return dead
+    for letter in letters:
+        record = rules.json_object(letter.data) or {}
+        stream, revision = record.get("stream"), record.get("revision")
+        if isinstance(stream, str) and isinstance(revision, int):
+            dead.add((stream, revision))
+    return dead
 
 
 def _is_user_event(event: Event) -> bool:

@@ -51,6 +51,8 @@ class StreamCheck:
         self.source = verifier.source
         self.target = verifier.target
         self.transform = verifier.transform
+        self.dead = verifier.dead
+        self.events_dead_lettered = 0
         self.diffs = Differences(verifier.max_differences)
         self.events_compared = 0
         self.events_unverified = 0
@@ -113,6 +115,9 @@ class StreamCheck:
         multi_append = self.job.multi_append
         for event in events:
             if self._skips(event):
+                continue
+            if (event.stream, event.revision) in self.dead:
+                self.events_dead_lettered += 1  # in the job's dead-letter stream instead
                 continue
             outputs = rules.apply_transform(self.transform, event) if self.transform else [event]
             for output in outputs:

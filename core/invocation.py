@@ -23,7 +23,7 @@ from core.config_errors import format_validation_error
 from core.engine import SliceResult
 from core.errors import ConfigError, LeaseLostError, RelayError
 from core.logs import logger
-from core.metrics import Sample, Sink, emit, measure_failure, measure_slice
+from core.metrics import Sample, Sink, emit, from_progress, measure_failure, measure_slice
 from core.progress import Liveness, Progress
 from core.relay import Relay, RunTotals
 from core.tools.preflight import preflight_from_env
@@ -195,7 +195,8 @@ def handle(
     The job comes from the deployment (env vars; `settings()` adds values read from a secret
     store). A payload that is not valid is refused with the reason (and not retried); a slice
     that fails raises after its error line, so the platform counts a failure and retries.
-    `metrics` receives each slice's figures (core/metrics.py), a failed one's too.
+    `metrics` receives each slice's figures (core/metrics.py), a failed one's too, and the
+    measured progress a status action reads.
     """
     sent: list[Sample] = []
 
@@ -281,7 +282,9 @@ def invoke(
         )
     with relay_factory(job) as relay:
         if request.action == "status":
-            return _status(job, relay.progress())
+            progress = relay.progress()
+            emit(metrics, lambda: from_progress(progress))  # the measured figures
+            return _status(job, progress)
         try:
             return _slice(request, job, relay, clock, metrics)
         except RelayError:

@@ -86,6 +86,14 @@ def test_each_slice_prints_its_figures_as_emf(runtime, tmp_path) -> None:  # noq
     assert first["CopyRate"] > 0
     assert last["LagBytes"] == 0 and last["LagEvents"] == 0 and last["LagSeconds"] == 0
     assert slices[-1]["caught_up"]
+    # a status action emits the measured progress (core.progress.measure): no slice counters
+    status = api.invoke({"action": "status"})
+    assert status.ok and status.body["result"]["caught_up"]
+    measured = emf_lines(tmp_path / "runtime.log")[len(lines) :]
+    assert len(measured) == 1
+    assert measured[0]["LagBytes"] == 0 and measured[0]["LagSeconds"] == 0
+    assert 0 <= measured[0]["LastSuccessAge"] < 120
+    assert "EventsWritten" not in measured[0] and "FailedSlices" not in measured[0]
 
 
 @pytest.mark.parametrize(

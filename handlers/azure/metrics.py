@@ -14,7 +14,7 @@ import os
 import threading
 from typing import Any
 
-from core.metrics import METRICS, Sample, log_sample
+from core.metrics import BY_KEY, METRICS, Sample, log_sample
 
 CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 FLUSH_MILLIS = 10_000
@@ -50,11 +50,10 @@ class AppInsightsMetrics:
     def __call__(self, sample: Sample) -> None:
         attributes = {"job_id": sample.job_id}
         for key, value in sample.values.items():
-            instrument = self.instruments[key]
-            if hasattr(instrument, "add"):
-                instrument.add(value, attributes)
+            if BY_KEY[key].kind == "counter":
+                self.instruments[key].add(value, attributes)
             else:
-                instrument.set(value, attributes)
+                self.instruments[key].set(value, attributes)
         if not self.provider.force_flush(FLUSH_MILLIS):
             raise TimeoutError(f"Application Insights took no metrics in {FLUSH_MILLIS} ms")
 

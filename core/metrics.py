@@ -39,8 +39,8 @@ PREFIX = "esdb_relay_"  # Prometheus and OpenTelemetry names
 METRICS_MESSAGE = "metrics"  # the message of the JSON log line that carries a sample
 # After a slice that did not catch up, what lies after it is read this far (one or two reads):
 # the events left when that is all of them, and the age of the oldest.
-PENDING_RECORDS = 1000
-PENDING_BYTES = 4 * 1024 * 1024
+PENDING_RECORDS = 200
+PENDING_BYTES = 1024 * 1024
 
 
 class Metric(BaseModel):

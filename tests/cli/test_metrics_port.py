@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -148,3 +149,27 @@ def test_a_run_is_scraped_while_it_copies_and_follows(relay_run) -> None:
     )
     assert value(failing, "esdb_relay_consecutive_failures") >= 1
     assert value(failing, "esdb_relay_lag_bytes") > 0  # measured on the source, still readable
+
+
+def test_a_metrics_port_in_use_is_a_clear_error(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from handlers.cli.main import app
+
+    with Emulator(tls=True) as source, Emulator(tls=True) as target, socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            "ESDB_RELAY_JOB_ID": JOB,
+            "ESDB_RELAY_SOURCE": source.uri,
+            "ESDB_RELAY_TARGET": target.uri,
+            "ESDB_RELAY_CHECKPOINT_STORE": f"sqlite:///{tmp_path}/cp.db",
+        }
+        result = CliRunner().invoke(
+            app, ["run", "--until-caught-up", "--metrics-port", str(port)], env=env
+        )
+    assert result.exit_code == 2, result.output
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in result.output
+    assert "choose a free --metrics-port" in result.output
+    assert PASSWORD not in result.output

@@ -23,6 +23,7 @@ from core.config_errors import format_validation_error
 from core.engine import SliceResult
 from core.errors import ConfigError, LeaseLostError, RelayError
 from core.logs import logger
+from core.metrics import Sample, Sink, emit, from_progress, measure_failure, measure_slice
 from core.progress import Liveness, Progress
 from core.relay import Relay, RunTotals
 from core.tools.preflight import preflight_from_env
@@ -187,13 +188,24 @@ def handle(
     chain: Chain,
     settings: Callable[[], Mapping[str, Any]] | None = None,
     relay_factory: RelayFactory = Relay,
+    metrics: Sink | None = None,
 ) -> dict[str, Any]:
     """What every cloud handler does with one trigger's payload.
 
     The job comes from the deployment (env vars; `settings()` adds values read from a secret
     store). A payload that is not valid is refused with the reason (and not retried); a slice
     that fails raises after its error line, so the platform counts a failure and retries.
+    `metrics` receives each slice's figures (core/metrics.py), a failed one's too, and the
+    measured progress a status action reads.
     """
+    sent: list[Sample] = []
+
+    def sink(sample: Sample) -> None:
+        sent.append(sample)
+        if metrics:
+            metrics(sample)
+
+    request = job = None
     try:
         request = parse_request(payload)
         job = JobConfig.load(payload=settings()) if settings else JobConfig.load()
@@ -203,6 +215,7 @@ def handle(
             remaining_seconds=remaining_seconds,
             clock=clock,
             relay_factory=relay_factory,
+            metrics=sink if metrics else None,
         )
     except ConfigError as e:
         logger.error("invocation refused: %s", e)
@@ -210,6 +223,9 @@ def handle(
     except RelayError as e:
         if e.details is None:  # else Relay.run_once logged it, with the job's liveness
             logger.error("slice failed: %s", e)
+        if metrics and job and request and request.action == "slice" and not sent:
+            # the relay could not even start (a connection refused, a store unreachable)
+            emit(sink, lambda: measure_failure(None, job.job_id))
         raise
     if response.chain is not None:
         chain(response.chain)
@@ -242,6 +258,7 @@ def invoke(
     remaining_seconds: float | None = None,
     clock: InvocationClock | None = None,
     relay_factory: RelayFactory = Relay,
+    metrics: Sink | None = None,
 ) -> InvocationResponse:
     """Run one invocation. Errors (RelayError) propagate, so the platform records a failure
     and retries the trigger; the handler logs them first. `clock` says when the platform stops
@@ -265,12 +282,23 @@ def invoke(
         )
     with relay_factory(job) as relay:
         if request.action == "status":
-            return _status(job, relay.progress())
-        return _slice(request, job, relay, clock)
+            progress = relay.progress()
+            emit(metrics, lambda: from_progress(progress))  # the measured figures
+            return _status(job, progress)
+        try:
+            return _slice(request, job, relay, clock, metrics)
+        except RelayError:
+            if not request.dry_run:
+                emit(metrics, lambda: measure_failure(relay, job.job_id))
+            raise
 
 
 def _slice(
-    request: InvocationRequest, job: JobConfig, relay: Relay, clock: InvocationClock
+    request: InvocationRequest,
+    job: JobConfig,
+    relay: Relay,
+    clock: InvocationClock,
+    metrics: Sink | None = None,
 ) -> InvocationResponse:
     range_job = job
     start_after = stop_at = None
@@ -295,6 +323,8 @@ def _slice(
     elif not request.chained and request.from_position is None and _chain_running(relay, job):
         return _skipped(job, "a chain of slices is already copying this job")
     result = _run_until_stopped(relay, range_job, clock, start_after, stop_at, request.dry_run)
+    if not request.dry_run:
+        emit(metrics, lambda: measure_slice(relay, result))
     chain = None
     if result.next_action == "continue" and result.status == "ok" and not request.dry_run:
         generation = _chain_generation(relay, request, range_job.job_id)

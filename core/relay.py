@@ -196,12 +196,14 @@ class Relay:
         start_after: int | None = None,
         stop_at: int | None = None,
         job: JobConfig | None = None,
+        on_failure: Callable[[RelayError], None] | None = None,
     ) -> RunOutcome:
         """Run slices back to back. Stops when caught up (or follows the tail for ever when
         `until_caught_up` is false) or when `stop` is set. Transient failures are retried
-        with backoff; after `max_consecutive_failures` in a row the last one is raised. While
-        another relay holds the job's lease this one says so once (who, until when) and waits
-        quietly. The outcome has the last slice and the totals of them all."""
+        with backoff (each told to `on_failure` first); after `max_consecutive_failures` in a
+        row the last one is raised. While another relay holds the job's lease this one says so
+        once (who, until when) and waits quietly. The outcome has the last slice and the totals
+        of them all."""
         stop = stop or threading.Event()
         outcome = RunOutcome(None)
         try:
@@ -215,6 +217,7 @@ class Relay:
                 start_after,
                 stop_at,
                 job,
+                on_failure,
             )
         finally:
             if outcome.totals.slices:
@@ -246,13 +249,16 @@ class Relay:
         start_after: int | None,
         stop_at: int | None,
         job: JobConfig | None,
+        on_failure: Callable[[RelayError], None] | None,
     ) -> RunOutcome:
         failures = 0
         busy = False
         while not stop.is_set():
             try:
                 last = self.run_once(start_after=start_after, stop_at=stop_at, job=job, log=False)
-            except TransientError:
+            except TransientError as e:
+                if on_failure:
+                    on_failure(e)
                 failures += 1
                 if failures >= max_consecutive_failures:
                     raise

@@ -18,6 +18,7 @@ import boto3
 
 from core.invocation import InvocationClock, handle
 from core.logs import configure
+from core.metrics import print_emf
 from handlers.aws.checkpoint_store import register
 from handlers.aws.secrets import connection_settings
 
@@ -32,6 +33,7 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
             clock=_clock(context),
             chain=lambda request: chain(request, context),
             settings=connection_settings,
+            metrics=print_emf,  # CloudWatch embedded metric format on stdout
         )
         for payload in _payloads(event)
     ]

@@ -22,6 +22,7 @@ from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 from core.errors import RelayError
 from core.invocation import failure_response, handle, platform_clock
 from core.logs import configure
+from handlers.azure import metrics
 from handlers.azure.checkpoint_store import register
 
 configure("json")
@@ -76,7 +77,8 @@ def run(payload: Any) -> dict[str, Any]:
     # Azure does not tell a function its remaining time: it has the host's functionTimeout,
     # counted here from the worker process's start on its first invocation (cold start).
     timeout = float(os.environ.get("ESDB_RELAY_FUNCTION_TIMEOUT", DEFAULT_TIMEOUT_SECONDS))
-    return handle(payload, clock=platform_clock(timeout), chain=enqueue)
+    # Each slice's figures as Application Insights custom metrics (handlers/azure/metrics.py).
+    return handle(payload, clock=platform_clock(timeout), chain=enqueue, metrics=metrics.emit)
 
 
 def enqueue(request: dict[str, Any]) -> None:

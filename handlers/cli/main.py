@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import typer
 
+from core.engine import SliceResult
 from core.errors import RelayError
 from core.invocation import MAX_POSITION
 from core.logs import configure as configure_logging
@@ -24,6 +25,7 @@ from handlers.cli.common import (
 from handlers.cli.cutover_cmd import cutover
 from handlers.cli.dashboard import dashboard
 from handlers.cli.emulator_cmd import emulator
+from handlers.cli.metrics_server import SliceFeed, serve_metrics
 from handlers.cli.package import package
 from handlers.cli.preflight_cmd import preflight
 from handlers.cli.progress import RunProgress, summary
@@ -50,18 +52,34 @@ def run(
     log_format: str = LogFormat,
     progress: bool = typer.Option(True, help="Show a progress bar (off with --no-progress)."),
     connect_timeout: float = ConnectTimeout,
+    metrics_port: int | None = typer.Option(
+        None,
+        "--metrics-port",
+        min=0,
+        max=65535,
+        help="Serve the job's metrics for Prometheus (OpenMetrics) on this port, at /metrics.",
+    ),
+    metrics_host: str = typer.Option(
+        "127.0.0.1",
+        "--metrics-host",
+        help="Address the metrics port listens on (0.0.0.0: every interface, e.g. in a container).",
+    ),
 ) -> None:
     """Copy the source's $all into the target, slice after slice, from the checkpoint."""
     configure_logging(_log_format(log_format))
     job = load_job(config)
     stop = stop_on_signals()
-    with open_relay(job, connect_timeout) as relay:
+    with (
+        open_relay(job, connect_timeout) as relay,
+        serve_metrics(relay, metrics_port, metrics_host) as feed,
+    ):
         outcome = _run_with_progress(
             relay,
             RunProgress(console, relay, enabled=progress),
             until_caught_up=until_caught_up,
             stop=stop,
             idle_seconds=idle_seconds,
+            feed=feed,
         )
         _summary(outcome, relay, job.job_id)
 
@@ -136,10 +154,19 @@ def demo(
     raise typer.Exit(run_demo(console, events=events, streams=streams))
 
 
-def _run_with_progress(relay: Relay, bar: RunProgress, **options: Any) -> RunOutcome:
+def _run_with_progress(
+    relay: Relay, bar: RunProgress, feed: SliceFeed | None = None, **options: Any
+) -> RunOutcome:
+    def on_slice(result: SliceResult) -> None:
+        bar.update(result)
+        if feed:
+            feed.slice(result)
+
     with bar:
         try:
-            return relay.run(on_slice=bar.update, **options)
+            return relay.run(
+                on_slice=on_slice, on_failure=feed.failure if feed else None, **options
+            )
         except RelayError as e:
             err.print(f"[red]stopped:[/] {e}")
             raise typer.Exit(1) from None

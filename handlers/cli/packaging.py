@@ -43,7 +43,7 @@ CLOUDS = ("aws", "gcp", "azure")
 
 # Base dependencies only the CLI needs: core and the handlers import neither (pyyaml stays:
 # core.config reads YAML job files; cryptography stays: core.tools.preflight inspects certificates).
-CLI_ONLY = frozenset({"typer", "rich"})
+CLI_ONLY = frozenset({"typer", "rich", "prometheus-client"})
 
 # Installed in the build environment for incidental reasons; never pinned from it.
 NOT_PINNED_FROM_ENV = frozenset({"pip", "setuptools", "wheel", "uv", "esdb-relay"})

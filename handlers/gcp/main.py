@@ -26,6 +26,7 @@ from google.cloud import pubsub_v1
 from core.errors import RelayError
 from core.invocation import failure_response, handle, platform_clock
 from core.logs import configure
+from core.metrics import log_sample
 from handlers.gcp.checkpoint_store import register
 
 configure("json")
@@ -65,7 +66,8 @@ def run(payload: Any) -> dict[str, Any]:
     # (and a cold start's instance start-up), so the clock counts from this process's start on
     # the first request (core/invocation.py, platform_clock).
     timeout = float(os.environ.get("ESDB_RELAY_FUNCTION_TIMEOUT", DEFAULT_TIMEOUT_SECONDS))
-    return handle(payload, clock=platform_clock(timeout), chain=publish)
+    # Each slice's figures as a JSON line: infra/gcp/monitoring.tf's log-based metrics.
+    return handle(payload, clock=platform_clock(timeout), chain=publish, metrics=log_sample)
 
 
 def publish(request: dict[str, Any]) -> None:

@@ -8,23 +8,44 @@ locals {
   function_logs = "resource.type=\"cloud_run_revision\" AND resource.labels.service_name=(\"${var.name}-event\" OR \"${var.name}-http\")"
 }
 
-resource "google_logging_metric" "lag_bytes" {
-  project     = var.project
-  name        = "${var.name}-lag-bytes"
-  description = "esdb-relay ${var.job_id}: source log bytes still to copy, per slice."
-  filter      = "${local.function_logs} AND jsonPayload.slice.lag_bytes>=0"
+# The handler writes each slice's figures as one JSON line (core/metrics.py, log_sample):
+# {"severity": "INFO", "message": "metrics", "job_id": ..., "metrics": {"lag_bytes": ..., ...}}.
+# One distribution metric per figure extracts it; the dashboard and the alerts read them.
+locals {
+  relay_metrics = {
+    lag_bytes            = { unit = "By", description = "Source log bytes not yet copied." }
+    lag_events           = { unit = "1", description = "Events not yet copied (estimated from the slice's bytes per event)." }
+    lag_seconds          = { unit = "s", description = "Age of the oldest source event not yet copied." }
+    copy_rate            = { unit = "1/s", description = "Events read per second by the slice." }
+    source_write_rate    = { unit = "1/s", description = "Events appended to the source per second, recently." }
+    slice_seconds        = { unit = "s", description = "Duration of the slice." }
+    events_written       = { unit = "1", description = "Events written to the target by the slice." }
+    dead_lettered        = { unit = "1", description = "Events sent to the dead-letter stream by the slice." }
+    failed_slices        = { unit = "1", description = "1 for a failed slice, 0 for a successful one." }
+    consecutive_failures = { unit = "1", description = "Failed slices in a row, up to the newest." }
+    last_success_age     = { unit = "s", description = "Seconds since the newest successful slice finished." }
+  }
+  relay_metric_type = { for k, m in local.relay_metrics : k => "logging.googleapis.com/user/${var.name}-${replace(k, "_", "-")}" }
+}
 
-  value_extractor = "EXTRACT(jsonPayload.slice.lag_bytes)"
+resource "google_logging_metric" "relay" {
+  for_each    = local.relay_metrics
+  project     = var.project
+  name        = "${var.name}-${replace(each.key, "_", "-")}"
+  description = "esdb-relay ${var.job_id}: ${each.value.description}"
+  filter      = "${local.function_logs} AND jsonPayload.message=\"metrics\" AND jsonPayload.metrics.${each.key}:*"
+
+  value_extractor = "EXTRACT(jsonPayload.metrics.${each.key})"
   metric_descriptor {
     metric_kind = "DELTA"
     value_type  = "DISTRIBUTION"
-    unit        = "By"
+    unit        = each.value.unit
   }
   bucket_options {
     exponential_buckets {
       num_finite_buckets = 64
       growth_factor      = 2
-      scale              = 1
+      scale              = 0.01
     }
   }
 
@@ -72,7 +93,7 @@ resource "google_monitoring_alert_policy" "lag" {
   conditions {
     display_name = "lag above ${var.lag_alert_bytes} bytes for ${var.lag_alert_hours} h"
     condition_threshold {
-      filter          = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.lag_bytes.name}\" AND resource.type=\"cloud_run_revision\""
+      filter          = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.relay["lag_bytes"].name}\" AND resource.type=\"cloud_run_revision\""
       comparison      = "COMPARISON_GT"
       threshold_value = var.lag_alert_bytes
       duration        = "${var.lag_alert_hours * 3600}s"
@@ -160,4 +181,112 @@ resource "google_monitoring_alert_policy" "dead_letters" {
   }
 
   notification_channels = var.notification_channels
+}
+
+resource "google_monitoring_alert_policy" "stalled" {
+  project      = var.project
+  display_name = "esdb-relay ${var.job_id}: stalled"
+  combiner     = "OR"
+  documentation {
+    content = "3 or more slices of esdb-relay ${var.job_id} failed in a row: the job makes no progress. Read the error lines and run `esdb-relay preflight` (docs/operations.md, stalled)."
+  }
+
+  conditions {
+    display_name = "3 failed slices in a row"
+    condition_threshold {
+      filter          = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.relay["consecutive_failures"].name}\" AND resource.type=\"cloud_run_revision\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = 2.5
+      duration        = "0s"
+      aggregations {
+        alignment_period     = "300s"
+        per_series_aligner   = "ALIGN_PERCENTILE_99"
+        cross_series_reducer = "REDUCE_MAX"
+      }
+    }
+  }
+
+  notification_channels = var.notification_channels
+}
+
+resource "google_monitoring_alert_policy" "dead_lettered" {
+  project      = var.project
+  display_name = "esdb-relay ${var.job_id}: dead-lettered events"
+  combiner     = "OR"
+  documentation {
+    content = "Events of esdb-relay ${var.job_id} were written to the target's dead-letter stream $esdb-relay-dead-letters-${var.job_id} instead of their own (docs/operations.md, dead-lettered)."
+  }
+
+  conditions {
+    display_name = "events dead-lettered in the last hour"
+    condition_threshold {
+      filter          = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.relay["dead_lettered"].name}\" AND resource.type=\"cloud_run_revision\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = 0.5
+      duration        = "0s"
+      aggregations {
+        alignment_period     = "3600s"
+        per_series_aligner   = "ALIGN_PERCENTILE_99"
+        cross_series_reducer = "REDUCE_MAX"
+      }
+    }
+  }
+
+  notification_channels = var.notification_channels
+}
+
+# One dashboard per job: each figure of core/metrics.py and the alerts' incidents.
+resource "google_monitoring_dashboard" "relay" {
+  project = var.project
+  dashboard_json = jsonencode({
+    displayName = "esdb-relay ${var.job_id}"
+    mosaicLayout = {
+      columns = 12
+      tiles = concat(
+        [for i, k in keys(local.relay_metrics) : {
+          xPos   = (i % 3) * 4
+          yPos   = floor(i / 3) * 4
+          width  = 4
+          height = 4
+          widget = {
+            title = "${k} (${local.relay_metrics[k].unit})"
+            xyChart = {
+              dataSets = [{
+                plotType = "LINE"
+                timeSeriesQuery = {
+                  timeSeriesFilter = {
+                    filter = "metric.type=\"${local.relay_metric_type[k]}\" AND resource.type=\"cloud_run_revision\""
+                    aggregation = {
+                      alignmentPeriod    = "300s"
+                      perSeriesAligner   = "ALIGN_PERCENTILE_50"
+                      crossSeriesReducer = "REDUCE_MEAN"
+                    }
+                  }
+                }
+              }]
+            }
+          }
+        }],
+        [{
+          xPos   = 0
+          yPos   = 16
+          width  = 12
+          height = 4
+          widget = {
+            title = "Alerts"
+            incidentList = {
+              policyNames = [
+                google_monitoring_alert_policy.lag.name,
+                google_monitoring_alert_policy.failed_slices.name,
+                google_monitoring_alert_policy.no_slice.name,
+                google_monitoring_alert_policy.dead_letters.name,
+                google_monitoring_alert_policy.stalled.name,
+                google_monitoring_alert_policy.dead_lettered.name,
+              ]
+            }
+          }
+        }]
+      )
+    }
+  })
 }

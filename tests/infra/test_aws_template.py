@@ -3,8 +3,9 @@
 What runs: cfn-lint (errors and warnings fail); checkov with zero failed checks other than ones
 suppressed in the template with a written reason; structural tests on the template parsed by
 cfn-lint's own YAML loader (which reads !Ref, !Sub, !GetAtt ...); the function's environment
-checked against what the handler and JobConfig read; the lag metric filter checked against the
-JSON line core/logs.py writes; and infra/aws/check_parameters.py (the CIDR containment that
+checked against what the handler and JobConfig read; the error-lines metric filter checked
+against the JSON line core/logs.py writes (the metrics, the dashboard and their alarms:
+test_aws_monitoring.py); and infra/aws/check_parameters.py (the CIDR containment that
 CloudFormation cannot compute) on the sample samconfig, on broken variants and, for --aws, on an
 account simulated by moto.
 """
@@ -872,31 +873,6 @@ def json_path(line: dict[str, Any], path: str) -> Any:
     for part in path.removeprefix("$.").split("."):
         value = value.get(part) if isinstance(value, dict) else None
     return value
-
-
-def test_lag_alarm_reads_the_slice_log_line(template: dict[str, Any]) -> None:
-    lag_filter = props(template, "LagMetricFilter")
-    assert lag_filter["LogGroupName"] == {"Ref": "LogGroup"}
-    transform = lag_filter["MetricTransformations"][0]
-    line = slice_line(job_id="orders-migration", status="ok", lag_bytes=123_456)
-    assert matches(lag_filter["FilterPattern"], line)
-    assert json_path(line, transform["MetricValue"]) == 123_456
-    (dimension,) = transform["Dimensions"]
-    assert json_path(line, dimension["Value"]) == "orders-migration"
-    # a slice that could not measure its lag is not counted as zero lag
-    assert not matches(lag_filter["FilterPattern"], slice_line(job_id="j", status="failed"))
-    alarm = props(template, "LagAlarm")
-    assert (alarm["Namespace"], alarm["MetricName"]) == (
-        transform["MetricNamespace"],
-        transform["MetricName"],
-    )
-    assert alarm["Dimensions"] == [{"Name": dimension["Key"], "Value": {"Ref": "JobId"}}]
-    assert alarm["Threshold"] == {"Ref": "LagAlarmBytes"}
-    # the relay's JSON reaches CloudWatch as is only with the Text log format
-    assert props(template, FUNCTION)["LoggingConfig"] == {
-        "LogGroup": {"Ref": "LogGroup"},
-        "LogFormat": "Text",
-    }
 
 
 def test_error_lines_alarm_counts_failed_slices(template: dict[str, Any]) -> None:

@@ -978,15 +978,16 @@ def test_checkov_passes_with_only_reasoned_suppressions() -> None:
 
 
 def test_alerts_match_the_aws_alarms(tf: Config) -> None:
-    """Lag, failed slices, no slice for N minutes, dead letters: log search alerts on the
-    traces the relay and the host write, notifying var.alert_action_group_ids."""
+    """Lag, failed slices, no slice for N minutes, stalled, dead-lettered events, dead letters:
+    log search alerts on the traces and custom metrics the relay and the host write, notifying
+    var.alert_action_group_ids."""
     (alerts,) = tf.of("azurerm_monitor_scheduled_query_rules_alert_v2").values()
     assert alerts["for_each"] == "${local.alerts}"
     assert alerts["scopes"] == ["${azurerm_application_insights.relay.id}"]
     assert "${var.alert_action_group_ids}" in json.dumps(alerts["dynamic"])
     text = tf.texts["monitoring.tf"]
-    for name in ("lag", "failed_slices", "no_slice", "dead_letters"):
+    for name in ("lag", "failed_slices", "no_slice", "dead_letters", "stalled", "dead_lettered"):
         assert f"    {name} = {{" in text, name
-    assert "e.slice.lag_bytes" in text and "e.slice.status" in text  # core/logs.py's line
+    assert "e.slice.status" in text  # core/logs.py's line (the figures: test_azure_monitoring.py)
     assert "Moving message to queue" in text and "${local.poison_queue}" in text
     assert 'operator    = "LessThan"' in text  # no slice: fewer than one in the window

@@ -338,10 +338,18 @@ def test_the_build_waits_for_its_roles_to_propagate(tf: Config) -> None:
 
 
 def test_alert_policies_match_the_aws_alarms(tf: Config) -> None:
-    """Lag, failed slices, no slice for N minutes, dead letters: one policy each, each on a
-    metric that exists, notifying var.notification_channels."""
+    """Lag, failed slices, no slice for N minutes, stalled, dead-lettered events, dead letters:
+    one policy each, each on a metric that exists, notifying var.notification_channels (the
+    relay's figures, their dashboard and an applied filter: test_gcp_monitoring.py)."""
     policies = tf.of("google_monitoring_alert_policy")
-    assert set(policies) == {"lag", "failed_slices", "no_slice", "dead_letters"}
+    assert set(policies) == {
+        "lag",
+        "failed_slices",
+        "no_slice",
+        "dead_letters",
+        "stalled",
+        "dead_lettered",
+    }
     metrics = tf.of("google_logging_metric")
     for name, policy in policies.items():
         assert policy["notification_channels"] == "${var.notification_channels}", name
@@ -351,10 +359,11 @@ def test_alert_policies_match_the_aws_alarms(tf: Config) -> None:
             assert "num_undelivered_messages" in body["filter"]
             assert "${google_pubsub_subscription.dead_letter.name}" in body["filter"]
         else:
-            used = [m for m in metrics if f"${{google_logging_metric.{m}.name}}" in body["filter"]]
-            assert len(used) == 1, (name, body["filter"])
+            used = re.findall(
+                r"\$\{google_logging_metric\.(\w+)(?:\[\"(\w+)\"\])?\.name\}", body["filter"]
+            )
+            assert len(used) == 1 and used[0][0] in metrics, (name, body["filter"])
     assert "condition_absent" in one(policies["no_slice"]["conditions"])
-    assert metrics["lag_bytes"]["value_extractor"] == "EXTRACT(jsonPayload.slice.lag_bytes)"
     # the severity core/logs.py writes for Cloud Logging
     assert "severity>=ERROR" in metrics["error_lines"]["filter"]
     assert "jsonPayload.slice.status:*" in metrics["slices"]["filter"]

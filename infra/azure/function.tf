@@ -44,6 +44,7 @@ locals {
     ESDB_RELAY_MODE               = var.mode
     ESDB_RELAY_PARTITIONS         = tostring(var.partitions)
     ESDB_RELAY_BUDGET__MAX_EVENTS = tostring(var.slice_max_events)
+    ESDB_RELAY_SCHEDULE_SECONDS   = tostring(var.schedule_seconds)
 
     # Triggers (function_app.py): the timer's NCRONTAB, the chain queue and its identity-based
     # connection (ESDB_RELAY_QUEUE__*), and the time the handler may budget for one slice.

@@ -191,6 +191,17 @@ variable "schedule" {
   }
 }
 
+variable "schedule_seconds" {
+  description = "The schedule's period in seconds (ESDB_RELAY_SCHEDULE_SECONDS): status calls a caught-up job idle when no slice ran for longer than this plus a minute. Keep it equal to the schedule's interval."
+  type        = number
+  default     = 300
+
+  validation {
+    condition     = var.schedule_seconds >= 60 && floor(var.schedule_seconds) == var.schedule_seconds
+    error_message = "schedule_seconds must be a whole number of seconds, at least 60: the period of the schedule."
+  }
+}
+
 variable "slice_max_events" {
   description = "Events one slice reads at most (ESDB_RELAY_BUDGET__MAX_EVENTS); a slice also stops at the function timeout."
   type        = number
@@ -257,6 +268,7 @@ variable "job_settings" {
       "ESDB_RELAY_JOB_ID", "ESDB_RELAY_SOURCE", "ESDB_RELAY_TARGET", "ESDB_RELAY_CHECKPOINT_STORE",
       "ESDB_RELAY_QUEUE", "ESDB_RELAY_CHAIN_QUEUE", "ESDB_RELAY_SCHEDULE", "ESDB_RELAY_FUNCTION_TIMEOUT",
       "ESDB_RELAY_MODE", "ESDB_RELAY_PARTITIONS", "ESDB_RELAY_BUDGET__MAX_EVENTS", "ESDB_RELAY_LEASE_TTL_SECONDS",
+      "ESDB_RELAY_SCHEDULE_SECONDS",
     ], k) && !startswith(k, "ESDB_RELAY_QUEUE__") && !startswith(k, "ESDB_RELAY_PREFLIGHT__")])
     error_message = "job_settings must not set what the template wires itself (job id, connection strings, checkpoint store, queue, schedule, timeout, mode, partitions, slice size, lease, the preflight's network settings): use the variables."
   }

@@ -24,6 +24,7 @@ locals {
     ESDB_RELAY_MODE               = var.mode
     ESDB_RELAY_PARTITIONS         = tostring(var.partitions)
     ESDB_RELAY_BUDGET__MAX_EVENTS = tostring(var.slice_max_events)
+    ESDB_RELAY_SCHEDULE_SECONDS   = tostring(var.schedule_seconds)
     ESDB_RELAY_CHECKPOINT_STORE   = local.checkpoint_store
     ESDB_RELAY_CHAIN_TOPIC        = google_pubsub_topic.slices.id
     ESDB_RELAY_FUNCTION_TIMEOUT   = tostring(var.timeout_seconds)

@@ -188,6 +188,17 @@ variable "partitions" {
   }
 }
 
+variable "schedule_seconds" {
+  description = "The schedule's period in seconds (ESDB_RELAY_SCHEDULE_SECONDS): status calls a caught-up job idle when no slice ran for longer than this plus a minute. Keep it equal to the schedule's interval."
+  type        = number
+  default     = 300
+
+  validation {
+    condition     = var.schedule_seconds >= 60 && floor(var.schedule_seconds) == var.schedule_seconds
+    error_message = "schedule_seconds must be a whole number of seconds, at least 60: the period of the schedule."
+  }
+}
+
 variable "slice_max_events" {
   description = "Events read per slice at most (ESDB_RELAY_BUDGET__MAX_EVENTS). A slice also stops at the function's time-out minus a safety margin, whichever comes first."
   type        = number
@@ -215,11 +226,12 @@ variable "job_settings" {
     condition = length(setintersection(keys(var.job_settings), [
       "ESDB_RELAY_SOURCE", "ESDB_RELAY_TARGET", "ESDB_RELAY_JOB_ID", "ESDB_RELAY_MODE",
       "ESDB_RELAY_PARTITIONS", "ESDB_RELAY_BUDGET__MAX_EVENTS", "ESDB_RELAY_CHECKPOINT_STORE",
+      "ESDB_RELAY_SCHEDULE_SECONDS",
       "ESDB_RELAY_CHAIN_TOPIC", "ESDB_RELAY_FUNCTION_TIMEOUT", "ESDB_RELAY_PREFLIGHT__SUBNETS",
       "ESDB_RELAY_PREFLIGHT__PEERING_CIDR", "ESDB_RELAY_PREFLIGHT__CLOUD",
       "ESDB_RELAY_PREFLIGHT__NETWORK_MODE", "ESDB_RELAY_PREFLIGHT__EGRESS_IPS",
     ])) == 0
-    error_message = "job_settings must not set ESDB_RELAY_SOURCE or ESDB_RELAY_TARGET (connection strings live in Secret Manager only) nor a setting this module sets from its own variables (job_id, mode, partitions, slice_max_events, the checkpoint store, the chain topic, the time-out, the preflight's network settings)."
+    error_message = "job_settings must not set ESDB_RELAY_SOURCE or ESDB_RELAY_TARGET (connection strings live in Secret Manager only) nor a setting this module sets from its own variables (job_id, mode, partitions, slice_max_events, schedule_seconds, the checkpoint store, the chain topic, the time-out, the preflight's network settings)."
   }
 
   validation {

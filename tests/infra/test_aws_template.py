@@ -543,6 +543,7 @@ def test_environment_is_what_the_handler_and_job_config_read(
     assert job.checkpoint_store == "dynamodb://esdb-relay-orders-migration"
     assert job.budget.max_events == int(sample["SliceMaxEvents"])
     assert job.mode == sample["Mode"]
+    assert job.schedule_seconds == float(values["ScheduleSeconds"])
 
 
 def defaults(template: dict[str, Any]) -> dict[str, str]:

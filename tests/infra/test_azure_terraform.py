@@ -648,6 +648,7 @@ RENDERED = {
     "${var.mode}": "ordered",
     "${tostring(var.partitions)}": "1",
     "${tostring(var.slice_max_events)}": "20000",
+    "${tostring(var.schedule_seconds)}": "300",
     "${tostring(var.function_timeout_seconds + 300)}": "900",
     "${tostring(var.function_timeout_seconds)}": "600",
     "${var.schedule}": "0 */5 * * * *",
@@ -691,6 +692,7 @@ def test_job_settings_load_in_core(
     job = JobConfig.load()
     assert job.job_id == "orders-migration"
     assert (job.mode, job.partitions, job.budget.max_events) == ("ordered", 1, 20000)
+    assert job.schedule_seconds == 300
     assert job.source.get_secret_value().startswith("esdb://")
     # the lease follows the function timeout in the handler (core/invocation.py): no setting
     # may pin it past the timeout, where a killed slice's lease would keep the job busy

@@ -537,6 +537,7 @@ SAMPLE = {
     "var.mode": "partitioned",
     "var.partitions": "4",
     "var.slice_max_events": "5000",
+    "var.schedule_seconds": "600",
     "var.timeout_seconds": "540",
     "var.checkpoint_collection": "esdb-relay-checkpoints",
     "var.connector_cidr": "10.10.255.240/28",
@@ -591,6 +592,7 @@ def test_environment_is_a_valid_job_for_the_handler_and_store(
     job = JobConfig.load()
     assert (job.job_id, job.mode, job.partitions) == ("orders-migration", "partitioned", 4)
     assert job.budget.max_events == 5000
+    assert job.schedule_seconds == 600
     collection, options = parse_firestore_url(job.checkpoint_store)
     assert collection == "esdb-relay-checkpoints"
     assert options == {"project": "my-project", "database": "orders-relay-checkpoints"}

@@ -8,7 +8,8 @@ create: re-create them on the target, stopped, for review. A dry run (a plan) un
 running it again is a no-op; a projection defined differently on the target is a conflict,
 left as is unless --update.
 
-Exit codes: 0 done, 1 a conflict or an error, 2 bad usage or configuration.
+Exit codes: 0 done, 1 a conflict or an error, or a side that could not be checked (the
+target's system projections), 2 bad usage or configuration.
 Connection strings are never printed.
 """
 
@@ -106,9 +107,23 @@ def list_command(
             ),
         }
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
-        return
+        raise typer.Exit(_unchecked(system))
     _print_list(out, rows)
     _print_system(out, system, {r.name for r in rows if r.system and _running(r.status)})
+    raise typer.Exit(_unchecked(system))
+
+
+def _unchecked(system: list[SystemStatus] | str) -> int:
+    """Exit 1 when the target's system projections could not be checked: the listing is only
+    half an answer, and a script reading the exit code must not take it as a whole one."""
+    if isinstance(system, str):
+        err.print(
+            "[red]the target could not be checked[/] (exit 1): fix the target connection "
+            "(esdb-relay preflight checks the network path) and run again",
+            soft_wrap=True,
+        )
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def _print_list(out: Console, rows: list[ProjectionInfo]) -> None:
@@ -150,7 +165,7 @@ def _print_system(
     out: Console, system: list[SystemStatus] | str, source_running: set[str] | None = None
 ) -> None:
     if isinstance(system, str):
-        out.print(f"[yellow]target system projections: not checked:[/] {escape(system)}")
+        out.print(f"[red]target system projections: not checked:[/] {escape(system)}")
         return
     table = Table(title="target system projections (they re-create the links)")
     table.add_column("name")
@@ -263,10 +278,10 @@ def create_command(
             ),
         }
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
-        raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+        raise typer.Exit(EXIT_FAILED if failed else _unchecked(system))
     _print_plan(out, rows, yes)
     _print_system(out, system)
-    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+    raise typer.Exit(EXIT_FAILED if failed else _unchecked(system))
 
 
 def _print_plan(out: Console, rows: list[CreateRow], applied: bool) -> None:

@@ -5,6 +5,7 @@ input exits 2 with a message, and no password reaches the output."""
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 from esdbclient import EventStoreDBClient
@@ -102,3 +103,19 @@ def test_bad_from_directory_and_unreachable_source_are_explained(env, tmp_path):
 def _all_stats(db: Emulator) -> list:
     with EventStore(db.uri, side="target") as store:
         return store.projection_statistics()
+
+
+def test_list_exits_1_when_the_target_could_not_be_checked(env):
+    variables, _ = env
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    unreachable = {**variables, "ESDB_RELAY_TARGET": f"esdb://127.0.0.1:{closed}?tls=false"}
+    result = invoke(["list"], unreachable)
+    assert result.exit_code == 1, result.output
+    assert "copier" in result.output  # the source's half is still shown
+    assert "target system projections: not checked" in result.output
+    assert "the target could not be checked" in result.output
+    as_json = invoke(["list", "--json"], unreachable)
+    assert as_json.exit_code == 1
+    assert "error" in json.loads(as_json.stdout)["target_system_projections"]

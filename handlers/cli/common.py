@@ -19,6 +19,7 @@ from core.errors import ConfigError, RelayError
 from core.eventstore import EventStore
 from core.relay import Relay
 from core.stores.registry import register_provider
+from core.tools.preflight import connection_failure, diagnose, side_of
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # a check failed, a difference was found, or (run) an endpoint was unreachable
@@ -69,7 +70,29 @@ def open_relay(job: JobConfig, connect_timeout: float = 10.0) -> Iterator[Relay]
     except ConfigError as e:
         raise fail("configuration error:", str(e)) from None
     except RelayError as e:
-        raise fail("error:", str(e), EXIT_FAILED) from None
+        raise connection_error(job, e, "error:", connect_timeout) from None
+
+
+def connection_error(
+    job: JobConfig, error: RelayError, headline: str, timeout: float = 10.0
+) -> typer.Exit:
+    """An error reaching a side, named as preflight names it: that side is probed (DNS, TCP,
+    TLS, credentials) and its first failing check printed with its fix, instead of a gRPC
+    status and "usually temporary"; the exit (1) to raise."""
+    side = side_of(error) if connection_failure(error) else None
+    check = diagnose(job, side, min(timeout, 5.0)) if side is not None else None
+    if check is None:
+        also = f" (esdb-relay preflight checks the {side} and the network)" if side else ""
+        return fail(headline, f"{error}{also}", EXIT_FAILED)
+    err.print(f"[red]{escape(headline)}[/] {escape(error.message)}", soft_wrap=True)
+    err.print(
+        f"[red]preflight's check {escape(check.name)} fails:[/] {escape(check.detail)}",
+        soft_wrap=True,
+    )
+    if check.fix:
+        err.print(f"[bold]fix:[/] {escape(check.fix)}", soft_wrap=True)
+    err.print("esdb-relay preflight checks both sides and the network in full", soft_wrap=True)
+    return typer.Exit(EXIT_FAILED)
 
 
 @contextmanager

@@ -19,6 +19,7 @@ from handlers.cli.common import (
     ConfigOption,
     ConnectTimeout,
     LogFormat,
+    connection_error,
     console,
     err,
     load_job,
@@ -172,8 +173,7 @@ def _run_with_progress(relay: Relay, bar: RunProgress, **options: Any) -> SliceR
         try:
             return relay.run(on_slice=bar.update, **options)
         except RelayError as e:
-            err.print(f"[red]stopped:[/] {e}")
-            raise typer.Exit(1) from None
+            raise connection_error(relay.job, e, "stopped:") from None
 
 
 def _log_format(value: str) -> Literal["json", "text"]:

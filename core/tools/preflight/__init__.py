@@ -22,10 +22,14 @@ be told from where preflight runs), what it found, and for warn and fail, the ex
 network step has its own timeout. The report never holds a password: connection strings appear
 redacted.
 
-Rooms: run.py (the run), same.py (source ≠ target), probe.py and tls.py (one endpoint),
-network.py (peered), public.py (a public cluster), report.py.
+`diagnose` probes one side the same way for a command that could not reach it (`run`).
+
+Rooms: run.py (the run), diagnose.py (one side, after a failure), same.py (source ≠ target),
+probe.py and tls.py (one endpoint), network.py (peered), public.py (a public cluster),
+report.py.
 """
 
+from core.tools.preflight.diagnose import connection_failure, diagnose, side_of
 from core.tools.preflight.network import network_checks, network_plan
 from core.tools.preflight.probe import EndpointProbe, server_version
 from core.tools.preflight.public import public_checks
@@ -36,10 +40,13 @@ __all__ = [
     "Check",
     "EndpointProbe",
     "PreflightReport",
+    "connection_failure",
+    "diagnose",
     "network_checks",
     "network_plan",
     "preflight",
     "preflight_from_env",
     "public_checks",
     "server_version",
+    "side_of",
 ]

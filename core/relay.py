@@ -127,7 +127,9 @@ class Relay:
         stop_at: int | None = None,
         dry_run: bool = False,
         job: JobConfig | None = None,
+        stop: threading.Event | None = None,
     ) -> SliceResult:
+        """One slice; `stop`, when set, ends it after the append in flight (committed)."""
         job = job or self.job
         try:
             result = run_slice(
@@ -135,7 +137,7 @@ class Relay:
                 self.source,
                 self.target,
                 self.store,
-                Budget.from_job(job, remaining_seconds),
+                Budget.from_job(job, remaining_seconds, stop),
                 owner=self.owner,
                 transform=self.transform,
                 start_after=start_after,
@@ -185,7 +187,9 @@ class Relay:
         last: SliceResult | None = None
         while not stop.is_set():
             try:
-                last = self.run_once(start_after=start_after, stop_at=stop_at, job=job)
+                last = self.run_once(
+                    start_after=start_after, stop_at=stop_at, job=job, stop=stop
+                )
             except TransientError:
                 failures += 1
                 if failures >= max_consecutive_failures:

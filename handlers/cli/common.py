@@ -3,7 +3,10 @@ the job (and the cloud checkpoint store its URL names), and opening its connecti
 
 from __future__ import annotations
 
+import os
+import shlex
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +27,8 @@ from core.tools.preflight import connection_failure, diagnose, side_of
 EXIT_OK = 0
 EXIT_FAILED = 1  # a check failed, a difference was found, or (run) an endpoint was unreachable
 EXIT_ERROR = 2  # the command could not do its work: the configuration or the command line
-EXIT_INTERRUPTED = 130  # Ctrl-C
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT)
+EXIT_TERMINATED = 143  # SIGTERM (a container stop, a deploy): stopped cleanly all the same
 # `cutover` answers with its report's own exit codes (core/tools/cutover/report.py).
 
 console = Console()
@@ -108,9 +112,37 @@ def connection(job: JobConfig, side: Literal["source", "target"]) -> EventStore:
     return EventStore(url.get_secret_value(), side=side)
 
 
-def stop_on_signals() -> threading.Event:
-    """Set when the process is asked to stop (Ctrl-C, SIGTERM)."""
-    stop = threading.Event()
+class StopSignal(threading.Event):
+    """Set when the process is asked to stop; remembers by which signal."""
+
+    signum: int | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_TERMINATED if self.signum == signal.SIGTERM else EXIT_INTERRUPTED
+
+
+def stop_on_signals() -> StopSignal:
+    """Set when the process is asked to stop (Ctrl-C, SIGTERM): the relay stops after the
+    append in flight and commits what it wrote; a second signal quits at once."""
+    stop = StopSignal()
+
+    def handler(signum: int, _frame: object) -> None:
+        if stop.is_set():
+            os._exit(128 + signum)
+        stop.signum = signum
+        stop.set()
+        err.print(
+            "[yellow]stopping after the append in flight; what is written is committed "
+            "(again to quit at once)[/]"
+        )
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, handler)
     return stop
+
+
+def resume_command(extra: list[str] | None = None) -> str:
+    """The command line that was run (plus `extra`), to run again: it resumes from the
+    checkpoint."""
+    return shlex.join(["esdb-relay", *sys.argv[1:], *(extra or [])])

@@ -19,11 +19,13 @@ from handlers.cli.common import (
     ConfigOption,
     ConnectTimeout,
     LogFormat,
+    StopSignal,
     connection_error,
     console,
     err,
     load_job,
     open_relay,
+    resume_command,
     stop_on_signals,
 )
 from handlers.cli.cutover_cmd import cutover
@@ -67,6 +69,7 @@ def run(
             idle_seconds=idle_seconds,
         )
     _summary(last)
+    _exit_if_stopped(stop)
 
 
 @app.command()
@@ -98,20 +101,24 @@ def backfill(
             update={"job_id": f"{job.job_id}.backfill-{from_position}-{end}"}
         )
         start_after = from_position - 1 if from_position > 0 else None
+        stop = StopSignal()
         if dry_run:
             result = relay.run_once(
                 start_after=start_after, stop_at=end, dry_run=True, job=range_job
             )
         else:
+            stop = stop_on_signals()
             result = _run_with_progress(
                 relay,
                 RunProgress(console, relay, job_id=range_job.job_id, end=end),
                 start_after=start_after,
                 stop_at=end,
                 job=range_job,
-                stop=stop_on_signals(),
+                stop=stop,
             )
     _summary(result)
+    # The range's checkpoint is named after its end: resuming needs the same --to.
+    _exit_if_stopped(stop, [] if to_position is not None else ["--to", str(end)])
 
 
 @app.command()
@@ -174,6 +181,17 @@ def _run_with_progress(relay: Relay, bar: RunProgress, **options: Any) -> SliceR
             return relay.run(on_slice=bar.update, **options)
         except RelayError as e:
             raise connection_error(relay.job, e, "stopped:") from None
+
+
+def _exit_if_stopped(stop: StopSignal, extra: list[str] | None = None) -> None:
+    """Stopped by a signal: say how to resume, exit 130 (Ctrl-C) or 143 (SIGTERM)."""
+    if not stop.is_set():
+        return
+    console.print(
+        f"interrupted: what was written is committed; resume with: {resume_command(extra)}",
+        soft_wrap=True,
+    )
+    raise typer.Exit(stop.exit_code)
 
 
 def _log_format(value: str) -> Literal["json", "text"]:

@@ -23,7 +23,7 @@ from core.config import JobConfig
 from core.engine import Budget, SliceResult, known_streams, run_slice
 from core.errors import RelayError, TransientError
 from core.eventstore import EventStore
-from core.logs import log_slice, logger
+from core.logs import SliceLog, logger
 
 SliceCallback = Callable[[SliceResult], None]
 
@@ -86,6 +86,8 @@ class Relay:
         # One owner name per process, so the history shows which invocation did what.
         self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.on_step = on_step
+        # Every slice logged; `esdb-relay run` makes it quiet while following the tail.
+        self.slice_log = SliceLog(heartbeat_seconds=None)
         self.transform = rules.load_transform(job.transform)
         self.store = store or open_store(job.checkpoint_store)
         # The process-wide cache of target stream states is per job and target (by digest).
@@ -156,7 +158,7 @@ class Relay:
                 extra={"job_id": job.job_id, "liveness": liveness and liveness.model_dump()},
             )
             raise
-        log_slice(result)
+        self.slice_log.log(result)
         return result
 
     def liveness(self, job_id: str | None = None) -> Liveness | None:
@@ -187,9 +189,7 @@ class Relay:
         last: SliceResult | None = None
         while not stop.is_set():
             try:
-                last = self.run_once(
-                    start_after=start_after, stop_at=stop_at, job=job, stop=stop
-                )
+                last = self.run_once(start_after=start_after, stop_at=stop_at, job=job, stop=stop)
             except TransientError:
                 failures += 1
                 if failures >= max_consecutive_failures:

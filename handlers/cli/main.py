@@ -13,6 +13,7 @@ from rich.table import Table
 from core.engine import SliceResult
 from core.errors import RelayError
 from core.invocation import MAX_POSITION
+from core.logs import SliceLog
 from core.logs import configure as configure_logging
 from core.relay import Relay
 from handlers.cli.common import (
@@ -61,6 +62,7 @@ def run(
     job = load_job(config)
     stop = stop_on_signals()
     with open_relay(job, connect_timeout) as relay:
+        relay.slice_log = SliceLog()  # once caught up: one line, then a heartbeat
         last = _run_with_progress(
             relay,
             RunProgress(console, relay, enabled=progress),

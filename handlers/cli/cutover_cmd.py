@@ -97,7 +97,7 @@ def cutover(
     ),
     apply_subscriptions: bool = typer.Option(
         False,
-        "--apply-subscriptions",
+        "--apply",
         help="Create/update the persistent subscriptions on the target (else only listed).",
     ),
     report_dir: Path = typer.Option(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,7 +44,31 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: no `<bool>` beside a flag, nothing boxed
+    context_settings={"help_option_names": ["-h", "--help"]},  # every command
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"esdb-relay {_version('esdb-relay')} (esdbclient {_version('esdbclient')})")
+        raise typer.Exit()
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """Migrate an EventStoreDB/KurrentDB database into another, exactly once."""
 
 
 @app.command()
@@ -238,4 +263,4 @@ def _eta(seconds: float | None, caught_up: bool) -> str:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    app(prog_name="esdb-relay")

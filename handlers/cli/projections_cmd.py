@@ -4,7 +4,7 @@ list: the source's projections (custom and system) with mode, status, emit setti
 progress, and what the migration means for each; plus whether the target's system projections
 run (the links the relay does not copy appear on the target only once they do).
 export: each custom continuous projection's query as a .js file and a manifest.json.
-create: re-create them on the target, stopped, for review. A dry run (a plan) unless --yes;
+create: re-create them on the target, stopped, for review. A dry run (a plan) unless --apply;
 running it again is a no-op; a projection defined differently on the target is a conflict,
 left as is unless --update.
 
@@ -49,6 +49,7 @@ from handlers.cli.common import (
 )
 
 projections_app = typer.Typer(
+    rich_markup_mode=None,  # plain help: no `<bool>` beside a flag
     help="Custom and system projections: list them, export their definitions, re-create them "
     "on the target (stopped, for review).",
     no_args_is_help=True,
@@ -241,7 +242,7 @@ def create_command(
     from_dir: Path | None = typer.Option(
         None, "--from", help="An export directory (default: read the source's definitions)."
     ),
-    yes: bool = typer.Option(False, "--yes", help="Create them (default: dry run, a plan)."),
+    apply: bool = typer.Option(False, "--apply", help="Create them (default: dry run, a plan)."),
     update: bool = typer.Option(
         False, "--update", help="Overwrite a different query/emit setting on the target."
     ),
@@ -261,7 +262,7 @@ def create_command(
                 definitions = custom_definitions(source)
         with connection(job, "target") as target:
             rows = plan_create(target, definitions, update=update)
-            if yes:
+            if apply:
                 rows = apply_create(target, rows)
             system = _system_report(target)
     except RelayError as e:
@@ -269,7 +270,7 @@ def create_command(
     failed = any(r.action in ("conflict", "error") for r in rows)
     if json_out:
         payload = {
-            "applied": yes,
+            "applied": apply,
             "projections": [r.model_dump(mode="json", exclude={"definition"}) for r in rows],
             "target_system_projections": (
                 {"error": system}
@@ -279,7 +280,7 @@ def create_command(
         }
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
         raise typer.Exit(EXIT_FAILED if failed else _unchecked(system))
-    _print_plan(out, rows, yes)
+    _print_plan(out, rows, apply)
     _print_system(out, system)
     raise typer.Exit(EXIT_FAILED if failed else _unchecked(system))
 
@@ -309,4 +310,4 @@ def _print_plan(out: Console, rows: list[CreateRow], applied: bool) -> None:
     if applied:
         out.print(f"applied: {summary}; they are stopped: review, then enable each at cutover")
     else:
-        out.print(f"plan: {summary}; nothing changed — run again with --yes to create them")
+        out.print(f"plan: {summary}; nothing changed — run again with --apply to create them")

@@ -65,17 +65,17 @@ def test_export_then_create_dry_run_apply_and_rerun(env, tmp_path):
 
     dry = invoke(["create", "--from", str(out)], variables)
     assert dry.exit_code == 0, dry.output
-    assert "dry run" in dry.output and "--yes" in dry.output
+    assert "dry run" in dry.output and "--apply" in dry.output
     assert "copier" not in {s.name for s in _all_stats(target)}
     client = EventStoreDBClient(target.uri)
 
-    applied = invoke(["create", "--from", str(out), "--yes", "--json"], variables)
+    applied = invoke(["create", "--from", str(out), "--apply", "--json"], variables)
     assert applied.exit_code == 0, applied.output
     (row,) = json.loads(applied.output)["projections"]
     assert row["action"] == "create" and row["done"] is True
     assert client.get_projection_statistics(name="copier").status == "Stopped"
 
-    again = json.loads(invoke(["create", "--yes", "--json"], variables).output)
+    again = json.loads(invoke(["create", "--apply", "--json"], variables).output)
     assert [r["action"] for r in again["projections"]] == ["unchanged"]
 
 
@@ -83,7 +83,7 @@ def test_conflict_exits_1_and_is_not_overwritten(env):
     variables, target = env
     client = EventStoreDBClient(target.uri)
     client.create_projection(name="copier", query="fromAll();", emit_enabled=True)
-    result = invoke(["create", "--yes"], variables)
+    result = invoke(["create", "--apply"], variables)
     assert result.exit_code == 1, result.output
     assert "conflict" in result.output and "--update" in result.output
     assert client.get_projection_statistics(name="copier").status == "Running"

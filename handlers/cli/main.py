@@ -87,7 +87,8 @@ def run(
     job = load_job(config)
     stop = stop_on_signals()
     with open_relay(job, connect_timeout) as relay:
-        relay.slice_log = SliceLog()  # once caught up: one line, then a heartbeat
+        if not until_caught_up:  # following the tail: one line, then a heartbeat
+            relay.slice_log = SliceLog()
         last = _run_with_progress(
             relay,
             RunProgress(console, relay, enabled=progress),

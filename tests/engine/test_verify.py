@@ -521,7 +521,7 @@ def test_the_scans_report_progress_against_a_known_total_and_a_sample_says_why(j
     assert full.ok
     sides = [side for side, _, _ in calls]
     assert sides[0] == "source" and sides[-1] == "target" and len(calls) > 2
-    assert all(0 < head and 0 <= done <= head for _, done, head in calls)
+    assert all(head > 0 and 0 <= done <= head for _, done, head in calls)
     for side in ("source", "target"):
         last = [(done, head) for s, done, head in calls if s == side][-1]
         assert last[0] == last[1]  # each scan ends at its known total

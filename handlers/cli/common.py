@@ -122,9 +122,15 @@ class StopSignal(threading.Event):
         return EXIT_TERMINATED if self.signum == signal.SIGTERM else EXIT_INTERRUPTED
 
 
-def stop_on_signals() -> StopSignal:
-    """Set when the process is asked to stop (Ctrl-C, SIGTERM): the relay stops after the
-    append in flight and commits what it wrote; a second signal quits at once."""
+RELAY_STOPPING = (
+    "stopping after the append in flight; what is written is committed (again to quit at once)"
+)
+
+
+def stop_on_signals(message: str | None = RELAY_STOPPING) -> StopSignal:
+    """Set when the process is asked to stop (Ctrl-C, SIGTERM), `message` printed; for the
+    relay: it stops after the append in flight and commits what it wrote. A second signal
+    quits at once."""
     stop = StopSignal()
 
     def handler(signum: int, _frame: object) -> None:
@@ -132,10 +138,8 @@ def stop_on_signals() -> StopSignal:
             os._exit(128 + signum)
         stop.signum = signum
         stop.set()
-        err.print(
-            "[yellow]stopping after the append in flight; what is written is committed "
-            "(again to quit at once)[/]"
-        )
+        if message:
+            err.print(f"[yellow]{escape(message)}[/]", soft_wrap=True)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, handler)

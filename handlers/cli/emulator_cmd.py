@@ -102,7 +102,7 @@ def emulator(
     typer.echo(f"connection string: {db.uri}")
     if db.tls and cert_dir is not None:
         typer.echo(f"CA: {db.ca_file} (the same at every restart; --cert-dir to choose where)")
-    stop = stop_on_signals()
+    stop = stop_on_signals(message=None)
     try:
         while not stop.is_set():
             time.sleep(0.2)

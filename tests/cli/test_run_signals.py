@@ -47,7 +47,7 @@ def slow_pair():
         yield source, target
 
 
-def start(source: Emulator, target: Emulator, tmp_path: Path) -> subprocess.Popen:
+def start(source: Emulator, target: Emulator, tmp_path: Path, **extra: str) -> subprocess.Popen:
     env = {
         **os.environ,
         "ESDB_RELAY_JOB_ID": "signals",
@@ -57,6 +57,7 @@ def start(source: Emulator, target: Emulator, tmp_path: Path) -> subprocess.Pope
         "ESDB_RELAY_BATCH__MAX_EVENTS": "20",
         "ESDB_RELAY_LEASE_TTL_SECONDS": "600",  # a lease left behind would block the re-run
         "COLUMNS": "300",
+        **extra,
     }
     return subprocess.Popen(
         [sys.executable, "-m", "handlers.cli.main", "run", "--until-caught-up",
@@ -76,10 +77,25 @@ def wait_for_copying(target: Emulator, proc: subprocess.Popen) -> None:
         time.sleep(0.1)
 
 
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_a_signal_stops_the_copy_after_the_append_in_flight(slow_pair, tmp_path, signum, code):
+MODES = {
+    "ordered": {},
+    "partitioned": {"ESDB_RELAY_MODE": "partitioned", "ESDB_RELAY_PARTITIONS": "4"},
+}
+
+
+@pytest.mark.parametrize(
+    ("signum", "code", "mode"),
+    [
+        (signal.SIGTERM, 143, "ordered"),
+        (signal.SIGINT, 130, "ordered"),
+        (signal.SIGTERM, 143, "partitioned"),
+    ],
+)
+def test_a_signal_stops_the_copy_after_the_append_in_flight(
+    slow_pair, tmp_path, signum, code, mode
+):
     source, target = slow_pair
-    proc = start(source, target, tmp_path)
+    proc = start(source, target, tmp_path, **MODES[mode])
     try:
         wait_for_copying(target, proc)
         assert proc.poll() is None, proc.communicate()
@@ -105,10 +121,12 @@ def test_a_signal_stops_the_copy_after_the_append_in_flight(slow_pair, tmp_path,
         store.close()
 
     target.faults.update(latency_ms=0)
-    second = start(source, target, tmp_path)
+    second = start(source, target, tmp_path, **MODES[mode])
     out, errs = second.communicate(timeout=120)
     assert second.returncode == 0, out + errs
     assert "caught up" in out and "busy" not in errs
-    report = oracle.compare(source.store, target.store, oracle.Job(multi_append=True))
+    report = oracle.compare(
+        source.store, target.store, oracle.Job(multi_append=True, ordered=mode == "ordered")
+    )
     assert report.clean, report
     assert user_events(target) == EVENTS

@@ -130,3 +130,45 @@ def test_a_signal_stops_the_copy_after_the_append_in_flight(
     )
     assert report.clean, report
     assert user_events(target) == EVENTS
+
+
+def test_sigterm_while_the_target_is_down_stops_the_retries(slow_pair, tmp_path):
+    """The append in flight cannot finish (the target answers UNAVAILABLE): SIGTERM ends its
+    retries instead of waiting out the slice's deadline (10 minutes by default), releases the
+    lease, and the next run copies everything once the target is back."""
+    source, target = slow_pair
+    proc = start(source, target, tmp_path)
+    try:
+        wait_for_copying(target, proc)
+        assert proc.poll() is None, proc.communicate()
+        target.faults.update(
+            latency_ms=0,
+            unavailable_rate=1.0,
+            methods={"Append", "BatchAppend", "AppendSession", "AppendRecords"},
+        )
+        for _ in range(300):  # bounded: up to 30 s for a retried append
+            if target.faults.injected.get("unavailable", 0) >= 2:
+                break
+            time.sleep(0.1)
+        assert target.faults.injected.get("unavailable", 0) >= 2
+        proc.send_signal(signal.SIGTERM)
+        out, errs = proc.communicate(timeout=60)  # not the slice's 600 s deadline
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, out + errs
+    assert "resume with: esdb-relay run" in out and "Traceback" not in errs
+
+    store = open_store(f"sqlite:///{tmp_path}/cp.db")
+    try:
+        store.release(store.acquire("signals", "the-next-run", 60))  # the lease is free
+    finally:
+        store.close()
+    target.faults.reset()
+    second = start(source, target, tmp_path)
+    out, errs = second.communicate(timeout=120)
+    assert second.returncode == 0, out + errs
+    report = oracle.compare(source.store, target.store, oracle.Job(multi_append=True))
+    assert report.clean, report
+    assert user_events(target) == EVENTS

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from types import TracebackType
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
 from core.engine import SliceResult
-from core.logs import RecentRate
 from core.relay import Relay
 
 
@@ -25,7 +25,7 @@ class RunProgress:
         self.job_id = job_id or relay.job.job_id
         self.end = end
         self.written = 0
-        self.rate = RecentRate()  # over the last minute: falls to the tail's rate once caught up
+        self.started = time.monotonic()
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -53,12 +53,10 @@ class RunProgress:
         self.written += result.events_written
         position = result.position or 0
         total = self.end if self.end is not None else position + (result.lag_bytes or 0)
-        rate = self.rate.add(result.events_written, result.seconds)
-        shown = "" if rate is None else f", {rate:,.0f}/s over the last minute"
-        state = "; following the tail" if result.caught_up and self.end is None else ""
+        rate = self.written / max(1e-9, time.monotonic() - self.started)
         self.progress.update(
             self.task,
             total=max(total, 1),
             completed=position,
-            detail=f"{self.written:,} events written{shown}{state}",
+            detail=f"{self.written:,} events written, {rate:,.0f}/s",
         )

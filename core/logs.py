@@ -94,8 +94,11 @@ def slice_message(fields: dict[str, Any], rate: float | None = None) -> str:
         f"written={fields.get('events_written', 0):,}",
         f"skipped={fields.get('events_skipped', 0):,}",
     ]
-    if fields.get("dead_letters"):
-        parts.append(f"dead_lettered={fields['dead_letters']:,}")
+    if "events_filtered" in fields:  # not copied by the job's rules
+        parts.append(f"filtered={fields['events_filtered']:,}")
+    dead = fields.get("events_dead_lettered", fields.get("dead_letters"))
+    if dead:
+        parts.append(f"dead_lettered={dead:,}")
     parts.append(f"position={_position(fields.get('position'))}")
     lag = fields.get("lag_bytes")
     parts.append(f"lag={'?' if lag is None else format(lag, ',')} bytes")

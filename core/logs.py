@@ -189,7 +189,7 @@ class SliceLog:
                     format(fields.get("lag_bytes") or 0, ","),
                     self.idle,
                     now - self.last_line,
-                    extra={"following": {"position": fields.get("position"), "idle": self.idle}},
+                    extra={"job_id": fields.get("job_id")},
                 )
                 self.last_line, self.idle = now, 0
             return
@@ -203,7 +203,7 @@ class SliceLog:
                 "nothing new arrives)",
                 _position(fields.get("position")),
                 self.heartbeat_seconds,
-                extra={"following": {"position": fields.get("position"), "idle": 0}},
+                extra={"job_id": fields.get("job_id")},
             )
         if status == "ok":
             self.following = caught_up

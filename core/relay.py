@@ -25,7 +25,7 @@ from core.config import JobConfig
 from core.engine import Budget, SliceResult, known_streams, run_slice
 from core.errors import RelayError, TransientError
 from core.eventstore import EventStore
-from core.logs import log_slice, logger
+from core.logs import SliceLog, logger
 from core.progress import STALL_AFTER_SLICES, Liveness, Progress, measure
 
 SliceCallback = Callable[[SliceResult], None]
@@ -95,6 +95,8 @@ class Relay:
         self.on_step = on_step
         self._transform: rules.Transform | None = None
         self._transform_loaded = False
+        # Every slice logged; `esdb-relay run` makes it quiet while following the tail.
+        self.slice_log = SliceLog(heartbeat_seconds=None)
         self.store = store or open_store(job.checkpoint_store)
         # The process-wide cache of target stream states is per job and target (by digest).
         self._target_key = hashlib.sha256(job.target.get_secret_value().encode()).hexdigest()
@@ -145,8 +147,10 @@ class Relay:
         dry_run: bool = False,
         job: JobConfig | None = None,
         log: bool = True,
+        stop: threading.Event | None = None,
     ) -> SliceResult:
-        """One slice. `log` False leaves a busy slice unlogged (`run` says it once)."""
+        """One slice. `log` False leaves a busy slice unlogged (`run` says it once); `stop`,
+        when set, ends it after the append in flight (committed)."""
         job = job or self.job
         try:
             result = run_slice(
@@ -154,7 +158,7 @@ class Relay:
                 self.source,
                 self.target,
                 self.store,
-                Budget.from_job(job, remaining_seconds),
+                Budget.from_job(job, remaining_seconds, stop),
                 owner=self.owner,
                 transform=self.transform,
                 start_after=start_after,
@@ -174,7 +178,7 @@ class Relay:
             )
             raise
         if log or result.status != "busy":
-            log_slice(result)
+            self.slice_log.log(result)
         return result
 
     def liveness(self, job_id: str | None = None) -> Liveness | None:
@@ -255,7 +259,9 @@ class Relay:
         busy = False
         while not stop.is_set():
             try:
-                last = self.run_once(start_after=start_after, stop_at=stop_at, job=job, log=False)
+                last = self.run_once(
+                    start_after=start_after, stop_at=stop_at, job=job, log=False, stop=stop
+                )
             except TransientError as e:
                 if on_failure:
                     on_failure(e)

@@ -3,6 +3,7 @@ boundaries it reports (tests kill the process at them)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -14,16 +15,27 @@ from core.config import JobConfig
 class Budget:
     """How much one slice may read: events, bytes, and until when (a `time.monotonic()`
     value after which no new batch starts). From the job's BudgetConfig and the time the
-    platform leaves the invocation."""
+    platform leaves the invocation. `stop`, when set (SIGTERM, Ctrl-C), ends the slice as
+    the deadline does: after the append in flight, with what is written committed."""
 
     max_events: int
     max_bytes: int
     deadline: float
+    stop: threading.Event | None = None
 
     @classmethod
-    def from_job(cls, job: JobConfig, remaining_seconds: float | None = None) -> Budget:
+    def from_job(
+        cls,
+        job: JobConfig,
+        remaining_seconds: float | None = None,
+        stop: threading.Event | None = None,
+    ) -> Budget:
         seconds = job.budget.effective_deadline(remaining_seconds)
-        return cls(job.budget.max_events, job.budget.max_bytes, time.monotonic() + seconds)
+        return cls(job.budget.max_events, job.budget.max_bytes, time.monotonic() + seconds, stop)
+
+    def expired(self) -> bool:
+        """No new batch may start: the deadline has passed or the process is asked to stop."""
+        return time.monotonic() > self.deadline or (self.stop is not None and self.stop.is_set())
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@ with KurrentDB's multi-stream append, one atomic append per batch of several str
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 from core.engine.batching import ordered_batches, runs
@@ -38,7 +37,7 @@ class OrderedSlice(Slice):
                     return done, False
                 writer.prefetch(ops, pool)
                 for group in batches(ops, batch.max_events, batch.max_bytes):
-                    if time.monotonic() > self.budget.deadline:
+                    if self.budget.expired():
                         return done, True
                     self.check_lease()
                     try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-import time
 
 from core.engine.batching import packed_batches, stream_batches
 from core.engine.budget import Step
@@ -115,7 +114,7 @@ class PartitionedSlice(Slice):
         for pack in packs:
             if self.stop.is_set():
                 return
-            if time.monotonic() > self.budget.deadline:
+            if self.budget.expired():
                 self.deadline_hit.set()
                 self.stop.set()
                 return

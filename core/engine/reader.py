@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections.abc import Callable
 
 from core.config import BatchConfig
@@ -88,7 +87,7 @@ class ChunkReader:
                 count += 1
                 chunk_size += event.size
                 total_size += event.size
-                if total_size >= budget.max_bytes or time.monotonic() > budget.deadline:
+                if total_size >= budget.max_bytes or budget.expired():
                     break
                 if len(chunk) >= self.chunk.max_events or chunk_size >= self.chunk.max_bytes:
                     self._hand_over(chunk)

@@ -65,6 +65,7 @@ def run_slice(
     )
     # Transient failures are retried with backoff, but never past the slice's deadline.
     source.retry_deadline = target.retry_deadline = budget.deadline
+    source.stop = target.stop = budget.stop  # and never once the process is asked to stop
     if dry_run:
         checkpoint = store.load(job.job_id) or Checkpoint(job_id=job.job_id)
         if start_after is not None and (

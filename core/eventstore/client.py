@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -71,6 +72,8 @@ class EventStore(Admin, MultiAppender):
         self.side = side
         self.timeout = timeout
         self.retry_deadline = retry_deadline
+        # Set (SIGTERM, Ctrl-C: the slice's Budget.stop) to give up retrying at once.
+        self.stop: threading.Event | None = None
         self.retries = 0
         self._v2: tuple[object, v2.Client, bool | None] | None = None
         try:
@@ -100,6 +103,8 @@ class EventStore(Admin, MultiAppender):
 
     def _retrying(self) -> Retrying:
         def stop(state: RetryCallState) -> bool:
+            if self.stop is not None and self.stop.is_set():
+                return True
             if self.retry_deadline is None:
                 return state.attempt_number >= _DEFAULT_ATTEMPTS
             upcoming = state.next_action.sleep if state.next_action else 0.0

@@ -3,7 +3,10 @@ the job (and the cloud checkpoint store its URL names), and opening its connecti
 
 from __future__ import annotations
 
+import os
+import shlex
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,11 +22,13 @@ from core.errors import ConfigError, RelayError
 from core.eventstore import EventStore
 from core.relay import Relay
 from core.stores.registry import register_provider
+from core.tools.preflight import connection_failure, diagnose, side_of
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # a check failed, a difference was found, or (run) an endpoint was unreachable
 EXIT_ERROR = 2  # the command could not do its work: the configuration or the command line
-EXIT_INTERRUPTED = 130  # Ctrl-C
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT)
+EXIT_TERMINATED = 143  # SIGTERM (a container stop, a deploy): stopped cleanly all the same
 # `cutover` answers with its report's own exit codes (core/tools/cutover/report.py).
 
 console = Console()
@@ -69,7 +74,29 @@ def open_relay(job: JobConfig, connect_timeout: float = 10.0) -> Iterator[Relay]
     except ConfigError as e:
         raise fail("configuration error:", str(e)) from None
     except RelayError as e:
-        raise fail("error:", str(e), EXIT_FAILED) from None
+        raise connection_error(job, e, "error:", connect_timeout) from None
+
+
+def connection_error(
+    job: JobConfig, error: RelayError, headline: str, timeout: float = 10.0
+) -> typer.Exit:
+    """An error reaching a side, named as preflight names it: that side is probed (DNS, TCP,
+    TLS, credentials) and its first failing check printed with its fix, instead of a gRPC
+    status and "usually temporary"; the exit (1) to raise."""
+    side = side_of(error) if connection_failure(error) else None
+    check = diagnose(job, side, min(timeout, 5.0)) if side is not None else None
+    if check is None:
+        also = f" (esdb-relay preflight checks the {side} and the network)" if side else ""
+        return fail(headline, f"{error}{also}", EXIT_FAILED)
+    err.print(f"[red]{escape(headline)}[/] {escape(error.message)}", soft_wrap=True)
+    err.print(
+        f"[red]preflight's check {escape(check.name)} fails:[/] {escape(check.detail)}",
+        soft_wrap=True,
+    )
+    if check.fix:
+        err.print(f"[bold]fix:[/] {escape(check.fix)}", soft_wrap=True)
+    err.print("esdb-relay preflight checks both sides and the network in full", soft_wrap=True)
+    return typer.Exit(EXIT_FAILED)
 
 
 @contextmanager
@@ -85,9 +112,41 @@ def connection(job: JobConfig, side: Literal["source", "target"]) -> EventStore:
     return EventStore(url.get_secret_value(), side=side)
 
 
-def stop_on_signals() -> threading.Event:
-    """Set when the process is asked to stop (Ctrl-C, SIGTERM)."""
-    stop = threading.Event()
+class StopSignal(threading.Event):
+    """Set when the process is asked to stop; remembers by which signal."""
+
+    signum: int | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_TERMINATED if self.signum == signal.SIGTERM else EXIT_INTERRUPTED
+
+
+RELAY_STOPPING = (
+    "stopping after the append in flight; what is written is committed (again to quit at once)"
+)
+
+
+def stop_on_signals(message: str | None = RELAY_STOPPING) -> StopSignal:
+    """Set when the process is asked to stop (Ctrl-C, SIGTERM), `message` printed; for the
+    relay: it stops after the append in flight and commits what it wrote. A second signal
+    quits at once."""
+    stop = StopSignal()
+
+    def handler(signum: int, _frame: object) -> None:
+        if stop.is_set():
+            os._exit(128 + signum)
+        stop.signum = signum
+        stop.set()
+        if message:
+            err.print(f"[yellow]{escape(message)}[/]", soft_wrap=True)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, handler)
     return stop
+
+
+def resume_command(extra: list[str] | None = None) -> str:
+    """The command line that was run (plus `extra`), to run again: it resumes from the
+    checkpoint."""
+    return shlex.join(["esdb-relay", *sys.argv[1:], *(extra or [])])

@@ -6,13 +6,15 @@ automation calling it did), then checks nothing is written any more.
 Exit codes: 0 completed (target verified, checkpoints printed, report written); 1 a check
 failed (verify found differences, writes after the quiet period, a catch-up checkpoint that
 could not be translated); 2 bad usage, configuration or connection; 3 the relay is not
-caught up (refused without --wait) or a wait timed out; 4 aborted by the operator.
+caught up (refused without --wait) or a wait timed out; 4 aborted by the operator, or refused
+at once when there is no terminal to ask and no --yes. The report is written in each case.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -95,7 +97,7 @@ def cutover(
     ),
     apply_subscriptions: bool = typer.Option(
         False,
-        "--apply-subscriptions",
+        "--apply",
         help="Create/update the persistent subscriptions on the target (else only listed).",
     ),
     report_dir: Path = typer.Option(
@@ -181,9 +183,10 @@ def _stop_on_signals(procedure: Cutover, observer: RichObserver, err: Console) -
 class RichObserver(CutoverObserver):
     """Steps as headings, waits as live lines, verify as a progress bar."""
 
-    def __init__(self, out: Console, *, assume_yes: bool) -> None:
+    def __init__(self, out: Console, *, assume_yes: bool, interactive: bool | None = None) -> None:
         self.out = out
         self.assume_yes = assume_yes
+        self.interactive = sys.stdin.isatty() if interactive is None else interactive
         self.live: Live | None = None
         self.bar: Progress | None = None
         self.task = None
@@ -233,8 +236,20 @@ class RichObserver(CutoverObserver):
         self.prompting = True
         try:
             return Confirm.ask("   Are all the writers stopped?", console=self.out, default=False)
+        except EOFError:  # the terminal went away: no answer is not a yes
+            self.out.print("\n   no answer (end of input): taking it as no")
+            return False
         finally:
             self.prompting = False
+
+    def cannot_confirm(self) -> str | None:
+        if self.assume_yes or self.interactive:
+            return None
+        return (
+            "no terminal to ask whether the writers are stopped (standard input is not a "
+            "terminal) and no --yes: nothing was done. Run cutover in a terminal, or pass --yes "
+            "when the automation calling it stops the writers itself"
+        )
 
     def quiet(self, watch: QuietWatch, timeout: float) -> None:
         streams = f", lately in {', '.join(watch.recent_streams)}" if watch.recent_streams else ""

@@ -75,7 +75,7 @@ def run_demo(console: Console, *, events: int, streams: int) -> int:
             checkpoint = store.load(JOB_ID)
             return checkpoint.position.commit if checkpoint and checkpoint.position else 0
 
-        with _bar(console) as bar:
+        with _bar(console, BYTES) as bar:
             task = bar.add_task("relay (first run)", total=head)
             relay = _start_relay(env, Path(tmp) / "relay-1.log")
             while position() < KILL_AT * head and relay.poll() is None:
@@ -90,7 +90,7 @@ def run_demo(console: Console, *, events: int, streams: int) -> int:
             f"({killed_at / head:.0%} of the source log); starting it again — it waits "
             f"{LEASE_TTL}s for the dead process's lease to expire, then resumes from the checkpoint"
         )
-        with _bar(console) as bar:
+        with _bar(console, BYTES) as bar:
             task = bar.add_task("relay (resumed)", total=head, completed=killed_at)
             relay = _start_relay(env, Path(tmp) / "relay-2.log")
             while relay.poll() is None:
@@ -103,6 +103,7 @@ def run_demo(console: Console, *, events: int, streams: int) -> int:
         checkpoint = store.load(JOB_ID)
         history = store.history(JOB_ID, limit=200)
         store.close()
+        on_target = _records(target)
 
         job = JobConfig.from_payload({"job_id": JOB_ID, "source": source.uri, "target": target.uri})
         with (
@@ -111,23 +112,59 @@ def run_demo(console: Console, *, events: int, streams: int) -> int:
             _bar(console) as bar,
         ):
             task = bar.add_task("verifying stream by stream", total=None)
+            scan = "scanning the {}'s $all"
             report = verify(
                 job,
                 src,
                 dst,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
+                progress=lambda done, total: bar.update(
+                    task, description="verifying stream by stream", completed=done, total=total
+                ),
+                scan_progress=lambda side, done, total: bar.update(
+                    task, description=scan.format(side), completed=done, total=total
+                ),
             )
-    table = Table(title="migration")
-    table.add_column("")
-    table.add_column("", justify="right")
-    table.add_row("slices", f"{sum(1 for h in history if not h.stopped):,}")
-    table.add_row("events written", f"{checkpoint.events_written:,}" if checkpoint else "0")
+    written = checkpoint.events_written if checkpoint else 0
+    not_copied = checkpoint.events_filtered if checkpoint else 0
+    table = Table(title="migration", show_header=False)
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    table.add_column("what it is", overflow="fold")
     table.add_row(
-        "records skipped (links, system)", f"{checkpoint.events_skipped:,}" if checkpoint else "0"
+        "slices",
+        f"{sum(1 for h in history if not h.stopped):,}",
+        "slices the two relay runs recorded",
     )
-    table.add_row("streams verified", f"{report.streams_checked:,}")
-    table.add_row("events compared", f"{report.events_compared:,}")
-    table.add_row("differences", f"{report.differences_total:,}")
+    table.add_row(
+        "records written",
+        f"{written:,}",
+        f"{on_target['events']:,} events + {on_target['metadata']:,} stream metadata records "
+        f"({counts['metadata']:,} streams' settings, {counts['soft_deleted']:,} soft deletes): "
+        f"metadata is copied too",
+    )
+    table.add_row(
+        "streams deleted",
+        f"{on_target['tombstones']:,}",
+        "tombstones, copied as deletes (not counted as records written)",
+    )
+    table.add_row(
+        "records not copied",
+        f"{not_copied:,}",
+        "$ce links and system records: the target's own projections rebuild links",
+    )
+    table.add_row(
+        "streams verified",
+        f"{report.streams_checked:,}",
+        f"every stream of the source: the generator's bursts reached {report.streams_checked:,} "
+        f"of its {streams:,} stream names",
+    )
+    table.add_row(
+        "events compared",
+        f"{report.events_compared:,}",
+        "events a stream read shows, id and bytes, in order (deletes, $maxCount and $tb hide "
+        "the rest)",
+    )
+    table.add_row("differences", f"{report.differences_total:,}", "")
     console.print(table)
     seconds = time.perf_counter() - started
     if report.ok:
@@ -148,11 +185,30 @@ def _start_relay(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def _bar(console: Console) -> Progress:
+BYTES = "{task.completed:,.0f} of {task.total:,.0f} bytes of the source's $all"
+
+
+def _bar(console: Console, label: str | None = None) -> Progress:
+    """A bar; `label` (BYTES) says what its figures count, else `done/total` items."""
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         TaskProgressColumn(),
-        MofNCompleteColumn(),
+        TextColumn(label) if label else MofNCompleteColumn(),
         console=console,
     )
+
+
+def _records(db: Emulator) -> dict[str, int]:
+    """What a database holds of the user's: events, stream metadata records, tombstones."""
+    found = {"events": 0, "metadata": 0, "tombstones": 0}
+    for record in db.store.iter_all():
+        if record.stream.startswith("$$") and not record.stream.startswith("$$$"):
+            found["metadata"] += 1
+        elif record.stream.startswith("$"):
+            continue
+        elif record.type == "$streamDeleted":
+            found["tombstones"] += 1
+        elif not record.type.startswith("$"):
+            found["events"] += 1
+    return found

@@ -3,6 +3,8 @@ with every fault the Python API offers as a flag. Imported only when the command
 
 from __future__ import annotations
 
+import os
+import re
 import time
 from pathlib import Path
 
@@ -15,10 +17,15 @@ def emulator(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(2113, help="Port to listen on (0 = any free port)."),
     tls: bool = typer.Option(
-        False, "--tls", help="Serve TLS: a generated CA and a node certificate it signed."
+        False,
+        "--tls/--no-tls",
+        help="Serve TLS: a CA and a node certificate it signed, kept across restarts.",
     ),
     cert_dir: Path | None = typer.Option(
-        None, help="With --tls: keep the CA and node certificate here (reused at restart)."
+        None,
+        help="With --tls: where the CA and node certificate are kept (reused at restart; "
+        "default: $XDG_CACHE_HOME or ~/.cache, then esdb-relay/emulator-tls/HOST).",
+        show_default=False,
     ),
     tls_self_signed: bool = typer.Option(
         False, "--tls-self-signed", help="With --tls: a dev-mode self-signed certificate."
@@ -72,6 +79,8 @@ def emulator(
         methods=frozenset(m.strip() for m in methods.split(",") if m.strip()),
         seed=seed,
     )
+    if tls and not tls_self_signed and cert_dir is None:
+        cert_dir = default_cert_dir(host)
     try:
         db = Emulator(
             host,
@@ -88,12 +97,22 @@ def emulator(
         err.print(f"[red]emulator:[/] {e}")
         raise typer.Exit(2) from None
     db.start()
-    console.print(f"[bold green]esdb emulator[/] listening on {db.target}")
-    console.print(f"connection string: {db.uri}")
-    stop = stop_on_signals()
+    console.print(f"[bold green]esdb emulator[/] listening on {db.target}", soft_wrap=True)
+    # One line whatever the terminal's width, redirected or not: it is copied as it is.
+    typer.echo(f"connection string: {db.uri}")
+    if db.tls and cert_dir is not None:
+        typer.echo(f"CA: {db.ca_file} (the same at every restart; --cert-dir to choose where)")
+    stop = stop_on_signals(message=None)
     try:
         while not stop.is_set():
             time.sleep(0.2)
     finally:
         db.stop()
         console.print("emulator stopped" + (f"; data saved to {snapshot}" if snapshot else ""))
+
+
+def default_cert_dir(host: str) -> Path:
+    """Where `--tls` keeps the emulator's CA when no --cert-dir is given: the same path at
+    every restart, so a job's tlsCaFile stays valid."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "esdb-relay" / "emulator-tls" / re.sub(r"[^A-Za-z0-9_.-]", "_", host)

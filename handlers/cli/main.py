@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
@@ -10,16 +11,20 @@ import typer
 from core.engine import SliceResult
 from core.errors import RelayError
 from core.invocation import MAX_POSITION
+from core.logs import SliceLog
 from core.logs import configure as configure_logging
 from core.relay import Relay, RunOutcome
 from handlers.cli.common import (
     ConfigOption,
     ConnectTimeout,
     LogFormat,
+    StopSignal,
+    connection_error,
     console,
     err,
     load_job,
     open_relay,
+    resume_command,
     stop_on_signals,
 )
 from handlers.cli.cutover_cmd import cutover
@@ -39,7 +44,31 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: no `<bool>` beside a flag, nothing boxed
+    context_settings={"help_option_names": ["-h", "--help"]},  # every command
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"esdb-relay {_version('esdb-relay')} (esdbclient {_version('esdbclient')})")
+        raise typer.Exit()
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """Migrate an EventStoreDB/KurrentDB database into another, exactly once."""
 
 
 @app.command()
@@ -73,6 +102,8 @@ def run(
         open_relay(job, connect_timeout) as relay,
         serve_metrics(relay, metrics_port, metrics_host) as feed,
     ):
+        if not until_caught_up:  # following the tail: one line, then a heartbeat
+            relay.slice_log = SliceLog()
         outcome = _run_with_progress(
             relay,
             RunProgress(console, relay, enabled=progress),
@@ -82,6 +113,7 @@ def run(
             feed=feed,
         )
         _summary(outcome, relay, job.job_id)
+    _exit_if_stopped(stop)
 
 
 @app.command()
@@ -113,6 +145,7 @@ def backfill(
             update={"job_id": f"{job.job_id}.backfill-{from_position}-{end}"}
         )
         start_after = from_position - 1 if from_position > 0 else None
+        stop = StopSignal()
         if dry_run:
             try:
                 outcome = relay.plan(start_after=start_after, stop_at=end, job=range_job)
@@ -120,15 +153,18 @@ def backfill(
                 err.print(f"[red]stopped:[/] {e}")
                 raise typer.Exit(1) from None
         else:
+            stop = stop_on_signals()
             outcome = _run_with_progress(
                 relay,
                 RunProgress(console, relay, job_id=range_job.job_id, end=end),
                 start_after=start_after,
                 stop_at=end,
                 job=range_job,
-                stop=stop_on_signals(),
+                stop=stop,
             )
         _summary(outcome, relay, range_job.job_id)
+    # The range's checkpoint is named after its end: resuming needs the same --to.
+    _exit_if_stopped(stop, [] if to_position is not None else ["--to", str(end)])
 
 
 app.command("status")(status)
@@ -168,8 +204,18 @@ def _run_with_progress(
                 on_slice=on_slice, on_failure=feed.failure if feed else None, **options
             )
         except RelayError as e:
-            err.print(f"[red]stopped:[/] {e}")
-            raise typer.Exit(1) from None
+            raise connection_error(relay.job, e, "stopped:") from None
+
+
+def _exit_if_stopped(stop: StopSignal, extra: list[str] | None = None) -> None:
+    """Stopped by a signal: say how to resume, exit 130 (Ctrl-C) or 143 (SIGTERM)."""
+    if not stop.is_set():
+        return
+    console.print(
+        f"interrupted: what was written is committed; resume with: {resume_command(extra)}",
+        soft_wrap=True,
+    )
+    raise typer.Exit(stop.exit_code)
 
 
 def _log_format(value: str) -> Literal["json", "text"]:
@@ -190,4 +236,4 @@ def _summary(outcome: RunOutcome, relay: Relay, job_id: str) -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    app(prog_name="esdb-relay")

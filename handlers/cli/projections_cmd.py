@@ -4,11 +4,12 @@ list: the source's projections (custom and system) with mode, status, emit setti
 progress, and what the migration means for each; plus whether the target's system projections
 run (the links the relay does not copy appear on the target only once they do).
 export: each custom continuous projection's query as a .js file and a manifest.json.
-create: re-create them on the target, stopped, for review. A dry run (a plan) unless --yes;
+create: re-create them on the target, stopped, for review. A dry run (a plan) unless --apply;
 running it again is a no-op; a projection defined differently on the target is a conflict,
 left as is unless --update.
 
-Exit codes: 0 done, 1 a conflict or an error, 2 bad usage or configuration.
+Exit codes: 0 done, 1 a conflict or an error, or a side that could not be checked (the
+target's system projections), 2 bad usage or configuration.
 Connection strings are never printed.
 """
 
@@ -48,6 +49,7 @@ from handlers.cli.common import (
 )
 
 projections_app = typer.Typer(
+    rich_markup_mode=None,  # plain help: no `<bool>` beside a flag
     help="Custom and system projections: list them, export their definitions, re-create them "
     "on the target (stopped, for review).",
     no_args_is_help=True,
@@ -106,9 +108,23 @@ def list_command(
             ),
         }
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
-        return
+        raise typer.Exit(_unchecked(system))
     _print_list(out, rows)
     _print_system(out, system, {r.name for r in rows if r.system and _running(r.status)})
+    raise typer.Exit(_unchecked(system))
+
+
+def _unchecked(system: list[SystemStatus] | str) -> int:
+    """Exit 1 when the target's system projections could not be checked: the listing is only
+    half an answer, and a script reading the exit code must not take it as a whole one."""
+    if isinstance(system, str):
+        err.print(
+            "[red]the target could not be checked[/] (exit 1): fix the target connection "
+            "(esdb-relay preflight checks the network path) and run again",
+            soft_wrap=True,
+        )
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def _print_list(out: Console, rows: list[ProjectionInfo]) -> None:
@@ -150,7 +166,7 @@ def _print_system(
     out: Console, system: list[SystemStatus] | str, source_running: set[str] | None = None
 ) -> None:
     if isinstance(system, str):
-        out.print(f"[yellow]target system projections: not checked:[/] {escape(system)}")
+        out.print(f"[red]target system projections: not checked:[/] {escape(system)}")
         return
     table = Table(title="target system projections (they re-create the links)")
     table.add_column("name")
@@ -226,7 +242,7 @@ def create_command(
     from_dir: Path | None = typer.Option(
         None, "--from", help="An export directory (default: read the source's definitions)."
     ),
-    yes: bool = typer.Option(False, "--yes", help="Create them (default: dry run, a plan)."),
+    apply: bool = typer.Option(False, "--apply", help="Create them (default: dry run, a plan)."),
     update: bool = typer.Option(
         False, "--update", help="Overwrite a different query/emit setting on the target."
     ),
@@ -246,7 +262,7 @@ def create_command(
                 definitions = custom_definitions(source)
         with connection(job, "target") as target:
             rows = plan_create(target, definitions, update=update)
-            if yes:
+            if apply:
                 rows = apply_create(target, rows)
             system = _system_report(target)
     except RelayError as e:
@@ -254,7 +270,7 @@ def create_command(
     failed = any(r.action in ("conflict", "error") for r in rows)
     if json_out:
         payload = {
-            "applied": yes,
+            "applied": apply,
             "projections": [r.model_dump(mode="json", exclude={"definition"}) for r in rows],
             "target_system_projections": (
                 {"error": system}
@@ -263,10 +279,10 @@ def create_command(
             ),
         }
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
-        raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
-    _print_plan(out, rows, yes)
+        raise typer.Exit(EXIT_FAILED if failed else _unchecked(system))
+    _print_plan(out, rows, apply)
     _print_system(out, system)
-    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+    raise typer.Exit(EXIT_FAILED if failed else _unchecked(system))
 
 
 def _print_plan(out: Console, rows: list[CreateRow], applied: bool) -> None:
@@ -294,4 +310,4 @@ def _print_plan(out: Console, rows: list[CreateRow], applied: bool) -> None:
     if applied:
         out.print(f"applied: {summary}; they are stopped: review, then enable each at cutover")
     else:
-        out.print(f"plan: {summary}; nothing changed — run again with --yes to create them")
+        out.print(f"plan: {summary}; nothing changed — run again with --apply to create them")

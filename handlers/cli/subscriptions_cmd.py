@@ -25,7 +25,7 @@ from rich.table import Table
 from core.errors import RelayError
 from core.tools.subscriptions import GroupPlan
 from core.tools.subscriptions import migrate_subscriptions as run_migrate
-from core.tools.translate import translate_file, translate_position, translate_stream
+from core.tools.translate import START, translate_file, translate_position, translate_stream
 from handlers.cli.common import (
     EXIT_ERROR,
     EXIT_FAILED,
@@ -38,15 +38,21 @@ from handlers.cli.common import (
 
 
 def translate(
-    position: int | None = typer.Argument(
-        None, help="Source $all commit position the subscription processed last."
+    position: str | None = typer.Argument(
+        None,
+        help="Source $all commit position the subscription processed last, or 'start' if it "
+        "has processed nothing yet.",
+        show_default=False,
     ),
     config: Path | None = ConfigOption,
     stream: str | None = typer.Option(
         None, "--stream", help="Translate a stream revision of this source stream instead."
     ),
-    revision: int | None = typer.Option(
-        None, "--revision", help="The stream revision the subscription processed last."
+    revision: str | None = typer.Option(
+        None,
+        "--revision",
+        help="The stream revision the subscription processed last, or 'start'.",
+        show_default=False,
     ),
     file: Path | None = typer.Option(
         None,
@@ -81,6 +87,8 @@ def translate(
     if file is not None and not file.is_file():
         err.print(f"[red]no such file: {escape(str(file))}[/]")
         raise typer.Exit(EXIT_ERROR)
+    checkpoint = _checkpoint(position, "POSITION") if position is not None else None
+    stream_revision = _checkpoint(revision, "--revision") if revision is not None else None
     job = load_job(config)
     try:
         with connections(job) as (source, target):
@@ -96,11 +104,9 @@ def translate(
                         out.print(f"[red]{errors} row(s) could not be translated[/] (see 'error')")
                 raise typer.Exit(EXIT_FAILED if errors else EXIT_OK)
             if stream is not None:
-                assert revision is not None
-                result = translate_stream(job, source, target, stream, revision)
+                result = translate_stream(job, source, target, stream, stream_revision)
             else:
-                assert position is not None
-                result = translate_position(job, source, target, position)
+                result = translate_position(job, source, target, checkpoint)
     except RelayError as e:
         err.print(f"[red]cannot translate:[/] {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(EXIT_FAILED) from None
@@ -108,9 +114,10 @@ def translate(
         sys.stdout.write(result.model_dump_json() + "\n")
         return
     table = Table(title="translated checkpoint", show_header=False)
-    target_value = "start" if result.target is None else f"{result.target}"
+    target_value = START if result.target is None else f"{result.target}"
+    source_value = START if result.source is None else f"{result.source}"
     if result.kind == "all":
-        table.add_row("source $all position", f"{result.source}")
+        table.add_row("source $all position", source_value)
         table.add_row("target $all position", target_value)
         hint = (
             "subscribe_to_all(commit_position=None)"
@@ -119,7 +126,7 @@ def translate(
         )
     else:
         table.add_row("stream", escape(result.stream or ""))
-        table.add_row("source revision", f"{result.source}")
+        table.add_row("source revision", source_value)
         table.add_row("target revision", target_value)
         hint = (
             "subscribe_to_stream(..., stream_position=None)"
@@ -131,6 +138,23 @@ def translate(
         table.add_row("resumes after event", result.anchor_event_id)
     out.print(table)
     out.print(f"on the target: {hint}")
+
+
+def _checkpoint(value: str, name: str) -> int | None:
+    """A checkpoint typed on the command line: a non-negative integer, or 'start' (None)."""
+    if value.strip().lower() == START:
+        return None
+    try:
+        number = int(value.replace(",", "").replace("_", ""))
+    except ValueError:
+        number = -1
+    if number < 0:
+        err.print(
+            f"[red]{name} {escape(value)!r} is neither a non-negative integer nor 'start'[/]",
+            soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_ERROR)
+    return number
 
 
 def migrate_subscriptions(

@@ -32,7 +32,7 @@ from rich.table import Table
 from core.config import JobConfig
 from core.errors import ConfigError, RelayError
 from core.eventstore import EventStore
-from core.tools.verify import VerifyReport, VerifyState, public_endpoint
+from core.tools.verify import SAMPLE_SCAN, VerifyReport, VerifyState, public_endpoint
 from core.tools.verify import verify as run_verify
 from handlers.cli.common import EXIT_ERROR, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, err
 
@@ -90,6 +90,8 @@ def verify(
     if not json_out:
         if state is not None and state.exists():
             out.print(f"resuming from {escape(str(state))}{_saved_progress(state)}")
+        elif sample is not None:
+            out.print(f"[dim]{escape(SAMPLE_SCAN)}[/]", soft_wrap=True)
         out.print(
             f"verifying job [bold]{escape(job.job_id)}[/]: "
             f"{escape(public_endpoint(job.source.get_secret_value()))} → "
@@ -151,8 +153,13 @@ def _run(
             transient=True,
         ) as bar,
     ):
-        scan = "scanning $all" if sample is not None else "scanning source and target $all"
-        task = bar.add_task(scan, total=None)
+        task = bar.add_task("scanning the source's $all (bytes)", total=None)
+
+        def scanned(side: str, position: int, head: int) -> None:
+            if stop.is_set():
+                raise _Interrupted
+            description = f"scanning the {side}'s $all (bytes)"
+            bar.update(task, description=description, completed=position, total=max(head, 1))
 
         def progress(done: int, total: int) -> None:
             if stop.is_set():
@@ -168,6 +175,7 @@ def _run(
             progress=progress,
             workers=workers,
             state=state,
+            scan_progress=scanned,
         )
 
 

@@ -73,6 +73,9 @@ def test_run_until_caught_up_then_status_and_verify(tls_pair, tmp_path):
 
     verified = invoke(["verify"], env)
     assert verified.exit_code == 0, verified.output
+    sampled = invoke(["verify", "--sample", "2"], env)
+    assert sampled.exit_code == 0, sampled.output
+    assert "EventStoreDB keeps no complete list of them but `$all`" in sampled.output
 
 
 def test_json_log_lines_carry_each_slice(tls_pair, tmp_path):

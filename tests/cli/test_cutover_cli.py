@@ -86,21 +86,62 @@ def test_refuses_while_behind_then_completes_with_run_relay(setup, tmp_path):
     assert "catch-up subscription checkpoints" in done.output
     assert "order-1 @ 1" in done.output
     assert "next:" in done.output and "point every writer and reader at the target" in done.output
+    assert "re-create" not in done.output  # no persistent subscription to re-create
     data = [r for r in reports(tmp_path) if r["outcome"] == "completed"]
     assert len(data) == 1 and data[0]["verify"]["ok"]
     assert data[0]["catch_up_checkpoints"][0]["target_revision"] == "1"  # CSV keeps text
 
 
+def run_cli(args: list[str], env: dict[str, str], stdin) -> subprocess.CompletedProcess:
+    """`esdb-relay` in a subprocess: the real stdin (a terminal or not) and the real exit."""
+    return subprocess.run(
+        [sys.executable, "-m", "handlers.cli.main", *args],
+        cwd=ROOT,
+        env={**os.environ, **env, "COLUMNS": "200"},
+        stdin=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def answered_on_a_terminal(args: list[str], env: dict[str, str], answer: str):
+    """The cutover with a pseudo-terminal as its stdin, `answer` typed into it."""
+    master, slave = os.openpty()
+    try:
+        os.write(master, answer.encode())
+        return run_cli(args, env, slave)
+    finally:
+        os.close(slave)
+        os.close(master)
+
+
 def test_prompt_declined_aborts_and_accepted_continues(setup, tmp_path):
     _, job, env = setup
     run_until_caught_up(job)
-    declined = invoke([], env, tmp_path, input="n\n")
-    assert declined.exit_code == 4, declined.output
-    assert "Stop every workload that writes to the source now" in declined.output
-    assert "Are all the writers stopped?" in declined.output and "ABORTED" in declined.output
-    accepted = invoke([], env, tmp_path, input="y\n")
-    assert accepted.exit_code == 0, accepted.output
+    args = ["cutover", *FAST, "--report-dir", str(tmp_path / "reports")]
+    declined = answered_on_a_terminal(args, env, "n\n")
+    assert declined.returncode == 4, declined.stdout + declined.stderr
+    assert "Stop every workload that writes to the source now" in declined.stdout
+    assert "Are all the writers stopped?" in declined.stdout and "ABORTED" in declined.stdout
+    accepted = answered_on_a_terminal(args, env, "y\n")
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
     assert [r["outcome"] for r in reports(tmp_path)].count("completed") == 1
+
+
+def test_without_a_terminal_refuses_with_exit_4_and_a_report(setup, tmp_path):
+    _, job, env = setup
+    run_until_caught_up(job)
+    args = ["cutover", *FAST, "--report-dir", str(tmp_path / "reports")]
+    result = run_cli(args, env, subprocess.DEVNULL)  # CI, `< /dev/null`, no --yes
+    output = result.stdout + result.stderr
+    assert result.returncode == 4, output
+    assert "Aborted." not in output
+    assert "no terminal to ask whether the writers are stopped" in output and "--yes" in output
+    assert "point every writer" not in output
+    (data,) = reports(tmp_path)
+    assert data["outcome"] == "aborted" and data["steps"] == []
+    assert PASSWORD not in output
 
 
 def test_usage_errors_exit_2(setup, tmp_path):

@@ -33,10 +33,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextmanager
-def cli_emulator(*flags: str) -> Iterator[tuple[str, str]]:
+def cli_emulator(*flags: str, **env_vars: str) -> Iterator[tuple[str, str]]:
     """`esdb-relay emulator --port 0 FLAGS`: (host:port, connection string)."""
     command = [sys.executable, "-m", "handlers.cli.main", "emulator", "--port", "0", *flags]
-    env = dict(os.environ, NO_COLOR="1", COLUMNS="400")
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "400", **env_vars}
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
     try:
         assert proc.stdout is not None
@@ -197,3 +197,16 @@ def test_tls_cert_dir_and_self_signed(tmp_path: Path) -> None:
         cert = x509.load_pem_x509_certificate(Path(ca_file.group(1)).read_bytes())
         assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
         assert cert.issuer == cert.subject
+
+
+def test_connection_string_on_one_line_and_the_ca_stable_across_restarts(tmp_path: Path) -> None:
+    """Redirected at 40 columns (rich would wrap it), the connection string is still one
+    line, and without --cert-dir the CA stays at one path from one start to the next."""
+    cache = str(tmp_path / "cache")
+    with cli_emulator("--tls", COLUMNS="40", XDG_CACHE_HOME=cache) as (_, first):
+        append(first, f"tls-{uuid.uuid4()}", 1)  # the whole string, as printed, connects
+    with cli_emulator("--tls", COLUMNS="40", XDG_CACHE_HOME=cache) as (_, second):
+        append(second, f"tls-{uuid.uuid4()}", 1)
+    ca = re.search(r"tlsCaFile=([^&]+)", first)
+    assert ca and ca.group(1).startswith(cache) and ca.group(1).endswith("ca.crt")
+    assert ca.group(1) == re.search(r"tlsCaFile=([^&]+)", second).group(1)  # type: ignore[union-attr]

@@ -5,6 +5,7 @@ input exits 2 with a message, and no password reaches the output."""
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 from esdbclient import EventStoreDBClient
@@ -64,17 +65,17 @@ def test_export_then_create_dry_run_apply_and_rerun(env, tmp_path):
 
     dry = invoke(["create", "--from", str(out)], variables)
     assert dry.exit_code == 0, dry.output
-    assert "dry run" in dry.output and "--yes" in dry.output
+    assert "dry run" in dry.output and "--apply" in dry.output
     assert "copier" not in {s.name for s in _all_stats(target)}
     client = EventStoreDBClient(target.uri)
 
-    applied = invoke(["create", "--from", str(out), "--yes", "--json"], variables)
+    applied = invoke(["create", "--from", str(out), "--apply", "--json"], variables)
     assert applied.exit_code == 0, applied.output
     (row,) = json.loads(applied.output)["projections"]
     assert row["action"] == "create" and row["done"] is True
     assert client.get_projection_statistics(name="copier").status == "Stopped"
 
-    again = json.loads(invoke(["create", "--yes", "--json"], variables).output)
+    again = json.loads(invoke(["create", "--apply", "--json"], variables).output)
     assert [r["action"] for r in again["projections"]] == ["unchanged"]
 
 
@@ -82,7 +83,7 @@ def test_conflict_exits_1_and_is_not_overwritten(env):
     variables, target = env
     client = EventStoreDBClient(target.uri)
     client.create_projection(name="copier", query="fromAll();", emit_enabled=True)
-    result = invoke(["create", "--yes"], variables)
+    result = invoke(["create", "--apply"], variables)
     assert result.exit_code == 1, result.output
     assert "conflict" in result.output and "--update" in result.output
     assert client.get_projection_statistics(name="copier").status == "Running"
@@ -102,3 +103,19 @@ def test_bad_from_directory_and_unreachable_source_are_explained(env, tmp_path):
 def _all_stats(db: Emulator) -> list:
     with EventStore(db.uri, side="target") as store:
         return store.projection_statistics()
+
+
+def test_list_exits_1_when_the_target_could_not_be_checked(env):
+    variables, _ = env
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    unreachable = {**variables, "ESDB_RELAY_TARGET": f"esdb://127.0.0.1:{closed}?tls=false"}
+    result = invoke(["list"], unreachable)
+    assert result.exit_code == 1, result.output
+    assert "copier" in result.output  # the source's half is still shown
+    assert "target system projections: not checked" in result.output
+    assert "the target could not be checked" in result.output
+    as_json = invoke(["list", "--json"], unreachable)
+    assert as_json.exit_code == 1
+    assert "error" in json.loads(as_json.stdout)["target_system_projections"]

@@ -324,6 +324,18 @@ def test_apply_subscriptions_creates_the_groups(migrated, tmp_path):
     assert "migrate-subscriptions --apply" not in "\n".join(report.next_steps)
 
 
+def test_subscriptions_already_on_the_target_are_not_to_be_re_created(migrated, tmp_path):
+    source, _, _, job = migrated
+    with EventStoreDBClient(source.uri) as src:
+        src.create_subscription_to_stream("orders", "order-0", stream_position=0)
+    first = cutover(job, tmp_path, apply_subscriptions=True)
+    assert first.exit_code == EXIT_COMPLETED, first.message
+    again = cutover(job, tmp_path)  # listed only: the group stands on the target unchanged
+    assert again.exit_code == EXIT_COMPLETED, again.message
+    assert [p.action for p in again.persistent_subscriptions] == ["unchanged"]
+    assert not any("re-create" in step for step in again.next_steps), again.next_steps
+
+
 def test_no_secrets_in_the_report(tmp_path):
     with Emulator(tls=True) as source, Emulator(tls=True) as target:
         assert "changeit" in source.uri
@@ -376,4 +388,7 @@ def test_a_checkpoint_that_cannot_be_translated_fails_after_the_rest(migrated, t
     assert Path(report.catch_up_file).suffix == ".csv"
     _, md = saved(report)
     assert "| typo |" in md and "kind stream needs a stream" in md
-    assert "point every writer" in md  # verified: the clients can move, the row needs fixing
+    # FAILED: the clients stay on the source until the row is fixed and the cutover completes
+    assert "point every writer" not in md and "point every writer" not in report.next_steps[0]
+    assert "keep the clients on the source" in report.next_steps[0]
+    assert any(str(checkpoints.name) in step or "catch-up" in step for step in report.next_steps)

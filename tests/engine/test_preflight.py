@@ -123,6 +123,37 @@ def test_plaintext_endpoints_pass_with_a_warning():
     assert tls.status == "warn" and "plaintext" in tls.detail and "Tls=false" in tls.fix
 
 
+# --- the same database twice -----------------------------------------------------------
+
+
+def test_a_target_that_is_the_source_fails(tls_pair):
+    source, target = tls_pair
+    port = source.port
+    same = uri(source)
+    as_localhost = same.replace("127.0.0.1", "localhost")
+    assert as_localhost != same
+    for target_uri in (
+        same,
+        as_localhost,
+        source.connection_string(discover=True, password=SECRET),
+    ):
+        report = run(same, target_uri)
+        check = report.check("source ≠ target")
+        assert check.status == "fail", (target_uri.split("@")[-1], check)
+        assert "the same database" in check.detail and f":{port}" in check.detail
+        assert "Addresses tab" in check.fix
+        assert not report.ok
+    report = run(uri(source), uri(target))
+    assert report.check("source ≠ target").status == "ok" and report.ok
+
+
+def test_cli_exits_1_when_the_target_is_the_source(tls_pair, tmp_path):
+    source, _ = tls_pair
+    result = cli([], tmp_path, uri(source), uri(source).replace("127.0.0.1", "localhost"))
+    assert result.exit_code == 1, result.output
+    assert "check(s) failed: source ≠ target" in result.output
+
+
 # --- unreachable endpoints ----------------------------------------------------------------
 
 

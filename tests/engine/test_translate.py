@@ -218,12 +218,12 @@ def test_batch_file(pair, tmp_path, suffix):
         result = list(csv.DictReader(out.read_text().splitlines()))
         assert result[0]["target_position"] == str(expected_all.target)
         assert result[1]["target_revision"] == str(expected_stream.target)
-        assert "not replicated yet" in result[2]["error"]
+        assert "beyond the source's $all head" in result[2]["error"]
     else:
         result = [json.loads(line) for line in out.read_text().splitlines()]
         assert result[0]["target_position"] == expected_all.target
         assert result[1]["target_revision"] == expected_stream.target
-        assert "not replicated yet" in result[2]["error"]
+        assert "beyond the source's $all head" in result[2]["error"]
     src.close()
 
 
@@ -296,6 +296,34 @@ def test_cli_translate(pair, tmp_path):
     assert json.loads(out.read_text())["target_position"] == payload["target"]
     bad = runner.invoke(app, ["translate", "1", "-c", str(tmp_path / "missing.json")])
     assert bad.exit_code == 2
+
+    # "start" (the help offers it): nothing processed yet, so the start on the target too
+    start = runner.invoke(app, ["translate", "start", "-c", config])
+    assert start.exit_code == 0, start.output
+    assert "subscribe_to_all(commit_position=None)" in start.output
+    start_json = runner.invoke(app, ["translate", "start", "-c", config, "--json"])
+    assert json.loads(start_json.stdout)["target"] is None, start_json.output
+    stream_start = runner.invoke(
+        app, ["translate", "-c", config, "--stream", "order-1", "--revision", "start"]
+    )
+    assert stream_start.exit_code == 0, stream_start.output
+    assert "stream_position=None" in stream_start.output
+    nonsense = runner.invoke(app, ["translate", "soon", "-c", config])
+    assert nonsense.exit_code == 2 and "neither a non-negative integer nor 'start'" in (
+        nonsense.output
+    )
+    rows.write_text(json.dumps({"name": "new", "kind": "all", "position": "start"}) + "\n")
+    result = runner.invoke(app, ["translate", "-c", config, "--file", str(rows), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["target_position"] is None
+
+    # beyond the source's head: said so, not "not replicated yet ... 0 bytes behind"
+    beyond = runner.invoke(
+        app, ["translate", str(events[-1].commit_position + 10**6), "-c", config]
+    )
+    assert beyond.exit_code == 1
+    assert "beyond the source's $all head" in beyond.output
+    assert "not replicated yet" not in beyond.output and "0 bytes" not in beyond.output
     src.close()
 
 

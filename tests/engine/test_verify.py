@@ -513,6 +513,26 @@ def test_extra_stream_on_target(source, target, job):
     assert sampled.ok and not sampled.extra_streams_checked
 
 
+def test_the_scans_report_progress_against_a_known_total_and_a_sample_says_why(job):
+    """Each scan of `$all` reports how far it got against that side's head (a known total,
+    never "0/?"); a sample scans only the source, and its report says why it must."""
+    calls: list[tuple[str, int, int]] = []
+    full = check(job, scan_progress=lambda side, done, head: calls.append((side, done, head)))
+    assert full.ok
+    sides = [side for side, _, _ in calls]
+    assert sides[0] == "source" and sides[-1] == "target" and len(calls) > 2
+    assert all(head > 0 and 0 <= done <= head for _, done, head in calls)
+    for side in ("source", "target"):
+        last = [(done, head) for s, done, head in calls if s == side][-1]
+        assert last[0] == last[1]  # each scan ends at its known total
+    calls.clear()
+    sampled = check(
+        job, sample=5, scan_progress=lambda side, done, head: calls.append((side, done, head))
+    )
+    assert {side for side, _, _ in calls} == {"source"}  # the target's $all is not scanned
+    assert any("no complete list" in note and "$all" in note for note in sampled.notes)
+
+
 def test_differences_are_bounded(source, target, job):
     names = live_streams(source.store)[:6]
     for name in names:

@@ -54,6 +54,11 @@ class CutoverObserver:
         """Ask the operator to stop every writer of the source; False aborts the cutover."""
         return True
 
+    def cannot_confirm(self) -> str | None:
+        """Why the operator cannot be asked at all (no terminal, no --yes), checked before the
+        first step so the cutover refuses at once (exit 4, report written); None = can ask."""
+        return None
+
     def quiet(self, watch: QuietWatch, timeout: float) -> None: ...
 
     def copying(self, lag: Lag, waited: float, timeout: float) -> None: ...
@@ -189,6 +194,9 @@ class Cutover:
 
     def _run(self) -> None:
         options = self.options
+        why = self.observer.cannot_confirm()
+        if why is not None:
+            raise CutoverStop("aborted", EXIT_ABORTED, why)
         store = open_store(self.job.checkpoint_store)
         try:
             with (
@@ -471,19 +479,34 @@ class Cutover:
     # ---------------------------------------------------------------------- next steps
     def _next_steps(self) -> list[str]:
         report = self.report
-        if report.outcome != "completed" and report.exit_code != EXIT_CHECK_FAILED:
-            return ["keep the clients on the source; fix what the message says and run again"]
-        if report.verify is None or not report.verify.ok or report.writes_after_quiet:
-            return ["keep the clients on the source: the target is not proven equal"]
+        keep = "keep the clients on the source"
+        if report.outcome != "completed":
+            if report.catch_up_errors and report.verify is not None and report.verify.ok:
+                return [
+                    f"{keep} until the cutover completes",
+                    f"fix the {report.catch_up_errors} catch-up checkpoint(s) marked with an "
+                    f"error in {report.catch_up_file} (the others are translated there)",
+                    "run cutover again: every step is safe to repeat",
+                ]
+            if report.verify is not None and (not report.verify.ok or report.writes_after_quiet):
+                return [f"{keep}: the target is not proven equal", "fix the cause, run again"]
+            return [f"{keep}; fix what the message says and run cutover again"]
         steps = [
             f"point every writer and reader at the target, {report.target}",
             "disable the relay's schedule: there is nothing left to copy",
         ]
-        plans = report.persistent_subscriptions
-        if plans and not report.persistent_subscriptions_applied:
+        todo = [p for p in report.persistent_subscriptions if p.action in ("create", "update")]
+        if todo and not report.persistent_subscriptions_applied:
             steps.append(
-                f"re-create the {len(plans)} persistent subscription(s) on the target: "
-                "esdb-relay migrate-subscriptions --apply (the starts are in this report)"
+                f"re-create the {len(todo)} persistent subscription(s) to create or update on "
+                "the target: esdb-relay migrate-subscriptions --apply (the starts are in this "
+                "report)"
+            )
+        manual = [p for p in report.persistent_subscriptions if p.action in ("manual", "error")]
+        if manual:
+            steps.append(
+                f"look at the {len(manual)} persistent subscription(s) marked manual or error "
+                "in this report: they are not created by --apply"
             )
         if report.catch_up_file:
             steps.append(

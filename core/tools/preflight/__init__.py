@@ -1,6 +1,8 @@
 """`preflight`: from where the relay runs, can it reach, trust and use both databases?
 
-For the source and the target: the connection string, DNS, TCP (with connect latency), TLS
+First, that the target is not the source (same host:port or gossip seed once localhost and
+127.0.0.1 are taken as one, or names resolving to the same addresses on the same ports). For
+the source and the target: the connection string, DNS, TCP (with connect latency), TLS
 (certificate, trust, host name, expiry), gossip (cluster members and whether they are reachable
 from here), credentials (a read of `$all`; on the target also a write probe that writes
 nothing) and the round trip of a gRPC call. Then the network, in one of two topologies:
@@ -20,10 +22,14 @@ be told from where preflight runs), what it found, and for warn and fail, the ex
 network step has its own timeout. The report never holds a password: connection strings appear
 redacted.
 
-Rooms: run.py (the run), probe.py and tls.py (one endpoint), network.py (peered), public.py
-(a public cluster), report.py.
+`diagnose` probes one side the same way for a command that could not reach it (`run`).
+
+Rooms: run.py (the run), diagnose.py (one side, after a failure), same.py (source ≠ target),
+probe.py and tls.py (one endpoint), network.py (peered), public.py (a public cluster),
+report.py.
 """
 
+from core.tools.preflight.diagnose import connection_failure, diagnose, side_of
 from core.tools.preflight.network import network_checks, network_plan
 from core.tools.preflight.probe import EndpointProbe, server_version
 from core.tools.preflight.public import public_checks
@@ -34,10 +40,13 @@ __all__ = [
     "Check",
     "EndpointProbe",
     "PreflightReport",
+    "connection_failure",
+    "diagnose",
     "network_checks",
     "network_plan",
     "preflight",
     "preflight_from_env",
     "public_checks",
     "server_version",
+    "side_of",
 ]

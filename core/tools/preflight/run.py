@@ -22,6 +22,7 @@ from core.tools.preflight.report import (
     NetworkMode,
     PreflightReport,
 )
+from core.tools.preflight.same import same_database_check
 
 
 def preflight(
@@ -44,6 +45,7 @@ def preflight(
     checks: list[Check] = []
     local: set[str] = set()
     target_probe: EndpointProbe | None = None
+    probes: list[EndpointProbe] = []
     for side, secret in (("source", job.source), ("target", job.target)):
         probe = EndpointProbe(
             side,
@@ -62,9 +64,19 @@ def preflight(
                 "rerun with a longer --timeout; if it persists, report it as an esdb-relay bug",
             )
         checks += probe.checks
+        probes.append(probe)
         local |= probe.local_addresses
         if side == "target":
             target_probe = probe
+    checks.insert(
+        0,
+        same_database_check(
+            job.source.get_secret_value(),
+            job.target.get_secret_value(),
+            probes[0].resolved,
+            probes[1].resolved,
+        ),
+    )
     checks.append(checkpoint_store_check(job, timeout))
     checks += network_checks(plan, cloud, vnet_is_peered_directly, local)
     if plan.mode == "public" and target_probe is not None:

@@ -33,12 +33,13 @@ Rooms: common.py (the relay's position, claims confirmed in the source), positio
 """
 
 from core.tools.translate.batch import translate_file
-from core.tools.translate.common import NOT_LOADED, TranslatedPosition, relay_position
+from core.tools.translate.common import NOT_LOADED, START, TranslatedPosition, relay_position
 from core.tools.translate.positions import translate_position
 from core.tools.translate.streams import translate_stream
 
 __all__ = [
     "NOT_LOADED",
+    "START",
     "TranslatedPosition",
     "relay_position",
     "translate_file",

@@ -9,7 +9,7 @@ from pathlib import Path
 from core.config import JobConfig
 from core.errors import RelayError, TranslateError
 from core.eventstore import EventStore
-from core.tools.translate.common import relay_position
+from core.tools.translate.common import START, relay_position
 from core.tools.translate.positions import translate_position
 from core.tools.translate.streams import translate_stream
 
@@ -60,9 +60,11 @@ def _read_rows(src: Path, is_csv: bool) -> list[dict]:
     return rows
 
 
-def _int(value: object, name: str) -> int:
+def _int(value: object, name: str) -> int | None:
     if value is None or value == "":
         raise ValueError(f"{name} is missing")
+    if str(value).strip().lower() == START:
+        return None
     try:
         return int(value)  # type: ignore[call-overload]
     except (TypeError, ValueError):

@@ -12,7 +12,7 @@ from core.checkpoint import open_store
 from core.config import JobConfig
 from core.engine.locate import Locator
 from core.engine.plan import Origin, Planner, SliceIndex
-from core.errors import NotReplicatedError
+from core.errors import NotReplicatedError, TranslateError
 from core.eventstore import EventStore
 from core.model import Event
 
@@ -28,9 +28,9 @@ UNMARKED_RUN = 1000  # target records without `$original*` looked up after an an
 class TranslatedPosition(BaseModel):
     kind: Literal["all", "stream"]
     stream: str | None = None
-    source: int
+    source: int | None  # None = "start": the subscription has processed nothing yet
     target: int | None  # None = from the start ($all or the stream)
-    method: Literal["original-metadata", "event-id"]
+    method: Literal["original-metadata", "event-id", "start"]
     anchor_event_id: str | None = None  # the target event the subscription resumes after
     relay_position: int | None = None
 
@@ -47,6 +47,13 @@ def relay_position(job: JobConfig) -> int | None:
 
 NOT_LOADED = -2  # `relayed` argument default: read the job's checkpoint from its store
 
+START = "start"  # a checkpoint meaning "nothing processed yet": the start on the target too
+
+
+def from_start(kind: Literal["all", "stream"], stream: str | None = None) -> TranslatedPosition:
+    """A subscription that has processed nothing starts from the start on the target too."""
+    return TranslatedPosition(kind=kind, stream=stream, source=None, target=None, method="start")
+
 
 def require_replicated(
     job: JobConfig, source: EventStore, position: int, what: str, relayed: int | None = NOT_LOADED
@@ -55,6 +62,13 @@ def require_replicated(
         relayed = relay_position(job)
     if relayed is None or position > relayed:
         head = source.head_position()
+        if position > head:
+            raise TranslateError(
+                f"{what} is beyond the source's $all head ({head:,}): the source has no record "
+                "there",
+                hint="give a checkpoint the subscription saved while reading this source (a "
+                "target position or another database's would not be in it)",
+            )
         at = "has not copied anything yet" if relayed is None else f"is at {relayed:,}"
         behind = f" ({head - (relayed or 0):,} bytes of the source behind)" if head else ""
         raise NotReplicatedError(

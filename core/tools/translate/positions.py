@@ -19,6 +19,7 @@ from core.tools.translate.common import (
     Unconfirmed,
     claims_of,
     confirm,
+    from_start,
     next_marked,
     replicated_kind,
     require_replicated,
@@ -29,11 +30,14 @@ def translate_position(
     job: JobConfig,
     source: EventStore,
     target: EventStore,
-    position: int,
+    position: int | None,
     *,
     relayed: int | None = NOT_LOADED,
 ) -> TranslatedPosition:
-    """See the module doc. `relayed`: the job's checkpoint if already loaded (batch mode)."""
+    """See the module doc. `relayed`: the job's checkpoint if already loaded (batch mode).
+    `position` None: the subscription has processed nothing ("start")."""
+    if position is None:
+        return from_start("all")
     if position < 0:
         raise TranslateError(f"position {position} is negative", hint="give a commit position")
     if job.mode == "partitioned" and job.partitions > 1:

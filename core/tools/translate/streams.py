@@ -19,6 +19,7 @@ from core.tools.translate.common import (
     Unconfirmed,
     claims_of,
     confirm,
+    from_start,
     next_marked,
     require_replicated,
 )
@@ -29,10 +30,13 @@ def translate_stream(
     source: EventStore,
     target: EventStore,
     stream: str,
-    revision: int,
+    revision: int | None,
     *,
     relayed: int | None = NOT_LOADED,
 ) -> TranslatedPosition:
+    """`revision` None: the subscription has processed nothing of the stream ("start")."""
+    if revision is None:
+        return from_start("stream", stream)
     if revision < 0:
         raise TranslateError(f"revision {revision} is negative", hint="give a stream revision")
     if not job.filters.accepts_stream(stream):

@@ -58,10 +58,11 @@ from core.tools.verify.report import (
     VerifyState,
     public_endpoint,
 )
-from core.tools.verify.run import verify
+from core.tools.verify.run import SAMPLE_SCAN, verify
 
 __all__ = [
     "DEFAULT_MAX_DIFFERENCES",
+    "SAMPLE_SCAN",
     "Difference",
     "DifferenceKind",
     "VerifyReport",

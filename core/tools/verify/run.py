@@ -35,6 +35,15 @@ _MAX_NOTES = 100
 
 
 Progress = Callable[[int, int], None]
+# (side, commit position reached, that side's `$all` head when its scan began): a known total.
+ScanProgress = Callable[[str, int, int], None]
+
+SAMPLE_SCAN = (
+    "a sample is drawn from all the source's streams, and EventStoreDB keeps no complete list "
+    "of them but `$all` (the $streams projection may be stopped or lag): the source's $all is "
+    "scanned once for their names; the target's is not. With --state the list is saved and "
+    "a resumed run skips the scan"
+)
 
 
 def verify(
@@ -49,6 +58,7 @@ def verify(
     workers: int = 1,
     state: Path | None = None,
     save_every: float = 10.0,
+    scan_progress: ScanProgress | None = None,
 ) -> VerifyReport:
     """Compare the target with the job's filtered source; see the module doc for the rules.
 
@@ -68,6 +78,7 @@ def verify(
     if state is not None:
         verifier.saver = StateFile(state, fingerprint(job, sample, seed, max_differences))
     verifier.save_every = save_every
+    verifier.scan_progress = scan_progress
     return verifier.run(sample, seed, progress)
 
 
@@ -103,6 +114,7 @@ class _Verifier:
         )
         self.saver: StateFile | None = None
         self.save_every = 10.0
+        self.scan_progress: ScanProgress | None = None
         self.pending_all: dict[str, Difference] = {}
 
     # ---------------------------------------------------------------------- the run
@@ -165,6 +177,7 @@ class _Verifier:
         if sample is not None:
             ordered = sorted(random.Random(seed).sample(ordered, min(sample, len(ordered))))
             report.sampled_streams = list(ordered)
+            report.notes.append(SAMPLE_SCAN)
         else:
             self._find_extra_streams(streams, tally)
         if tally is not None:
@@ -239,14 +252,18 @@ class _Verifier:
             self.diffs.append(difference)
 
     # ------------------------------------------------------------------ discovery
-    def _scan(self, store: EventStore) -> Iterator[Event]:
+    def _scan(self, store: EventStore, side: str) -> Iterator[Event]:
         position: int | None = None
+        head = store.head_position() if self.scan_progress else 0
         while True:
             n = 0
             for event in store.read_all_after(position, streams.PAGE):
                 n += 1
                 position = event.commit_position
                 yield event
+            if self.scan_progress:
+                done = head if n < streams.PAGE else min(position or 0, head)
+                self.scan_progress(side, done, max(head, position or 0))
             if n < streams.PAGE:
                 return
 
@@ -276,7 +293,7 @@ class _Verifier:
         self, store: EventStore, accepts: Callable[[str], bool], tally: AllRecords | None
     ) -> set[str]:
         names: set[str] = set()
-        for event in self._scan(store):
+        for event in self._scan(store, "source"):
             name = user_stream_of(event)
             if name is not None and name not in names and accepts(name):
                 names.add(name)
@@ -288,7 +305,7 @@ class _Verifier:
         self.report.extra_streams_checked = True
         seen: set[str] = set()
         accepts = self.job.filters.accepts_stream
-        for event in self._scan(self.target):
+        for event in self._scan(self.target, "target"):
             if tally is not None and _is_user_event(event) and accepts(event.stream):
                 tally.add_target(event)
             name = user_stream_of(event)

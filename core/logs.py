@@ -94,7 +94,7 @@ def slice_message(fields: dict[str, Any], rate: float | None = None) -> str:
         f"written={fields.get('events_written', 0):,}",
         f"skipped={fields.get('events_skipped', 0):,}",
     ]
-    if "events_filtered" in fields:  # not copied by the job's rules
+    if fields.get("events_filtered"):  # not copied by the job's rules
         parts.append(f"filtered={fields['events_filtered']:,}")
     dead = fields.get("events_dead_lettered", fields.get("dead_letters"))
     if dead:

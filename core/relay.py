@@ -177,7 +177,8 @@ class Relay:
                 extra={"job_id": job.job_id, "liveness": liveness and liveness.model_dump()},
             )
             raise
-        if log or result.status != "busy":
+        # A dry run's slices write nothing: `plan` prints what they would write, in its totals.
+        if not dry_run and (log or result.status != "busy"):
             self.slice_log.log(result)
         return result
 

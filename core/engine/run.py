@@ -131,6 +131,7 @@ def _record(
                 bytes_written=result.bytes_written,
                 from_position=pos(result.from_position),
                 to_position=pos(result.position),
+                lag_bytes=result.lag_bytes,
                 caught_up=result.caught_up,
                 error=result.error,
             ),

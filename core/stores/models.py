@@ -120,6 +120,12 @@ class SliceRecord(_Frozen):
     bytes_written: int = Field(default=0, ge=0)
     from_position: Position | None = None
     to_position: Position | None = None
+    lag_bytes: int | None = Field(
+        default=None,
+        ge=0,
+        description="source log bytes not yet copied when the slice ended (None: not measured, "
+        "as for a failed slice or a record written before this field existed)",
+    )
     caught_up: bool = False
     error: str | None = None
     stopped: bool = Field(

@@ -88,6 +88,7 @@ def seed_history(store, slices: int = 6) -> None:
                 events_written=0 if i == 3 else 100 + i,
                 from_position=Position(commit=1000 * i, prepare=1000 * i) if i else None,
                 to_position=None if i == 3 else Position(commit=1000 * (i + 1), prepare=0),
+                lag_bytes=None if i == 3 else 6000 - 1000 * (i + 1),
                 error=SCRIPT_ERROR if i == 3 else None,
             ),
         )

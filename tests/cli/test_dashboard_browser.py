@@ -38,6 +38,7 @@ from tests.cli.test_dashboard import JOB, SCRIPT_ERROR, progress, seed_history
 REPO = Path(__file__).resolve().parents[2]
 POSITION_BLUE = bytes.fromhex("1f77b4")  # dashboard.js COLOURS: used by nothing else
 RATE_GREEN = bytes.fromhex("2ca02c")
+LAG_ORANGE = bytes.fromhex("ff7f0e")
 FAILURE_RED = bytes.fromhex("d62728")
 
 
@@ -188,15 +189,16 @@ def test_the_page_renders_its_figures_charts_and_failures(tmp_path):
     )
     assert page.text["lease"].startswith("held by relay-1 until ")
     assert page.text["last-error"] == f"last error: {SCRIPT_ERROR}"
-    # the charts: 5 slices with positions and rates, one failure marked on each chart
-    assert page.classes["polyline.series"] == 2
-    assert page.classes["circle.point"] == 10
-    assert page.classes["line.failure"] == 2
+    # the charts: 5 slices with positions, lags and rates, one failure marked on each chart
+    assert page.classes["polyline.series"] == 3
+    assert page.classes["circle.point"] == 15
+    assert page.classes["line.failure"] == 3
     assert page.classes["line.head"] == 1
     assert page.text["failures"].count(SCRIPT_ERROR) == 1
     assert_safe(page)
     # the screenshot: the charts were painted, in their colours
     assert colours[POSITION_BLUE] > 300 and colours[RATE_GREEN] > 300, colours.most_common(8)
+    assert colours[LAG_ORANGE] > 300, colours.most_common(8)
     assert colours[FAILURE_RED] > 100
     assert len(colours) > 50  # not a blank page
 
@@ -273,9 +275,11 @@ def test_the_command_serves_a_migrated_job_to_the_browser(tmp_path):
     assert len(ok) >= 4
     positions = [h for h in ok if h.to_position]
     rates = [h for h in ok if h.finished_at > h.started_at]
-    assert page.classes["circle.point"] == len(positions) + len(rates)
-    assert page.classes["polyline.series"] == 2
-    assert page.classes["line.failure"] == 2
+    lags = [h for h in ok if h.lag_bytes is not None]
+    assert len(lags) == len(positions), "every slice that committed measured its lag"
+    assert page.classes["circle.point"] == len(positions) + len(lags) + len(rates)
+    assert page.classes["polyline.series"] == 3
+    assert page.classes["line.failure"] == 3
     assert SCRIPT_ERROR in page.text["failures"]
     assert_safe(page)
     assert colours[POSITION_BLUE] > 0 and colours[RATE_GREEN] > 0, colours.most_common(8)

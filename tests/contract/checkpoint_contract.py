@@ -79,6 +79,7 @@ def slice_record(job_id: str, n: int, start: datetime) -> SliceRecord:
         events_skipped=0,
         from_position=Position(commit=n, prepare=n) if n else None,
         to_position=Position(commit=n + 1, prepare=n + 1),
+        lag_bytes=None if n % 3 == 0 else 1000 * n,
         caught_up=n % 2 == 0,
         error=None if n % 3 else f"error {n}",
     )

@@ -4,7 +4,9 @@
 
 const SVG = "http://www.w3.org/2000/svg";
 const W = 600, H = 220, PAD = { left: 70, right: 10, top: 12, bottom: 26 };
-const COLOURS = { position: "#1f77b4", rate: "#2ca02c", failure: "#d62728", head: "#888888" };
+const COLOURS = {
+  position: "#1f77b4", lag: "#ff7f0e", rate: "#2ca02c", failure: "#d62728", head: "#888888",
+};
 const $ = (id) => document.getElementById(id);
 
 function text(id, value) { $(id).textContent = value; }
@@ -136,6 +138,10 @@ function showHistory(history, progress) {
   chart($("chart-position"), oldestFirst.map((h) => ({
     t: t(h), v: h.to_position ? h.to_position.commit : null, failed: Boolean(h.error),
   })), COLOURS.position, { line: progress ? progress.head_position : null });
+  // the lag the slice measured when it ended (none for failed slices and older records)
+  chart($("chart-lag"), oldestFirst.map((h) => ({
+    t: t(h), v: h.lag_bytes ?? null, failed: Boolean(h.error),
+  })), COLOURS.lag);
   chart($("chart-rate"), oldestFirst.map((h) => {
     const seconds = (Date.parse(h.finished_at) - Date.parse(h.started_at)) / 1000;
     return { t: t(h), v: h.error || seconds <= 0 ? null : h.events_read / seconds,

@@ -72,7 +72,7 @@ class EventStore(Admin, MultiAppender):
         self.timeout = timeout
         self.retry_deadline = retry_deadline
         self.retries = 0
-        self._v2: tuple[object, v2.Client, bool | None] | None = None
+        self._v2: tuple[object, v2.Client, frozenset[tuple[str, str]] | None] | None = None
         try:
             self._client = EventStoreDBClient(esdbclient_uri(connection_string))
         except ValueError as e:

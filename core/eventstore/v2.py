@@ -1,4 +1,6 @@
-"""KurrentDB's v2 multi-stream append (`StreamsService.AppendSession`, KurrentDB >= 25.1).
+"""KurrentDB's v2 multi-stream appends: `StreamsService.AppendSession` (KurrentDB >= 25.1) and
+`AppendRecords` (26.1: records of several streams interleaved in any order in one atomic write,
+kept in that order in `$all`, with a consistency check per stream).
 
 The wire side only: building the requests, asking the server's features, and reading the
 rich error status the v2 handler answers with (google.rpc.Status in `grpc-status-details-bin`,
@@ -35,6 +37,9 @@ from core.protocol.kurrentdb.protocol.v2.streams import (
 
 SERVICE_NAME = "kurrentdb.protocol.v2.streams.streamsservice"  # as GetSupportedMethods lists it
 METHOD_NAME = "appendsession"
+RECORDS_METHOD_NAME = "appendrecords"  # 26.1
+# ConsistencyViolation.StreamStateViolation.actual_state sentinels (errors.proto).
+STATE_NO_STREAM, STATE_DELETED, STATE_TOMBSTONED = -1, -5, -6
 JSON_CONTENT_TYPE = "application/json"
 # KurrentDB's MaxAppendEventSize default (TFConsts.MaxLogRecordSize): one record's limit.
 MAX_RECORD_SIZE = 16 * 1024 * 1024
@@ -55,17 +60,28 @@ class EventLike(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class V2Error:
-    """What a failed AppendSession said, from its rich status."""
+class Violation:
+    """One failed consistency check of an AppendRecords call."""
 
-    kind: str  # revision_conflict, tombstoned, record_too_large, transaction_too_large,
-    #            duplicate_stream, not_leader, invalid, unimplemented, other
+    stream: str
+    expected: int
+    actual: int  # a revision, or STATE_NO_STREAM / STATE_DELETED / STATE_TOMBSTONED
+
+
+@dataclass(frozen=True, slots=True)
+class V2Error:
+    """What a failed AppendSession or AppendRecords said, from its rich status."""
+
+    kind: str  # revision_conflict, consistency_violation, tombstoned, record_too_large,
+    #            transaction_too_large, message_too_large, duplicate_stream, not_leader,
+    #            invalid, unimplemented, other
     message: str
     stream: str | None = None
     expected: int | None = None
     actual: int | None = None
     limit: int | None = None
     leader: tuple[str, int] | None = None
+    violations: tuple[Violation, ...] = ()
 
 
 def event_problem(event: EventLike) -> str | None:
@@ -156,15 +172,16 @@ def _properties(metadata: bytes) -> struct_pb2.Struct | None:
     return struct
 
 
-def record(event: EventLike) -> streams_pb2.AppendRecord:
-    """The v2 record of an event (ValueError, saying why, if the v2 API cannot carry it)."""
+def record(event: EventLike, stream: str | None = None) -> streams_pb2.AppendRecord:
+    """The v2 record of an event (ValueError, saying why, if the v2 API cannot carry it);
+    `stream` names its stream (AppendRecords; AppendSession names it in the request)."""
     value = _metadata_object(event.metadata) if is_schema_name(event.type) else None
     if value is None or _schema_keys_changed(value, event):
         raise ValueError(event_problem(event))
     properties = struct_pb2.Struct()
     properties.update(value)  # JSON values map onto Struct values one to one (as ParseDict)
     is_json = event.content_type == JSON_CONTENT_TYPE
-    return streams_pb2.AppendRecord(
+    message = streams_pb2.AppendRecord(
         record_id=str(event.event_id),
         properties=properties.fields,
         schema=shared_pb2.SchemaInfo(
@@ -173,6 +190,9 @@ def record(event: EventLike) -> streams_pb2.AppendRecord:
         ),
         data=event.data,
     )
+    if stream is not None:
+        message.stream = stream
+    return message
 
 
 def record_size(message: streams_pb2.AppendRecord) -> int:
@@ -194,6 +214,21 @@ def requests(
         )
         for stream, expected, events in appends
     ]
+
+
+def records_request(
+    records: Iterable[tuple[str, EventLike]], checks: Iterable[tuple[str, int]]
+) -> streams_pb2.AppendRecordsRequest:
+    """One AppendRecords request: the records in the order given (the order they take in
+    `$all`), and a stream state check per (stream, expected revision or NO_STREAM)."""
+    check = streams_pb2.ConsistencyCheck
+    return streams_pb2.AppendRecordsRequest(
+        records=[record(event, stream) for stream, event in records],
+        checks=[
+            check(stream_state=check.StreamStateCheck(stream=stream, expected_state=expected))
+            for stream, expected in checks
+        ],
+    )
 
 
 class Client:
@@ -236,6 +271,16 @@ class Client:
             credentials=self._credentials,
         )
 
+    def append_records(
+        self, request: streams_pb2.AppendRecordsRequest, timeout: float
+    ) -> streams_pb2.AppendRecordsResponse:
+        return self._streams.AppendRecords(
+            request,
+            timeout=timeout,
+            metadata=(*self._metadata, ("requires-leader", "true")),
+            credentials=self._credentials,
+        )
+
 
 def parse_error(error: grpc.RpcError) -> V2Error:
     """The v2 handler's rich status, or the plain status code when there is none."""
@@ -245,6 +290,10 @@ def parse_error(error: grpc.RpcError) -> V2Error:
     message = error.details() or code.name
     if code == grpc.StatusCode.UNIMPLEMENTED:
         return V2Error("unimplemented", message)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        # The request message is over the server's receive limit (KurrentDB ApiV2Plugin:
+        # 1.5 x MaxAppendSize), refused before the handler: no rich status.
+        return V2Error("message_too_large", message)
     trailers = dict(error.trailing_metadata() or ())
     if trailers.get("exception") == "not-leader":  # the v1 style NotLeader (RpcExceptions)
         host = trailers.get("leader-endpoint-host")
@@ -273,6 +322,7 @@ _DETAILS: dict[str, type] = {
         errors_pb2.AppendRecordSizeExceededErrorDetails,
         errors_pb2.AppendTransactionSizeExceededErrorDetails,
         errors_pb2.StreamAlreadyInAppendSessionErrorDetails,
+        errors_pb2.AppendConsistencyViolationErrorDetails,
         rpc_errors_pb2.NotLeaderNodeErrorDetails,
     )
 }
@@ -297,6 +347,10 @@ def _detail(detail: object, message: str) -> V2Error | None:
         return V2Error("transaction_too_large", message, limit=d.max_size)
     if isinstance(d, errors_pb2.StreamAlreadyInAppendSessionErrorDetails):
         return V2Error("duplicate_stream", message, d.stream)
+    if isinstance(d, errors_pb2.AppendConsistencyViolationErrorDetails):
+        states = [v.stream_state for v in d.violations if v.WhichOneof("type") == "stream_state"]
+        found = tuple(Violation(v.stream, v.expected_state, v.actual_state) for v in states)
+        return V2Error("consistency_violation", message, violations=found)
     if isinstance(d, rpc_errors_pb2.NotLeaderNodeErrorDetails):
         leader = d.current_leader
         return V2Error("not_leader", message, leader=(leader.host, leader.port))

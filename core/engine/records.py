@@ -1,0 +1,104 @@
+"""Ordered mode through KurrentDB 26.1's AppendRecords: a batch of `record_batches` (records of
+several streams, interleaved as in the source's `$all`) goes in one atomic append that keeps
+that order in the target's `$all`, each stream's exact expected revision sent as a consistency
+check.
+
+What it keeps is what `StreamWriter` keeps (core/engine/slice.py, docs/reliability.md): a
+stream's state is learned (or assumed, at its revision 0) as for any append, and each record
+at or before a stream's marker is dropped before the call; the server writes every record or
+none. A refused check names every failing stream: those are learned again (once each) and the
+batch retried without what is already there (a replay after a crash, a batch an invocation
+fenced out wrote); a stream refused twice is a ConflictError, as for a single append. A batch
+over the server's size limit is split into halves in `$all` order; one op alone goes by the
+v1 append, which drops the provenance keys or dead-letters as before. A batch of one stream
+goes by the v1 append too, and a server that refuses the call writes the batch run by run.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from core.engine.batching import by_run
+from core.engine.budget import Step
+from core.engine.plan import EventOp, Op, SkipOp
+from core.engine.writer import StreamWriter, TargetStream
+from core.errors import (
+    AppendTooLarge,
+    ConflictError,
+    MultiAppendConflict,
+    MultiAppendUnsupported,
+    StreamTombstoned,
+)
+from core.model import NO_STREAM
+
+
+class RecordsWriter(StreamWriter):
+    def write_records(self, group: list[Op]) -> tuple[int, int]:
+        """Write a group from `record_batches`; (events written, bytes written)."""
+        if not all(isinstance(op, EventOp | SkipOp) for op in group):
+            return self.write(group)  # a barrier: metadata or a tombstone, alone
+        ops = [op for op in group if isinstance(op, EventOp) and op.events]
+        if not ops:
+            return 0, 0
+        return self._records(ops, frozenset())
+
+    def _records(self, ops: list[Op], resynced: frozenset[str]) -> tuple[int, int]:
+        states: dict[str, TargetStream] = {}
+        pending: list[Op] = []
+        for op in ops:
+            state = states.get(op.stream)
+            if state is None:
+                state = states[op.stream] = self.state(op.stream, op)
+            if op.position > state.marker:
+                pending.append(op)
+        streams = list(dict.fromkeys(op.stream for op in pending))
+        if len(streams) <= 1:
+            return self._append(streams[0], pending) if streams else (0, 0)
+        expected = {stream: states[stream].revision for stream in streams}
+        records = [(op.stream, event) for op in pending for event in op.events]
+        try:
+            self.ctx.on_step(Step.APPEND)
+            position = self.target.append_records(records, expected)
+        except (MultiAppendConflict, StreamTombstoned) as e:
+            # As a single append's resync (core/engine/writer.py), once per stream: learn the
+            # named streams again, drop what is already there, retry the rest.
+            actual = e.streams if isinstance(e, MultiAppendConflict) else {e.stream or "": None}
+            named = [s for s in actual if s in expected]
+            again = [s for s in named if s in resynced]
+            if not named or again:
+                stream = (again or streams)[0]
+                raise ConflictError(stream, expected.get(stream), actual.get(stream)) from None
+            for stream in named:
+                if expected[stream] == NO_STREAM:
+                    self.ctx.ahead = True  # a stream taken to be new is there: a replay
+                self.sync(stream)
+            return self._records(pending, resynced | set(named))
+        except AppendTooLarge:
+            if len(pending) == 1:
+                return self._append(pending[0].stream, pending)
+            half = len(pending) // 2
+            n1, b1 = self._records(pending[:half], resynced)
+            n2, b2 = self._records(pending[half:], resynced)
+            return n1 + n2, b1 + b2
+        except MultiAppendUnsupported:
+            return self._by_runs(pending)
+        counts = Counter(stream for stream, _ in records)
+        for op in pending:
+            states[op.stream].marker = op.position
+        for stream in streams:
+            state = states[stream]
+            state.revision = (state.revision if state.revision >= 0 else -1) + counts[stream]
+            state.exact = True  # what was just appended is the stream's end
+        if self.ctx.wrote_nothing(position):
+            for stream in streams:
+                states[stream].exact = False  # the stream may go further: not for the cache
+            return 0, 0
+        return len(records), sum(event.size for _, event in records)
+
+    def _by_runs(self, ops: list[Op]) -> tuple[int, int]:
+        written = size = 0
+        for stream, run in by_run(ops):
+            n, b = self._append(stream, run)
+            written += n
+            size += b
+        return written, size

@@ -27,6 +27,14 @@ class Strategy:
     mode: Literal["ordered", "partitioned"] = "ordered"
     partitions: int = 1
     multi_append: bool = False  # does the target offer multi-stream append
+    target_version: str | None = None  # the target emulator's KurrentDB version (None: 25.1)
+
+    @property
+    def offered(self) -> str:
+        """What the target offers, as the report's column says it."""
+        if self.target_version == "26.1":
+            return "AppendRecords (26.1)"
+        return "offered" if self.multi_append else "no"
 
 
 BASELINE_ORDERED = Strategy("Replicator strategy, ordered", "baseline", writers=1)
@@ -36,6 +44,7 @@ STRATEGIES = (
     BASELINE_PARTITIONED,
     Strategy("ours, ordered", "relay"),
     Strategy("ours, ordered + multi-append", "relay", multi_append=True),
+    Strategy("ours, ordered + AppendRecords", "relay", multi_append=True, target_version="26.1"),
     # partitioned runs get a current server (multi-append offered; the engine may use it)
     Strategy("ours, partitioned 8", "relay", mode="partitioned", partitions=8, multi_append=True),
     Strategy("ours, partitioned 32", "relay", mode="partitioned", partitions=32, multi_append=True),
@@ -53,6 +62,14 @@ def multi_append_available() -> bool:
         and hasattr(EventStore, "supports_multi_append")
         and "multi_append" in inspect.getsource(core.engine)
     )
+
+
+def append_records_available() -> bool:
+    """The emulator serves KurrentDB 26.1's AppendRecords and the engine uses it."""
+    from core.eventstore import EventStore
+    from esdb_emulator.versions import VERSIONS
+
+    return "26.1" in VERSIONS and hasattr(EventStore, "supports_append_records")
 
 
 def partitioned_mode_available() -> bool:
@@ -90,7 +107,9 @@ def run_strategy(
     switch = multi_append_switch_available()
     with (
         served_emulator(
-            latency_ms=latency_ms, multi_append=strategy.multi_append or not switch
+            latency_ms=latency_ms,
+            multi_append=strategy.multi_append or not switch,
+            server_version=strategy.target_version,
         ) as target,
         tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp,
     ):

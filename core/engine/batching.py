@@ -73,25 +73,21 @@ def record_batches(ops: Iterable[Op], max_events: int, max_bytes: int) -> Iterat
     """For a target with AppendRecords (KurrentDB 26.1): consecutive ops in `$all` order, of
     any streams in any interleaving (a stream may come back), up to the batch limits, for one
     atomic append that keeps their order. Records that write nothing (skipped, or dropped by
-    the transform) go along. Metadata, tombstones and events the v2 API cannot carry are
-    barriers, written alone; so is a stream whose name differs only in case from one already
-    in the batch (the server would take them for one stream)."""
+    the transform) go along. Metadata and tombstones are barriers, written alone; so is a
+    stream whose name differs only in case from one already in the batch (the server would
+    take them for one stream). Events the v2 API cannot carry are found, and written alone,
+    as the batch's request is built (core/engine/records.py): each event is parsed once."""
     group: list[Op] = []
     names: dict[str, str] = {}
     events = size = 0
     group_alone = False
     for op in ops:
         n, b = len(op.events), op.size
-        if isinstance(op, SkipOp) or (isinstance(op, EventOp) and not op.events):
-            alone = False
-            same_name = True
-        else:
-            alone = not isinstance(op, EventOp) or any(event_problem(e) for e in op.events)
-            same_name = names.get(op.stream.casefold(), op.stream) == op.stream
+        alone = not isinstance(op, EventOp | SkipOp)
         fits = (
             not alone
             and not group_alone
-            and same_name
+            and (not n or names.get(op.stream.casefold(), op.stream) == op.stream)
             and events + n <= max_events
             and size + b <= max_bytes
         )
@@ -100,7 +96,7 @@ def record_batches(ops: Iterable[Op], max_events: int, max_bytes: int) -> Iterat
             group, names, events, size = [], {}, 0, 0
         group_alone = alone
         group.append(op)
-        if op.events:
+        if n:
             names.setdefault(op.stream.casefold(), op.stream)
         events += n
         size += b

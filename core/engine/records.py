@@ -11,7 +11,9 @@ batch retried without what is already there (a replay after a crash, a batch an 
 fenced out wrote); a stream refused twice is a ConflictError, as for a single append. A batch
 over the server's size limit is split into halves in `$all` order; one op alone goes by the
 v1 append, which drops the provenance keys or dead-letters as before. A batch of one stream
-goes by the v1 append too, and a server that refuses the call writes the batch run by run.
+goes by the v1 append too; an event the v2 API cannot carry goes alone by the v1 append, byte
+for byte, between AppendRecords calls for the rest; a server that refuses the call gets the
+batch run by run.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from core.errors import (
     MultiAppendUnsupported,
     StreamTombstoned,
 )
+from core.eventstore.v2 import event_problem
 from core.model import NO_STREAM
 
 
@@ -81,7 +84,7 @@ class RecordsWriter(StreamWriter):
             n2, b2 = self._records(pending[half:], resynced)
             return n1 + n2, b1 + b2
         except MultiAppendUnsupported:
-            return self._by_runs(pending)
+            return self._apart(pending, resynced)
         counts = Counter(stream for stream, _ in records)
         for op in pending:
             states[op.stream].marker = op.position
@@ -94,6 +97,25 @@ class RecordsWriter(StreamWriter):
                 states[stream].exact = False  # the stream may go further: not for the cache
             return 0, 0
         return len(records), sum(event.size for _, event in records)
+
+    def _apart(self, ops: list[Op], resynced: frozenset[str]) -> tuple[int, int]:
+        """The batch could not go as one call. Its ops with events the v2 API cannot carry
+        (metadata that is not a JSON object, ...) go alone by the v1 append, byte for byte,
+        and the stretches between them by AppendRecords, in order; without such ops (the
+        server refused the call) the batch is written run by run."""
+        odd = [i for i, op in enumerate(ops) if any(event_problem(e) for e in op.events)]
+        if not odd:
+            return self._by_runs(ops)
+        written = size = start = 0
+        for i in [*odd, len(ops)]:
+            parts = [self._records(ops[start:i], resynced)] if i > start else []
+            if i < len(ops):
+                parts.append(self._append(ops[i].stream, [ops[i]]))
+            for n, b in parts:
+                written += n
+                size += b
+            start = i + 1
+        return written, size
 
     def _by_runs(self, ops: list[Op]) -> tuple[int, int]:
         written = size = 0

@@ -15,11 +15,12 @@ JSON object can go this way, and the target's metadata bytes are re-rendered, no
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf import empty_pb2, struct_pb2
@@ -87,7 +88,7 @@ class V2Error:
 def event_problem(event: EventLike) -> str | None:
     """Why this event cannot be written by a v2 append (None if it can): the server would
     refuse it, or store its metadata other than as the same JSON value (docs/multi-append.md)."""
-    if not is_schema_name(event.type):
+    if not _is_schema_name(event.type):
         return (
             f"event type {event.type!r} is not a valid v2 schema name (letters, digits, "
             "'_', '.', '$', ':' and '-' only, Unicode NFC)"
@@ -175,24 +176,50 @@ def _properties(metadata: bytes) -> struct_pb2.Struct | None:
 def record(event: EventLike, stream: str | None = None) -> streams_pb2.AppendRecord:
     """The v2 record of an event (ValueError, saying why, if the v2 API cannot carry it);
     `stream` names its stream (AppendRecords; AppendSession names it in the request)."""
-    value = _metadata_object(event.metadata) if is_schema_name(event.type) else None
+    holder = streams_pb2.AppendRequest()
+    add_record(holder.records, event, stream)
+    return holder.records[0]
+
+
+def add_record(records: Any, event: EventLike, stream: str | None = None) -> None:
+    """Add the v2 record of an event to a message's repeated `records` field, built in place
+    (a tenth of the CPU of building a record and copying it in); ValueError, saying why, if
+    the v2 API cannot carry the event (nothing is added then)."""
+    value = _metadata_object(event.metadata) if _is_schema_name(event.type) else None
     if value is None or _schema_keys_changed(value, event):
         raise ValueError(event_problem(event))
-    properties = struct_pb2.Struct()
-    properties.update(value)  # JSON values map onto Struct values one to one (as ParseDict)
+    message = records.add()
+    message.record_id = str(event.event_id)
+    if value:
+        _set_properties(message.properties, value)
+    schema = message.schema
     is_json = event.content_type == JSON_CONTENT_TYPE
-    message = streams_pb2.AppendRecord(
-        record_id=str(event.event_id),
-        properties=properties.fields,
-        schema=shared_pb2.SchemaInfo(
-            format=shared_pb2.SCHEMA_FORMAT_JSON if is_json else shared_pb2.SCHEMA_FORMAT_BYTES,
-            name=event.type,
-        ),
-        data=event.data,
-    )
+    schema.format = shared_pb2.SCHEMA_FORMAT_JSON if is_json else shared_pb2.SCHEMA_FORMAT_BYTES
+    schema.name = event.type
+    message.data = event.data
     if stream is not None:
         message.stream = stream
-    return message
+
+
+def _set_properties(properties: Any, value: dict[str, object]) -> None:
+    """JSON values onto protobuf Values one to one (as Struct.update / ParseDict)."""
+    for key, item in value.items():
+        if isinstance(item, str):
+            properties[key].string_value = item
+        elif isinstance(item, bool):
+            properties[key].bool_value = item
+        elif isinstance(item, int | float):
+            properties[key].number_value = item
+        elif item is None:
+            properties[key].null_value = struct_pb2.NULL_VALUE
+        else:  # an object or an array
+            nested = struct_pb2.Struct()
+            nested.update({key: item})
+            properties[key].CopyFrom(nested.fields[key])
+
+
+# Event types repeat: each is checked once.
+_is_schema_name = functools.lru_cache(maxsize=4096)(is_schema_name)
 
 
 def record_size(message: streams_pb2.AppendRecord) -> int:
@@ -208,12 +235,13 @@ def record_size(message: streams_pb2.AppendRecord) -> int:
 def requests(
     appends: Iterable[tuple[str, int, Sequence[EventLike]]],
 ) -> list[streams_pb2.AppendRequest]:
-    return [
-        streams_pb2.AppendRequest(
-            stream=stream, expected_revision=expected, records=[record(e) for e in events]
-        )
-        for stream, expected, events in appends
-    ]
+    messages = []
+    for stream, expected, events in appends:
+        message = streams_pb2.AppendRequest(stream=stream, expected_revision=expected)
+        for event in events:
+            add_record(message.records, event)
+        messages.append(message)
+    return messages
 
 
 def records_request(
@@ -221,14 +249,14 @@ def records_request(
 ) -> streams_pb2.AppendRecordsRequest:
     """One AppendRecords request: the records in the order given (the order they take in
     `$all`), and a stream state check per (stream, expected revision or NO_STREAM)."""
-    check = streams_pb2.ConsistencyCheck
-    return streams_pb2.AppendRecordsRequest(
-        records=[record(event, stream) for stream, event in records],
-        checks=[
-            check(stream_state=check.StreamStateCheck(stream=stream, expected_state=expected))
-            for stream, expected in checks
-        ],
-    )
+    request = streams_pb2.AppendRecordsRequest()
+    for stream, event in records:
+        add_record(request.records, event, stream)
+    for stream, expected in checks:
+        state = request.checks.add().stream_state
+        state.stream = stream
+        state.expected_state = expected
+    return request
 
 
 class Client:

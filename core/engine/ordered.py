@@ -9,10 +9,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from core.engine.batching import ordered_batches, record_batches, runs
 from core.engine.budget import Step
+from core.engine.plan import Op
 from core.engine.reader import ChunkReader
 from core.engine.records import RecordsWriter
 from core.engine.slice import Slice, at
@@ -27,15 +29,16 @@ class OrderedSlice(Slice):
     def write_all(self, reader: ChunkReader, after: int | None) -> tuple[int | None, bool]:
         ctx = self.ctx
         multi = self.use_multi_append()
+        write: Callable[[list[Op], list[Op] | None], tuple[int, int]]
         if multi and ctx.target.supports_append_records():
             writer: StreamWriter = (records := RecordsWriter(ctx))
             batches, write = record_batches, records.write_records
         elif multi:
             writer = StreamWriter(ctx)
-            batches, write = ordered_batches, writer.write_batch
+            batches, write = ordered_batches, lambda group, _: writer.write_batch(group)
         else:
             writer = StreamWriter(ctx)
-            batches, write = runs, writer.write
+            batches, write = runs, lambda group, _: writer.write(group)
         self.writers.append(writer)
         batch = ctx.job.batch
         done = after
@@ -49,12 +52,14 @@ class OrderedSlice(Slice):
                 if ops is None:
                     return done, False
                 writer.prefetch(ops, pool)
-                for group in batches(ops, batch.max_events, batch.max_bytes):
+                groups = list(batches(ops, batch.max_events, batch.max_bytes))
+                for i, group in enumerate(groups):
                     if time.monotonic() > self.budget.deadline:
                         return done, True
                     self.check_lease()
+                    following = groups[i + 1] if i + 1 < len(groups) else None
                     try:
-                        n, b = write(group)
+                        n, b = write(group, following)
                     except PermanentError as e:
                         raise at(e, group[0].source) from None
                     ctx.on_step(Step.WRITTEN)

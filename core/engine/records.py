@@ -23,7 +23,7 @@ from collections import Counter
 from core.engine.batching import by_run
 from core.engine.budget import Step
 from core.engine.plan import EventOp, Op, SkipOp
-from core.engine.writer import StreamWriter, TargetStream
+from core.engine.writer import StreamWriter, TargetStream, WriteContext
 from core.errors import (
     AppendTooLarge,
     ConflictError,
@@ -31,22 +31,33 @@ from core.errors import (
     MultiAppendUnsupported,
     StreamTombstoned,
 )
+from core.eventstore.multi import PreparedRecords
 from core.eventstore.v2 import event_problem
 from core.model import NO_STREAM
 
 
 class RecordsWriter(StreamWriter):
-    def write_records(self, group: list[Op]) -> tuple[int, int]:
-        """Write a group from `record_batches`; (events written, bytes written)."""
+    def __init__(self, ctx: WriteContext) -> None:
+        super().__init__(ctx)
+        # The next batch's request, built while this one was in flight: (its ops, their
+        # expected revisions, the request), used only if both are still what they would be.
+        self._prebuilt: tuple[tuple[int, ...], dict[str, int], PreparedRecords] | None = None
+
+    def write_records(self, group: list[Op], following: list[Op] | None = None) -> tuple[int, int]:
+        """Write a group from `record_batches`; (events written, bytes written). While its
+        append is in flight, the request of `following` (the next group) is built, assuming
+        this one lands: a pipeline of one call on the wire and one being built, never two
+        calls in flight (a batch must not land before the one before it has)."""
         if not all(isinstance(op, EventOp | SkipOp) for op in group):
             return self.write(group)  # a barrier: metadata or a tombstone, alone
-        ops = [op for op in group if isinstance(op, EventOp) and op.events]
+        ops = _events(group)
         if not ops:
             return 0, 0
-        return self._records(ops, frozenset())
+        return self._records(ops, frozenset(), following)
 
-    def _records(self, ops: list[Op], resynced: frozenset[str]) -> tuple[int, int]:
-        states: dict[str, TargetStream] = {}
+    def _plan(
+        self, ops: list[Op], states: dict[str, TargetStream]
+    ) -> tuple[list[Op], dict[str, int]]:
         pending: list[Op] = []
         for op in ops:
             state = states.get(op.stream)
@@ -54,14 +65,31 @@ class RecordsWriter(StreamWriter):
                 state = states[op.stream] = self.state(op.stream, op)
             if op.position > state.marker:
                 pending.append(op)
-        streams = list(dict.fromkeys(op.stream for op in pending))
+        expected = {op.stream: states[op.stream].revision for op in pending}
+        return pending, expected
+
+    def _records(
+        self, ops: list[Op], resynced: frozenset[str], following: list[Op] | None = None
+    ) -> tuple[int, int]:
+        states: dict[str, TargetStream] = {}
+        pending, expected = self._plan(ops, states)
+        streams = list(expected)
         if len(streams) <= 1:
             return self._append(streams[0], pending) if streams else (0, 0)
-        expected = {stream: states[stream].revision for stream in streams}
         records = [(op.stream, event) for op in pending for event in op.events]
         try:
+            prepared = self._take_prebuilt(pending, expected) or self.target.prepare_records(
+                records, expected
+            )
+            if following is not None:
+                # An assumed stream's answer is told by the head read before it: read it
+                # before this call, not while it is in flight (`WriteContext.wrote_nothing`).
+                self.ctx.note_head()
             self.ctx.on_step(Step.APPEND)
-            position = self.target.append_records(records, expected)
+            answer = self.target.start_records(prepared)
+            if following is not None:
+                self._prebuild(following, pending, states)
+            position = answer()
         except (MultiAppendConflict, StreamTombstoned) as e:
             # As a single append's resync (core/engine/writer.py), once per stream: learn the
             # named streams again, drop what is already there, retry the rest.
@@ -98,6 +126,42 @@ class RecordsWriter(StreamWriter):
             return 0, 0
         return len(records), sum(event.size for _, event in records)
 
+    def _prebuild(
+        self, group: list[Op], previous: list[Op], states: dict[str, TargetStream]
+    ) -> None:
+        """Build the request of the next group as it will be if `previous` lands: its streams
+        at the revisions that append leaves them at, the others as learned (reads, or
+        assumed, as for any batch: nothing is written). Any problem leaves it to be built
+        when its turn comes, in order."""
+        self._prebuilt = None
+        if not all(isinstance(op, EventOp | SkipOp) for op in group):
+            return
+        counts = Counter(op.stream for op in previous for _ in op.events)
+        predicted = {
+            stream: TargetStream(
+                (state.revision if state.revision >= 0 else -1) + counts[stream], state.marker
+            )
+            for stream, state in states.items()
+            if counts[stream]
+        }
+        try:
+            pending, expected = self._plan(_events(group), predicted)
+            if len(expected) <= 1:
+                return
+            records = [(op.stream, event) for op in pending for event in op.events]
+            prepared = self.target.prepare_records(records, expected)
+        except Exception:  # sync failures, events the v2 API cannot carry, ...
+            # Only an optimisation, while a call is in flight that must be answered: the
+            # group meets the same problem, in order, when it is written.
+            return
+        self._prebuilt = (tuple(map(id, pending)), expected, prepared)
+
+    def _take_prebuilt(self, pending: list[Op], expected: dict[str, int]) -> PreparedRecords | None:
+        built, self._prebuilt = self._prebuilt, None
+        if built and built[0] == tuple(map(id, pending)) and built[1] == expected:
+            return built[2]
+        return None
+
     def _apart(self, ops: list[Op], resynced: frozenset[str]) -> tuple[int, int]:
         """The batch could not go as one call. Its ops with events the v2 API cannot carry
         (metadata that is not a JSON object, ...) go alone by the v1 append, byte for byte,
@@ -124,3 +188,7 @@ class RecordsWriter(StreamWriter):
             written += n
             size += b
         return written, size
+
+
+def _events(group: list[Op]) -> list[Op]:
+    return [op for op in group if isinstance(op, EventOp) and op.events]

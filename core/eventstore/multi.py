@@ -5,6 +5,7 @@ channel, their answers as core.errors; which of them the server has, from its Se
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 import grpc
@@ -20,6 +21,7 @@ from core.errors import (
 )
 from core.eventstore.failures import revision_text, translate
 from core.model import NO_STREAM, StreamAppend
+from core.protocol.kurrentdb.protocol.v2.streams import streams_pb2
 
 if TYPE_CHECKING:
     from esdbclient import EventStoreDBClient
@@ -86,6 +88,14 @@ def _record_streams_problem(
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedRecords:
+    """An AppendRecords request, built, and what it does (for messages)."""
+
+    request: streams_pb2.AppendRecordsRequest
+    action: str
+
+
 class MultiAppender:
     """Mixed into EventStore (core/eventstore/client.py)."""
 
@@ -94,6 +104,7 @@ class MultiAppender:
     _v2: tuple[object, v2.Client, frozenset[tuple[str, str]] | None] | None
     timeout: float
     side: str
+    retries: int
 
     if TYPE_CHECKING:  # EventStore's
 
@@ -205,6 +216,13 @@ class MultiAppender:
         MultiAppendUnsupported (see records_problem; the server lacks the call)."""
         if not records:
             return None
+        return self.send_records(self.prepare_records(records, expected))
+
+    def prepare_records(
+        self, records: Sequence[tuple[str, v2.EventLike]], expected: Mapping[str, int]
+    ) -> PreparedRecords:
+        """The AppendRecords request of `append_records`, built (MultiAppendUnsupported, saying
+        why, if it cannot be one), to send later with `send_records` or `start_records`."""
         streams = list(dict.fromkeys(stream for stream, _ in records))
         # The events' problems come to light as their records are built (each is parsed once).
         problem = _record_streams_problem(records, expected)
@@ -221,21 +239,56 @@ class MultiAppender:
         named = ", ".join(repr(s) for s in streams[:3])
         more = ", ..." if len(streams) > 3 else ""
         action = f"append {len(records)} records to {len(streams)} streams ({named}{more})"
+        return PreparedRecords(request, action)
+
+    def send_records(self, prepared: PreparedRecords) -> int:
+        """Send a prepared AppendRecords request and wait for its answer (see append_records),
+        transient failures retried (the same ids at the same checks: a retry of a call that
+        landed is an idempotent replay)."""
 
         def attempt() -> int:
             _, client = self._v2_client()
             try:
-                return client.append_records(request, self.timeout).position
+                return client.append_records(prepared.request, self.timeout).position
             except grpc.RpcError as e:
-                found = v2.parse_error(e)
-                if found.kind == "not_leader" and found.leader and self._may_follow_leader():
-                    self._client.reconnect(f"{found.leader[0]}:{found.leader[1]}")
-                if found.kind == "unimplemented":
-                    self._forget_method(v2.RECORDS_METHOD_NAME)
-                size = sum(v2.record_size(r) for r in request.records)
-                raise self._v2_error(found, e, action, size) from None
+                raise self._records_error(e, prepared) from None
 
-        return self._call(action, attempt)
+        return self._call(prepared.action, attempt)
+
+    def start_records(self, prepared: PreparedRecords) -> Callable[[], int]:
+        """Send a prepared AppendRecords request now and return at once: the caller may do
+        other work (build the next request) while the server writes, then calls the returned
+        function for the answer, as `send_records` gives it (a transient failure is sent
+        again, waiting). One call in flight is the caller's to keep: this does not order
+        calls."""
+        try:
+            _, client = self._v2_client()
+            future = client.append_records_future(prepared.request, self.timeout)
+        except (grpc.RpcError, ValueError):  # (a channel closed by a reconnect: ValueError)
+            return lambda: self.send_records(prepared)
+
+        def answer() -> int:
+            try:
+                return future.result().position
+            except grpc.RpcError as e:
+                error = self._records_error(e, prepared)
+            except ValueError:
+                error = TransientError(f"{self.side}: {prepared.action}: the channel was reset")
+            if isinstance(error, TransientError):
+                self.retries += 1
+                return self.send_records(prepared)
+            raise error
+
+        return answer
+
+    def _records_error(self, error: grpc.RpcError, prepared: PreparedRecords) -> Exception:
+        found = v2.parse_error(error)
+        if found.kind == "not_leader" and found.leader and self._may_follow_leader():
+            self._client.reconnect(f"{found.leader[0]}:{found.leader[1]}")
+        if found.kind == "unimplemented":
+            self._forget_method(v2.RECORDS_METHOD_NAME)
+        size = sum(v2.record_size(r) for r in prepared.request.records)
+        return self._v2_error(found, error, prepared.action, size)
 
     def _may_follow_leader(self) -> bool:
         # As esdbclient's autoreconnect: not for a single esdb:// target.

@@ -309,6 +309,17 @@ class Client:
             credentials=self._credentials,
         )
 
+    def append_records_future(
+        self, request: streams_pb2.AppendRecordsRequest, timeout: float
+    ) -> grpc.Future:
+        """The same call, started: its `result()` is the response or raises its RpcError."""
+        return self._streams.AppendRecords.future(
+            request,
+            timeout=timeout,
+            metadata=(*self._metadata, ("requires-leader", "true")),
+            credentials=self._credentials,
+        )
+
 
 def parse_error(error: grpc.RpcError) -> V2Error:
     """The v2 handler's rich status, or the plain status code when there is none."""

@@ -13,7 +13,8 @@ over the server's size limit is split into halves in `$all` order; one op alone 
 v1 append, which drops the provenance keys or dead-letters as before. A batch of one stream
 goes by the v1 append too; an event the v2 API cannot carry goes alone by the v1 append, byte
 for byte, between AppendRecords calls for the rest; a server that refuses the call gets the
-batch run by run.
+batch run by run. While a call is in flight the next batch's request is built (one call on
+the wire, one being built; never two calls in flight).
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ decoding a snapshot, and nothing is saved at stop), and can restrict the emulate
 some gRPC methods. Prints `ready <port>` on stdout once it serves.
 
     python -m bench.emulator_server [--workload JSON] [--latency-ms 5] [--no-multi-append]
+        [--server-version 26.1]
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def main() -> None:
         help="comma-separated gRPC methods the latency applies to (default: every call)",
     )
     parser.add_argument("--no-multi-append", action="store_true")
+    parser.add_argument("--server-version", help="24.10, 25.1 (the default) or 26.1")
     args = parser.parse_args()
 
     faults = FaultConfig(
@@ -36,6 +38,8 @@ def main() -> None:
     options: dict[str, object] = {"faults": faults}
     if args.no_multi_append:
         options["multi_append"] = False
+    if args.server_version:
+        options["server_version"] = args.server_version
     db = Emulator("127.0.0.1", 0, **options)  # type: ignore[arg-type]
     if args.workload:
         fill(db.store, BenchWorkload.model_validate_json(args.workload))

@@ -44,6 +44,7 @@ def served_emulator(
     latency_ms: float = 0.0,
     latency_methods: Sequence[str] = (),
     multi_append: bool = True,
+    server_version: str | None = None,
     start_timeout: float = 600.0,
 ) -> Iterator[str]:
     """An emulator in its own process; yields its connection string."""
@@ -54,6 +55,8 @@ def served_emulator(
         args += ["--latency-methods", ",".join(latency_methods)]
     if not multi_append:
         args.append("--no-multi-append")
+    if server_version:
+        args += ["--server-version", server_version]
     proc = subprocess.Popen(
         python_module("bench.emulator_server", *args),
         stdout=subprocess.PIPE,

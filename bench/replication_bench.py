@@ -289,6 +289,24 @@ def targets(report: Report, plan: Plan) -> list[str]:
         ordered_real / base_real if ordered_real and base_real else None,
         3,
     )
+    records = rate(rnd, "ours, ordered + AppendRecords")
+    partitioned = [
+        r
+        for r in report.rows
+        if r.workload == rnd and r.latency_ms == TARGET_LATENCY and r.strategy.mode == "partitioned"
+    ]
+    best = max(partitioned, key=lambda r: r.rate) if partitioned else None
+    check(
+        "issue 18: ordered + AppendRecords (26.1) / Replicator ordered",
+        records / base_ord if records and base_ord else None,
+        25,
+    )
+    check(
+        "issue 18: ordered + AppendRecords (26.1) / our fastest partitioned"
+        + (f" ({best.strategy.name.removeprefix('ours, ')})" if best else ""),
+        records / best.rate if records and best and best.rate else None,
+        0.9,
+    )
     if copy and base_p6:
         lines.append(
             f"- context, not a target: the bare copy (above) does {copy:,.0f} events/s here, "
@@ -372,7 +390,7 @@ def render(report: Report, plan: Plan, command: str) -> str:
         base_p = report.find(row.workload, row.latency_ms, BASELINE_PARTITIONED)
         out.append(
             f"| {row.workload.split(',')[0]} | {row.latency_ms:g} ms | {row.strategy.name} "
-            f"| {'offered' if row.strategy.multi_append else 'no'} | {row.events:,} "
+            f"| {row.strategy.offered} | {row.events:,} "
             f"| {row.seconds:.1f} | {row.rate:,.0f} | {row.mb_per_s:.2f} "
             f"| {_ratio(row.rate, base_o.rate if base_o else None)} "
             f"| {_ratio(row.rate, base_p.rate if base_p else None)} "
@@ -397,7 +415,11 @@ def render(report: Report, plan: Plan, command: str) -> str:
                 f"| {size:,} | {copied:,} | {seconds:.1f} | {copied / seconds:,.0f} "
                 f"| {m.peak_rss_mib:.0f} |"
             )
-    out += ["", "### Issue 7 targets (5 ms, random interleaving, ratios within this run)", ""]
+    out += [
+        "",
+        "### Targets of issues 7 and 18 (5 ms, random interleaving, ratios within this run)",
+        "",
+    ]
     out += targets(report, plan)
     out += ["", END]
     return "\n".join(out) + "\n"

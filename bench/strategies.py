@@ -25,6 +25,14 @@ class Strategy:
     mode: Literal["ordered", "partitioned"] = "ordered"
     partitions: int = 1
     multi_append: bool = False  # does the target offer multi-stream append
+    target_version: str | None = None  # the target emulator's KurrentDB version (None: 25.1)
+
+    @property
+    def offered(self) -> str:
+        """What the target offers, as the report's column says it."""
+        if self.target_version == "26.1":
+            return "AppendRecords (26.1)"
+        return "offered" if self.multi_append else "no"
 
 
 BASELINE_ORDERED = Strategy("Replicator strategy, ordered", "baseline", writers=1)
@@ -34,6 +42,7 @@ STRATEGIES = (
     BASELINE_PARTITIONED,
     Strategy("ours, ordered", "relay"),
     Strategy("ours, ordered + multi-append", "relay", multi_append=True),
+    Strategy("ours, ordered + AppendRecords", "relay", multi_append=True, target_version="26.1"),
     # partitioned runs get a current server (multi-append offered; the engine may use it)
     Strategy("ours, partitioned 8", "relay", mode="partitioned", partitions=8, multi_append=True),
     Strategy("ours, partitioned 32", "relay", mode="partitioned", partitions=32, multi_append=True),
@@ -66,7 +75,11 @@ def run_strategy(
     # The target offers multi-append only to the strategies that are about it, so "ours,
     # ordered" measures the path older servers get.
     with (
-        served_emulator(latency_ms=latency_ms, multi_append=strategy.multi_append) as target,
+        served_emulator(
+            latency_ms=latency_ms,
+            multi_append=strategy.multi_append,
+            server_version=strategy.target_version,
+        ) as target,
         tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp,
     ):
         if strategy.kind == "baseline":

@@ -1,12 +1,13 @@
 """How a slice's planned ops are grouped into appends: runs of one stream, ordered batches of
-several streams for a multi-stream append (in `$all` order), each stream's ops of the slice
-(partitioned mode), and packs of several streams' groups."""
+several streams for a multi-stream append (in `$all` order), record batches for AppendRecords
+(any interleaving, in `$all` order), each stream's ops of the slice (partitioned mode), and
+packs of several streams' groups."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from core.engine.plan import EventOp, Op
+from core.engine.plan import EventOp, Op, SkipOp
 from core.eventstore.v2 import event_problem
 
 
@@ -62,6 +63,41 @@ def ordered_batches(ops: Iterable[Op], max_events: int, max_bytes: int) -> Itera
         group_alone = alone
         group.append(op)
         seen.add(key)
+        events += n
+        size += b
+    if group:
+        yield group
+
+
+def record_batches(ops: Iterable[Op], max_events: int, max_bytes: int) -> Iterator[list[Op]]:
+    """For a target with AppendRecords (KurrentDB 26.1): consecutive ops in `$all` order, of
+    any streams in any interleaving (a stream may come back), up to the batch limits, for one
+    atomic append that keeps their order. Records that write nothing (skipped, or dropped by
+    the transform) go along. Metadata and tombstones are barriers, written alone; so is a
+    stream whose name differs only in case from one already in the batch (the server would
+    take them for one stream). Events the v2 API cannot carry are found, and written alone,
+    as the batch's request is built (core/engine/records.py): each event is parsed once."""
+    group: list[Op] = []
+    names: dict[str, str] = {}
+    events = size = 0
+    group_alone = False
+    for op in ops:
+        n, b = len(op.events), op.size
+        alone = not isinstance(op, EventOp | SkipOp)
+        fits = (
+            not alone
+            and not group_alone
+            and (not n or names.get(op.stream.casefold(), op.stream) == op.stream)
+            and events + n <= max_events
+            and size + b <= max_bytes
+        )
+        if group and not fits:
+            yield group
+            group, names, events, size = [], {}, 0, 0
+        group_alone = alone
+        group.append(op)
+        if n:
+            names.setdefault(op.stream.casefold(), op.stream)
         events += n
         size += b
     if group:

@@ -75,7 +75,7 @@ class EventStore(Admin, MultiAppender):
         # Set (SIGTERM, Ctrl-C: the slice's Budget.stop) to give up retrying at once.
         self.stop: threading.Event | None = None
         self.retries = 0
-        self._v2: tuple[object, v2.Client, bool | None] | None = None
+        self._v2: tuple[object, v2.Client, frozenset[tuple[str, str]] | None] | None = None
         try:
             self._client = EventStoreDBClient(esdbclient_uri(connection_string))
         except ValueError as e:

@@ -21,7 +21,13 @@ from bench.replication_bench import (
     targets,
     write_doc,
 )
-from bench.strategies import BASELINE_ORDERED, BASELINE_PARTITIONED, Strategy, relay_job
+from bench.strategies import (
+    BASELINE_ORDERED,
+    BASELINE_PARTITIONED,
+    Strategy,
+    relay_job,
+    run_strategy,
+)
 from bench.workloads import BenchWorkload, fill
 from esdb_emulator import Emulator
 from tests.engine.helpers import differences, user_event_count
@@ -86,6 +92,13 @@ def test_relay_runner_copies_exactly(source: Emulator, strategy: Strategy, tmp_p
         _check_copy(source, target, measured)
 
 
+def test_append_records_row_runs_against_a_26_1_target(source: Emulator) -> None:
+    strategy = Strategy("r", "relay", multi_append=True, target_version="26.1")
+    measured = run_strategy(strategy, source.uri, TINY.events, 60.0, 0.0)
+    assert measured.output["events"] == TINY.events
+    assert strategy.offered == "AppendRecords (26.1)"
+
+
 def test_baseline_stops_at_its_event_bound(source: Emulator) -> None:
     with Emulator() as target:
         measured = run_measured(
@@ -134,6 +147,27 @@ def test_targets_compare_ratios_within_the_run() -> None:
     assert "ordered + multi-append / Replicator ordered: not measured" in lines
     assert "bare copy (above) does 6,000 events/s here, **60.00x**" in lines
     assert "partitioned 64 reaches **0.50** of it" in lines
+    assert "ordered + AppendRecords (26.1) / Replicator ordered: not measured" in lines
+
+
+def test_issue_18_ratios_are_taken_within_the_run() -> None:
+    rnd = TINY
+    plan = Plan(rnd, rnd.model_copy(update={"shape": "realistic"}), (5.0,), (5.0,), 10, (1, 2), 10)
+    records = Strategy("ours, ordered + AppendRecords", "relay", target_version="26.1")
+    p8 = Strategy("ours, partitioned 8", "relay", mode="partitioned", partitions=8)
+    p64 = Strategy("ours, partitioned 64", "relay", mode="partitioned", partitions=64)
+    report = Report(
+        rows=[
+            _row(rnd.label, BASELINE_ORDERED, 1_000),
+            _row(rnd.label, records, 27_000),
+            _row(rnd.label, p8, 32_000),
+            _row(rnd.label, p64, 28_000),
+        ]
+    )
+    lines = "\n".join(targets(report, plan))
+    assert "AppendRecords (26.1) / Replicator ordered: **27.00** (target ≥ 25) — PASS" in lines
+    # against the fastest of our partitioned rows
+    assert "our fastest partitioned (partitioned 8): **0.84** (target ≥ 0.9) — MISS" in lines
 
 
 def test_write_doc_replaces_only_its_section(tmp_path: Path) -> None:

@@ -16,8 +16,9 @@ target's appends so slices fail mid-write and later ones resume, then:
   differences exactly when the oracle finds none, also after the target was tampered with
   (an extra event, changed stream metadata, a tombstone, an extra stream).
 
-The partitioned and multi-stream-append variants (test_properties_partitioned.py,
-test_properties_multi_append.py) run the same examples through those modes.
+The partitioned, multi-stream-append and AppendRecords variants
+(test_properties_partitioned.py, test_properties_multi_append.py,
+test_properties_append_records.py) run the same examples through those modes.
 """
 
 from __future__ import annotations
@@ -350,7 +351,7 @@ def replicate(job: JobConfig, target: Emulator, case: Case) -> list[SliceResult]
     results: list[SliceResult] = []
     target.faults.update(
         unavailable_rate=case.unavailable_rate,
-        methods={"BatchAppend", "AppendSession"},
+        methods={"BatchAppend", "AppendSession", "AppendRecords"},
         seed=case.seed,
     )
     try:
@@ -374,9 +375,12 @@ def replicate(job: JobConfig, target: Emulator, case: Case) -> list[SliceResult]
     raise AssertionError(f"did not catch up: {[r.error for r in results[-3:]]}")
 
 
-def run_case(workdir: Path, case: Case, **settings: object) -> None:
-    """One example: a fresh pair of emulators, the history, the relay, the checks."""
-    with Emulator() as source, Emulator() as target:
+def run_case(
+    workdir: Path, case: Case, *, target_version: str | None = None, **settings: object
+) -> None:
+    """One example: a fresh pair of emulators (the target as `target_version`, default
+    25.1), the history, the relay, the checks."""
+    with Emulator() as source, Emulator(server_version=target_version) as target:
         history = apply_history(source.store, case)
         job = job_for(source, target, workdir, case, history, **settings)
         replicate(job, target, case)

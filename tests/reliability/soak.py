@@ -5,6 +5,10 @@ by tests/oracle.py (every event once, in order, metadata exactly as written), an
 
     python -m tests.reliability.soak --kills 200 --seed 1 [--mode partitioned --partitions 8]
         [--chain] [--no-multi-append] [--odd-streams 2 --slice-events 100 --append-events 20]
+        [--target-version 26.1]
+
+`--target-version` starts the target emulator as that KurrentDB version (24.10: no v2 API;
+25.1, the default: multi-stream append; 26.1: AppendRecords too, which ordered mode then uses).
 
 Each run starts tests/crash/relay_child.py and kills it one of two ways (seeded): at a random
 step boundary of the engine ("read", "append", "written", "commit", "committed"), after a
@@ -63,6 +67,7 @@ class SoakReport:
     seed: int
     chain: bool = False
     multi_append: bool = True
+    target_version: str | None = None  # the target emulator's (None: its default, 25.1)
     runs: int = 0
     kills: int = 0
     step_kills: int = 0
@@ -129,17 +134,24 @@ def run_soak(
     odd_streams: int = 0,
     slice_events: int = 300,
     append_events: int = 25,
+    target_version: str | None = None,
     log: bool = False,
 ) -> SoakReport:
     rng = random.Random(f"soak-{seed}")  # not `seed`: generate() draws event ids from that
-    report = SoakReport(mode=mode, seed=seed, chain=chain, multi_append=multi_append)
+    report = SoakReport(
+        mode=mode,
+        seed=seed,
+        chain=chain,
+        multi_append=multi_append,
+        target_version=target_version,
+    )
     started = time.monotonic()
     max_runs = max_runs or kills * 3
     with (
         tempfile.TemporaryDirectory(prefix="esdb-soak-") as tmp,
         Emulator() as origin,
         Emulator() as source,
-        Emulator() as target,
+        Emulator(server_version=target_version) as target,
     ):
         if chain:
             _migrated_before(origin, source, Path(tmp), rng, seed, events)
@@ -167,7 +179,7 @@ def run_soak(
                 emulator.faults.update(
                     unavailable_rate=rng.choice((0.0, 0.0, 0.02, 0.05)),
                     latency_ms=rng.choice((0.0, 0.0, 20.0)),
-                    methods={"BatchAppend", "Append", "AppendSession"}
+                    methods={"BatchAppend", "Append", "AppendSession", "AppendRecords"}
                     if emulator is target
                     else set(),
                     seed=rng.randrange(2**31),
@@ -339,6 +351,11 @@ def main() -> None:
     parser.add_argument("--odd-streams", type=int, default=0, help="streams named ünï.strm-…")
     parser.add_argument("--slice-events", type=int, default=300)
     parser.add_argument("--append-events", type=int, default=25)
+    parser.add_argument(
+        "--target-version",
+        choices=("24.10", "25.1", "26.1"),
+        help="the KurrentDB version the target emulator behaves as (default 25.1)",
+    )
     args = parser.parse_args()
     report = run_soak(
         args.kills,
@@ -351,6 +368,7 @@ def main() -> None:
         odd_streams=args.odd_streams,
         slice_events=args.slice_events,
         append_events=args.append_events,
+        target_version=args.target_version,
         log=True,
     )
     print(json.dumps(asdict(report), indent=2))

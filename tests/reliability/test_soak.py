@@ -1,7 +1,8 @@
 """The kill soak, short: SIGKILLs of a real relay process at seeded random points, source
 writes between runs, then target == filtered source by tests/oracle.py with 0 differences,
 duplicates and gaps, and verify agreeing. The chain one copies data migrated before (A -> B ->
-C, metadata already holding `$original*` / `$schema.*` keys). The partitioned one (8 kills, 8
+C, metadata already holding `$original*` / `$schema.*` keys), also into a 26.1 target
+(AppendRecords). The partitioned one (8 kills, 8
 writers) and the long ones (200 kills each) run with `make soak`."""
 
 from __future__ import annotations
@@ -25,6 +26,16 @@ def test_kill_soak_short_ordered():
 
 def test_kill_soak_short_chain():
     report = run_soak(12, seed=13, chain=True, events=900)
+    print(report)
+    assert report.kills == 12
+    assert report.events_checked > 700
+    assert report.clean, report
+    assert report.verify_agrees and report.verify_differences == 0
+
+
+def test_kill_soak_short_chain_append_records():
+    """Ordered mode through KurrentDB 26.1's AppendRecords (the target emulator as 26.1)."""
+    report = run_soak(12, seed=14, chain=True, events=900, target_version="26.1")
     print(report)
     assert report.kills == 12
     assert report.events_checked > 700

@@ -31,7 +31,7 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("start-up (imports)", ("<frozen importlib",)),
     ("gRPC (channel, calls, threads)", ("grpc/",)),
     ("read: decode `$all` records", ("esdbclient/", "core/eventstore/client.py",
-                                     "core/engine/reader.py")),
+                                     "core/eventstore/reads.py", "core/engine/reader.py")),
     ("plan: rules, provenance metadata", ("core/engine/plan.py", "core/rules.py",
                                           "core/scavenge.py", "core/model.py")),
     ("append requests (v2 records)", ("core/eventstore/v2.py", "core/eventstore/multi.py")),

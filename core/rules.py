@@ -94,7 +94,7 @@ def add_original_metadata(metadata: bytes, event: Event) -> bytes:
     if not metadata:
         return b"{" + _provenance(event) + b"}"
     existing = json_object(metadata)
-    if existing is None or any(key in existing for key in PROVENANCE_KEYS):
+    if existing is None or not existing.keys().isdisjoint(PROVENANCE_KEYS):
         return metadata
     end = metadata.rindex(b"}")
     separator = b"," if existing else b""

@@ -21,13 +21,14 @@ from core.model import Event, OutEvent
 from core.scavenge import ScavengeFilter
 
 
-@dataclass
+@dataclass(slots=True)
 class Op:
     """The target writes one source record turns into: one class per kind of record.
 
     `stream` (the target stream the op belongs to), `position` (its source record's) and
     `size` (of its events, as the server counts them) are worked out once, when the op is
-    made: the engine asks for them several times per record."""
+    made (its events are not changed after): the engine asks for them several times per
+    record."""
 
     source: Event
     events: list[OutEvent] = field(default_factory=list)
@@ -44,9 +45,13 @@ class Op:
 class EventOp(Op):
     """A user event: the events the target gets from it (none when the transform dropped it)."""
 
+    __slots__ = ()
+
 
 class MetadataOp(Op):
     """A `$metadata` record of a user stream's `$$` stream: one `$metadata` event."""
+
+    __slots__ = ()
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -56,9 +61,13 @@ class MetadataOp(Op):
 class TombstoneOp(Op):
     """A user stream's tombstone: the target stream is tombstoned."""
 
+    __slots__ = ()
+
 
 class SkipOp(Op):
     """A record the job does not copy (system records, links, filtered out)."""
+
+    __slots__ = ()
 
 
 class Planner:

@@ -171,6 +171,10 @@ class EventStore(Admin, MultiAppender):
                     return
                 except esdb.EventStoreDBClientException as e:
                     raise translate(e, self.side, "read $all") from None
+                except ValueError as e:  # begun on a channel another thread's reconnect closed
+                    if "hannel closed" not in str(e) and "closed channel" not in str(e):
+                        raise
+                    raise TransientError(f"{self.side}: read $all: the channel was reset") from None
 
     def _read_all_once(self, position: int | None, limit: int) -> Iterator[Event]:
         if limit <= 0:

@@ -10,6 +10,7 @@ import uuid
 import pytest
 from esdbclient import EventStoreDBClient
 
+import core.eventstore.internals as internals
 import core.eventstore.reads as reads
 from core.eventstore import EventStore
 from core.eventstore.client import _event
@@ -102,3 +103,23 @@ def test_a_read_cut_by_a_reconnect_is_read_again(db):
         found.extend(read)
         assert found == everything
         assert store.retries >= 1
+
+
+def test_a_read_begun_on_a_channel_a_reconnect_just_closed_is_read_again(db, monkeypatch):
+    """The race of another thread's reconnect between taking the channel and starting the
+    call (simulated: the read is handed the channel the reconnect closed, once): grpcio
+    refuses with ValueError, which is a transient failure, not the end of the slice."""
+    with EventStore(db.uri, side="source") as store:
+        everything = list(store.read_all_after(None, 10_000))
+        stale = internals.channel(store._client)
+        store._client.reconnect()  # closes `stale`
+        current = internals.channel
+        handed: list[object] = []
+
+        def channel(client: object) -> object:
+            handed.append(client)
+            return stale if len(handed) == 1 else current(client)
+
+        monkeypatch.setattr(internals, "channel", channel)
+        assert list(store.read_all_after(None, 10_000)) == everything
+        assert store.retries == 1

@@ -7,7 +7,7 @@ its own process against the shared source emulator, stopped after the workload's
 
 from __future__ import annotations
 
-import inspect
+import importlib.util
 import json
 import tempfile
 from dataclasses import dataclass
@@ -45,22 +45,25 @@ STRATEGIES = (
 
 def multi_append_available() -> bool:
     """The emulator's switch, the client call and the engine's use of it have all landed."""
-    import core.engine
     from core.eventstore import EventStore
 
     return (
         multi_append_switch_available()
         and hasattr(EventStore, "supports_multi_append")
-        and "multi_append" in inspect.getsource(core.engine)
+        and "multi_append" in JobConfig.model_fields
+        and importlib.util.find_spec("core.engine.ordered") is not None
     )
 
 
 def partitioned_mode_available() -> bool:
     """Whether the engine acts on `mode = "partitioned"` (before it does, such runs are
-    ordered runs under another name, and the report says so)."""
-    import core.engine
-
-    return "partitions" in inspect.getsource(core.engine)
+    ordered runs under another name, and the report says so). The engine's own modules, not
+    the text of its package's `__init__` (a docstring since the engine became a package,
+    which turned both probes false and left multi-append and partitioned rows out)."""
+    return (
+        "partitions" in JobConfig.model_fields
+        and importlib.util.find_spec("core.engine.partitioned") is not None
+    )
 
 
 def relay_job(source: str, target: str, strategy: Strategy, folder: Path) -> Path:

@@ -5,6 +5,10 @@ is not a project dependency: install it in a throwaway venv (`python -m venv /tm
 
     python -m bench.profile_relay --py-spy PATH [--mode partitioned --partitions 64]
         [--latency-ms 5] [--shape random] [--events 20000] [--streams 2000] [--seconds 60]
+        [--parts] [--raw FILE]
+
+`--parts` adds where the time goes by part of the relay (`parts`): each sample goes to the
+innermost frame of a module the table names, so a JSON parse counts for whoever asked for it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,18 @@ from bench.strategies import Strategy, relay_job
 from bench.workloads import BenchWorkload
 
 _FRAME = re.compile(r" \((?:.*/)?([^/]+)\.py:\d+\)")
+# (part, path fragments of its modules); the first part whose fragment a frame's path holds.
+PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("start-up (imports)", ("<frozen importlib",)),
+    ("gRPC (channel, calls, threads)", ("grpc/",)),
+    ("read: decode `$all` records", ("esdbclient/", "core/eventstore/client.py",
+                                     "core/eventstore/reads.py", "core/engine/reader.py")),
+    ("plan: rules, provenance metadata", ("core/engine/plan.py", "core/rules.py",
+                                          "core/scavenge.py", "core/model.py")),
+    ("append requests (v2 records)", ("core/eventstore/v2.py", "core/eventstore/multi.py")),
+    ("engine: batching, writers, watermark", ("core/engine/",)),
+    ("checkpoint store, retries, other", ("core/", "tenacity", "sqlite")),
+)  # fmt: skip
 
 
 def summarise(raw: Path, top: int, own: bool = False) -> list[str]:
@@ -41,6 +57,25 @@ def summarise(raw: Path, top: int, own: bool = False) -> list[str]:
     return [f"{v / total:6.1%}  {k}" for k, v in rows[:top]] + [f"({total} samples)"]
 
 
+def by_part(raw: Path) -> list[str]:
+    """Share of samples per part of the relay (`PARTS`), from py-spy's raw output."""
+    shares: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        total += int(count)
+        shares[_part(stack.split(";"))] += int(count)
+    return [f"{n / total:6.1%}  {part}" for part, n in shares.most_common()]
+
+
+def _part(frames: list[str]) -> str:
+    for frame in reversed(frames):
+        for part, fragments in PARTS:
+            if any(f in frame for f in fragments):
+                return part
+    return "native, no Python frame"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--py-spy", required=True, help="path to a py-spy executable")
@@ -56,6 +91,8 @@ def main() -> None:
         "--wall", action="store_true", help="sample every thread, waiting or not (wall time)"
     )
     parser.add_argument("--own", action="store_true", help="own time, not inclusive")
+    parser.add_argument("--parts", action="store_true", help="also by part of the relay")
+    parser.add_argument("--raw", type=Path, help="keep py-spy's raw samples in this file")
     args = parser.parse_args()
     workload = BenchWorkload(shape=args.shape, events=args.events, streams=args.streams)
     partitions = args.partitions if args.mode == "partitioned" else 1
@@ -66,7 +103,7 @@ def main() -> None:
         tempfile.TemporaryDirectory(prefix="relay-profile-") as tmp,
     ):
         config = relay_job(source, target, strategy, Path(tmp))
-        raw = Path(tmp) / "samples.txt"
+        raw = args.raw or Path(tmp) / "samples.txt"
         runner = ["-m", "bench.relay_runner", "--config", str(config)]
         spy = [args.py_spy, "record", "--format", "raw", "--rate", "100"]
         spy += [] if args.wall else ["--gil"]
@@ -85,6 +122,8 @@ def main() -> None:
             cwd=ROOT,
         )
         print("\n".join(summarise(raw, args.top, args.own)))
+        if args.parts:
+            print("\n".join(by_part(raw)))
 
 
 if __name__ == "__main__":

@@ -21,45 +21,53 @@ from core.model import Event, OutEvent
 from core.scavenge import ScavengeFilter
 
 
-@dataclass
+@dataclass(slots=True)
 class Op:
-    """The target writes one source record turns into: one class per kind of record."""
+    """The target writes one source record turns into: one class per kind of record.
+
+    `stream` (the target stream the op belongs to), `position` (its source record's) and
+    `size` (of its events, as the server counts them) are worked out once, when the op is
+    made (its events are not changed after): the engine asks for them several times per
+    record."""
 
     source: Event
     events: list[OutEvent] = field(default_factory=list)
+    stream: str = field(init=False, repr=False, compare=False)
+    position: int = field(init=False, repr=False, compare=False)
+    size: int = field(init=False, repr=False, compare=False)
 
-    @property
-    def stream(self) -> str:
-        """The target stream the op belongs to."""
-        return self.source.stream
-
-    @property
-    def position(self) -> int:
-        return self.source.commit_position
-
-    @property
-    def size(self) -> int:
-        return sum(e.size for e in self.events)
+    def __post_init__(self) -> None:
+        self.stream = self.source.stream
+        self.position = self.source.commit_position
+        self.size = sum(e.size for e in self.events) if self.events else 0
 
 
 class EventOp(Op):
     """A user event: the events the target gets from it (none when the transform dropped it)."""
 
+    __slots__ = ()
+
 
 class MetadataOp(Op):
     """A `$metadata` record of a user stream's `$$` stream: one `$metadata` event."""
 
-    @property
-    def stream(self) -> str:
-        return self.source.stream[2:]  # it belongs to its stream
+    __slots__ = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.stream = self.source.stream[2:]  # it belongs to its stream
 
 
 class TombstoneOp(Op):
     """A user stream's tombstone: the target stream is tombstoned."""
 
+    __slots__ = ()
+
 
 class SkipOp(Op):
     """A record the job does not copy (system records, links, filtered out)."""
+
+    __slots__ = ()
 
 
 class Planner:
@@ -117,7 +125,8 @@ class SliceIndex:
     id search needs all of it, so it waits for the whole read."""
 
     def __init__(self) -> None:
-        self.origins: dict[tuple[str, uuid.UUID], Origin] = {}
+        # (position, revision) of each planned event: an Origin is made only when asked for.
+        self.origins: dict[tuple[str, uuid.UUID], tuple[int, int]] = {}
         self.events_per_stream: Counter[str] = Counter()
         self.first_revision: dict[str, int] = {}
         self._complete = threading.Event()
@@ -125,21 +134,31 @@ class SliceIndex:
         self.awaited = False  # a writer waits for the whole read: the reader must not wait
 
     def add(self, ops: Iterable[Op]) -> None:
+        origins = self.origins
+        first_revision = self.first_revision
+        per_stream = self.events_per_stream
         for op in ops:
-            source = op.source
-            origin = Origin(source.commit_position, source.revision)
+            events = op.events
             if isinstance(op, EventOp):
-                self.first_revision.setdefault(source.stream, source.revision)
-                self.events_per_stream[source.stream] += len(op.events)
-            elif not isinstance(op, MetadataOp):
+                source = op.source
+                stream = source.stream
+                if stream not in first_revision:
+                    first_revision[stream] = source.revision
+                per_stream[stream] += len(events)
+            elif isinstance(op, MetadataOp):
+                source = op.source
+                stream = source.stream
+            else:
                 continue
-            for e in op.events:
-                self.origins[(source.stream, e.event_id)] = origin
+            origin = (source.commit_position, source.revision)
+            for e in events:
+                origins[(stream, e.event_id)] = origin
 
     def origin(self, stream: str, event_id: uuid.UUID) -> Origin | None:
         """Where in this slice the target event `event_id` of `stream` (or of a `$$` metadata
         stream) comes from, if the slice has read it yet."""
-        return self.origins.get((stream, event_id))
+        found = self.origins.get((stream, event_id))
+        return Origin(*found) if found is not None else None
 
     def finish(self, ok: bool) -> None:
         self._failed = not ok

@@ -85,8 +85,9 @@ class ChunkReader:
                     break
                 chunk.append(event)
                 count += 1
-                chunk_size += event.size
-                total_size += event.size
+                size = event.size
+                chunk_size += size
+                total_size += size
                 if total_size >= budget.max_bytes or budget.expired():
                     break
                 if len(chunk) >= self.chunk.max_events or chunk_size >= self.chunk.max_bytes:

@@ -19,6 +19,7 @@ from esdbclient import exceptions as esdb
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
 
 import core.eventstore.internals as internals
+import core.eventstore.reads as reads
 import core.eventstore.v2 as v2
 from core.errors import (
     PermanentError,
@@ -159,7 +160,9 @@ class EventStore(Admin, MultiAppender):
         """Up to `limit` records of `$all` strictly after `position` (None = from the start).
 
         Nothing is filtered server-side: system records ($metadata, tombstones) are needed. A
-        read broken off by a transient error resumes after the last record it yielded.
+        read broken off by a transient error (a reconnect's cut included) resumes after the
+        last record it yielded. Read through core/eventstore/reads.py, not esdbclient's
+        `read_all`: the relay's hot path.
         """
         sent = 0
         last = position
@@ -173,25 +176,26 @@ class EventStore(Admin, MultiAppender):
                     return
                 except esdb.EventStoreDBClientException as e:
                     raise translate(e, self.side, "read $all") from None
+                except ValueError as e:  # begun on a channel another thread's reconnect closed
+                    if "hannel closed" not in str(e) and "closed channel" not in str(e):
+                        raise
+                    raise TransientError(f"{self.side}: read $all: the channel was reset") from None
 
     def _read_all_once(self, position: int | None, limit: int) -> Iterator[Event]:
         if limit <= 0:
             return
         if position is None:
-            for recorded in self._read_all(filter_exclude=[], limit=limit, timeout=self.timeout):
-                yield _event(recorded)
+            yield from reads.read_all_forwards(self._client, None, limit, self.timeout)
             return
-        # read_all is inclusive of the given position; ask for one more and drop it.
+        # The read is inclusive of the given position; ask for one more and drop it.
         sent = 0
-        for recorded in self._read_all(
-            commit_position=position, filter_exclude=[], limit=limit + 1, timeout=self.timeout
-        ):
-            if recorded.commit_position == position:
+        for event in reads.read_all_forwards(self._client, position, limit + 1, self.timeout):
+            if event.commit_position == position:
                 continue
             if sent == limit:
                 return
             sent += 1
-            yield _event(recorded)
+            yield event
 
     def head_position(self) -> int:
         """Commit position of the last record in `$all` (0 for an empty database)."""

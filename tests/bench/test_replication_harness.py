@@ -49,6 +49,8 @@ def _check_copy(source: Emulator, target: Emulator, measured: Measured) -> None:
     assert measured.output["seconds"] > 0
     assert measured.peak_rss_mib > 20  # a Python process with grpc loaded
     assert measured.cpu_seconds > 0
+    # what the process spent before its first event, reported apart (bench: "after start-up")
+    assert 0 < measured.output["startup_cpu_seconds"] < measured.cpu_seconds
 
 
 @pytest.mark.parametrize("writers", [1, 6])
@@ -148,6 +150,10 @@ def test_targets_compare_ratios_within_the_run() -> None:
     assert "bare copy (above) does 6,000 events/s here, **60.00x**" in lines
     assert "partitioned 64 reaches **0.50** of it" in lines
     assert "ordered + AppendRecords (26.1) / Replicator ordered: not measured" in lines
+    assert (
+        "relay CPU s per million events, ours, partitioned 64: **33** after start-up "
+        "(33 with it; target ≤ 90) — PASS"
+    ) in lines
 
 
 def test_issue_18_ratios_are_taken_within_the_run() -> None:

@@ -4,6 +4,7 @@ real connection: an esdbclient upgrade that moves one fails here, naming what wo
 from __future__ import annotations
 
 import grpc
+import pytest
 from esdbclient import EventStoreDBClient
 
 from core.eventstore import internals
@@ -43,5 +44,39 @@ def test_a_finished_read_tells_whether_esdbclient_cancelled_it():
                 "a read cut short by a reconnect would look complete (a stream read as absent)"
             )
             assert internals.read_cancelled(response) is False
+        finally:
+            client.close()
+
+
+def test_a_single_threaded_stream_call_runs_on_esdbclients_channel_and_ends_when_it_closes():
+    from esdbclient.protos.Grpc import streams_pb2
+
+    from core.eventstore.reads import READ_METHOD, read_request
+
+    with Emulator() as db:
+        client = EventStoreDBClient(db.uri)
+        try:
+            read = internals.single_threaded_stream(
+                internals.channel(client),
+                READ_METHOD,
+                streams_pb2.ReadReq.SerializeToString,
+                streams_pb2.ReadResp.FromString,
+            )
+            assert isinstance(read, grpc.UnaryStreamMultiCallable), (
+                "the relay's `$all` read would fall back to nothing: grpcio moved its "
+                "single-threaded unary-stream call (core/eventstore/internals.py)"
+            )
+            call = read(
+                read_request(None, 10), timeout=10, metadata=internals.call_metadata(client)
+            )
+            assert all(isinstance(r, streams_pb2.ReadResp) for r in call)
+            db.faults.update(latency_ms=1000, methods={"Read"})  # the call waits in the server
+            cut = read(read_request(None, 10), timeout=10, metadata=internals.call_metadata(client))
+            client.reconnect()
+            with pytest.raises(grpc.RpcError) as raised:
+                list(cut)
+            assert raised.value.code() == grpc.StatusCode.CANCELLED, (
+                "a read cut by a reconnect would not be told from a finished one"
+            )
         finally:
             client.close()

@@ -329,8 +329,8 @@ class MultiAppender:
         if found.kind == "message_too_large":
             # Nothing was written; smaller appends (the writer halves the batch) may pass.
             return AppendTooLarge(
-                f"{where}: the request ({size if size is not None else '?'} bytes) is over the "
-                "server's maximum message size",
+                f"{where}: the request ({size if size is not None else '?'} bytes of records) "
+                "is over the size of message the server takes",
             )
         if found.kind == "unimplemented":
             return MultiAppendUnsupported(

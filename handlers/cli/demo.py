@@ -24,6 +24,7 @@ from rich.table import Table
 from core.checkpoint import open_store
 from core.config import JobConfig
 from core.eventstore import EventStore
+from core.progress import slices_of
 from core.tools.verify import verify
 from esdb_emulator import Emulator
 from esdb_emulator.workload import Workload, generate
@@ -132,7 +133,7 @@ def run_demo(console: Console, *, events: int, streams: int) -> int:
     table.add_column("what it is", overflow="fold")
     table.add_row(
         "slices",
-        f"{sum(1 for h in history if not h.stopped):,}",
+        f"{len(slices_of(history)):,}",
         "slices the two relay runs recorded",
     )
     table.add_row(

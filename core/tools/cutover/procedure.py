@@ -9,13 +9,12 @@ from contextlib import nullcontext
 from datetime import UTC, datetime
 from typing import Literal
 
-from core import rules
 from core.checkpoint import CheckpointStore, open_store
 from core.config import JobConfig
 from core.errors import RelayError
 from core.eventstore import EventStore
 from core.model import Event
-from core.progress import measure
+from core.progress import copied, measure
 from core.relay import Relay
 from core.tools.cutover.report import (
     EXIT_ABORTED,
@@ -77,11 +76,6 @@ class CutoverStop(Exception):
 
 
 # ------------------------------------------------------------------------ pure steps
-def replicable(job: JobConfig, event: Event) -> bool:
-    """Whether the relay copies this `$all` record (see the module doc)."""
-    return rules.copied_kind(job.filters, event) is not rules.Kind.SKIP
-
-
 def _user_stream(event: Event) -> str:
     return event.stream[2:] if event.stream.startswith("$$") else event.stream
 
@@ -98,7 +92,7 @@ def scan_after(
         for event in source.read_all_after(position, PAGE):
             n += 1
             position = event.commit_position
-            if replicable(job, event):
+            if copied(job, event):
                 found.append(event)
         read += n
         if n < PAGE:

@@ -45,6 +45,7 @@ from core.connection import (
 )
 from core.errors import ConfigError
 from core.logs import logger
+from core.shards import MAX_SHARDS, shard_job_id
 
 MIB = 1024 * 1024
 
@@ -261,6 +262,14 @@ class JobConfig(BaseSettings):
     partitions: int = Field(
         default=1, ge=1, le=256, description="number of writers, 1-256 (partitioned mode)"
     )
+    shards: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_SHARDS,
+        description=f"chains the job is split into by stream name, 1-{MAX_SHARDS}; each shard "
+        "keeps each of its streams in order, but the order across shards is not kept "
+        "(docs/modes.md); fixed for the job's life once its first shard has started",
+    )
     filters: FilterConfig = Field(default_factory=FilterConfig, description="event filters")
     transform: str | None = Field(
         default=None, description="optional hook 'module:function', e.g. 'my_pkg.hooks:fix'"
@@ -318,6 +327,17 @@ class JobConfig(BaseSettings):
             raise _problem(
                 "more than one partition needs partitioned mode",
                 "set mode = 'partitioned', or partitions = 1 to keep the global order",
+            )
+        return value
+
+    @field_validator("shards")
+    @classmethod
+    def _shards(cls, value: int, info: ValidationInfo) -> int:
+        job_id = info.data.get("job_id") or ""
+        if value > 1 and len(shard_job_id(job_id, value - 1)) > 128:
+            raise _problem(
+                "the job id is too long for a sharded job",
+                "use a job id of at most 118 characters (each shard's key adds '.shard-N')",
             )
         return value
 

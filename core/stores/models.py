@@ -15,6 +15,8 @@ from typing import Protocol, Self, runtime_checkable
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from core.shards import ShardPlan
+
 Clock = Callable[[], datetime]
 """Returns the current time, timezone-aware. Stores take one so tests can move time."""
 
@@ -86,6 +88,11 @@ class Checkpoint(_Frozen):
         description="generation of the job's chain of slices: a schedule tick or a manual "
         "invoke that starts a chain raises it, and a chained request sent under an older one "
         "is dropped (core/invocation.py), so a retried message never starts a second chain",
+    )
+    shards: ShardPlan | None = Field(
+        default=None,
+        description="a sharded job's plan (core/shards.py), fixed in the job's own record "
+        "when its first shard starts; the shards keep their checkpoints under their own keys",
     )
 
 

@@ -82,8 +82,9 @@ class ShardPlan(BaseModel):
     count: int = Field(ge=2, le=MAX_SHARDS)
     suffix_length: int = Field(ge=1, le=max(SUFFIX_LENGTHS))
     regexes: tuple[str, ...]
-    keys: tuple[tuple[str, ...], ...] = Field(
-        description="the suffixes of shards 0..K-2 (the last shard takes every other name)"
+    keys: tuple[str, ...] = Field(
+        description="the suffixes of shards 0..K-2, each shard's separated by spaces (the last "
+        "shard takes every other name); a flat list, since Firestore keeps no nested arrays"
     )
     expected_events: tuple[int, ...] = Field(
         description="events of the sample per shard, as this plan splits them"
@@ -200,7 +201,7 @@ def _pack(
         count=count,
         suffix_length=length,
         regexes=tuple(regexes),
-        keys=tuple(tuple(sorted(k)) for k in keys[:-1]),
+        keys=tuple(" ".join(sorted(k)) for k in keys[:-1]),
         expected_events=tuple(loads),
         sampled_events=sum(counts.values()),
         exact=exact,

@@ -31,6 +31,7 @@ from core.checkpoint import (
     SliceRecord,
 )
 from core.errors import CorruptCheckpointError, LeaseLostError
+from core.shards import plan_shards
 from core.stores.base import StoreBase
 
 TTL = 30.0
@@ -192,6 +193,20 @@ class CheckpointStoreContract:
         assert store.load(job_id).chain == 3
         store.commit(lease, advanced(first, job_id, 200))
         assert store.load(job_id).chain == 3
+
+    def test_a_shard_plan_round_trips_and_survives_later_commits(
+        self, store: CheckpointStore, job_id: str
+    ) -> None:
+        """A sharded job's plan (core/shard_plans.py) is fixed in the job's own record: stored
+        whole, regexes byte for byte, and carried on by later commits."""
+        counts = {f"order-{i:x}\u00e9\n" if i % 7 == 0 else f"order-{i:x}": i for i in range(200)}
+        plan = plan_shards(counts, 3, exact=True)
+        lease = store.acquire(job_id, "a", TTL)
+        first = store.commit(lease, Checkpoint(job_id=job_id, shards=plan))
+        assert store.load(job_id).shards == plan
+        store.commit(lease, advanced(first, job_id, 200))
+        loaded = store.load(job_id).shards
+        assert loaded == plan and loaded.regexes == plan.regexes
 
     def test_resume_versions_increase(self, store: CheckpointStore, job_id: str) -> None:
         lease = store.acquire(job_id, "a", TTL)

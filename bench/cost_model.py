@@ -60,8 +60,8 @@ class Measured:
             mode=self.mode,
             partitions=self.partitions,
             write_path=self.write_path,
-            events_per_second=self.rate,
-            cpu_seconds_per_million=self.cpu_per_million,
+            events_per_second=round(self.rate, 1),
+            cpu_seconds_per_million=round(self.cpu_per_million, 1),
         )
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -16,6 +19,7 @@ from handlers.cli.main import app
 from tests.passwords import TEST_PASSWORDS
 
 runner = CliRunner()
+REPO = Path(__file__).resolve().parents[2]
 PAYLOAD = b'{"amount": 1234, "currency": "EUR", "note": "' + b"x" * 200 + b'"}'
 
 
@@ -179,3 +183,14 @@ def test_an_unreachable_source_is_named_and_no_secret_is_printed(tmp_path):
         assert result.exit_code == 1
         assert "source" in result.output
         assert password not in result.output
+
+
+def test_the_figures_are_in_the_wheel(tmp_path):
+    """`plan` reads core/capacity_figures.json: setuptools packs it only because pyproject
+    names it (package-data); build_py lays out what a wheel holds."""
+    setup = [sys.executable, "-c", "import setuptools; setuptools.setup()", "-q"]
+    setup += ["egg_info", "--egg-base", str(tmp_path), "build_py", "-d", str(tmp_path / "lib")]
+    done = subprocess.run(setup, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    built = tmp_path / "lib" / "core" / "capacity_figures.json"
+    assert built.read_text() == (REPO / "core" / "capacity_figures.json").read_text()

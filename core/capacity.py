@@ -118,8 +118,10 @@ class Figures(BaseModel):
         best = min(pool, key=lambda m: (abs(math.log(m.partitions / partitions)), m.partitions))
         notes = []
         if best.write_path != path:
-            notes.append(f"{WRITE_PATHS[path]} is not measured for {mode} mode; its figure is ")
-            notes[-1] += f"{WRITE_PATHS[best.write_path]}'s, so the rate may be lower"
+            notes.append(
+                f"{WRITE_PATHS[path]} is not measured for {mode} mode: the figure of "
+                f"{WRITE_PATHS[best.write_path]} stands in, so the rate may be lower"
+            )
         if mode == "partitioned" and best.partitions != partitions:
             notes.append(
                 f"partitions = {partitions} is not measured; the nearest, {best.partitions}, "
@@ -221,9 +223,10 @@ def project(q: Question, cloud: Cloud, shards: int) -> Projection:
     seconds = times[bound]
     hours = seconds / 3600
     chain_rate = cloud.process_rate(q.figure.events_per_second, q.figure.cpu_seconds_per_million)
-    # While copying, each chain copies N/K events in `seconds`; slices follow from that pace.
-    paced = q.events / shards / seconds
-    invocations = q.events / cloud.events_per_slice(min(chain_rate, paced))
+    # Slices follow from a chain's pace: its own rate, or the slower one a bound elsewhere
+    # sets (N/K events in `seconds`), when a slice may end at the function's time-out.
+    paced = chain_rate if bound == "per-process rate" else q.events / shards / seconds
+    invocations = q.events / cloud.events_per_slice(paced)
     usage = bill(cloud, invocations, shards * seconds)
     fixed = fixed_per_hour(cloud) * hours
     notes = []

@@ -54,7 +54,12 @@ def plan(
         min=1,
         help="Records/s of $all the source serves to all readers (K shards scan it K times).",
     ),
-    max_shards: int = typer.Option(64, "--max-shards", min=1, help="The most shards to offer."),
+    max_shards: int = typer.Option(
+        64,
+        "--max-shards",
+        min=1,
+        help="The most shards to offer (1: one chain, the only way to keep the global order).",
+    ),
     events: int | None = typer.Option(
         None, "--events", min=1, help="Plan for this many events instead of counting the source."
     ),

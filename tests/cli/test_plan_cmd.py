@@ -166,6 +166,23 @@ def test_an_empty_source_has_nothing_to_plan(tmp_path):
         assert "--events" in result.output
 
 
+def test_over_tls_with_credentials_and_one_chain_only(tmp_path):
+    with Emulator(tls=True) as source, Emulator(tls=True, server_version="26.1") as target:
+        add(source, 3, 10)
+        env = env_for(source, target, tmp_path)
+        result = plan(["--json", "--max-shards", "1", "--target-hours", "0.01"], env)
+        got = answer(result)
+        assert got["store"]["events"] == 30 and got["write_path"] == "append-records"
+        assert all(c["sharded"]["shards"] == 1 for c in got["clouds"])
+        big = answer(plan(["--json", "--max-shards", "1", "--events", "1000000000"], env))
+        for cloud in big["clouds"]:
+            assert cloud["sharded"]["shards"] == 1 and not cloud["sharded"]["within_target"]
+            assert "max shards 1" in cloud["sharded"]["notes"][0]
+            assert not any("global order" in n for n in cloud["sharded"]["notes"])
+        for text in (result.output, json.dumps(big)):
+            assert TEST_PASSWORDS["emulator admin (esdb_emulator DEFAULT_USERS)"] not in text
+
+
 def test_an_unreachable_source_is_named_and_no_secret_is_printed(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -7,249 +7,103 @@ how long a 100M / 1B event backfill takes at each measured rate.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
 
-PRICES_AS_OF = "list prices as published in 2025 (not re-checked live from this machine)"
-SLICE_EVENTS = 20_000  # BudgetConfig.max_events default
-START_SECONDS = 2.0  # assumed per invocation: imports, connections, lease (not in the rate)
-# Checkpoint store operations per slice, as handlers/aws/checkpoint_store.py does them: reads
-# for acquire, load, commit and release (core/stores/base.py reads the job record before each
-# conditional write), writes for acquire, commit, record_slice = counter + record, release; the
-# Firestore and Azure Table stores keep the same records, so the same counts are assumed there.
-STORE_READS_PER_SLICE = 4
-STORE_WRITES_PER_SLICE = 5
-
-
-@dataclass(frozen=True)
-class Cloud:
-    name: str
-    deployment: str
-    memory_gb: float
-    vcpu: float
-    timeout_seconds: float
-    per_invocation: float  # USD
-    per_gb_second: float  # USD
-    per_vcpu_second: float  # USD, where billed apart from memory
-    store: str
-    per_store_read: float  # USD
-    per_store_write: float  # USD
-    source: str
-
-
-CLOUDS = (
-    Cloud(
-        "AWS Lambda + DynamoDB",
-        "1024 MB (infra/aws default, ~0.58 vCPU), 900 s timeout, us-east-1 x86",
-        1.0,
-        0.58,
-        900,
-        0.20 / 1e6,
-        0.0000166667,
-        0.0,
-        "DynamoDB on-demand",
-        0.125 / 1e6,  # per read request unit (strongly consistent, < 4 KB)
-        0.625 / 1e6,  # per write request unit (< 1 KB)
-        "aws.amazon.com/lambda/pricing; aws.amazon.com/dynamodb/pricing/on-demand "
-        "(after the 1 Nov 2024 on-demand price cut)",
-    ),
-    Cloud(
-        "Cloud Functions gen2 + Firestore",
-        "1 GiB / 1 vCPU (infra/gcp default), 540 s timeout, us-central1, tier 1",
-        1.0,
-        1.0,
-        540,
-        0.40 / 1e6,
-        0.0000025,
-        0.000024,
-        "Firestore (regional)",
-        0.03 / 1e5,
-        0.09 / 1e5,
-        "cloud.google.com/run/pricing (gen2 functions are billed as Cloud Run); "
-        "cloud.google.com/firestore/pricing",
-    ),
-    Cloud(
-        "Azure Functions EP1 + Table Storage",
-        "Elastic Premium EP1: 1 vCPU, 3.5 GB, billed per instance-second, East US",
-        3.5,
-        1.0,
-        600,
-        0.0,
-        0.0123 / 3600,
-        0.173 / 3600,
-        "Table Storage (LRS)",
-        0.00036 / 1e4,
-        0.00036 / 1e4,
-        "azure.microsoft.com/pricing/details/functions (Premium plan: vCPU-hour and "
-        "GB-hour); azure.microsoft.com/pricing/details/storage/tables",
-    ),
+from bench.strategies import Strategy
+from core import capacity
+from core.capacity_prices import (
+    CLOUDS,
+    FIXED,
+    HOURS_PER_MONTH,
+    PRICES_AS_OF,
+    SLICE_EVENTS,
+    START_SECONDS,
+    STORE_READS_PER_SLICE,
+    STORE_WRITES_PER_SLICE,
+    Cloud,
+    Fixed,
+    bill,
+    slice_seconds,
 )
+
+__all__ = [
+    "CLOUDS",
+    "FIXED",
+    "SLICE_EVENTS",
+    "STORE_WRITES_PER_SLICE",
+    "Cloud",
+    "Fixed",
+    "Measured",
+    "fixed_section",
+    "per_million",
+    "render",
+]
 
 
 @dataclass(frozen=True)
 class Measured:
     strategy: str
     rate: float  # events/s at 5 ms on the benchmark machine
-    cpu_per_million: float  # CPU seconds per million events of the replicator process
+    cpu_per_million: float  # CPU seconds per million events of the replicator, after start-up
     relay: bool  # our relay (slices, checkpoint store) rather than a baseline
+    mode: Literal["ordered", "partitioned"] = "ordered"
+    partitions: int = 1
+    write_path: capacity.WritePath = "per-stream"
+
+    def figure(self) -> capacity.ModeFigure:
+        return capacity.ModeFigure(
+            label=self.strategy,
+            mode=self.mode,
+            partitions=self.partitions,
+            write_path=self.write_path,
+            events_per_second=round(self.rate, 1),
+            cpu_seconds_per_million=round(self.cpu_per_million, 1),
+        )
+
+
+def measured_of(strategy: Strategy, rate: float, cpu_per_million: float) -> Measured:
+    """A benchmark row as the cost model takes it: the write path its target offered."""
+    path: capacity.WritePath = "per-stream"
+    if strategy.target_version == "26.1" and strategy.mode == "ordered":
+        path = "append-records"
+    elif strategy.multi_append:
+        path = "multi-append"
+    return Measured(
+        strategy.name,
+        rate,
+        cpu_per_million,
+        strategy.kind == "relay",
+        strategy.mode,
+        strategy.partitions,
+        path,
+    )
 
 
 def cloud_rate(m: Measured, cloud: Cloud) -> float:
-    """The measured rate, capped by the function's CPU share: the benchmark machine gave the
-    replicator up to a full core; a 1024 MB Lambda has ~0.58 of one."""
-    if m.cpu_per_million <= 0:
-        return m.rate
-    return min(m.rate, cloud.vcpu * 1e6 / m.cpu_per_million)
+    """The measured rate, capped by the function's CPU share (core/capacity_prices.py)."""
+    return cloud.process_rate(m.rate, m.cpu_per_million)
 
 
 def per_million(m: Measured, cloud: Cloud) -> dict[str, float]:
     rate = cloud_rate(m, cloud)
-    per_slice = min(SLICE_EVENTS, rate * (cloud.timeout_seconds - 10))
-    invocations = 1e6 / per_slice if m.relay else 0.0  # a baseline is a long-lived service
-    seconds = 1e6 / rate + invocations * START_SECONDS
-    gb_seconds = seconds * cloud.memory_gb
-    reads = invocations * STORE_READS_PER_SLICE
-    writes = invocations * STORE_WRITES_PER_SLICE
-    usd = (
-        invocations * cloud.per_invocation
-        + gb_seconds * cloud.per_gb_second
-        + seconds * cloud.vcpu * cloud.per_vcpu_second
-        + reads * cloud.per_store_read
-        + writes * cloud.per_store_write
-    )
+    if m.relay:
+        invocations = 1e6 / cloud.events_per_slice(rate)
+        seconds = 1e6 * slice_seconds(cloud, rate)
+    else:  # a baseline is a long-lived service: compute only
+        invocations, seconds = 0.0, 1e6 / rate
+    used = bill(cloud, invocations, seconds)
     return {
         "rate": rate,
         "invocations": invocations,
-        "gb_seconds": gb_seconds,
-        "reads": reads,
-        "writes": writes,
-        "usd": usd,
+        "gb_seconds": used.gb_seconds,
+        "reads": used.store_reads,
+        "writes": used.store_writes,
+        "usd": used.usd,
     }
-
-
-HOURS_PER_MONTH = 730
-
-
-@dataclass(frozen=True)
-class Fixed:
-    """A cost that runs whether or not a slice runs: per hour, or per GB it carries."""
-
-    cloud: str
-    topology: str  # "peered", "public" or "both"
-    item: str
-    per_hour: float
-    per_gb: float = 0.0
-    note: str = ""
-
-    @property
-    def monthly(self) -> float:
-        return self.per_hour * HOURS_PER_MONTH
-
-
-# List prices as published in 2025 (PRICES_AS_OF), us-east-1 / us-central1 / East US, for what
-# each template deploys. "public" is the topology without peering: egress through a static IP
-# that the cluster's allowlist names (NAT gateway / Cloud NAT / NAT gateway).
-FIXED = [
-    Fixed(
-        "AWS",
-        "both",
-        "2 interface endpoints (SQS, Secrets Manager) x 2 AZs",
-        4 * 0.01,
-        0.01,
-        "aws.amazon.com/privatelink/pricing; + 2 x 2 AZs with CreateLogsEndpoint=true",
-    ),
-    Fixed("AWS", "both", "DynamoDB gateway endpoint", 0.0, 0.0, "free"),
-    Fixed(
-        "AWS",
-        "public",
-        "NAT gateway (one, in NatSubnetId)",
-        0.045,
-        0.045,
-        "aws.amazon.com/vpc/pricing; carries only EventStoreDB traffic",
-    ),
-    Fixed(
-        "AWS",
-        "public",
-        "Elastic IP (public IPv4 address)",
-        0.005,
-        0.0,
-        "aws.amazon.com/vpc/pricing, public IPv4",
-    ),
-    Fixed(
-        "Google Cloud",
-        "both",
-        "Serverless VPC Access connector: 2 e2-micro instances (min)",
-        2 * 0.0084,
-        0.0,
-        "cloud.google.com/vpc/pricing#serverless-vpc-pricing (billed as VMs)",
-    ),
-    Fixed(
-        "Google Cloud",
-        "both",
-        "Cloud Scheduler job",
-        0.10 / HOURS_PER_MONTH,
-        0.0,
-        "3 jobs per billing account are free",
-    ),
-    Fixed(
-        "Google Cloud",
-        "public",
-        "Cloud NAT gateway (2 connector VMs; 3 at most)",
-        2 * 0.0014,
-        0.045,
-        "cloud.google.com/nat/pricing; Google APIs bypass it (Private Google Access)",
-    ),
-    Fixed(
-        "Google Cloud",
-        "public",
-        "static external IP address",
-        0.005,
-        0.0,
-        "cloud.google.com/vpc/network-pricing#ipaddress",
-    ),
-    Fixed(
-        "Azure",
-        "both",
-        "Elastic Premium EP1: one always-ready instance (1 vCPU, 3.5 GB)",
-        3600 * (0.000048 + 3.5 * 0.00000342),
-        0.0,
-        "azure.microsoft.com/pricing/details/functions; the plan bills at least one "
-        "instance at all times; a pre-warmed instance may add one more while it scales",
-    ),
-    Fixed(
-        "Azure",
-        "both",
-        "5 private endpoints (blob, queue, table, file, vault)",
-        5 * 0.01,
-        0.01,
-        "azure.microsoft.com/pricing/details/private-link",
-    ),
-    Fixed(
-        "Azure",
-        "both",
-        "5 private DNS zones",
-        5 * 0.50 / HOURS_PER_MONTH,
-        0.0,
-        "azure.microsoft.com/pricing/details/dns",
-    ),
-    Fixed(
-        "Azure",
-        "public",
-        "NAT gateway (Standard) on the function's subnet",
-        0.045,
-        0.045,
-        "azure.microsoft.com/pricing/details/azure-nat-gateway; storage and Key Vault stay on "
-        "their private endpoints",
-    ),
-    Fixed(
-        "Azure",
-        "public",
-        "static public IP (Standard)",
-        0.005,
-        0.0,
-        "azure.microsoft.com/pricing/details/ip-addresses",
-    ),
-]
 
 
 def fixed_section() -> list[str]:
@@ -295,7 +149,12 @@ def fixed_section() -> list[str]:
     return out
 
 
-def render(measured: list[Measured], run_note: str, machine: str = "") -> str:
+def render(
+    measured: list[Measured],
+    run_note: str,
+    machine: str = "",
+    figures: capacity.Figures | None = None,
+) -> str:
     out = [
         "# Cost model",
         "",
@@ -330,8 +189,9 @@ def render(measured: list[Measured], run_note: str, machine: str = "") -> str:
         "documents and Azure Table transactions. Chain messages (one per slice) are left out: "
         "a few cents per million slices.",
         "- Rate in the cloud = the measured rate, capped by the function's CPU share using the "
-        "measured CPU seconds per million events (the benchmark machine let the replicator use "
-        "a whole core). Network latency to real servers is what the 5 ms stands for.",
+        "measured CPU seconds per million events after the process's start-up (the benchmark "
+        "machine let the replicator use a whole core; start-up is the 2 s above). Network "
+        "latency to real servers is what the 5 ms stands for.",
         "- Baselines run as a long-lived process (the Replicator is a service): their rows show "
         "compute only, as if hosted the same way, for comparison.",
         "",
@@ -369,4 +229,85 @@ def render(measured: list[Measured], run_note: str, machine: str = "") -> str:
             f"| {m.strategy} | {m.rate:,.0f} | {1e8 / m.rate / 3600:,.1f} "
             f"| {1e9 / m.rate / 3600:,.0f} |"
         )
+    if figures is not None:
+        out += ["", *projection_section(figures)]
     return "\n".join(out) + "\n"
+
+
+# ------------------------------------------------------------------ the capacity projection
+
+
+def figures_of(measured: list[Measured], latency_ms: float, workload: str, machine: str,
+               commit: str) -> capacity.Figures | None:  # fmt: skip
+    """Our relay's rows as the capacity model's figures (None when none was measured)."""
+    modes = [m.figure() for m in measured if m.relay and m.rate > 0]
+    if not modes:
+        return None
+    return capacity.Figures(
+        measured_at=f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        latency_ms=latency_ms,
+        workload=workload,
+        machine=machine,
+        commit=commit,
+        modes=modes,
+    )
+
+
+def write_figures(figures: capacity.Figures, path: Path = capacity.FIGURES_PATH) -> None:
+    """core/capacity_figures.json: what `esdb-relay plan` projects from."""
+    path.write_text(json.dumps(figures.model_dump(mode="json"), indent=2) + "\n")
+
+
+def _hours(h: float) -> str:
+    return f"{h:,.1f}" if h < 100 else f"{h:,.0f}"
+
+
+def projection_section(
+    figures: capacity.Figures, events: int = 1_000_000_000, hours: float = 24.0
+) -> list[str]:
+    """The capacity model's answer for a store of `events` (K chosen per cloud), and for
+    100M / 1B / 10B events in the fastest ordered mode, from this run's figures."""
+    out = [
+        f"## Projection: {events / 1e9:g}B events within {hours:g} hours (K chosen per cloud)",
+        "",
+        "The capacity model (core/capacity.py, docs/capacity.md; `esdb-relay plan` answers "
+        "the same for a real store) from this run's rates and CPU per event. K is the least "
+        f"number of shards (chains) that copies within {hours:g} h, or the K that finishes "
+        "soonest up to the cloud's cap. The target's write capacity and the source's scan "
+        "capacity are not known here: the table says what the target must accept and how "
+        "fast the source must scan (K times its log). USD = the functions, their invocations "
+        "and checkpoint-store operations, plus the peered deployment's fixed costs for those "
+        "hours. **K > 1 does not keep the global order across shards** (each shard keeps its "
+        "streams' order).",
+        "",
+        "| mode | cloud | chain events/s | K = 1, hours | K | hours | bound "
+        "| target must accept, events/s | source scans, records/s | USD |",
+        "|---|---|---:|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    for figure in figures.modes:
+        q = capacity.Question(events=events, figure=figure, target_hours=hours)
+        for a in capacity.answer(q):
+            one, k = a.one_chain, a.sharded
+            out.append(
+                f"| {figure.label.removeprefix('ours, ')} | {a.cloud} | {one.chain_rate:,.0f} "
+                f"| {_hours(one.hours)} | {k.shards} | {_hours(k.hours)} | {k.bound} "
+                f"| {k.events_per_second:,.0f} | {k.source_scan_needed:,.0f} | {k.usd:,.0f} |"
+            )
+    ordered = [f for f in figures.modes if f.mode == "ordered"]
+    if ordered:
+        best = max(ordered, key=lambda f: f.events_per_second)
+        out += [
+            "",
+            f"By store size, {best.label.removeprefix('ours, ')} (K, hours, USD):",
+            "",
+            "| events | " + " | ".join(c.key for c in capacity.CLOUDS) + " |",
+            "|---:|" + "---|" * len(capacity.CLOUDS),
+        ]
+        for size in capacity.STORE_SIZES:
+            q = capacity.Question(events=size, figure=best, target_hours=hours)
+            cells = [
+                f"{a.sharded.shards}, {_hours(a.sharded.hours)} h, ${a.sharded.usd:,.0f}"
+                for a in capacity.answer(q)
+            ]
+            out.append(f"| {size / 1e6:,.0f}M | " + " | ".join(cells) + " |")
+    return out

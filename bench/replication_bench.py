@@ -495,24 +495,33 @@ def main(argv: list[str] | None = None) -> None:
     if args.write_doc:
         write_doc(args.write_doc, section)
         _say(f"wrote {args.write_doc}")
+    measured, figures = cost_inputs(report, plan)
+    if figures is not None:  # issue 18: the capacity model's 1B projection, K per cloud
+        print("\n".join(cost_model.projection_section(figures)), flush=True)
     if args.cost_doc:
-        args.cost_doc.write_text(cost_model_doc(report, plan))
+        note = f"{plan.random.label}, commit {_commit()}"
+        machine = f"{_machine()}; load average during the run: {'; '.join(report.loads)}"
+        args.cost_doc.write_text(cost_model.render(measured, note, machine, figures))
         _say(f"wrote {args.cost_doc}")
+        if figures is not None:
+            cost_model.write_figures(figures)
+            _say("wrote core/capacity_figures.json (esdb-relay plan's figures)")
 
 
-def cost_model_doc(report: Report, plan: Plan) -> str:
+def cost_inputs(
+    report: Report, plan: Plan
+) -> tuple[list[cost_model.Measured], cost_model.capacity.Figures | None]:
+    """This run's rows at 5 ms on the random workload, and our relay's as the capacity
+    model's figures (CPU after start-up: a long job pays start-up per invocation instead)."""
     rows = [
         r
         for r in report.rows
         if r.workload == plan.random.label and r.latency_ms == TARGET_LATENCY and r.events
     ]
-    measured = [
-        cost_model.Measured(r.strategy.name, r.rate, r.cpu_per_million, r.strategy.kind == "relay")
-        for r in rows
-    ]
-    note = f"{plan.random.label}, commit {_commit()}"
-    machine = f"{_machine()}; load average during the run: {'; '.join(report.loads)}"
-    return cost_model.render(measured, note, machine)
+    measured = [cost_model.measured_of(r.strategy, r.rate, r.running_cpu_per_million) for r in rows]
+    machine = f"{_machine()}; load average {'; '.join(report.loads)}"
+    figures = cost_model.figures_of(measured, TARGET_LATENCY, plan.random.label, machine, _commit())
+    return measured, figures
 
 
 if __name__ == "__main__":

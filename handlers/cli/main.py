@@ -32,6 +32,7 @@ from handlers.cli.dashboard import dashboard
 from handlers.cli.emulator_cmd import emulator
 from handlers.cli.metrics_server import SliceFeed, serve_metrics
 from handlers.cli.package import package
+from handlers.cli.plan_cmd import plan
 from handlers.cli.preflight_cmd import preflight
 from handlers.cli.progress import RunProgress, summary
 from handlers.cli.projections_cmd import projections_app
@@ -172,6 +173,7 @@ app.command("verify")(verify)
 app.command("translate")(translate)
 app.command("migrate-subscriptions")(migrate_subscriptions)
 app.command("preflight")(preflight)
+app.command("plan")(plan)
 app.command("cutover")(cutover)
 app.command("dashboard")(dashboard)
 app.command("package")(package)

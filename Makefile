@@ -130,6 +130,7 @@ soak: setup
 	$(BIN)/python -m tests.reliability.soak --kills 200 --seed 1 --chain --no-multi-append
 	$(BIN)/python -m tests.reliability.soak --kills 200 --seed 1 --chain --mode partitioned --partitions 8
 	$(BIN)/python -m tests.reliability.soak --kills 200 --seed 7 --chain --target-version 26.1
+	$(BIN)/python -m tests.reliability.soak --kills 200 --seed 3 --shards 4
 
 # All benchmarks (about 15 minutes on 2 cores); the replication run rewrites its section of
 # docs/benchmarks.md and docs/cost-model.md. `make bench BENCH_ARGS=--full` for 100k-1M events.

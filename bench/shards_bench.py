@@ -11,7 +11,7 @@ share over the mean (measured, next to the plan's expectation from its sample), 
 verdict on the target (0 differences expected). Global order is not kept across shards.
 
     python -m bench.shards_bench [--events 60000] [--streams 3000] [--shards 4]
-        [--latency-ms 5] [--mode ordered] [--seconds 600]
+        [--latency-ms 5] [--mode ordered] [--target-version 26.1] [--seconds 600]
 """
 
 from __future__ import annotations
@@ -70,9 +70,16 @@ class Result:
         return max(self.per_shard) / (self.events / len(self.per_shard))
 
 
-def run_shards(source: str, shards: int, latency_ms: float, mode: str, seconds: float) -> Result:
+def run_shards(
+    source: str,
+    shards: int,
+    latency_ms: float,
+    mode: str,
+    seconds: float,
+    target_version: str | None = None,
+) -> Result:
     with (
-        served_emulator(latency_ms=latency_ms) as target,
+        served_emulator(latency_ms=latency_ms, server_version=target_version) as target,
         tempfile.TemporaryDirectory(prefix="shards-bench-") as tmp,
     ):
         job = {
@@ -123,12 +130,19 @@ def run_shards(source: str, shards: int, latency_ms: float, mode: str, seconds: 
     )
 
 
-def report(workload: BenchWorkload, results: list[Result], latency_ms: float, mode: str) -> str:
+def report(
+    workload: BenchWorkload,
+    results: list[Result],
+    latency_ms: float,
+    mode: str,
+    target_version: str | None = None,
+) -> str:
     load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     one = results[0]
     lines = [
-        f"sharded jobs: {workload.label}, {mode} mode per shard, target latency "
-        f"{latency_ms:g} ms; {os.cpu_count()} CPUs, load average {load} (1/5/15 min) at the end",
+        f"sharded jobs: {workload.label}, {mode} mode per shard, target "
+        f"{target_version or '25.1'} with {latency_ms:g} ms on every call; {os.cpu_count()} "
+        f"CPUs, load average {load} (1/5/15 min) at the end",
         "| shards | events/s | vs K=1 | relay CPU s / 1M events (running) | vs K=1 | events "
         "per shard | largest / mean (plan's expectation) | verify |",
         "|---:|---:|---:|---:|---:|---|---:|---|",
@@ -160,6 +174,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--latency-ms", type=float, default=5.0)
     parser.add_argument("--mode", choices=("ordered", "partitioned"), default="ordered")
+    parser.add_argument(
+        "--target-version",
+        choices=("24.10", "25.1", "26.1"),
+        help="the KurrentDB version the target emulator behaves as (default 25.1)",
+    )
     parser.add_argument("--seconds", type=float, default=600.0, help="bound of each run")
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)
@@ -169,13 +188,15 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     with served_emulator(workload) as source:
         for shards in (1, args.shards):
-            result = run_shards(source, shards, args.latency_ms, args.mode, args.seconds)
+            result = run_shards(
+                source, shards, args.latency_ms, args.mode, args.seconds, args.target_version
+            )
             print(
                 f"K={shards}: {result.events:,} events in {result.wall_seconds:.1f}s",
                 flush=True,
             )
             results.append(result)
-    print(report(workload, results, args.latency_ms, args.mode), flush=True)
+    print(report(workload, results, args.latency_ms, args.mode, args.target_version), flush=True)
 
 
 if __name__ == "__main__":

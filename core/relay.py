@@ -325,13 +325,16 @@ class Relay:
         stop_at: int | None = None,
         job: JobConfig | None = None,
         max_slices: int = 100_000,
+        shard: Shard | None = None,
     ) -> RunOutcome:
         """A dry run of the whole range: slice after slice, each planned after the last one's
         end, nothing written or committed. The totals say what a real run would write."""
         outcome = RunOutcome(None, RunTotals(dry_run=True))
         after = start_after
         for _ in range(max_slices):
-            last = self.run_once(start_after=after, stop_at=stop_at, dry_run=True, job=job)
+            last = self.run_once(
+                start_after=after, stop_at=stop_at, dry_run=True, job=job, shard=shard
+            )
             outcome.last = last
             outcome.totals.add(last)
             if last.caught_up or last.position is None or last.position == after:

@@ -152,21 +152,22 @@ def _check_shard_option(job: JobConfig, index: int | None) -> None:
         )
 
 
-def _shard(relay: Relay, index: int | None) -> Shard | None:
+def _shard(relay: Relay, index: int | None, job: JobConfig | None = None) -> Shard | None:
     """The shard this process runs, from the job's plan (made and stored by the first shard
     to start), said in one line."""
     if index is None:
         return None
+    job = job or relay.job
     try:
-        plan = relay.shard_plan()
+        plan = relay.shard_plan(job)
     except ConfigError as e:
         raise fail("cannot run this shard:", str(e)) from None
     except RelayError as e:
         raise connection_error(relay.job, e, "stopped:") from None
     assert plan is not None
-    shard = plan.shard(relay.job.job_id, index)
+    shard = plan.shard(job.job_id, index)
     console.print(
-        f"{shard} of job {relay.job.job_id!r} (checkpoint {shard.key!r}): the streams whose "
+        f"{shard} of job {job.job_id!r} (checkpoint {shard.key!r}): the streams whose "
         f"names end as the plan gives this shard ({plan.suffix_length}-character suffixes); "
         "global order is not kept across shards",
         soft_wrap=True,
@@ -191,15 +192,23 @@ def backfill(
     dry_run: bool = typer.Option(False, "--dry-run", help="Read and plan, write nothing."),
     log_format: str = LogFormat,
     connect_timeout: float = ConnectTimeout,
+    shard_index: int | None = typer.Option(
+        None,
+        "--shard",
+        min=0,
+        help="Copy this shard's part of the range, for a job split into shards (shards > 1): "
+        "one process per shard, 0..shards-1. The range is split as a job of its own.",
+    ),
 ) -> None:
     """Copy a range of $all again, under its own checkpoint; events already there are skipped."""
     configure_logging(_log_format(log_format))
     job = load_job(config)
-    if job.shards > 1:
+    _check_shard_option(job, shard_index)
+    if job.shards > 1 and to_position is None:
         raise fail(
-            f"backfill of a job split into {job.shards} shards is not built yet:",
-            "run the range as a job of its own with shards = 1 (another job id), or re-run "
-            "the shards from a new job id",
+            "--to is needed for a job split into shards:",
+            "every shard of a range must copy up to the same end (the range's checkpoints are "
+            "named after it); give the same --from and --to to each --shard",
         )
     with open_relay(job, connect_timeout) as relay:
         end = to_position if to_position is not None else relay.source.head_position()
@@ -210,10 +219,15 @@ def backfill(
             update={"job_id": f"{job.job_id}.backfill-{from_position}-{end}"}
         )
         start_after = from_position - 1 if from_position > 0 else None
+        # A sharded job's range has its own plan, in its own record (key RANGE.shard-I).
+        shard = _shard(relay, shard_index, range_job)
+        key = shard.key if shard is not None else range_job.job_id
         stop = StopSignal()
         if dry_run:
             try:
-                outcome = relay.plan(start_after=start_after, stop_at=end, job=range_job)
+                outcome = relay.plan(
+                    start_after=start_after, stop_at=end, job=range_job, shard=shard
+                )
             except RelayError as e:
                 err.print(f"[red]stopped:[/] {e}")
                 raise typer.Exit(1) from None
@@ -221,13 +235,14 @@ def backfill(
             stop = stop_on_signals()
             outcome = _run_with_progress(
                 relay,
-                RunProgress(console, relay, job_id=range_job.job_id, end=end),
+                RunProgress(console, relay, job_id=key, end=end),
                 start_after=start_after,
                 stop_at=end,
                 job=range_job,
                 stop=stop,
+                shard=shard,
             )
-        _summary(outcome, relay, range_job.job_id)
+        _summary(outcome, relay, key)
     # The range's checkpoint is named after its end: resuming needs the same --to.
     _exit_if_stopped(stop, [] if to_position is not None else ["--to", str(end)])
 

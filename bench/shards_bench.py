@@ -41,6 +41,7 @@ BALANCE_GOAL = 1.5  # the largest shard's events at most 1.5x the mean
 @dataclass
 class Result:
     shards: int
+    sequential: bool
     events: int
     wall_seconds: float
     cpu_seconds: float
@@ -77,6 +78,7 @@ def run_shards(
     mode: str,
     seconds: float,
     target_version: str | None = None,
+    sequential: bool = False,
 ) -> Result:
     with (
         served_emulator(latency_ms=latency_ms, server_version=target_version) as target,
@@ -112,7 +114,7 @@ def run_shards(
             for i in range(shards)
         ]
         started = time.perf_counter()
-        with ThreadPoolExecutor(shards) as pool:
+        with ThreadPoolExecutor(1 if sequential else shards) as pool:
             runs: list[Measured] = list(pool.map(lambda a: run_measured(a, seconds + 300), argv))
         wall = time.perf_counter() - started
         with EventStore(source, side="source") as s, EventStore(target, side="target") as t:
@@ -120,6 +122,7 @@ def run_shards(
     per_shard = [int(m.output["events"]) for m in runs]
     return Result(
         shards,
+        sequential,
         sum(per_shard),
         wall,
         sum(m.cpu_seconds for m in runs),
@@ -149,13 +152,16 @@ def report(
     ]
     for r in results:
         lines.append(
-            f"| {r.shards} | {r.rate:,.0f} | {r.rate / one.rate:.2f}x | "
+            f"| {r.shards}{' one after another' if r.sequential else ''} | {r.rate:,.0f} | "
+            f"{r.rate / one.rate:.2f}x | "
             f"{r.cpu_per_million:,.0f} ({r.running_cpu_per_million:,.0f}) | "
             f"{r.cpu_per_million / one.cpu_per_million:.2f}x | "
             f"{', '.join(f'{n:,}' for n in r.per_shard)} | {r.balance:.2f} "
             f"({r.expected_share:.2f}) | {r.differences} differences |"
         )
     for r in results[1:]:
+        if r.sequential:
+            continue
         cpu = r.cpu_per_million / one.cpu_per_million
         lines.append(
             f"K={r.shards}: CPU per event {cpu:.2f}x K=1 "
@@ -180,6 +186,11 @@ def main(argv: list[str] | None = None) -> None:
         help="the KurrentDB version the target emulator behaves as (default 25.1)",
     )
     parser.add_argument("--seconds", type=float, default=600.0, help="bound of each run")
+    parser.add_argument(
+        "--sequential",
+        action="store_true",
+        help="also run the K shards one after another (CPU without K processes contending)",
+    )
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)
     workload = BenchWorkload(
@@ -187,12 +198,22 @@ def main(argv: list[str] | None = None) -> None:
     )
     results = []
     with served_emulator(workload) as source:
-        for shards in (1, args.shards):
+        runs = [(1, False), (args.shards, False)]
+        if args.sequential:
+            runs.append((args.shards, True))
+        for shards, sequential in runs:
             result = run_shards(
-                source, shards, args.latency_ms, args.mode, args.seconds, args.target_version
+                source,
+                shards,
+                args.latency_ms,
+                args.mode,
+                args.seconds,
+                args.target_version,
+                sequential,
             )
             print(
-                f"K={shards}: {result.events:,} events in {result.wall_seconds:.1f}s",
+                f"K={shards}{' one after another' if sequential else ''}: {result.events:,} "
+                f"events in {result.wall_seconds:.1f}s",
                 flush=True,
             )
             results.append(result)

@@ -123,13 +123,15 @@ test: setup kurrent-env checkov-env runtimes-env docs-cli-env services-deps brow
 # The long reliability runs: the tests marked `soak` (Firestore restart, network partition,
 # short partitioned soak), then the kill soaks (200 SIGKILLs each, seeded, bounded, about 10
 # minutes each on 2 cores) on data migrated before (A -> B -> C): ordered with and without
-# multi-stream appends, then 8 partitioned writers, then ordered into a 26.1 target (AppendRecords).
+# multi-stream appends, then 8 partitioned writers, then ordered into a 26.1 target (AppendRecords),
+# then a job split into 4 shards run as 4 processes, each killed on its own.
 soak: setup
 	$(BIN)/python -m pytest -m soak tests/reliability
 	$(BIN)/python -m tests.reliability.soak --kills 200 --seed 1 --chain
 	$(BIN)/python -m tests.reliability.soak --kills 200 --seed 1 --chain --no-multi-append
 	$(BIN)/python -m tests.reliability.soak --kills 200 --seed 1 --chain --mode partitioned --partitions 8
 	$(BIN)/python -m tests.reliability.soak --kills 200 --seed 7 --chain --target-version 26.1
+	$(BIN)/python -m tests.reliability.soak --kills 200 --seed 3 --shards 4
 
 # All benchmarks (about 15 minutes on 2 cores); the replication run rewrites its section of
 # docs/benchmarks.md and docs/cost-model.md. `make bench BENCH_ARGS=--full` for 100k-1M events.
@@ -138,6 +140,7 @@ bench: setup
 	$(BIN)/python -m bench.verify_bench
 	$(BIN)/python -m bench.multi_append_bench
 	$(BIN)/python -m bench.replication_bench --write-doc docs/benchmarks.md --cost-doc docs/cost-model.md $(BENCH_ARGS)
+	$(BIN)/python -m bench.shards_bench
 
 format: setup
 	$(BIN)/ruff format .

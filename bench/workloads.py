@@ -4,19 +4,26 @@ Built on esdb_emulator.workload: plain events only (no links, deletes, tombstone
 streams), so every strategy, the Replicator baselines included, copies the same records and
 their rates compare like for like. Two shapes:
 - random: every event goes to a random stream (the worst case for batching same-stream runs);
-- realistic: bursts per stream (mean run of 8 events), as applications write.
+- realistic: bursts per stream (mean run of 8 events), as applications write;
+- skewed: a few hot streams holding much of the history and a long tail of small ones, in
+  random interleaving (how shards balance: bench/shards_bench.py).
 """
 
 from __future__ import annotations
 
+import json
+import random
+import uuid
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from esdb_emulator.store import Store
-from esdb_emulator.workload import Workload, generate
+from esdb_emulator.store import ANY, JSON, ProposedEvent, Store
+from esdb_emulator.workload import Workload, generate, stream_name
 
-Shape = Literal["random", "realistic"]
+Shape = Literal["random", "realistic", "skewed"]
+HOT_STREAMS = 6  # the skewed shape's hot streams ...
+HOT_SHARE = 0.3  # ... hold this share of its events; the tail's sizes fall as 1/rank^0.9
 
 
 class BenchWorkload(BaseModel):
@@ -61,4 +68,26 @@ class BenchWorkload(BaseModel):
 
 def fill(store: Store, workload: BenchWorkload) -> int:
     """Append the workload's events to `store`; returns the number of events."""
+    if workload.shape == "skewed":
+        return _fill_skewed(store, workload)
     return generate(store, workload.as_emulator_workload())["events"]
+
+
+def _fill_skewed(store: Store, workload: BenchWorkload) -> int:
+    rng = random.Random(workload.seed)
+    hot = min(HOT_STREAMS, max(1, workload.streams // 10))
+    tail = workload.streams - hot
+    weights = [HOT_SHARE / hot] * hot
+    if tail:
+        ranks = [1 / (r + 1) ** 0.9 for r in range(tail)]
+        total = sum(ranks)
+        weights += [(1 - HOT_SHARE) * w / total for w in ranks]
+    order = list(range(workload.streams))
+    rng.shuffle(order)  # hot and tail streams' names mixed, not the first ids hot
+    picks = rng.choices(order, weights=weights, k=workload.events)
+    for n, index in enumerate(picks):
+        size = rng.randint(workload.min_payload, workload.max_payload)
+        body = json.dumps({"n": n, "pad": "x" * max(0, size - 24)}).encode()
+        event = ProposedEvent(str(uuid.UUID(int=rng.getrandbits(128))), "Happened", JSON, body)
+        store.append(stream_name(index), ANY, [event])
+    return workload.events

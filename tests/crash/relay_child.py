@@ -1,11 +1,12 @@
 """A relay process that SIGKILLs itself at a chosen step boundary (run by test_sigkill.py).
 
-    python tests/crash/relay_child.py STEP N [DELAY]
+    python tests/crash/relay_child.py STEP N [DELAY [SHARD]]
 
 Runs the job from ESDB_RELAY_* env vars until caught up; at the N-th time the engine reaches
 STEP ("read", "append", "written", "commit", "committed") the process kills itself with
 SIGKILL — after DELAY seconds on a background thread, so a kill at "append" lands while that
-append is in flight. STEP "none" runs to completion.
+append is in flight. STEP "none" runs to completion. SHARD: run that shard of a job split
+into shards (ESDB_RELAY_SHARDS), as `esdb-relay run --shard SHARD` does.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from core.relay import Relay
 def main() -> None:
     step, occurrence = sys.argv[1], int(sys.argv[2])
     delay = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
+    shard_index = int(sys.argv[4]) if len(sys.argv) > 4 else None
     seen = 0
 
     def kill() -> None:
@@ -41,7 +43,9 @@ def main() -> None:
                 kill()
 
     with Relay(JobConfig.load(), on_step=on_step) as relay:
-        relay.run(until_caught_up=True)
+        plan = relay.shard_plan() if shard_index is not None else None
+        shard = plan.shard(relay.job.job_id, shard_index) if plan is not None else None
+        relay.run(until_caught_up=True, shard=shard)
 
 
 if __name__ == "__main__":

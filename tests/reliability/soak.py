@@ -5,7 +5,7 @@ by tests/oracle.py (every event once, in order, metadata exactly as written), an
 
     python -m tests.reliability.soak --kills 200 --seed 1 [--mode partitioned --partitions 8]
         [--chain] [--no-multi-append] [--odd-streams 2 --slice-events 100 --append-events 20]
-        [--target-version 26.1]
+        [--target-version 26.1] [--shards 4]
 
 `--target-version` starts the target emulator as that KurrentDB version (24.10: no v2 API;
 25.1, the default: multi-stream append; 26.1: AppendRecords too, which ordered mode then uses).
@@ -21,6 +21,12 @@ it (tests/reliability/histories.py: `$original*` keys larger, smaller or equal t
 place, `$schema.*` keys, padded and reordered JSON, scalars, non-JSON), is copied from A to B
 by a first job; the killed job copies B to C while B takes more such writes between runs.
 
+`--shards K`: the job is split into K shards (planned once, before the first run), run as K
+relay processes at once, one per shard, each killed on its own (its own seeded choice of
+step or time), while a writer thread appends to the source during the runs; the oracle then
+checks per-stream order only (no order across shards is promised), and no shard's checkpoint
+may move back.
+
 At the end every stream of both emulators is read (forwards, backwards, its metadata) with a
 deadline: a read that reaches it is reported in `unanswered_reads` and fails the soak (issue
 17's wedged `ünï.strm-…` stream; `--odd-streams` adds such streams to the workload).
@@ -35,17 +41,20 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from esdbclient import EventStoreDBClient
 from esdbclient.exceptions import DeadlineExceeded, EventStoreDBClientException
 
-from core.checkpoint import open_store
+from core.checkpoint import CheckpointStore, open_store
 from core.config import JobConfig
 from core.eventstore import EventStore
+from core.shard_plans import fix_plan
 from core.tools.verify import verify
 from esdb_emulator import Emulator
 from esdb_emulator.store import ANY, JSON, ProposedEvent, Store
@@ -68,6 +77,9 @@ class SoakReport:
     chain: bool = False
     multi_append: bool = True
     target_version: str | None = None  # the target emulator's (None: its default, 25.1)
+    shards: int = 1
+    kills_per_shard: list[int] = field(default_factory=list)
+    concurrent_writes: int = 0  # source appends made while the shards' processes ran
     runs: int = 0
     kills: int = 0
     step_kills: int = 0
@@ -135,6 +147,7 @@ def run_soak(
     slice_events: int = 300,
     append_events: int = 25,
     target_version: str | None = None,
+    shards: int = 1,
     log: bool = False,
 ) -> SoakReport:
     rng = random.Random(f"soak-{seed}")  # not `seed`: generate() draws event ids from that
@@ -144,6 +157,7 @@ def run_soak(
         chain=chain,
         multi_append=multi_append,
         target_version=target_version,
+        shards=shards,
     )
     started = time.monotonic()
     max_runs = max_runs or kills * 3
@@ -167,12 +181,15 @@ def run_soak(
             "ESDB_RELAY_MODE": mode,
             "ESDB_RELAY_PARTITIONS": str(partitions),
             "ESDB_RELAY_MULTI_APPEND": json.dumps(multi_append),
+            "ESDB_RELAY_SHARDS": str(shards),
         }
         store_url = f"sqlite:///{Path(tmp) / 'cp.db'}"
         env = child_env("soak", source, target, store_url, **extra)
         store = open_store(store_url)
         committed = -1
-        while report.kills < kills and report.runs < max_runs:
+        if shards > 1:
+            _sharded_runs(report, env, store, source, target, rng, kills, max_runs, log)
+        while shards == 1 and report.kills < kills and report.runs < max_runs:
             report.runs += 1
             write_more(source.store, rng, rng.randrange(0, 60), odd=chain)
             for emulator in (source, target):
@@ -200,10 +217,11 @@ def run_soak(
         for emulator in (source, target):
             report.emulator_faults += sum(emulator.faults.injected.values())
             emulator.faults.reset()
-        # The last run: no kill, no fault, to completion.
-        _run_child(env, ["none", "0"], timeout=RUN_TIMEOUT)
+        # The last run: no kill, no fault, to completion (each shard's, one after another).
+        for index in range(shards) if shards > 1 else [None]:
+            _run_child(env, ["none", "0", *_shard_args(index)], timeout=RUN_TIMEOUT)
         report.faults_injected = report.kills + report.emulator_faults
-        _check(report, source, target, mode, partitions, multi_append)
+        _check(report, source, target, mode, partitions, multi_append, shards)
         report.unanswered_reads = _unanswered_reads(source) + _unanswered_reads(target)
         store.close()
     report.seconds = round(time.monotonic() - started, 1)
@@ -231,9 +249,10 @@ def _check(
     mode: str,
     partitions: int,
     multi_append: bool,
+    shards: int = 1,
 ) -> None:
     """The oracle's verdict, and whether verify agrees with it."""
-    ordered = mode == "ordered" and partitions == 1
+    ordered = mode == "ordered" and partitions == 1 and shards == 1
     found = oracle.compare(
         source.store,
         target.store,
@@ -254,6 +273,7 @@ def _check(
             "mode": mode,
             "partitions": partitions,
             "multi_append": multi_append,
+            "shards": shards,
             "filters": {"exclude_streams": [EXCLUDE]},
         }
     )
@@ -295,15 +315,95 @@ def _unanswered_reads(emulator: Emulator) -> list[str]:
     return unanswered
 
 
-def _one_run(env: dict[str, str], rng: random.Random) -> tuple[bool, str]:
+def _sharded_runs(
+    report: SoakReport,
+    env: dict[str, str],
+    store: CheckpointStore,
+    source: Emulator,
+    target: Emulator,
+    rng: random.Random,
+    kills: int,
+    max_runs: int,
+    log: bool,
+) -> None:
+    """Rounds of K relay processes at once, one per shard, each killed on its own, while a
+    writer thread appends to the source; the plan is fixed before the first round."""
+    shards = report.shards
+    with EventStore(source.uri, side="source") as reader:
+        plan = fix_plan(store, "soak", shards, reader, "soak")
+    keys = [shard.key for shard in plan.shards("soak")]
+    committed = dict.fromkeys(keys, -1)
+    report.kills_per_shard = [0] * shards
+    while report.kills < kills and report.runs < max_runs:
+        report.runs += 1
+        for emulator in (source, target):
+            emulator.faults.update(
+                unavailable_rate=rng.choice((0.0, 0.0, 0.02, 0.05)),
+                latency_ms=rng.choice((0.0, 0.0, 20.0)),
+                methods={"BatchAppend", "Append", "AppendSession", "AppendRecords"}
+                if emulator is target
+                else set(),
+                seed=rng.randrange(2**31),
+            )
+        seeds = [rng.randrange(2**31) for _ in range(shards)]
+        done = threading.Event()
+        writer = threading.Thread(
+            target=_write_while, args=(source.store, random.Random(rng.random()), done, report)
+        )
+        writer.start()
+        try:
+            with ThreadPoolExecutor(shards) as pool:
+                runs = [
+                    pool.submit(_one_run, env, random.Random(seed), i)
+                    for i, seed in enumerate(seeds)
+                ]
+                outcomes = [run.result() for run in runs]
+        finally:
+            done.set()
+            writer.join()
+        for index, outcome in enumerate(outcomes):
+            killed, how = outcome
+            report.kills += killed
+            report.kills_per_shard[index] += killed
+            report.step_kills += killed and how == "step"
+            report.timer_kills += killed and how == "timer"
+            report.lease_lost_runs += how == "lease-lost"
+            report.completed_runs += not killed
+        for key in keys:
+            checkpoint = store.load(key)
+            position = checkpoint.position.commit if checkpoint and checkpoint.position else -1
+            report.checkpoint_regressions += position < committed[key]
+            committed[key] = max(committed[key], position)
+        if log:
+            print(f"round {report.runs}: {outcomes} kills so far {report.kills}", flush=True)
+
+
+def _write_while(
+    store: Store, rng: random.Random, done: threading.Event, report: SoakReport
+) -> None:
+    """The source's writes while the shards' processes run: a few events every ~50 ms."""
+    while not done.wait(rng.uniform(0.01, 0.1)):
+        count = rng.randrange(1, 4)
+        write_more(store, rng, count)
+        report.concurrent_writes += count
+
+
+def _shard_args(index: int | None) -> list[str]:
+    return [] if index is None else ["0", str(index)]
+
+
+def _one_run(env: dict[str, str], rng: random.Random, shard: int | None = None) -> tuple[bool, str]:
     if rng.random() < 0.6:
         step = rng.choice(STEPS)
         occurrence = rng.randint(1, 6 if step in ("append", "written") else 2)
         delay = rng.choice((0.0, 0.0, rng.uniform(0.0, 0.05)))
-        code = _run_child(env, [step, str(occurrence), f"{delay:.4f}"], timeout=RUN_TIMEOUT)
+        args = [step, str(occurrence), f"{delay:.4f}"]
+        if shard is not None:
+            args.append(str(shard))
+        code = _run_child(env, args, timeout=RUN_TIMEOUT)
         return code == -signal.SIGKILL, "step" if code != 1 else "lease-lost"
     proc = subprocess.Popen(
-        [sys.executable, str(CHILD), "none", "0"],
+        [sys.executable, str(CHILD), "none", "0", *_shard_args(shard)],
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
@@ -356,6 +456,12 @@ def main() -> None:
         choices=("24.10", "25.1", "26.1"),
         help="the KurrentDB version the target emulator behaves as (default 25.1)",
     )
+    parser.add_argument(
+        "--shards",
+        type=int,
+        default=1,
+        help="split the job into this many shards, run as that many processes killed apart",
+    )
     args = parser.parse_args()
     report = run_soak(
         args.kills,
@@ -369,6 +475,7 @@ def main() -> None:
         slice_events=args.slice_events,
         append_events=args.append_events,
         target_version=args.target_version,
+        shards=args.shards,
         log=True,
     )
     print(json.dumps(asdict(report), indent=2))

@@ -52,3 +52,16 @@ def test_kill_soak_short_partitioned():
     assert (report.differences, report.duplicates, report.missing) == (0, 0, 0)
     assert report.checkpoint_regressions == 0
     assert report.clean and report.verify_agrees
+
+
+def test_kill_soak_short_shards():
+    """K = 4 shards as 4 processes at once, each killed on its own, a writer appending to the
+    source while they run (the long one, 200 kills: `make soak`)."""
+    report = run_soak(12, seed=15, shards=4, events=1200)
+    print(report)
+    assert report.kills >= 12
+    assert report.concurrent_writes > 0
+    assert report.events_checked > 1000
+    assert (report.differences, report.duplicates, report.missing, report.extra) == (0, 0, 0, 0)
+    assert report.checkpoint_regressions == 0
+    assert report.clean and report.verify_agrees

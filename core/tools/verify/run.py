@@ -286,7 +286,8 @@ class _Verifier:
             outputs = rules.apply_transform(transform, event) if transform else [event]
             return [output.event_id for output in outputs]
 
-        ordered = self.job.mode == "ordered"
+        # Shards keep each stream's order, never the order across shards.
+        ordered = self.job.mode == "ordered" and self.job.shards == 1
         return AllRecords(copied_ids, ordered)
 
     def _user_streams(

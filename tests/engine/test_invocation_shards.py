@@ -1,0 +1,89 @@
+"""A sharded job's invocations: a tick fans out one chain per shard, a shard's message runs that
+shard and chains its own next slice (real emulators, a real SQLite store)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from core.checkpoint import open_store
+from core.errors import ConfigError
+from core.invocation import handle, invoke, parse_request
+from core.shard_plans import stored_plan
+from esdb_emulator.workload import Workload, generate
+from tests.engine.helpers import make_job
+
+K = 3
+
+
+@pytest.fixture
+def sharded(pair, tmp_path):
+    source, target = pair
+    generate(source.store, Workload(events=400, streams=40, links=False))
+    return source, target, make_job(source, target, tmp_path, shards=K, budget={"max_events": 60})
+
+
+def test_a_tick_fixes_the_plan_and_starts_one_chain_per_shard(sharded):
+    _, _, job = sharded
+    response = invoke(parse_request({}), job, remaining_seconds=60)
+    assert response.status == "ok" and response.chain is None
+    assert response.fan_out == [{"shard": i, "chained": True, "generation": 1} for i in range(K)]
+    assert response.result == {"shards": K, "started": [0, 1, 2], "running": []}
+    with open_store(job.checkpoint_store) as store:
+        plan = stored_plan(store, job.job_id)
+        assert plan is not None and plan.count == K
+        assert [store.load(f"{job.job_id}.shard-{i}").chain for i in range(K)] == [1, 1, 1]
+
+
+def test_handle_sends_one_chain_message_per_shard(sharded):
+    _, _, job = sharded
+    sent: list[dict[str, Any]] = []
+    out = handle({}, remaining_seconds=60, chain=sent.append, settings=lambda: job_payload(job))
+    assert out["status"] == "ok"
+    assert sorted(m["shard"] for m in sent) == [0, 1, 2]
+    assert all(m["chained"] and m["generation"] == 1 for m in sent)
+
+
+def test_a_second_tick_replaces_the_chains_and_the_first_ones_messages_are_dropped(sharded):
+    _, _, job = sharded
+    first = invoke(parse_request({}), job, remaining_seconds=60).fan_out
+    second = invoke(parse_request({}), job, remaining_seconds=60).fan_out
+    assert [m["generation"] for m in second] == [2, 2, 2]
+    stale = invoke(parse_request(first[1]), job, remaining_seconds=60)
+    assert stale.result is not None and "stale chain message" in stale.result["skipped"]
+    assert stale.chain is None
+
+
+@pytest.mark.parametrize(
+    ("payload", "named"),
+    [
+        ({"from": 0}, "backfill range"),
+        ({"from": 0, "shard": 1}, "backfill range"),
+        ({"shard": 7}, "has 3 shards (0-2), not shard 7"),
+        ({"dry_run": True}, "a dry run reads one"),
+    ],
+)
+def test_what_a_sharded_job_refuses(sharded, payload, named):
+    _, _, job = sharded
+    with pytest.raises(ConfigError) as caught:
+        invoke(parse_request(payload), job, remaining_seconds=60)
+    assert named in str(caught.value) and caught.value.hint
+
+
+def test_a_shard_on_an_unsharded_job_is_refused(pair, tmp_path):
+    source, target = pair
+    job = make_job(source, target, tmp_path)
+    with pytest.raises(ConfigError, match="is not sharded"):
+        invoke(parse_request({"shard": 0}), job, remaining_seconds=60)
+
+
+def job_payload(job) -> dict[str, Any]:
+    return {
+        "job_id": job.job_id,
+        "source": job.source.get_secret_value(),
+        "target": job.target.get_secret_value(),
+        "checkpoint_store": job.checkpoint_store,
+        "shards": job.shards,
+        "budget": {"max_events": job.budget.max_events},
+    }

@@ -27,6 +27,8 @@ from core.errors import RelayError, TransientError
 from core.eventstore import EventStore
 from core.logs import SliceLog, logger
 from core.progress import STALL_AFTER_SLICES, Liveness, Progress, measure
+from core.shard_plans import fix_plan
+from core.shards import Shard, ShardPlan
 
 SliceCallback = Callable[[SliceResult], None]
 __all__ = ["STALL_AFTER_SLICES", "Liveness", "Relay", "RunOutcome", "RunTotals", "busy_message"]
@@ -137,6 +139,17 @@ class Relay:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # -------------------------------------------------------------------- shards
+    def shard_plan(self, job: JobConfig | None = None) -> ShardPlan | None:
+        """The job's shard plan: None for a job of one chain (`shards = 1`); else the one
+        stored in the job's own record, or one made now from a sample of the source and
+        stored (core/shard_plans.py). Global order is not kept across shards: each keeps
+        the order of its own streams only."""
+        job = job or self.job
+        if job.shards == 1:
+            return None
+        return fix_plan(self.store, job.job_id, job.shards, self.source, self.owner)
+
     # -------------------------------------------------------------------- slices
     def run_once(
         self,
@@ -148,10 +161,13 @@ class Relay:
         job: JobConfig | None = None,
         log: bool = True,
         stop: threading.Event | None = None,
+        shard: Shard | None = None,
     ) -> SliceResult:
-        """One slice. `log` False leaves a busy slice unlogged (`run` says it once); `stop`,
-        when set, ends it after the append in flight (committed)."""
+        """One slice (of `shard`'s streams, under its key, for a sharded job: take it from
+        `shard_plan()`). `log` False leaves a busy slice unlogged (`run` says it once);
+        `stop`, when set, ends it after the append in flight (committed)."""
         job = job or self.job
+        key = shard.key if shard is not None else job.job_id
         try:
             result = run_slice(
                 job,
@@ -165,16 +181,17 @@ class Relay:
                 stop_at=stop_at,
                 dry_run=dry_run,
                 on_step=self.on_step,
-                known=known_streams.for_job(job.job_id, self._target_key, job.budget.max_events),
+                known=known_streams.for_job(key, self._target_key, job.budget.max_events),
+                shard=shard,
             )
         except RelayError as e:
             # Every failed slice leaves an ERROR line, with how long the job has been failing.
-            liveness = self.liveness(job.job_id)
+            liveness = self.liveness(key)
             e.details = liveness.model_dump() if liveness else {}
             logger.error(
                 "slice failed: %s",
                 e,
-                extra={"job_id": job.job_id, "liveness": liveness and liveness.model_dump()},
+                extra={"job_id": key, "liveness": liveness and liveness.model_dump()},
             )
             raise
         # A dry run's slices write nothing: `plan` prints what they would write, in its totals.
@@ -202,13 +219,14 @@ class Relay:
         stop_at: int | None = None,
         job: JobConfig | None = None,
         on_failure: Callable[[RelayError], None] | None = None,
+        shard: Shard | None = None,
     ) -> RunOutcome:
         """Run slices back to back. Stops when caught up (or follows the tail for ever when
         `until_caught_up` is false) or when `stop` is set. Transient failures are retried
         with backoff (each told to `on_failure` first); after `max_consecutive_failures` in a
         row the last one is raised. While another relay holds the job's lease this one says so
         once (who, until when) and waits quietly. The outcome has the last slice and the totals
-        of them all."""
+        of them all. `shard`: run that shard's chain of a sharded job (`shard_plan()`)."""
         stop = stop or threading.Event()
         outcome = RunOutcome(None)
         try:
@@ -223,17 +241,20 @@ class Relay:
                 stop_at,
                 job,
                 on_failure,
+                shard,
             )
         finally:
             if outcome.totals.slices:
-                self._record_stop(job or self.job, outcome.last)
+                job = job or self.job
+                self._record_stop(shard.key if shard else job.job_id, outcome.last)
 
-    def _record_stop(self, job: JobConfig, last: SliceResult | None) -> None:
+    def _record_stop(self, key: str, last: SliceResult | None) -> None:
         """Tell `status` this relay stopped (a stop record in the history), so that a job
-        left behind is not shown as copying until its schedule's time has passed."""
+        (or a shard: `key`) left behind is not shown as copying until its schedule's time
+        has passed."""
         now = datetime.now(UTC)
         record = SliceRecord(
-            job_id=job.job_id,
+            job_id=key,
             started_at=now,
             finished_at=now,
             owner=self.owner,
@@ -241,7 +262,7 @@ class Relay:
             stopped=True,
         )
         with contextlib.suppress(RelayError):
-            self.store.record_slice(job.job_id, record)
+            self.store.record_slice(key, record)
 
     def _run(
         self,
@@ -255,13 +276,19 @@ class Relay:
         stop_at: int | None,
         job: JobConfig | None,
         on_failure: Callable[[RelayError], None] | None,
+        shard: Shard | None,
     ) -> RunOutcome:
         failures = 0
         busy = False
         while not stop.is_set():
             try:
                 last = self.run_once(
-                    start_after=start_after, stop_at=stop_at, job=job, log=False, stop=stop
+                    start_after=start_after,
+                    stop_at=stop_at,
+                    job=job,
+                    log=False,
+                    stop=stop,
+                    shard=shard,
                 )
             except TransientError as e:
                 if on_failure:

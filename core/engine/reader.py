@@ -38,9 +38,11 @@ class ChunkReader:
         after: int | None = None,
         stop_at: int | None = None,
         on_chunk: Callable[[], None] = lambda: None,
+        stream_regex: str | None = None,
     ) -> None:
         """Reads `$all` after `after` (exclusive; None = its start) up to `stop_at`
-        (inclusive; None = its end) within the budget, in chunks of one append's size."""
+        (inclusive; None = its end) within the budget, in chunks of one append's size; only
+        the records of the streams `stream_regex` passes, when given (a shard's)."""
         self.source = source
         self.on_chunk = on_chunk
         self.budget = budget
@@ -52,6 +54,10 @@ class ChunkReader:
         self.events_read = 0
         self.last_position: int | None = after
         self.exhausted = False  # the read reached the end of `$all` (or stop_at)
+        self.stream_regex = stream_regex
+        # A filtered read that reached the end: the position up to which the server scanned
+        # `$all` for it (records it skipped included), see `_read`.
+        self.scanned_to: int | None = None
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._room = threading.Condition()  # the consumer took a chunk
         self._stop = threading.Event()
@@ -75,13 +81,23 @@ class ChunkReader:
         budget = self.budget
         chunk: list[Event] = []
         chunk_size = total_size = count = 0
-        events = self.source.read_all_after(self.after, budget.max_events)
+        # A filtered read that gives fewer records than asked ran to the end of `$all` as it
+        # stood when the server got to it, which is at or past the head read before it: every
+        # record up to that head was scanned, and none of them past the last one given passed
+        # the filter. So a shard may commit that head though none of its records stands there:
+        # no record of its streams lies between its last record and the head, and records
+        # appended later come after the head. Without this, a shard whose streams are quiet
+        # would stay at its last record, scanning the same stretch of `$all` every slice.
+        head = self.source.head_position() if self.stream_regex is not None else None
+        events = self.source.read_all_after(self.after, budget.max_events, self.stream_regex)
         try:
             for event in events:
                 if self._stop.is_set():
                     return False
                 if self.stop_at is not None and event.commit_position > self.stop_at:
+                    # A record past `stop_at` (filtered or not): all up to it were scanned.
                     self.exhausted = True
+                    self.scanned_to = self.stop_at if head is not None else None
                     break
                 chunk.append(event)
                 count += 1
@@ -95,6 +111,8 @@ class ChunkReader:
                     chunk, chunk_size = [], 0
             else:
                 self.exhausted = count < budget.max_events
+                if self.exhausted and head:  # 0: the log was empty, nothing was scanned
+                    self.scanned_to = head if self.stop_at is None else min(head, self.stop_at)
         finally:
             close = getattr(events, "close", None)
             if close is not None:

@@ -100,6 +100,7 @@ class Slice:
         self.writers: list[StreamWriter] = []
         self.written = self.filtered = self.size = 0
         self.records = 0  # records of `$all` written, found there, filtered or dead-lettered
+        self.stream_regex: str | None = None  # a shard's: only its streams are read
         self._lock = threading.Lock()  # the lease and the counters, shared by writers
 
     def write_all(self, reader: ChunkReader, after: int | None) -> tuple[int | None, bool]:
@@ -121,6 +122,7 @@ class Slice:
             after=after,
             stop_at=self.request.stop_at,
             on_chunk=lambda: ctx.on_step(Step.CHUNK),
+            stream_regex=self.stream_regex,
         )
         try:
             if self.request.dry_run:
@@ -130,6 +132,11 @@ class Slice:
                 self._report_dry_run(ops, after, reader.exhausted)
                 return
             done_position, stopped = self.write_all(reader, after)
+            caught_up = reader.exhausted and not stopped and done_position == reader.last_position
+            if caught_up and reader.scanned_to is not None:
+                # A shard's filtered read reached the end of `$all`: past its last record, up
+                # to the head it read first, lie only other shards' records (ChunkReader._read).
+                done_position = max(done_position or 0, reader.scanned_to)
             self.finish(reader, after, done_position)
         except BaseException:
             # An append whose outcome is unknown may have moved a stream: forget them all.
@@ -143,9 +150,7 @@ class Slice:
         if ctx.known is not None:
             for writer in self.writers:
                 ctx.known.learn(*writer.learned())
-        self.result.caught_up = (
-            reader.exhausted and not stopped and done_position == reader.last_position
-        )
+        self.result.caught_up = caught_up
         head = ctx.source.head_position()
         self.result.lag_bytes = max(0, head - (done_position or 0))
         self.result.next_action = "idle" if self.result.caught_up else "continue"

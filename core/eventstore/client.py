@@ -156,10 +156,15 @@ class EventStore(Admin, MultiAppender):
             if internals.read_cancelled(response):
                 raise TransientError(f"{self.side}: a read was cut short by a reconnect")
 
-    def read_all_after(self, position: int | None, limit: int) -> Iterator[Event]:
+    def read_all_after(
+        self, position: int | None, limit: int, stream_regex: str | None = None
+    ) -> Iterator[Event]:
         """Up to `limit` records of `$all` strictly after `position` (None = from the start).
 
-        Nothing is filtered server-side: system records ($metadata, tombstones) are needed. A
+        Nothing is filtered server-side (system records, $metadata, tombstones are needed),
+        except by `stream_regex`: then only the records of the streams it passes (a shard's,
+        core/shards.py), every kind of record of them, and `limit` counts those; the server
+        scans on until `limit` of them passed or `$all` ended. A
         read broken off by a transient error (a reconnect's cut included) resumes after the
         last record it yielded. Read through core/eventstore/reads.py, not esdbclient's
         `read_all`: the relay's hot path.
@@ -169,7 +174,7 @@ class EventStore(Admin, MultiAppender):
         for attempt in self._retrying():
             with attempt:
                 try:
-                    for event in self._read_all_once(last, limit - sent):
+                    for event in self._read_all_once(last, limit - sent, stream_regex):
                         sent += 1
                         last = event.commit_position
                         yield event
@@ -181,15 +186,22 @@ class EventStore(Admin, MultiAppender):
                         raise
                     raise TransientError(f"{self.side}: read $all: the channel was reset") from None
 
-    def _read_all_once(self, position: int | None, limit: int) -> Iterator[Event]:
+    def _read_all_once(
+        self, position: int | None, limit: int, stream_regex: str | None
+    ) -> Iterator[Event]:
         if limit <= 0:
             return
         if position is None:
-            yield from reads.read_all_forwards(self._client, None, limit, self.timeout)
+            yield from reads.read_all_forwards(
+                self._client, None, limit, self.timeout, stream_regex
+            )
             return
-        # The read is inclusive of the given position; ask for one more and drop it.
+        # The read is inclusive of the given position (when its record passes the filter);
+        # ask for one more and drop it.
         sent = 0
-        for event in reads.read_all_forwards(self._client, position, limit + 1, self.timeout):
+        for event in reads.read_all_forwards(
+            self._client, position, limit + 1, self.timeout, stream_regex
+        ):
             if event.commit_position == position:
                 continue
             if sent == limit:

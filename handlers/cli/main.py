@@ -8,12 +8,14 @@ from typing import Any, Literal
 
 import typer
 
+from core.config import JobConfig
 from core.engine import SliceResult
-from core.errors import RelayError
+from core.errors import ConfigError, RelayError
 from core.invocation import MAX_POSITION
 from core.logs import SliceLog
 from core.logs import configure as configure_logging
 from core.relay import Relay, RunOutcome
+from core.shards import Shard
 from handlers.cli.common import (
     ConfigOption,
     ConnectTimeout,
@@ -22,6 +24,7 @@ from handlers.cli.common import (
     connection_error,
     console,
     err,
+    fail,
     load_job,
     open_relay,
     resume_command,
@@ -93,27 +96,83 @@ def run(
         "--metrics-host",
         help="Address the metrics port listens on (0.0.0.0: every interface, e.g. in a container).",
     ),
+    shard_index: int | None = typer.Option(
+        None,
+        "--shard",
+        min=0,
+        help="Run this shard of a job split into shards (shards > 1): one process per shard, "
+        "0..shards-1. Each keeps the order of its own streams; global order is not kept "
+        "across shards.",
+    ),
 ) -> None:
     """Copy the source's $all into the target, slice after slice, from the checkpoint."""
     configure_logging(_log_format(log_format))
     job = load_job(config)
+    _check_shard_option(job, shard_index)
     stop = stop_on_signals()
     with (
         open_relay(job, connect_timeout) as relay,
         serve_metrics(relay, metrics_port, metrics_host) as feed,
     ):
+        shard = _shard(relay, shard_index)
+        key = shard.key if shard is not None else job.job_id
         if not until_caught_up:  # following the tail: one line, then a heartbeat
             relay.slice_log = SliceLog()
         outcome = _run_with_progress(
             relay,
-            RunProgress(console, relay, enabled=progress),
+            RunProgress(console, relay, enabled=progress, job_id=key),
             until_caught_up=until_caught_up,
             stop=stop,
             idle_seconds=idle_seconds,
             feed=feed,
+            shard=shard,
         )
-        _summary(outcome, relay, job.job_id)
+        _summary(outcome, relay, key)
     _exit_if_stopped(stop)
+
+
+def _check_shard_option(job: JobConfig, index: int | None) -> None:
+    """`--shard` is required by a job of several shards, within 0..shards-1, and refused by
+    a job of one chain."""
+    if index is None and job.shards > 1:
+        raise fail(
+            f"this job has {job.shards} shards:",
+            f"run one process per shard with --shard 0..{job.shards - 1} (each keeps the order "
+            "of its own streams; global order is not kept across shards)",
+        )
+    if index is not None and job.shards == 1:
+        raise fail(
+            f"--shard {index}: this job is not split into shards (shards = 1):",
+            "drop --shard, or set shards (ESDB_RELAY_SHARDS) for a new job id",
+        )
+    if index is not None and index >= job.shards:
+        raise fail(
+            f"--shard {index} is out of range:",
+            f"this job has {job.shards} shards, numbered 0..{job.shards - 1}",
+        )
+
+
+def _shard(relay: Relay, index: int | None) -> Shard | None:
+    """The shard this process runs, from the job's plan (made and stored by the first shard
+    to start), said in one line."""
+    if index is None:
+        return None
+    try:
+        plan = relay.shard_plan()
+    except ConfigError as e:
+        raise fail("cannot run this shard:", str(e)) from None
+    except RelayError as e:
+        raise connection_error(relay.job, e, "stopped:") from None
+    assert plan is not None
+    shard = plan.shard(relay.job.job_id, index)
+    console.print(
+        f"{shard} of job {relay.job.job_id!r} (checkpoint {shard.key!r}): the streams whose "
+        f"names end as the plan gives this shard ({plan.suffix_length}-character suffixes); "
+        "global order is not kept across shards",
+        soft_wrap=True,
+        highlight=False,
+    )
+    return shard
 
 
 @app.command()
@@ -136,6 +195,12 @@ def backfill(
     """Copy a range of $all again, under its own checkpoint; events already there are skipped."""
     configure_logging(_log_format(log_format))
     job = load_job(config)
+    if job.shards > 1:
+        raise fail(
+            f"backfill of a job split into {job.shards} shards is not built yet:",
+            "run the range as a job of its own with shards = 1 (another job id), or re-run "
+            "the shards from a new job id",
+        )
     with open_relay(job, connect_timeout) as relay:
         end = to_position if to_position is not None else relay.source.head_position()
         if end < from_position:

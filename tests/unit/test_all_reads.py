@@ -4,6 +4,7 @@ thread, and a read cut by esdbclient's reconnect read again rather than taken as
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 
@@ -14,6 +15,7 @@ import core.eventstore.internals as internals
 import core.eventstore.reads as reads
 from core.eventstore import EventStore
 from core.eventstore.client import _event
+from core.shards import plan_shards
 from esdb_emulator import Emulator
 from esdb_emulator.store import ProposedEvent
 from esdb_emulator.workload import Workload, generate
@@ -123,3 +125,55 @@ def test_a_read_begun_on_a_channel_a_reconnect_just_closed_is_read_again(db, mon
         monkeypatch.setattr(internals, "channel", channel)
         assert list(store.read_all_after(None, 10_000)) == everything
         assert store.retries == 1
+
+
+def test_a_filtered_read_gives_the_records_of_the_streams_its_regex_passes(db):
+    """A stream-name regex (searched, as the server's .NET `Regex.IsMatch`) passes every kind
+    of record of its streams — metadata streams, tombstones, system streams — and `limit`
+    counts the records that pass, however far apart in `$all` (the server scans on until
+    `count` passed or `$all` ended: KurrentDB's Enumerator.ReadAllForwardsFiltered)."""
+    with EventStore(db.uri, side="source") as store:
+        everything = list(store.read_all_after(None, 10_000))
+        for regex in (r"ström\-[13]$", r"^\$", r"^(?![\s\S]*(?:1|3)$)", "(?!)"):
+            wanted = [e for e in everything if re.search(regex, e.stream)]
+            assert list(store.read_all_after(None, 10_000, regex)) == wanted
+            if len(wanted) > 2:
+                first = wanted[0].commit_position
+                assert list(store.read_all_after(first, 2, regex)) == wanted[1:3]
+        assert {e.type for e in store.read_all_after(None, 10_000, "ström")} >= {
+            "$metadata",
+            "$streamDeleted",
+            "Odd",
+        }
+
+
+def test_a_shard_plans_regexes_split_the_log_exactly(db):
+    """Every record is read by exactly one shard of a plan made from the log's counts."""
+    with EventStore(db.uri, side="source") as store:
+        everything = list(store.read_all_after(None, 10_000))
+        counts: dict[str, int] = {}
+        for e in everything:
+            counts[e.stream] = counts.get(e.stream, 0) + 1
+        plan = plan_shards(counts, 3, exact=True)
+        read = [list(store.read_all_after(None, 10_000, r)) for r in plan.regexes]
+        assert sorted((e for shard in read for e in shard), key=lambda e: e.commit_position) == (
+            everything
+        )
+        assert all(shard for shard in read)
+
+
+def test_the_emulator_counts_a_filtered_read_as_the_server_does(db):
+    """Through esdbclient's own filtered read: `limit` counts the records that pass the
+    filter, not the records scanned (the search window bounds only the server's pages)."""
+    client = EventStoreDBClient(db.uri)
+    try:
+        everything = list(client.read_all(filter_exclude=[]))
+        wanted = [r for r in everything if r.stream_name.startswith("odd-")]
+        found = list(
+            client.read_all(filter_include=["odd-.*"], filter_by_stream_name=True, limit=3)
+        )
+        assert [r.id for r in found] == [r.id for r in wanted[:3]]
+        found = list(client.read_all(filter_include=["odd-.*"], filter_by_stream_name=True))
+        assert [r.id for r in found] == [r.id for r in wanted]
+    finally:
+        client.close()

@@ -22,6 +22,7 @@ URL, the client and the error translation.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import threading
@@ -160,6 +161,9 @@ class FirestoreCheckpointStore(StoreBase):
         if write.checkpoint is not None:
             fields["checkpoint"] = write.checkpoint.model_dump(exclude={"version"})
             require_int64(fields["checkpoint"], "checkpoint")
+            if write.checkpoint.shards is not None:
+                # JSON text: a plan's suffixes are lists in a list, which Firestore refuses
+                fields["checkpoint"]["shards"] = write.checkpoint.shards.model_dump_json()
         ref = self._job_ref(job_id)
         with self._conflicts() as written:
             if read is None:
@@ -171,7 +175,13 @@ class FirestoreCheckpointStore(StoreBase):
 
     def _decode_checkpoint(self, job_id: str, state: JobState) -> Checkpoint:
         where = f"{self.collection}/{job_id}"
-        return decode_checkpoint(job_id, where, plain(state.checkpoint), state.version)
+        stored = plain(state.checkpoint)
+        if isinstance(stored, dict) and isinstance(stored.get("shards"), str):
+            try:
+                stored = {**stored, "shards": json.loads(stored["shards"])}
+            except ValueError:
+                raise CorruptCheckpointError(job_id, where, "the shard plan is not JSON") from None
+        return decode_checkpoint(job_id, where, stored, state.version)
 
     def _append_slice(self, job_id: str, record: SliceRecord) -> bool:
         data = record.model_dump()

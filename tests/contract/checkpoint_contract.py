@@ -31,6 +31,7 @@ from core.checkpoint import (
     SliceRecord,
 )
 from core.errors import CorruptCheckpointError, LeaseLostError
+from core.shards import plan_shards
 from core.stores.base import StoreBase
 
 TTL = 30.0
@@ -192,6 +193,19 @@ class CheckpointStoreContract:
         assert store.load(job_id).chain == 3
         store.commit(lease, advanced(first, job_id, 200))
         assert store.load(job_id).chain == 3
+
+    def test_a_shard_plan_round_trips_and_survives_later_commits(
+        self, store: CheckpointStore, job_id: str
+    ) -> None:
+        """A sharded job's plan (core/shards.py) is fixed in its own record: nested lists of
+        suffixes and regexes read back as written (Firestore refuses arrays in arrays)."""
+        plan = plan_shards({"order-1": 5, "order-2": 3, "user-a": 4, "x$": 1}, 3, exact=True)
+        lease = store.acquire(job_id, "a", TTL)
+        cp = Checkpoint(job_id=job_id, shards=plan)
+        first = store.commit(lease, cp)
+        assert store.load(job_id).shards == plan
+        store.commit(lease, first.model_copy(update={"chain": 2}))
+        assert store.load(job_id).shards == plan
 
     def test_resume_versions_increase(self, store: CheckpointStore, job_id: str) -> None:
         lease = store.acquire(job_id, "a", TTL)

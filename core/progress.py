@@ -368,6 +368,18 @@ def _finished(record: SliceRecord) -> datetime:
     return record.finished_at
 
 
+def history_of(store: CheckpointStore, job_id: str, limit: int = 20) -> list[SliceRecord]:
+    """The job's slice records, newest first: a sharded job's are its shards' (each record's
+    `job_id` names its shard's key), merged by when they ended."""
+    checkpoint = store.load(job_id)
+    if checkpoint is None or checkpoint.shards is None:
+        return store.history(job_id, limit=limit)
+    records = [
+        r for shard in checkpoint.shards.shards(job_id) for r in store.history(shard.key, limit)
+    ]
+    return sorted(records, key=_finished, reverse=True)[:limit]
+
+
 __all__ = [
     "LAG_COUNT_LIMIT",
     "MIN_GAP_SECONDS",
@@ -381,6 +393,7 @@ __all__ = [
     "State",
     "allowed_gap",
     "copied",
+    "history_of",
     "measure",
     "measure_sharded",
     "pending_after",

@@ -26,6 +26,7 @@ from core.logs import logger
 from core.metrics import Sample, Sink, emit, from_progress, measure_failure, measure_slice
 from core.progress import Liveness, Progress
 from core.relay import Relay, RunTotals
+from core.shard_plans import stored_plan
 from core.shards import MAX_SHARDS, Shard, ShardPlan
 from core.tools.preflight import preflight_from_env
 
@@ -307,7 +308,7 @@ def invoke(
             return _slice(request, job, relay, clock, metrics)
         except RelayError:
             if not request.dry_run:
-                emit(metrics, lambda: measure_failure(relay, job.job_id))
+                emit(metrics, lambda: measure_failure(relay, job.job_id, _failed(request, relay)))
             raise
 
 
@@ -353,7 +354,7 @@ def _slice(
         relay, range_job, clock, start_after, stop_at, request.dry_run, shard
     )
     if not request.dry_run:
-        emit(metrics, lambda: measure_slice(relay, result))
+        emit(metrics, lambda: measure_slice(relay, result, shard=shard))
     chain = None
     if result.next_action == "continue" and result.status == "ok" and not request.dry_run:
         generation = _chain_generation(relay, request, key)
@@ -372,6 +373,19 @@ def _slice(
         result=_slice_figures(result, relay.liveness(key), dry_run=request.dry_run),
         error=result.error,
     )
+
+
+def _failed(request: InvocationRequest, relay: Relay) -> Shard | None:
+    """The shard whose slice failed, by the stored plan (None: the job's own, or unknown)."""
+    if request.shard is None:
+        return None
+    try:
+        plan = stored_plan(relay.store, relay.job.job_id)
+    except RelayError:
+        return None
+    if plan is None or request.shard >= plan.count:
+        return None
+    return plan.shard(relay.job.job_id, request.shard)
 
 
 def _what(shard: Shard | None) -> str:

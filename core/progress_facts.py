@@ -159,16 +159,17 @@ def pending_after(
     position: int | None,
     limit: int = LAG_COUNT_LIMIT,
     max_bytes: int = LAG_COUNT_BYTES,
+    matches: Callable[[str], object] | None = None,
 ) -> Pending:
     """Read `$all` after `position` (None: from the start), at most `limit` records and about
     `max_bytes` of them, and count those the job copies (by its filters and kinds of record,
-    as the engine plans)."""
+    as the engine plans); with `matches`, only those of the streams it passes (a shard's)."""
     counted = 0
     oldest: datetime | None = None
 
     def visit(event: Event) -> None:
         nonlocal counted, oldest
-        if copied(job, event):
+        if (matches is None or matches(event.stream)) and copied(job, event):
             counted += 1
             if oldest is None:
                 oldest = event.created

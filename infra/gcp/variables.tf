@@ -242,7 +242,7 @@ variable "job_settings" {
       "ESDB_RELAY_PREFLIGHT__PEERING_CIDR", "ESDB_RELAY_PREFLIGHT__CLOUD",
       "ESDB_RELAY_PREFLIGHT__NETWORK_MODE", "ESDB_RELAY_PREFLIGHT__EGRESS_IPS",
     ])) == 0
-    error_message = "job_settings must not set ESDB_RELAY_SOURCE or ESDB_RELAY_TARGET (connection strings live in Secret Manager only) nor a setting this module sets from its own variables (job_id, mode, partitions, slice_max_events, schedule_seconds, the checkpoint store, the chain topic, the time-out, the preflight's network settings)."
+    error_message = "job_settings must not set ESDB_RELAY_SOURCE or ESDB_RELAY_TARGET (connection strings live in Secret Manager only) nor a setting this module sets from its own variables (job_id, mode, partitions, shards, slice_max_events, schedule_seconds, the checkpoint store, the chain topic, the time-out, the preflight's network settings)."
   }
 
   validation {

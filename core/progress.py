@@ -170,8 +170,12 @@ def measure_sharded(
     counted = [0] * plan.count
     oldest: list[datetime | None] = [None] * plan.count
 
+    shard_of: dict[str, int] = {}  # a stream's shard, by the stored regexes, once a stream
+
     def visit(event: Event) -> None:
-        i = plan.shard_of(event.stream)
+        i = shard_of.get(event.stream)
+        if i is None:
+            i = shard_of[event.stream] = plan.shard_of(event.stream)
         after = positions[i] is None or event.commit_position > (positions[i] or 0)
         if after and copied(job, event):
             counted[i] += 1

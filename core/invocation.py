@@ -326,6 +326,10 @@ def _slice(
                 f"job {job.job_id!r} is split into {job.shards} shards: a dry run reads one",
                 hint='name the shard, e.g. {"dry_run": true, "shard": 0}',
             )
+        if request.chained:
+            # A chain message of the job as one chain, sent before it was split (or forged):
+            # its shards' chains run it now; fanning out again would restart them all.
+            return _skipped(job, f"a chain message without a shard on a job of {job.shards} shards")
         return _fan_out(job, relay)
     range_job = job
     start_after = stop_at = None

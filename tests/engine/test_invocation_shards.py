@@ -87,3 +87,13 @@ def job_payload(job) -> dict[str, Any]:
         "shards": job.shards,
         "budget": {"max_events": job.budget.max_events},
     }
+
+
+def test_a_chain_message_without_a_shard_is_dropped_not_fanned_out_again(sharded):
+    _, _, job = sharded
+    invoke(parse_request({}), job, remaining_seconds=60)
+    dropped = invoke(parse_request({"chained": True}), job, remaining_seconds=60)
+    assert dropped.fan_out == [] and dropped.chain is None
+    assert dropped.result is not None and "without a shard" in dropped.result["skipped"]
+    with open_store(job.checkpoint_store) as store:  # the shards' chains were not replaced
+        assert [store.load(f"{job.job_id}.shard-{i}").chain for i in range(K)] == [1, 1, 1]

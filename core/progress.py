@@ -175,7 +175,7 @@ def measure_sharded(
     def visit(event: Event) -> None:
         i = shard_of.get(event.stream)
         if i is None:
-            i = shard_of[event.stream] = plan.shard_of(event.stream)
+            i = shard_of[event.stream] = _shard_index(plan, event.stream)
         after = positions[i] is None or event.commit_position > (positions[i] or 0)
         if after and copied(job, event):
             counted[i] += 1
@@ -366,6 +366,14 @@ def _shard_warnings(shards: list[ShardProgress], state: State) -> list[str]:
             "them: start them (esdb-relay run --shard I, or check the deployed chains)"
         )
     return warnings
+
+
+def _shard_index(plan: ShardPlan, stream: str) -> int:
+    """The shard of `stream` by the stored regexes: the first of shards 0..K-2 whose regex
+    passes it, else the last (whose regex passes exactly the names the others do not: its
+    negative lookahead over every listed suffix is the costly one to run)."""
+    compiled = plan.compiled
+    return next((i for i in range(plan.count - 1) if compiled[i].search(stream)), plan.count - 1)
 
 
 def _finished(record: SliceRecord) -> datetime:

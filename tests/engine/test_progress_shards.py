@@ -199,3 +199,15 @@ def test_copying_sums_the_rates_and_the_eta_is_the_slowest_shards(job, clock):
     place(job, clock, 2, None, slice_ago=3600, read=10)  # shard 2's chain stopped
     p = measured(job, clock)
     assert p.state == "behind-and-not-running" and p.eta_seconds is None
+
+
+@pytest.mark.parametrize("k", [2, 5, 64])
+def test_the_lag_count_files_each_stream_under_the_shard_its_regex_passes(k):
+    """progress._shard_index skips the last shard's costly regex: the same answer as
+    ShardPlan.shard_of for every name, odd ones included."""
+    from core.progress import _shard_index
+    from core.shards import plan_shards
+
+    names = [f"order-{n:05d}" for n in range(3000)] + ["x", "$$order-00001", "a\nb", "é-ü", "$all"]
+    plan = plan_shards({n: 1 + len(n) % 7 for n in names}, k, exact=True)
+    assert [_shard_index(plan, n) for n in names] == [plan.shard_of(n) for n in names]

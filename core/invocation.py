@@ -319,18 +319,6 @@ def _slice(
     clock: InvocationClock,
     metrics: Sink | None = None,
 ) -> InvocationResponse:
-    shard = _shard(request, job, relay)
-    if job.shards > 1 and shard is None:
-        if request.dry_run:
-            raise ConfigError(
-                f"job {job.job_id!r} is split into {job.shards} shards: a dry run reads one",
-                hint='name the shard, e.g. {"dry_run": true, "shard": 0}',
-            )
-        if request.chained:
-            # A chain message of the job as one chain, sent before it was split (or forged):
-            # its shards' chains run it now; fanning out again would restart them all.
-            return _skipped(job, f"a chain message without a shard on a job of {job.shards} shards")
-        return _fan_out(job, relay)
     range_job = job
     start_after = stop_at = None
     if request.from_position is not None:
@@ -341,6 +329,19 @@ def _slice(
             update={"job_id": f"{job.job_id}.backfill-{request.from_position}-{stop_at}"}
         )
         start_after = request.from_position - 1 if request.from_position > 0 else None
+    if job.shards > 1 and request.shard is None:
+        if request.dry_run:
+            raise ConfigError(
+                f"job {job.job_id!r} is split into {job.shards} shards: a dry run reads one",
+                hint='name the shard, e.g. {"dry_run": true, "shard": 0}',
+            )
+        if request.chained:
+            # A chain message of the job as one chain, sent before it was split (or forged):
+            # its shards' chains run it now; fanning out again would restart them all.
+            return _skipped(job, f"a chain message without a shard on a job of {job.shards} shards")
+        # every shard of a range copies up to the same end (the range's records are named after it)
+        return _fan_out(range_job, relay, request.model_copy(update={"to_position": stop_at}))
+    shard = _shard(request, range_job, relay)
     key = shard.key if shard else range_job.job_id  # the chain's own record
     if request.chained and not request.dry_run:
         current = _generation(relay, key)
@@ -397,23 +398,23 @@ def _what(shard: Shard | None) -> str:
 
 
 def _shard(request: InvocationRequest, job: JobConfig, relay: Relay) -> Shard | None:
-    """The shard a slice request runs, None for the whole job (or a sharded job's tick)."""
-    if request.shard is None and (job.shards == 1 or request.from_position is None):
+    """The shard a slice request runs (of `job`: the job, or a backfill range of it, which has
+    a plan of its own in its own record), None for a job of one chain."""
+    if request.shard is None:
         return None
+    if job.shards > 1 and request.from_position is not None and request.to_position is None:
+        raise ConfigError(
+            f"a backfill of job {job.job_id!r}'s shard {request.shard} needs 'to': every "
+            "shard of a range copies up to the same end (the range's records are named after it)",
+            hint='send the same "from" and "to" to each shard, or leave "shard" out to start '
+            "them all",
+        )
     if job.shards == 1:
         raise ConfigError(
             f"job {job.job_id!r} is not sharded (shards = 1): there is no shard {request.shard}",
             hint="leave 'shard' out, or deploy the job with shards > 1 (ESDB_RELAY_SHARDS)",
         )
-    if request.from_position is not None:
-        raise ConfigError(
-            f"job {job.job_id!r} is split into {job.shards} shards: a backfill range "
-            "('from', 'to') cannot be copied by one chain across them",
-            hint="leave 'from' and 'to' out (each shard's chain copies its streams to the "
-            "tail), or backfill the range with an unsharded job id",
-        )
     plan = _plan(job, relay)
-    assert request.shard is not None
     if request.shard >= plan.count:
         raise ConfigError(
             f"job {job.job_id!r} has {plan.count} shards (0-{plan.count - 1}), not shard "
@@ -430,8 +431,9 @@ def _plan(job: JobConfig, relay: Relay) -> ShardPlan:
     return plan
 
 
-def _fan_out(job: JobConfig, relay: Relay) -> InvocationResponse:
-    """A sharded job's tick: fix the plan, then start each shard's chain that is not running
+def _fan_out(job: JobConfig, relay: Relay, request: InvocationRequest) -> InvocationResponse:
+    """A sharded job's tick (or backfill range: `job` is then the range's, `request` its
+    pinned 'from' and 'to'): fix the plan, then start each shard's chain that is not running
     (its generation raised under its own key, so an older chain's messages are dropped)."""
     plan = _plan(job, relay)
     started: list[dict[str, Any]] = []
@@ -443,8 +445,10 @@ def _fan_out(job: JobConfig, relay: Relay) -> InvocationResponse:
         if generation is None:  # running, or another invocation holds the shard's lease
             running.append(shard.index)
             continue
-        request = InvocationRequest(shard=shard.index, chained=True, generation=generation)
-        started.append(request.payload())
+        message = request.model_copy(
+            update={"shard": shard.index, "chained": True, "generation": generation}
+        )
+        started.append(message.payload())
     return InvocationResponse(
         action="slice",
         job_id=job.job_id,

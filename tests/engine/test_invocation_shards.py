@@ -12,7 +12,7 @@ from core.errors import ConfigError
 from core.invocation import handle, invoke, parse_request
 from core.shard_plans import stored_plan
 from esdb_emulator.workload import Workload, generate
-from tests.engine.helpers import make_job
+from tests.engine.helpers import differences, make_job
 
 K = 3
 
@@ -58,8 +58,7 @@ def test_a_second_tick_replaces_the_chains_and_the_first_ones_messages_are_dropp
 @pytest.mark.parametrize(
     ("payload", "named"),
     [
-        ({"from": 0}, "backfill range"),
-        ({"from": 0, "shard": 1}, "backfill range"),
+        ({"from": 0, "shard": 1}, "needs 'to'"),
         ({"shard": 7}, "has 3 shards (0-2), not shard 7"),
         ({"dry_run": True}, "a dry run reads one"),
     ],
@@ -97,3 +96,29 @@ def test_a_chain_message_without_a_shard_is_dropped_not_fanned_out_again(sharded
     assert dropped.result is not None and "without a shard" in dropped.result["skipped"]
     with open_store(job.checkpoint_store) as store:  # the shards' chains were not replaced
         assert [store.load(f"{job.job_id}.shard-{i}").chain for i in range(K)] == [1, 1, 1]
+
+
+def test_a_backfill_range_fans_out_to_the_same_end_and_each_shard_copies_its_part(sharded):
+    source, target, job = sharded
+    end = source.store.last_position
+    response = invoke(parse_request({"from": 0}), job, remaining_seconds=60)
+    assert response.job_id == f"{job.job_id}.backfill-0-{end}"
+    assert response.fan_out == [
+        {"from": 0, "to": end, "shard": i, "chained": True, "generation": 1} for i in range(K)
+    ]
+    queue = list(response.fan_out)
+    for _ in range(200):
+        if not queue:
+            break
+        message = queue.pop(0)
+        ran = invoke(parse_request(message), job, remaining_seconds=60)
+        assert ran.status == "ok", ran.error
+        assert ran.job_id == f"{job.job_id}.backfill-0-{end}"
+        if ran.chain is not None:
+            assert (ran.chain["shard"], ran.chain["to"]) == (message["shard"], end)
+            queue.append(ran.chain)
+    assert not queue
+    assert differences(source.store, target.store) == []
+    with open_store(job.checkpoint_store) as store:  # the range's own plan, in its own record
+        assert stored_plan(store, f"{job.job_id}.backfill-0-{end}") is not None
+        assert stored_plan(store, job.job_id) is None

@@ -26,6 +26,8 @@ from core.logs import logger
 from core.metrics import Sample, Sink, emit, from_progress, measure_failure, measure_slice
 from core.progress import Liveness, Progress
 from core.relay import Relay, RunTotals
+from core.shard_plans import stored_plan
+from core.shards import MAX_SHARDS, Shard, ShardPlan
 from core.tools.preflight import preflight_from_env
 
 RelayFactory = Callable[[JobConfig], Relay]
@@ -144,6 +146,13 @@ class InvocationRequest(BaseModel):
         description="set on chained requests: the job's chain generation they were sent under; "
         "one from an older generation is dropped",
     )
+    shard: int | None = Field(
+        default=None,
+        ge=0,
+        lt=MAX_SHARDS,
+        description="a sharded job's shard to run (its own chain); without it, a slice request "
+        "on a sharded job starts every shard's chain that is not running",
+    )
 
     @model_validator(mode="after")
     def _range(self) -> InvocationRequest:
@@ -155,9 +164,11 @@ class InvocationRequest(BaseModel):
             and self.to_position < self.from_position
         ):
             raise ValueError("'to' is before 'from'")
-        if self.action != "slice" and (self.from_position is not None or self.dry_run):
+        if self.action != "slice" and (
+            self.from_position is not None or self.dry_run or self.shard is not None
+        ):
             raise ValueError(
-                f"'from', 'to' and 'dry_run' apply to action 'slice', not {self.action!r}"
+                f"'from', 'to', 'dry_run' and 'shard' apply to action 'slice', not {self.action!r}"
             )
         return self
 
@@ -172,6 +183,10 @@ class InvocationResponse(BaseModel):
     next_action: Literal["continue", "idle", "stop"]
     chain: dict[str, Any] | None = Field(
         default=None, description="the payload of the next invocation to enqueue, if any"
+    )
+    fan_out: list[dict[str, Any]] = Field(
+        default=[],
+        description="a sharded job's tick: the payloads of the shard chains it starts, one each",
     )
     result: dict[str, Any] | None = None
     error: str | None = None
@@ -230,6 +245,9 @@ def handle(
     if response.chain is not None:
         chain(response.chain)
         logger.info("chained the next invocation", extra={"chain": response.chain})
+    for shard_request in response.fan_out:
+        chain(shard_request)
+        logger.info("started a shard's chain", extra={"chain": shard_request})
     return response.model_dump(mode="json")
 
 
@@ -247,7 +265,8 @@ def parse_request(payload: Any) -> InvocationRequest:
     except ValidationError as e:
         raise ConfigError(
             "invalid invocation payload:\n" + format_validation_error(e, InvocationRequest),
-            hint='valid keys: action, job, from, to, dry_run, chained — e.g. {"from": 0}',
+            hint="valid keys: action, job, from, to, dry_run, chained, generation, shard — "
+            'e.g. {"from": 0}',
         ) from None
 
 
@@ -289,7 +308,7 @@ def invoke(
             return _slice(request, job, relay, clock, metrics)
         except RelayError:
             if not request.dry_run:
-                emit(metrics, lambda: measure_failure(relay, job.job_id))
+                emit(metrics, lambda: measure_failure(relay, job.job_id, _failed(request, relay)))
             raise
 
 
@@ -310,24 +329,40 @@ def _slice(
             update={"job_id": f"{job.job_id}.backfill-{request.from_position}-{stop_at}"}
         )
         start_after = request.from_position - 1 if request.from_position > 0 else None
+    if job.shards > 1 and request.shard is None:
+        if request.dry_run:
+            raise ConfigError(
+                f"job {job.job_id!r} is split into {job.shards} shards: a dry run reads one",
+                hint='name the shard, e.g. {"dry_run": true, "shard": 0}',
+            )
+        if request.chained:
+            # A chain message of the job as one chain, sent before it was split (or forged):
+            # its shards' chains run it now; fanning out again would restart them all.
+            return _skipped(job, f"a chain message without a shard on a job of {job.shards} shards")
+        # every shard of a range copies up to the same end (the range's records are named after it)
+        return _fan_out(range_job, relay, request.model_copy(update={"to_position": stop_at}))
+    shard = _shard(request, range_job, relay)
+    key = shard.key if shard else range_job.job_id  # the chain's own record
     if request.chained and not request.dry_run:
-        current = _generation(relay, range_job.job_id)
+        current = _generation(relay, key)
         if (request.generation or 0) < current:
             # A message of a chain that another has replaced (e.g. redelivered after a failure
             # while a schedule tick started a new chain): acknowledged, nothing run.
             return _skipped(
                 range_job,
-                f"a stale chain message (generation {request.generation or 0}; the job's chain "
-                f"is at generation {current})",
+                f"a stale chain message (generation {request.generation or 0}; the "
+                f"{'shard' if shard else 'job'}'s chain is at generation {current})",
             )
-    elif not request.chained and request.from_position is None and _chain_running(relay, job):
-        return _skipped(job, "a chain of slices is already copying this job")
-    result = _run_until_stopped(relay, range_job, clock, start_after, stop_at, request.dry_run)
+    elif not request.chained and request.from_position is None and _chain_running(relay, key):
+        return _skipped(job, f"a chain of slices is already copying this {_what(shard)}")
+    result = _run_until_stopped(
+        relay, range_job, clock, start_after, stop_at, request.dry_run, shard
+    )
     if not request.dry_run:
-        emit(metrics, lambda: measure_slice(relay, result))
+        emit(metrics, lambda: measure_slice(relay, result, shard=shard))
     chain = None
     if result.next_action == "continue" and result.status == "ok" and not request.dry_run:
-        generation = _chain_generation(relay, request, range_job.job_id)
+        generation = _chain_generation(relay, request, key)
         if generation is not None:
             # A backfill's next invocation must copy the same range, even if the head moved on.
             next_request = request.model_copy(
@@ -340,8 +375,91 @@ def _slice(
         status=result.status,
         next_action=result.next_action,
         chain=chain,
-        result=_slice_figures(result, relay.liveness(range_job.job_id), dry_run=request.dry_run),
+        result=_slice_figures(result, relay.liveness(key), dry_run=request.dry_run),
         error=result.error,
+    )
+
+
+def _failed(request: InvocationRequest, relay: Relay) -> Shard | None:
+    """The shard whose slice failed, by the stored plan (None: the job's own, or unknown)."""
+    if request.shard is None:
+        return None
+    try:
+        plan = stored_plan(relay.store, relay.job.job_id)
+    except RelayError:
+        return None
+    if plan is None or request.shard >= plan.count:
+        return None
+    return plan.shard(relay.job.job_id, request.shard)
+
+
+def _what(shard: Shard | None) -> str:
+    return str(shard) if shard else "job"
+
+
+def _shard(request: InvocationRequest, job: JobConfig, relay: Relay) -> Shard | None:
+    """The shard a slice request runs (of `job`: the job, or a backfill range of it, which has
+    a plan of its own in its own record), None for a job of one chain."""
+    if request.shard is None:
+        return None
+    if job.shards > 1 and request.from_position is not None and request.to_position is None:
+        raise ConfigError(
+            f"a backfill of job {job.job_id!r}'s shard {request.shard} needs 'to': every "
+            "shard of a range copies up to the same end (the range's records are named after it)",
+            hint='send the same "from" and "to" to each shard, or leave "shard" out to start '
+            "them all",
+        )
+    if job.shards == 1:
+        raise ConfigError(
+            f"job {job.job_id!r} is not sharded (shards = 1): there is no shard {request.shard}",
+            hint="leave 'shard' out, or deploy the job with shards > 1 (ESDB_RELAY_SHARDS)",
+        )
+    plan = _plan(job, relay)
+    if request.shard >= plan.count:
+        raise ConfigError(
+            f"job {job.job_id!r} has {plan.count} shards (0-{plan.count - 1}), not shard "
+            f"{request.shard}",
+            hint="send a shard index below the job's shard count, or leave 'shard' out",
+        )
+    return plan.shard(job.job_id, request.shard)
+
+
+def _plan(job: JobConfig, relay: Relay) -> ShardPlan:
+    """The job's stored plan, or one planned now and fixed in its record."""
+    plan = relay.shard_plan(job)
+    assert plan is not None  # job.shards > 1
+    return plan
+
+
+def _fan_out(job: JobConfig, relay: Relay, request: InvocationRequest) -> InvocationResponse:
+    """A sharded job's tick (or backfill range: `job` is then the range's, `request` its
+    pinned 'from' and 'to'): fix the plan, then start each shard's chain that is not running
+    (its generation raised under its own key, so an older chain's messages are dropped)."""
+    plan = _plan(job, relay)
+    started: list[dict[str, Any]] = []
+    running: list[int] = []
+    for shard in plan.shards(job.job_id):
+        generation = None
+        if not _chain_running(relay, shard.key):
+            generation = _chain_generation(relay, InvocationRequest(), shard.key)
+        if generation is None:  # running, or another invocation holds the shard's lease
+            running.append(shard.index)
+            continue
+        message = request.model_copy(
+            update={"shard": shard.index, "chained": True, "generation": generation}
+        )
+        started.append(message.payload())
+    return InvocationResponse(
+        action="slice",
+        job_id=job.job_id,
+        status="ok",
+        next_action="continue" if started else "stop",
+        fan_out=started,
+        result={
+            "shards": plan.count,
+            "started": [r["shard"] for r in started],
+            "running": running,
+        },
     )
 
 
@@ -352,13 +470,15 @@ def _run_until_stopped(
     start_after: int | None,
     stop_at: int | None,
     dry_run: bool,
+    shard: Shard | None = None,
 ) -> SliceResult:
     """One slice that ends before the platform stops the invocation, under a lease that ends
     when the platform stops it: a killed slice leaves no lease behind."""
+    sharded = {"shard": shard} if shard is not None else {}  # Relay.run_once(shard=)
     left = clock.seconds_left(job.budget.startup_margin_seconds)
     if left is None:
         return relay.run_once(
-            None, start_after=start_after, stop_at=stop_at, dry_run=dry_run, job=job
+            None, start_after=start_after, stop_at=stop_at, dry_run=dry_run, job=job, **sharded
         )
     store = relay.store
     relay.store = LeasesUntil(store, datetime.now(UTC) + timedelta(seconds=max(0.0, left)))
@@ -372,6 +492,7 @@ def _run_until_stopped(
             stop_at=stop_at,
             dry_run=dry_run,
             job=bounded,
+            **sharded,
         )
     finally:
         relay.store = store
@@ -414,8 +535,10 @@ def _skipped(job: JobConfig, why: str) -> InvocationResponse:
     )
 
 
-def _chain_running(relay: Relay, job: JobConfig) -> bool:
-    last = relay.store.history(job.job_id, limit=1)
+def _chain_running(relay: Relay, key: str) -> bool:
+    """A chain of slices copies this job (or shard) now: its newest slice ended this recently,
+    behind the tail, without error."""
+    last = relay.store.history(key, limit=1)
     if not last or last[0].caught_up or last[0].error or last[0].stopped:
         return False
     age = (datetime.now(UTC) - last[0].finished_at).total_seconds()

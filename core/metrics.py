@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -30,6 +31,7 @@ from core.errors import RelayError
 from core.logs import logger
 from core.progress import Progress, pending_after, slices_of, source_write_rate
 from core.relay import Relay
+from core.shards import Shard
 
 Unit = Literal["bytes", "events", "seconds", "events/s", "slices"]
 Kind = Literal["gauge", "counter"]
@@ -169,6 +171,11 @@ class Sample(BaseModel):
     job_id: str
     at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     values: dict[str, float]
+    shard: int | None = Field(
+        default=None,
+        description="a sharded job's shard whose slice this is; the metrics stay the job's "
+        "(`job_id`, the parent job): see SHARDS",
+    )
 
     def model_post_init(self, _context: Any) -> None:
         unknown = set(self.values) - set(BY_KEY)
@@ -177,6 +184,17 @@ class Sample(BaseModel):
 
 
 Sink = Callable[[Sample], None]
+
+SHARDS = (
+    "A sharded job's shards emit under the job's own id, so every alarm, dashboard and query "
+    "keyed on the job reads the job as one: gauges such as lag, failures in a row and the age "
+    "of the last success are each shard's own, so their Maximum is the worst shard's; counters "
+    "sum over the shards. The shard is not a CloudWatch dimension (each dimension value is "
+    "another billed custom metric, K times each metric) nor a Cloud Logging metric label: "
+    "on AWS it is the `Shard` property of the EMF line and on GCP the `shard` field of the "
+    "JSON line (both searchable in the logs); on Azure it is `customDimensions.shard` of "
+    "customMetrics (a dimension costs no more there)."
+)
 
 
 # ------------------------------------------------------------------------------ the figures
@@ -286,6 +304,7 @@ def emf(sample: Sample) -> dict[str, Any]:
             ],
         },
         "JobId": sample.job_id,
+        **({} if sample.shard is None else {"Shard": sample.shard}),  # a property, not a dimension
         **{m.cloudwatch: sample.values[m.key] for m in metrics},
     }
 
@@ -298,9 +317,10 @@ def print_emf(sample: Sample) -> None:
 def log_sample(sample: Sample) -> None:
     """The sample as one JSON log line: {"message": "metrics", "job_id": ..., "metrics":
     {"lag_bytes": ..., ...}} — what Cloud Logging's log-based metrics extract."""
+    shard = {} if sample.shard is None else {"shard": sample.shard}
     logger.info(
         METRICS_MESSAGE,
-        extra={"job_id": sample.job_id, "metrics": dict(sample.values)},
+        extra={"job_id": sample.job_id, **shard, "metrics": dict(sample.values)},
     )
 
 
@@ -320,17 +340,25 @@ def emit(sink: Sink | None, build: Callable[[], Sample | None]) -> None:
 # ------------------------------------------------------------------------------ one invocation
 
 
-def measure_slice(relay: Relay, result: SliceResult, *, source_reads: bool = True) -> Sample | None:
+def measure_slice(
+    relay: Relay,
+    result: SliceResult,
+    *,
+    source_reads: bool = True,
+    shard: Shard | None = None,
+) -> Sample | None:
     """What an invocation emits after its slice (None for a busy slice: another invocation
     holds the job). Reads the job's history and, with `source_reads`, what lies after the
     slice's position (at most PENDING_RECORDS records: the events left and the oldest one's
     age) and the source's newest records (its write rate); a figure that cannot be read is left
-    out."""
+    out. A shard's slice (`shard`) reads its own history and counts its own streams' events,
+    and is emitted under the job's id (SHARDS)."""
     if result.status == "busy":
         return None
     history = _history(relay, result.job_id)
     lag_seconds = lag_events = rate = None
     now = datetime.now(UTC)
+    matches = re.compile(shard.regex).search if shard is not None else None
     if source_reads and not result.caught_up and result.status == "ok":
         pending = _quietly(
             lambda: pending_after(
@@ -339,6 +367,7 @@ def measure_slice(relay: Relay, result: SliceResult, *, source_reads: bool = Tru
                 result.position,
                 limit=PENDING_RECORDS,
                 max_bytes=PENDING_BYTES,
+                matches=matches,
             )
         )
         if pending is not None:
@@ -353,18 +382,23 @@ def measure_slice(relay: Relay, result: SliceResult, *, source_reads: bool = Tru
     sample = from_slice(
         result, history=history, lag_seconds=lag_seconds, source_write_rate=rate, now=now
     )
+    if shard is not None:
+        sample = sample.model_copy(update={"job_id": shard.job_id, "shard": shard.index})
     if lag_events is None:
         return sample
     return sample.model_copy(update={"values": {**sample.values, "lag_events": float(lag_events)}})
 
 
-def measure_failure(relay: Relay | None, job_id: str) -> Sample:
+def measure_failure(relay: Relay | None, job_id: str, shard: Shard | None = None) -> Sample:
     """What an invocation emits when its slice failed: the failure, the streak, and the lag
-    when the source and the store can still be read (a failing target must not hide it)."""
+    when the source and the store can still be read (a failing target must not hide it). A
+    shard's: its own streak and lag, under the job's id."""
+    key = shard.key if shard is not None else job_id
+    at = {} if shard is None else {"shard": shard.index}
     if relay is None:
-        return from_failure(job_id)
-    sample = from_failure(job_id, history=_history(relay, job_id))
-    lag = _quietly(lambda: _lag_bytes(relay, job_id))
+        return from_failure(job_id).model_copy(update=at)
+    sample = from_failure(job_id, history=_history(relay, key)).model_copy(update=at)
+    lag = _quietly(lambda: _lag_bytes(relay, key))
     if lag is None:
         return sample
     return sample.model_copy(update={"values": {**sample.values, "lag_bytes": float(lag)}})

@@ -4,7 +4,8 @@ The function app's `APPLICATIONINSIGHTS_CONNECTION_STRING` (set by infra/azure/f
 names the resource; Azure Monitor's OpenTelemetry exporter sends the metrics there, signed in
 with the managed identity that `APPLICATIONINSIGHTS_AUTHENTICATION_STRING` names (the resource
 accepts Entra ID only). They land in the `customMetrics` table, named `esdb_relay_<key>` with
-the job in `customDimensions.job_id`: infra/azure/monitoring.tf's workbook and alerts read them.
+the job in `customDimensions.job_id` (a sharded job's shard in `customDimensions.shard`):
+infra/azure/monitoring.tf's workbook and alerts read them.
 Each sample is flushed at once: an instance may be frozen as soon as its invocation returns.
 """
 
@@ -48,7 +49,9 @@ class AppInsightsMetrics:
         }
 
     def __call__(self, sample: Sample) -> None:
-        attributes = {"job_id": sample.job_id}
+        attributes: dict[str, str | int] = {"job_id": sample.job_id}
+        if sample.shard is not None:
+            attributes["shard"] = sample.shard  # customDimensions.shard (core/metrics.SHARDS)
         for key, value in sample.values.items():
             if BY_KEY[key].kind == "counter":
                 self.instruments[key].add(value, attributes)

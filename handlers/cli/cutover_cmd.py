@@ -279,6 +279,20 @@ class RichObserver(CutoverObserver):
 
 
 def _print_result(out: Console, report: CutoverReport) -> None:
+    if report.shards:
+        table = Table(title=f"{len(report.shards)} shards (global order is not kept across shards)")
+        for column in ("shard", "checkpoint", "records written", "records read"):
+            table.add_column(column, justify="right")
+        for shard in report.shards:
+            table.add_row(
+                str(shard.index),
+                "start of $all"
+                if shard.checkpoint_position is None
+                else f"{shard.checkpoint_position:,}",
+                f"{shard.events_written:,}",
+                f"{shard.events_read:,}",
+            )
+        out.print(table)
     if report.persistent_subscriptions:
         applied = "applied" if report.persistent_subscriptions_applied else "not applied"
         table = Table(title=f"persistent subscriptions ({applied})")

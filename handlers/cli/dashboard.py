@@ -5,7 +5,8 @@ JSON endpoints served here with the standard library's ``ThreadingHTTPServer``:
 
 - ``/api/progress``: the job's ``core.progress.Progress``, measured when asked (the one truth
   `status` and the metrics read too; no connection string is in it);
-- ``/api/history``: the store's slice history, newest first, for the charts and the failures.
+- ``/api/history``: the store's slice history, newest first, for the charts and the failures
+  (a sharded job's: its shards' records merged, each naming its shard's key).
 
 The script writes every value with ``textContent`` (never as HTML), the Content-Security-Policy
 allows only this server's own script and style, and the server answers only requests addressed
@@ -34,7 +35,7 @@ from core.checkpoint import HISTORY_LIMIT, SliceRecord
 from core.errors import RelayError
 from core.logs import configure as configure_logging
 from core.logs import logger, scrub
-from core.progress import Progress, measure
+from core.progress import Progress, history_of, measure
 from handlers.cli.common import (
     ConfigOption,
     ConnectTimeout,
@@ -229,7 +230,7 @@ def dashboard(
     with status_source(job, connect_timeout) as (source, store):  # as `status` reads them
         feeds = Feeds(
             progress=lambda: measure(job, source, store),
-            history=lambda: store.history(job.job_id, limit=HISTORY_LIMIT),
+            history=lambda: history_of(store, job.job_id, limit=HISTORY_LIMIT),
             refresh_seconds=refresh,
         )
         _serve(feeds, host, port, job.job_id)

@@ -117,6 +117,8 @@ def run(
     ):
         shard = _shard(relay, shard_index)
         key = shard.key if shard is not None else job.job_id
+        if feed is not None:
+            feed.shard = shard  # its metrics are the job's (core/metrics.SHARDS)
         if not until_caught_up:  # following the tail: one line, then a heartbeat
             relay.slice_log = SliceLog()
         outcome = _run_with_progress(

@@ -24,6 +24,7 @@ from core.errors import ConfigError, RelayError
 from core.logs import logger
 from core.metrics import METRICS, Sample, emit, measure_failure, measure_slice
 from core.relay import Relay
+from core.shards import Shard
 
 LIVE = "last_success_age"  # computed at scrape time from when the last success was
 
@@ -100,6 +101,7 @@ class SliceFeed:
 
     def __init__(self, metrics: PrometheusMetrics, relay: Relay, source_every: float = 15.0):
         self.metrics, self.relay, self.source_every = metrics, relay, source_every
+        self.shard: Shard | None = None  # `run --shard I`: the job's metrics, of this shard
         self._source_read_at: float | None = None
         self._last: dict[str, float] = {}
 
@@ -110,7 +112,7 @@ class SliceFeed:
             self._source_read_at = now
 
         def build() -> Sample | None:
-            sample = measure_slice(self.relay, result, source_reads=reads)
+            sample = measure_slice(self.relay, result, source_reads=reads, shard=self.shard)
             if sample is None or reads:
                 return sample
             # between source reads, the previous write rate and, while behind, lag in seconds
@@ -125,7 +127,7 @@ class SliceFeed:
 
     def failure(self, error: RelayError) -> None:
         job_id = self.relay.job.job_id
-        emit(self._observe, lambda: measure_failure(self.relay, job_id))
+        emit(self._observe, lambda: measure_failure(self.relay, job_id, self.shard))
 
     def _observe(self, sample: Sample) -> None:
         self._last.update(sample.values)

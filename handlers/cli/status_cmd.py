@@ -12,7 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import typer
+from rich.console import Group, RenderableType
 from rich.live import Live
+from rich.table import Table
+from rich.text import Text
 
 from core.checkpoint import CheckpointStore, open_store
 from core.config import JobConfig
@@ -29,7 +32,8 @@ from handlers.cli.common import (
     load_job,
     stop_on_signals,
 )
-from handlers.cli.progress import status_view
+from handlers.cli.progress import STATE_STYLE, position_text, status_view
+from handlers.cli.progress import _duration as duration
 
 
 @contextmanager
@@ -63,8 +67,9 @@ def status(
     ),
     connect_timeout: float = ConnectTimeout,
 ) -> None:
-    """Where the job stands: state, lag, rates, ETA, the relay's lease, warnings. Reads the
-    source and the checkpoint store only (not the target, not the transform)."""
+    """Where the job stands: state, lag, rates, ETA, the relay's lease, warnings; a sharded job
+    as one, then a row per shard. Reads the source and the checkpoint store only (not the
+    target, not the transform)."""
     job = load_job(config)
     with status_source(job, connect_timeout) as (source, store):
 
@@ -83,15 +88,65 @@ def status(
                 console.print(read().model_dump_json(), soft_wrap=True, highlight=False)
                 if (count is not None and n >= count) or stop.wait(interval):
                     return
-        with Live(status_view(read()), console=console, auto_refresh=False) as live:
+        with Live(job_view(read()), console=console, auto_refresh=False) as live:
             for n in itertools.count(2):
                 if (count is not None and n > count) or stop.wait(interval):
                     return
-                live.update(status_view(read()), refresh=True)
+                live.update(job_view(read()), refresh=True)
 
 
 def _show_status(progress: Progress, json_out: bool) -> None:
     if json_out:
         console.print_json(progress.model_dump_json())
     else:
-        console.print(status_view(progress))
+        console.print(job_view(progress))
+
+
+def job_view(p: Progress) -> RenderableType:
+    """The job as one, then (a sharded job) a row per shard."""
+    if not p.shards:
+        return status_view(p)
+    return Group(status_view(p), shards_view(p))
+
+
+def shards_view(p: Progress) -> RenderableType:
+    """A sharded job's shards: each its own chain, lease and checkpoint."""
+    table = Table(
+        title=f"{len(p.shards)} shards (global order is not kept across shards: each keeps "
+        "the order of its own streams)",
+        title_justify="left",
+    )
+    for column in ("shard", "state", "position", "lag", "rate", "ETA", "relay", "last slice"):
+        table.add_column(column)
+    table.add_column("written", justify="right")
+    for s in p.shards:
+        lag = "unknown" if s.lag_events is None else f"{s.lag_events:,}"
+        if s.lag_events is not None and not p.lag_events_exact:
+            lag = "~" + lag
+        rate = "-" if s.copy_rate is None else f"{s.copy_rate:,.0f}/s"
+        eta = (
+            "caught up"
+            if s.caught_up
+            else ("-" if s.eta_seconds is None else duration(s.eta_seconds))
+        )
+        if s.lease is not None:
+            relay = f"lease: {s.lease.owner} until {s.lease.expires_at:%H:%M:%S}"
+        else:
+            relay = "running" if s.relay_running else "not running"
+        last = "never"
+        if s.last_slice_at is not None:
+            last = f"{duration((p.checked_at - s.last_slice_at).total_seconds())} ago"
+            if s.last_slice_seconds is not None:
+                last += f" ({s.last_slice_seconds:.1f}s)"
+        table.add_row(
+            str(s.index),
+            Text(s.state, style=STATE_STYLE[s.state]),
+            position_text(s.position),
+            lag,
+            rate,
+            eta,
+            relay,
+            Text(last + (f" failed: {s.last_error}" if s.last_error else "")),
+            f"{s.events_written:,}",
+        )
+    return table

@@ -29,9 +29,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from core.checkpoint import open_store
 from core.config import JobConfig
 from core.errors import ConfigError, RelayError
 from core.eventstore import EventStore
+from core.shard_plans import stored_plan
+from core.shards import ShardPlan
 from core.tools.verify import SAMPLE_SCAN, VerifyReport, VerifyState, public_endpoint
 from core.tools.verify import verify as run_verify
 from handlers.cli.common import EXIT_ERROR, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, err
@@ -72,6 +75,9 @@ def verify(
     ),
 ) -> None:
     """Prove the target holds exactly what the source holds: ids, types, data, order, deletes.
+
+    A sharded job is compared stream by stream (each stream's order), never by the order of
+    $all across streams, which shards do not keep; differences are attributed to shards.
 
     Exits 0 when equal, 1 on any difference, 2 when the job cannot be verified.
     """
@@ -170,6 +176,7 @@ def _run(
             job,
             source,
             target,
+            plan=_plan(job),
             sample=sample,
             seed=seed,
             progress=progress,
@@ -177,6 +184,14 @@ def _run(
             state=state,
             scan_progress=scanned,
         )
+
+
+def _plan(job: JobConfig) -> ShardPlan | None:
+    """A sharded job's stored plan (its differences are attributed to shards by it)."""
+    if job.shards == 1:
+        return None
+    with open_store(job.checkpoint_store) as store:
+        return stored_plan(store, job.job_id)
 
 
 @contextmanager
@@ -224,12 +239,20 @@ def _print_report(out: Console, report: VerifyReport, show: int) -> None:
             "source events dead-lettered (not missing)", f"{report.events_dead_lettered:,}"
         )
     summary.add_row("differences", f"{report.differences_total:,}")
+    if report.shards is not None:
+        by = ", ".join(
+            f"shard {i}: {n:,}" for i, n in sorted(report.differences_by_shard.items()) if n
+        )
+        summary.add_row("shards", f"{report.shards}" + (f" (differences: {by})" if by else ""))
     summary.add_row("time", f"{report.seconds:.1f}s ({report.events_per_second:,.0f} events/s)")
     out.print(summary)
     for note in report.notes:
         out.print(f"[dim]note: {escape(note)}[/]")
     if report.differences:
         table = Table(title="differences")
+        sharded = report.shards is not None
+        if sharded:
+            table.add_column("shard", no_wrap=True)
         table.add_column("stream", overflow="fold", ratio=1)
         table.add_column("kind", no_wrap=True)
         table.add_column("rev src→tgt", no_wrap=True)
@@ -237,6 +260,7 @@ def _print_report(out: Console, report: VerifyReport, show: int) -> None:
         for d in report.differences[:show]:
             detail = escape(d.detail) + (f"\n[dim]event {d.event_id}[/]" if d.event_id else "")
             table.add_row(
+                *([] if not sharded else ["-" if d.shard is None else str(d.shard)]),
                 escape(d.stream),
                 d.kind.value,
                 _revisions(d.source_revision, d.target_revision),

@@ -31,8 +31,12 @@ locals {
     WEBSITE_RUN_FROM_PACKAGE                 = "1"
 
     # host.json's functionTimeout, kept equal to the handler's idea of its time budget.
-    AzureFunctionsJobHost__functionTimeout    = local.function_timeout
-    APPLICATIONINSIGHTS_AUTHENTICATION_STRING = "ClientId=${local.client_id};Authorization=AAD"
+    AzureFunctionsJobHost__functionTimeout = local.function_timeout
+    # A sharded job's chains: an instance takes a queue message per shard at once (host.json's
+    # batchSize, 1 for one chain; 32 at most), run by as many Python worker threads and one more.
+    AzureFunctionsJobHost__extensions__queues__batchSize = tostring(min(var.shards, 32))
+    PYTHON_THREADPOOL_THREAD_COUNT                       = tostring(min(var.shards + 1, 32))
+    APPLICATIONINSIGHTS_AUTHENTICATION_STRING            = "ClientId=${local.client_id};Authorization=AAD"
     # DefaultAzureCredential (the checkpoint store's account_url login) picks this identity.
     AZURE_CLIENT_ID = local.client_id
 
@@ -43,6 +47,7 @@ locals {
     ESDB_RELAY_CHECKPOINT_STORE   = "azuretable://${local.checkpoint_table}?account_url=${trimsuffix(azurerm_storage_account.relay.primary_table_endpoint, "/")}&create_table=false"
     ESDB_RELAY_MODE               = var.mode
     ESDB_RELAY_PARTITIONS         = tostring(var.partitions)
+    ESDB_RELAY_SHARDS             = tostring(var.shards)
     ESDB_RELAY_BUDGET__MAX_EVENTS = tostring(var.slice_max_events)
     ESDB_RELAY_SCHEDULE_SECONDS   = tostring(var.schedule_seconds)
 
@@ -76,7 +81,7 @@ resource "azurerm_service_plan" "relay" {
   resource_group_name          = azurerm_resource_group.relay.name
   os_type                      = "Linux"
   sku_name                     = "EP1"
-  maximum_elastic_worker_count = var.maximum_instances
+  maximum_elastic_worker_count = max(var.maximum_instances, min(var.shards, 20))
   tags                         = local.tags
 }
 

@@ -240,6 +240,17 @@ variable "partitions" {
   }
 }
 
+variable "shards" {
+  description = "Chains of slices the job is split into (ESDB_RELAY_SHARDS, 1-64): each shard copies the streams its server-side filter passes with its own lease and checkpoint, so K shards copy in parallel. Order is kept per stream; global order is NOT kept across shards. Fixed for the job's life once its first shard started (a new job_id to change it)."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.shards >= 1 && var.shards <= 64 && floor(var.shards) == var.shards
+    error_message = "shards must be a whole number from 1 to 64."
+  }
+}
+
 variable "function_timeout_seconds" {
   description = "The host's functionTimeout and ESDB_RELAY_FUNCTION_TIMEOUT: a slice stops in time to commit, and its lease ends when the host would stop the function (counted from the worker's start on a cold start)."
   type        = number
@@ -268,9 +279,9 @@ variable "job_settings" {
       "ESDB_RELAY_JOB_ID", "ESDB_RELAY_SOURCE", "ESDB_RELAY_TARGET", "ESDB_RELAY_CHECKPOINT_STORE",
       "ESDB_RELAY_QUEUE", "ESDB_RELAY_CHAIN_QUEUE", "ESDB_RELAY_SCHEDULE", "ESDB_RELAY_FUNCTION_TIMEOUT",
       "ESDB_RELAY_MODE", "ESDB_RELAY_PARTITIONS", "ESDB_RELAY_BUDGET__MAX_EVENTS", "ESDB_RELAY_LEASE_TTL_SECONDS",
-      "ESDB_RELAY_SCHEDULE_SECONDS",
+      "ESDB_RELAY_SCHEDULE_SECONDS", "ESDB_RELAY_SHARDS",
     ], k) && !startswith(k, "ESDB_RELAY_QUEUE__") && !startswith(k, "ESDB_RELAY_PREFLIGHT__")])
-    error_message = "job_settings must not set what the template wires itself (job id, connection strings, checkpoint store, queue, schedule, timeout, mode, partitions, slice size, lease, the preflight's network settings): use the variables."
+    error_message = "job_settings must not set what the template wires itself (job id, connection strings, checkpoint store, queue, schedule, timeout, mode, partitions, shards, slice size, lease, the preflight's network settings): use the variables."
   }
 
   validation {

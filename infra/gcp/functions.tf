@@ -98,8 +98,9 @@ resource "google_cloudfunctions2_function" "event" {
     available_memory      = var.memory
     available_cpu         = var.cpu
 
-    # One invocation at a time: the checkpoint lease would make a second one wait anyway.
-    max_instance_count               = 1
+    # One invocation at a time per chain: the checkpoint lease would make a second one wait
+    # anyway. A sharded job has a chain per shard, and one more instance takes the tick.
+    max_instance_count               = var.shards == 1 ? 1 : var.shards + 1
     min_instance_count               = 0
     max_instance_request_concurrency = 1
 

@@ -23,6 +23,7 @@ locals {
     ESDB_RELAY_JOB_ID             = var.job_id
     ESDB_RELAY_MODE               = var.mode
     ESDB_RELAY_PARTITIONS         = tostring(var.partitions)
+    ESDB_RELAY_SHARDS             = tostring(var.shards)
     ESDB_RELAY_BUDGET__MAX_EVENTS = tostring(var.slice_max_events)
     ESDB_RELAY_SCHEDULE_SECONDS   = tostring(var.schedule_seconds)
     ESDB_RELAY_CHECKPOINT_STORE   = local.checkpoint_store

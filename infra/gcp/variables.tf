@@ -188,6 +188,17 @@ variable "partitions" {
   }
 }
 
+variable "shards" {
+  description = "Chains of slices the job is split into (ESDB_RELAY_SHARDS, 1-64): each shard copies the streams its server-side filter passes with its own lease and checkpoint, so K shards copy in parallel. Order is kept per stream; global order is NOT kept across shards. Fixed for the job's life once its first shard started (a new job_id to change it)."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.shards >= 1 && var.shards <= 64 && floor(var.shards) == var.shards
+    error_message = "shards must be a whole number from 1 to 64."
+  }
+}
+
 variable "schedule_seconds" {
   description = "The schedule's period in seconds (ESDB_RELAY_SCHEDULE_SECONDS): status calls a caught-up job idle when no slice ran for longer than this plus a minute. Keep it equal to the schedule's interval."
   type        = number
@@ -225,13 +236,13 @@ variable "job_settings" {
   validation {
     condition = length(setintersection(keys(var.job_settings), [
       "ESDB_RELAY_SOURCE", "ESDB_RELAY_TARGET", "ESDB_RELAY_JOB_ID", "ESDB_RELAY_MODE",
-      "ESDB_RELAY_PARTITIONS", "ESDB_RELAY_BUDGET__MAX_EVENTS", "ESDB_RELAY_CHECKPOINT_STORE",
+      "ESDB_RELAY_PARTITIONS", "ESDB_RELAY_SHARDS", "ESDB_RELAY_BUDGET__MAX_EVENTS", "ESDB_RELAY_CHECKPOINT_STORE",
       "ESDB_RELAY_SCHEDULE_SECONDS",
       "ESDB_RELAY_CHAIN_TOPIC", "ESDB_RELAY_FUNCTION_TIMEOUT", "ESDB_RELAY_PREFLIGHT__SUBNETS",
       "ESDB_RELAY_PREFLIGHT__PEERING_CIDR", "ESDB_RELAY_PREFLIGHT__CLOUD",
       "ESDB_RELAY_PREFLIGHT__NETWORK_MODE", "ESDB_RELAY_PREFLIGHT__EGRESS_IPS",
     ])) == 0
-    error_message = "job_settings must not set ESDB_RELAY_SOURCE or ESDB_RELAY_TARGET (connection strings live in Secret Manager only) nor a setting this module sets from its own variables (job_id, mode, partitions, slice_max_events, schedule_seconds, the checkpoint store, the chain topic, the time-out, the preflight's network settings)."
+    error_message = "job_settings must not set ESDB_RELAY_SOURCE or ESDB_RELAY_TARGET (connection strings live in Secret Manager only) nor a setting this module sets from its own variables (job_id, mode, partitions, shards, slice_max_events, schedule_seconds, the checkpoint store, the chain topic, the time-out, the preflight's network settings)."
   }
 
   validation {

@@ -283,3 +283,56 @@ def test_the_command_serves_a_migrated_job_to_the_browser(tmp_path):
     assert SCRIPT_ERROR in page.text["failures"]
     assert_safe(page)
     assert colours[POSITION_BLUE] > 0 and colours[RATE_GREEN] > 0, colours.most_common(8)
+
+
+def test_a_sharded_job_shows_a_row_per_shard_and_a_line_per_shard(tmp_path):
+    """A 3-shard job whose shards 0 and 2 ran (`esdb-relay run --shard I`) and shard 1 never
+    did, served by `esdb-relay dashboard` in its own process, read by Chromium."""
+    with Emulator() as source, Emulator() as target:
+        seed_source(source, streams=30, events=3)
+        env = {
+            "ESDB_RELAY_JOB_ID": JOB,
+            "ESDB_RELAY_SOURCE": source.uri,
+            "ESDB_RELAY_TARGET": target.uri,
+            "ESDB_RELAY_CHECKPOINT_STORE": f"sqlite:///{tmp_path}/cp.db",
+            "ESDB_RELAY_BUDGET__MAX_EVENTS": "10",  # several slices per shard for the charts
+            "ESDB_RELAY_SHARDS": "3",
+        }
+        for shard in ("0", "2"):
+            ran = CliRunner().invoke(
+                app, ["run", "--shard", shard, "--until-caught-up", "--no-progress"], env=env
+            )
+            assert ran.exit_code == 0, ran.output
+        server = subprocess.Popen(
+            [sys.executable, "-m", "handlers.cli.main", "dashboard", "--port", "0"],
+            env={**os.environ, **env, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            assert server.stdout is not None
+            first = server.stdout.readline()
+            found = re.search(r"http://127\.0\.0\.1:\d+/", first)
+            assert found, f"{first!r} {server.stderr.read() if server.poll() is not None else ''}"
+            page, _ = render(found.group(0), tmp_path)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.communicate(timeout=30)
+
+    assert int(page.attrs_by_id["page"].get("data-loaded") or 0) >= 1, page.html[-2000:]
+    assert page.text["error"] == ""
+    assert "hidden" not in page.attrs_by_id["shards-section"]
+    rows = re.findall(r'<tr data-shard="(\d)">(.*?)</tr>', page.html)
+    cells = {i: re.findall(r"<td[^>]*>(.*?)</td>", row) for i, row in rows}
+    assert sorted(cells) == ["0", "1", "2"]
+    assert cells["1"][1] == "not-started" and cells["1"][7] == "never"
+    assert cells["0"][1] == cells["2"][1] == "idle" and cells["0"][5] == "caught up"
+    assert int(cells["1"][3]) > 0  # shard 1's events wait
+    assert page.text["state"] == "behind-and-not-running"
+    assert "Global order is not kept across shards" in page.text["shards-section"]
+    # the position chart: one line per shard that ran, not one line zigzagging between them
+    position_chart = re.search(r'<svg id="chart-position".*?</svg>', page.html, re.S)
+    assert position_chart and position_chart.group(0).count("<polyline") == 2
+    assert f"({JOB}.shard-" not in page.text["failures"]  # no failure

@@ -317,8 +317,33 @@ def test_reserved_concurrency_is_a_parameter_one_by_default(template: dict[str, 
         "Fn::Equals": [{"Ref": "ReservedConcurrency"}, "1"]
     }
     assert props(template, FUNCTION)["ReservedConcurrentExecutions"] == {
-        "Fn::If": ["ReserveConcurrency", 1, {"Ref": "AWS::NoValue"}]
+        "Fn::If": [
+            "ReserveConcurrency",
+            {"Fn::FindInMap": ["ShardConcurrency", {"Ref": "Shards"}, "Reserved"]},
+            {"Ref": "AWS::NoValue"},
+        ]
     }
+
+
+def test_shards_deploy_a_chain_each_with_reserved_concurrency_for_all_and_the_tick(
+    template: dict[str, Any],
+) -> None:
+    """One setting (Shards, ESDB_RELAY_SHARDS) deploys K chains: the reserved concurrency
+    leaves room for every shard's chain and the schedule's tick (K + 1; 1 for one chain)."""
+    from core.config import JobConfig
+    from core.shards import MAX_SHARDS
+
+    shards = template["Parameters"]["Shards"]
+    bounds = {type(m).__name__: m for m in JobConfig.model_fields["shards"].metadata}
+    assert (shards["MinValue"], shards["MaxValue"]) == (bounds["Ge"].ge, bounds["Le"].le)
+    assert shards["MaxValue"] == MAX_SHARDS and shards["Default"] == 1
+    assert "global order is NOT kept across shards" in shards["Description"]
+    env = props(template, FUNCTION)["Environment"]["Variables"]
+    assert env["ESDB_RELAY_SHARDS"] == {"Ref": "Shards"}
+    table = template["Mappings"]["ShardConcurrency"]
+    assert set(table) == {str(k) for k in range(1, MAX_SHARDS + 1)}
+    assert table["1"]["Reserved"] == 1
+    assert all(table[str(k)]["Reserved"] >= k + 1 for k in range(2, MAX_SHARDS + 1))
 
 
 def test_a_failed_chain_message_is_retried_and_parked_in_step_with_the_timeout(

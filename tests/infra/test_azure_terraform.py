@@ -647,6 +647,7 @@ RENDERED = {
     "${local.key_vault_reference.target}": "esdb+discover://admin:pw@abc.mesdb.eventstore.cloud:2113",
     "${var.mode}": "ordered",
     "${tostring(var.partitions)}": "1",
+    "${tostring(var.shards)}": "1",
     "${tostring(var.slice_max_events)}": "20000",
     "${tostring(var.schedule_seconds)}": "300",
     "${tostring(var.function_timeout_seconds + 300)}": "900",
@@ -929,6 +930,7 @@ def test_the_validated_inputs_have_validation_blocks(tf: Config) -> None:
         "slice_max_events",
         "mode",
         "partitions",
+        "shards",
         "job_id",
         "package_path",
     ):
@@ -993,3 +995,24 @@ def test_alerts_match_the_aws_alarms(tf: Config) -> None:
     assert "e.slice.status" in text  # core/logs.py's line (the figures: test_azure_monitoring.py)
     assert "Moving message to queue" in text and "${local.poison_queue}" in text
     assert 'operator    = "LessThan"' in text  # no slice: fewer than one in the window
+
+
+def test_shards_deploy_a_chain_each_from_one_setting(tf: Config, settings: dict[str, str]) -> None:
+    """`shards` (ESDB_RELAY_SHARDS) deploys K chains: an instance takes a chain message per
+    shard at once (the queue trigger's batch size), run by as many Python threads and one for
+    the tick, and the plan may burst to an instance per shard (20 at most)."""
+    variable = tf.variables["shards"]
+    assert variable["default"] == 1
+    assert "global order is NOT kept across shards" in variable["description"]
+    assert settings["ESDB_RELAY_SHARDS"] == "${tostring(var.shards)}"
+    assert (
+        settings["AzureFunctionsJobHost__extensions__queues__batchSize"]
+        == "${tostring(min(var.shards, 32))}"
+    )
+    assert settings["PYTHON_THREADPOOL_THREAD_COUNT"] == "${tostring(min(var.shards + 1, 32))}"
+    plan = tf.one("azurerm_service_plan", "relay")
+    assert (
+        plan["maximum_elastic_worker_count"] == "${max(var.maximum_instances, min(var.shards, 20))}"
+    )
+    host = json.loads((INFRA / "host.json").read_text())
+    assert host["extensions"]["queues"]["batchSize"] == 1  # one chain: one message at a time

@@ -536,6 +536,7 @@ SAMPLE = {
     "var.job_id": "orders-migration",
     "var.mode": "partitioned",
     "var.partitions": "4",
+    "var.shards": "3",
     "var.slice_max_events": "5000",
     "var.schedule_seconds": "600",
     "var.timeout_seconds": "540",
@@ -634,6 +635,7 @@ def test_job_settings_cannot_override_what_the_module_sets(tf: Config) -> None:
         "schedule",
         "mode",
         "partitions",
+        "shards",
         "slice_max_events",
         "job_settings",
         "source_zip",
@@ -685,6 +687,9 @@ CASES: list[tuple[str, dict[str, Any], str | None]] = [
         {"peering_cidr": "10.10.0.0/24", "connector_cidr": "10.10.0.240/28"},
         None,
     ),
+    ("eight shards", {"shards": 8}, None),
+    ("too many shards", {"shards": 65}, "shards"),
+    ("half a shard", {"shards": 1.5}, "shards"),
     ("connector outside the peering", {"connector_cidr": "10.11.0.0/28"}, "connector_cidr"),
     (
         "connector just past a /24",
@@ -815,3 +820,16 @@ def test_checkov_passes_with_only_reasoned_suppressions(tf: Config) -> None:
     # checkov did look at the functions (ingress check).
     ingress = {c.resource for c in report.passed if c.check_id == "CKV_GCP_124"}
     assert ingress == {f"google_cloudfunctions2_function.{n}" for n in ("event", "http")}
+
+
+def test_shards_deploy_a_chain_each_from_one_setting(tf: Config) -> None:
+    """`shards` (ESDB_RELAY_SHARDS) deploys K chains: the event function may run an instance
+    per shard's chain and one for the tick (one for a job of one chain)."""
+    variable = tf.variables["shards"]
+    assert variable["default"] == 1
+    assert "global order is NOT kept across shards" in variable["description"]
+    assert tf.locals["relay_environment"]["ESDB_RELAY_SHARDS"] == "${tostring(var.shards)}"
+    event = one(functions(tf)["event"]["service_config"])
+    assert event["max_instance_count"] == "${var.shards == 1 ? 1 : var.shards + 1}"
+    http = one(functions(tf)["http"]["service_config"])
+    assert http["max_instance_count"] == 1  # manual invokes: one at a time

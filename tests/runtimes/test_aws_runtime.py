@@ -206,3 +206,30 @@ SQS_RECORD = {
     "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:esdb-relay-chain",
     "awsRegion": REGION,
 }
+
+
+@pytest.mark.parametrize("runtime", [{"ESDB_RELAY_SHARDS": "3"}], indirect=True)
+def test_a_tick_on_a_sharded_job_sends_one_message_per_shard_and_each_runs_its_shard(runtime):
+    api, source, target, aws = runtime
+    generate(source.store, Workload(events=600, streams=30, links=False))
+    tick = api.invoke({})
+    assert tick.ok, tick.body
+    assert tick.body["result"]["started"] == [0, 1, 2]
+    messages = receive(aws)
+    assert sorted(json.loads(m["Body"])["shard"] for m in messages) == [0, 1, 2]
+    one = next(m for m in messages if json.loads(m["Body"])["shard"] == 1)
+    ran = api.invoke(sqs_event([one]))
+    assert ran.ok and ran.body["status"] == "ok", ran.body
+    assert ran.body["result"]["events_read"] > 0  # shard 1's streams only
+    assert ran.body["chain"]["shard"] == 1  # it chains its own next slice
+    shards = api.invoke({"action": "status"}).body["result"]["shards"]
+    assert [s["position"] is not None for s in shards] == [False, True, False]
+    pending = [m for m in messages if m is not one]
+    hops = 0
+    while pending or (pending := receive(aws)):
+        for m in pending:
+            assert api.invoke(sqs_event([m])).ok
+        pending = []
+        hops += 1
+        assert hops < 60
+    assert differences(source.store, target.store) == []

@@ -127,3 +127,38 @@ def test_each_slice_sends_its_figures_as_custom_metrics(deployed, start_worker, 
     written = sum(v for n, v, _ in points if n == "esdb_relay_events_written")
     assert written >= 400  # every generated event (and the streams' metadata) was copied
     assert {v for n, v, _ in points if n == "esdb_relay_failed_slices"} == {0}
+
+
+def test_a_sharded_jobs_slices_send_the_jobs_metrics_with_their_shard(
+    deployed,  # noqa: F811
+    start_worker,  # noqa: F811
+    ingestion,
+):
+    """core/metrics.SHARDS on Azure: customDimensions.job_id stays the job's (the workbook and
+    alerts read it as one), customDimensions.shard names each shard's slices."""
+    source, _target, queue, settings = deployed
+    generate(source.store, Workload(events=300, streams=30, links=False))
+    port = ingestion.server_address[1]
+    worker = start_worker(
+        {
+            **settings,
+            "ESDB_RELAY_SHARDS": "3",
+            "APPLICATIONINSIGHTS_CONNECTION_STRING": (
+                f"InstrumentationKey={IKEY};IngestionEndpoint=http://127.0.0.1:{port}/"
+            ),
+            "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",
+        }
+    )
+    assert worker.ask({"op": "init"})["ok"]
+    assert worker.ask({"op": "invoke", "function": "scheduled"})["ok"]
+    hops = 0
+    while bodies := drain(queue):
+        for body in bodies:
+            assert worker.ask({"op": "invoke", "function": "chained", "data": body})["ok"]
+        hops += 1
+        assert hops < 60
+    points = metric_points(ingestion)
+    written = [(v, p) for n, v, p in points if n == "esdb_relay_events_written"]
+    assert {p["job_id"] for _, p in written} == {"azure-runtime-job"}
+    assert {str(p["shard"]) for _, p in written} == {"0", "1", "2"}
+    assert sum(v for v, _ in written) >= 300

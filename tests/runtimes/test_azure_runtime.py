@@ -181,3 +181,30 @@ def test_http_invoke_status_backfill_and_refusals(deployed, start_worker):
     assert refused["status_code"] == 400 and "source" in refused["body"]["error"]
     garbage = post("not json")
     assert garbage["status_code"] == 400
+
+
+def test_a_timer_on_a_sharded_job_queues_one_message_per_shard_and_each_runs_its_shard(
+    deployed, start_worker
+):
+    source, target, queue, settings = deployed
+    generate(source.store, Workload(events=600, streams=30, links=False))
+    worker = start_worker({**settings, "ESDB_RELAY_SHARDS": "3"})
+    assert worker.ask({"op": "init"})["ok"]
+    tick = worker.ask({"op": "invoke", "function": "scheduled"})
+    assert tick["ok"], tick["error"]
+    bodies = drain(queue)
+    assert sorted(json.loads(b)["shard"] for b in bodies) == [0, 1, 2]
+    one = next(b for b in bodies if json.loads(b)["shard"] == 1)
+    answer = worker.ask({"op": "invoke", "function": "chained", "data": one})
+    assert answer["ok"], answer["error"]
+    chained = drain(queue)
+    assert [json.loads(b)["shard"] for b in chained] == [1]  # shard 1 chains only itself
+    pending = [b for b in bodies if b is not one] + chained
+    hops = 0
+    while pending:
+        for body in pending:
+            assert worker.ask({"op": "invoke", "function": "chained", "data": body})["ok"]
+        pending = drain(queue)
+        hops += 1
+        assert hops < 60
+    assert differences(source.store, target.store) == []

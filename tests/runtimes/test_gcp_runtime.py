@@ -209,3 +209,27 @@ def test_http_function_status_dry_run_and_refusals(deployed, serve):
     assert code == 200 and dry["result"]["events_written"] > 0, dry
     code, refused = call(b'{"target": "esdb://elsewhere:2113"}')
     assert code == 400 and "target" in refused["error"]
+
+
+def test_a_tick_on_a_sharded_job_publishes_one_message_per_shard_and_each_runs_its_shard(
+    deployed, serve
+):
+    source, target = deployed["source"], deployed["target"]
+    generate(source.store, Workload(events=600, streams=30, links=False))
+    url = serve("on_event", "cloudevent", {**deployed["env"], "ESDB_RELAY_SHARDS": "3"})
+    assert pubsub_push(url, b"{}") == 200
+    messages = pull(deployed)
+    assert sorted(json.loads(m)["shard"] for m in messages) == [0, 1, 2]
+    one = next(m for m in messages if json.loads(m)["shard"] == 1)
+    assert pubsub_push(url, one) == 200
+    chained = pull(deployed)
+    assert [json.loads(m)["shard"] for m in chained] == [1]  # shard 1 chains only itself
+    pending = [m for m in messages if m is not one] + chained
+    hops = 0
+    while pending:
+        for data in pending:
+            assert pubsub_push(url, data) == 200
+        pending = pull(deployed)
+        hops += 1
+        assert hops < 60
+    assert differences(source.store, target.store) == []

@@ -182,3 +182,23 @@ def test_every_metric_has_a_description_and_distinct_names() -> None:
     for names in ([m.cloudwatch for m in METRICS], [m.prometheus for m in METRICS]):
         assert len(set(names)) == len(METRICS)
     assert all(m.description.endswith(".") for m in METRICS)
+
+
+def test_a_shards_sample_keeps_the_job_and_names_the_shard_in_its_lines(caplog) -> None:
+    """core/metrics.SHARDS: the metrics stay the job's; the shard is a field of the JSON line
+    (GCP, Azure) and a property of the EMF line (AWS), not a CloudWatch dimension."""
+    import json
+
+    from core.logs import JsonFormatter
+    from core.metrics import log_sample
+
+    sample = Sample(job_id="orders", values={"lag_bytes": 5.0}, shard=2)
+    document = emf(sample)
+    assert (document["JobId"], document["Shard"]) == ("orders", 2)
+    assert document["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["JobId"]]
+    assert "Shard" not in emf(Sample(job_id="orders", values={"lag_bytes": 5.0}))
+    with caplog.at_level(logging.INFO, logger="esdb_relay"):
+        log_sample(sample)
+    line = json.loads(JsonFormatter().format(caplog.records[-1]))
+    assert (line["message"], line["job_id"], line["shard"]) == ("metrics", "orders", 2)
+    assert line["metrics"] == {"lag_bytes": 5.0}

@@ -16,6 +16,8 @@ from core.eventstore import EventStore
 from core.model import Event
 from core.progress import copied, measure
 from core.relay import Relay
+from core.shard_plans import stored_plan
+from core.shards import Shard
 from core.tools.cutover.report import (
     EXIT_ABORTED,
     EXIT_CHECK_FAILED,
@@ -25,9 +27,11 @@ from core.tools.cutover.report import (
     STREAMS_SHOWN,
     CutoverOptions,
     CutoverReport,
+    CutoverShard,
     Lag,
     Outcome,
     QuietWatch,
+    ShardLag,
     StepRecord,
     position_text,
     read_translated,
@@ -110,34 +114,88 @@ def measure_lag(job: JobConfig, store: CheckpointStore, source: EventStore) -> L
         lag_bytes=progress.lag_bytes or 0,
         pending_events=progress.lag_events_counted,
         pending_capped=not progress.lag_events_exact,
+        shards=[
+            ShardLag(
+                index=s.index,
+                checkpoint_position=s.position,
+                pending_events=s.lag_events,
+                caught_up=s.caught_up,
+            )
+            for s in progress.shards
+        ],
     )
+
+
+def shard_checkpoints(store: CheckpointStore, job_id: str) -> list[CutoverShard] | None:
+    """A sharded job's shards as their records stand (None: the job is one chain)."""
+    plan = stored_plan(store, job_id)
+    if plan is None:
+        return None
+    shards = []
+    for shard in plan.shards(job_id):
+        cp = store.load(shard.key)
+        shards.append(
+            CutoverShard(
+                index=shard.index,
+                key=shard.key,
+                checkpoint_position=cp.position.commit if cp and cp.position else None,
+                events_written=cp.events_written if cp else 0,
+                events_read=cp.events_read if cp else 0,
+            )
+        )
+    return shards
+
+
+def _written(store: CheckpointStore, job_id: str) -> int:
+    shards = shard_checkpoints(store, job_id)
+    if shards is not None:
+        return sum(s.events_written for s in shards)
+    checkpoint = store.load(job_id)
+    return checkpoint.events_written if checkpoint else 0
 
 
 # ------------------------------------------------------------------------ the procedure
 class _RelayThread:
-    """The relay's slices, back to back, in a thread (with `run_relay`)."""
+    """The relay's slices, back to back, in a thread (with `run_relay`); a sharded job's in one
+    thread per shard (each its own chain, as `esdb-relay run --shard I` runs it)."""
 
     def __init__(self, job: JobConfig, idle_seconds: float) -> None:
         self.job = job
         self.idle_seconds = idle_seconds
         self.stop = threading.Event()
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="cutover-relay", daemon=True)
+        self.threads: list[threading.Thread] = []
 
-    def _run(self) -> None:
+    def _run(self, shard: Shard | None) -> None:
         try:
             with Relay(self.job) as relay:
-                relay.run(until_caught_up=False, stop=self.stop, idle_seconds=self.idle_seconds)
+                relay.run(
+                    until_caught_up=False,
+                    stop=self.stop,
+                    idle_seconds=self.idle_seconds,
+                    **({"shard": shard} if shard is not None else {}),
+                )
         except BaseException as e:  # reported by the step that waits for the relay
             self.error = e
 
     def __enter__(self) -> _RelayThread:
-        self.thread.start()
+        shards: list[Shard | None] = [None]
+        if self.job.shards > 1:
+            with Relay(self.job) as relay:
+                plan = relay.shard_plan()
+            assert plan is not None
+            shards = list(plan.shards(self.job.job_id))
+        for shard in shards:
+            name = "cutover-relay" if shard is None else f"cutover-relay-{shard.index}"
+            thread = threading.Thread(target=self._run, args=(shard,), name=name, daemon=True)
+            thread.start()
+            self.threads.append(thread)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
-        self.thread.join(timeout=60)
+        for thread in self.threads:
+            thread.join(timeout=60)
 
 
 class Cutover:
@@ -198,8 +256,7 @@ class Cutover:
                 EventStore(self.job.target.get_secret_value(), side="target") as target,
             ):
                 self.source, self.target, self.store = source, target, store
-                start = store.load(self.job.job_id)
-                written_before = start.events_written if start else 0
+                written_before = _written(store, self.job.job_id)
                 relay = (
                     _RelayThread(self.job, options.poll_seconds)
                     if options.run_relay
@@ -395,12 +452,20 @@ class Cutover:
 
     def _positions(self, written_before: int) -> None:
         report = self.report
-        checkpoint = self.store.load(self.job.job_id)
-        report.checkpoint_position = (
-            checkpoint.position.commit if checkpoint and checkpoint.position else None
-        )
-        report.events_written_total = checkpoint.events_written if checkpoint else 0
-        report.events_read_total = checkpoint.events_read if checkpoint else 0
+        shards = shard_checkpoints(self.store, self.job.job_id)
+        if shards is not None:
+            report.shards = shards
+            positions = [s.checkpoint_position for s in shards if s.checkpoint_position is not None]
+            report.checkpoint_position = min(positions) if len(positions) == len(shards) else None
+            report.events_written_total = sum(s.events_written for s in shards)
+            report.events_read_total = sum(s.events_read for s in shards)
+        else:
+            checkpoint = self.store.load(self.job.job_id)
+            report.checkpoint_position = (
+                checkpoint.position.commit if checkpoint and checkpoint.position else None
+            )
+            report.events_written_total = checkpoint.events_written if checkpoint else 0
+            report.events_read_total = checkpoint.events_read if checkpoint else 0
         report.events_copied_during_cutover = report.events_written_total - written_before
         report.source_head = self.source.head_position()
         report.target_head = self.target.head_position()
@@ -416,6 +481,7 @@ class Cutover:
             seed=options.seed,
             progress=self._verify_progress,
             workers=options.verify_workers,
+            plan=stored_plan(self.store, self.job.job_id),
         )
         self.report.verify = result
         scope = (

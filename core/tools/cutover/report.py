@@ -51,23 +51,52 @@ class CutoverOptions(BaseModel):
     report_dir: Path = Path(".")
 
 
+class ShardLag(BaseModel):
+    """One shard of a sharded job, as the lag was measured."""
+
+    index: int
+    checkpoint_position: int | None
+    pending_events: int | None  # None: not counted (estimated past the cap, unknown)
+    caught_up: bool
+
+
 class Lag(BaseModel):
-    checkpoint_position: int | None  # None = nothing copied yet
+    checkpoint_position: int | None  # None = nothing copied yet; a sharded job's lowest shard's
     head_position: int
     lag_bytes: int
     pending_events: int = Field(description="replicable records after the checkpoint")
     pending_capped: bool = Field(False, description="at least pending_events (scan was capped)")
+    shards: list[ShardLag] = Field(
+        default_factory=list, description="a sharded job: caught up only when every shard is"
+    )
 
     @property
     def caught_up(self) -> bool:
-        return self.pending_events == 0
+        return self.pending_events == 0 and all(s.caught_up for s in self.shards)
 
     def describe(self) -> str:
         more = "at least " if self.pending_capped else ""
+        behind = [s for s in self.shards if not s.caught_up]
+        shards = ""
+        if behind:
+            shards = "; shards not caught up: " + ", ".join(
+                f"{s.index} ({'?' if s.pending_events is None else f'{s.pending_events:,}'})"
+                for s in behind
+            )
         return (
             f"{more}{self.pending_events:,} event(s) not copied yet "
-            f"({self.lag_bytes:,} bytes of $all between the checkpoint and the head)"
+            f"({self.lag_bytes:,} bytes of $all between the checkpoint and the head){shards}"
         )
+
+
+class CutoverShard(BaseModel):
+    """A sharded job's shard when the final copy was done."""
+
+    index: int
+    key: str
+    checkpoint_position: int | None
+    events_written: int
+    events_read: int
 
 
 class QuietWatch(BaseModel):
@@ -111,6 +140,11 @@ class CutoverReport(BaseModel):
     events_written_total: int | None = Field(None, description="by the job, all slices")
     events_read_total: int | None = None
     events_copied_during_cutover: int | None = None
+    shards: list[CutoverShard] = Field(
+        default_factory=list,
+        description="a sharded job's shards (the totals above are their sums, the checkpoint "
+        "their lowest); global order is not kept across shards",
+    )
     verify: VerifyReport | None = None
     writes_after_quiet: int | None = None
     persistent_subscriptions: list[GroupPlan] = Field(default_factory=list)
@@ -173,6 +207,22 @@ def report_markdown(report: CutoverReport) -> str:
         )
     if report.writes_after_quiet is not None:
         lines.append(f"| writes after the quiet period | {report.writes_after_quiet:,} |")
+    if report.shards:
+        lines += [
+            "",
+            f"## Shards ({len(report.shards)})",
+            "",
+            "Each shard copied its own streams in their order; global order is not kept across "
+            "shards. The relay checkpoint above is the lowest shard's.",
+            "",
+            "| shard | key | checkpoint | records written | records read |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {s.index} | `{s.key}` | {optional(s.checkpoint_position)} | "
+            f"{s.events_written:,} | {s.events_read:,} |"
+            for s in report.shards
+        ]
     lines += ["", "## Steps", "", "| step | status | started | finished | detail |"]
     lines.append("|---|---|---|---|---|")
     for s in report.steps:
@@ -192,7 +242,14 @@ def report_markdown(report: CutoverReport) -> str:
             f"{v.extra_streams:,} extra on the target; {v.events_compared:,} events compared; "
             f"{v.differences_total:,} difference(s).",
         ]
-        if v.differences:
+        if v.differences and v.shards is not None:
+            lines += ["", "| shard | stream | kind | detail |", "|---|---|---|---|"]
+            lines += [
+                f"| {'-' if d.shard is None else d.shard} | `{d.stream}` | {d.kind.value} | "
+                f"{cell(d.detail)} |"
+                for d in v.differences[:50]
+            ]
+        elif v.differences:
             lines += ["", "| stream | kind | detail |", "|---|---|---|"]
             lines += [
                 f"| `{d.stream}` | {d.kind.value} | {cell(d.detail)} |" for d in v.differences[:50]

@@ -40,6 +40,9 @@ class Difference(BaseModel):
     target_revision: int | None = None
     event_id: str | None = None
     detail: str = ""
+    shard: int | None = Field(
+        default=None, description="a sharded job's shard whose streams hold the difference"
+    )
 
 
 class VerifyReport(BaseModel):
@@ -71,6 +74,13 @@ class VerifyReport(BaseModel):
         "(its $esdb-relay-dead-letters-<job> stream on the target lists them): not differences",
     )
     differences_total: int = 0
+    shards: int | None = Field(
+        default=None, description="a sharded job's shard count (None: one chain)"
+    )
+    differences_by_shard: dict[int, int] = Field(
+        default_factory=dict,
+        description="a sharded job's differences per shard, by the stored plan (listed or not)",
+    )
     max_differences: int = DEFAULT_MAX_DIFFERENCES
     differences: list[Difference] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)

@@ -17,6 +17,7 @@ from core.config import JobConfig
 from core.errors import StreamTombstoned
 from core.eventstore import EventStore
 from core.model import Event
+from core.shards import ShardPlan
 from core.tools.verify.all_records import AllRecords
 from core.tools.verify.report import (
     DEFAULT_MAX_DIFFERENCES,
@@ -59,6 +60,7 @@ def verify(
     state: Path | None = None,
     save_every: float = 10.0,
     scan_progress: ScanProgress | None = None,
+    plan: ShardPlan | None = None,
 ) -> VerifyReport:
     """Compare the target with the job's filtered source; see the module doc for the rules.
 
@@ -68,13 +70,15 @@ def verify(
     that many streams concurrently (each holds one page of events per side at a time); the
     report is the same as with one worker. `state`: a file progress is saved to (every
     `save_every` seconds and on interruption) and resumed from; ConfigError if it was written
-    for another job, sample or seed.
+    for another job, sample or seed. A sharded job (`job.shards > 1`; `plan`, its stored plan,
+    attributes each difference to a shard) is compared per stream only: shards do not keep the
+    order of `$all` across streams.
     """
     if sample is not None and sample < 0:
         raise ValueError("sample must be >= 0")
     if workers < 1:
         raise ValueError("workers must be >= 1")
-    verifier = _Verifier(job, source, target, max_differences, workers)
+    verifier = _Verifier(job, source, target, max_differences, workers, plan)
     if state is not None:
         verifier.saver = StateFile(state, fingerprint(job, sample, seed, max_differences))
     verifier.save_every = save_every
@@ -96,8 +100,11 @@ class _Verifier:
         target: EventStore,
         max_differences: int,
         workers: int,
+        plan: ShardPlan | None = None,
     ) -> None:
         self.job = job
+        self.plan = plan
+        self.sharded = plan is not None or job.shards > 1
         self.source = source
         self.target = target
         self.max_differences = max_differences
@@ -111,6 +118,7 @@ class _Verifier:
             transform=job.transform,
             original_metadata=job.original_metadata,
             max_differences=max_differences,
+            shards=(plan.count if plan else job.shards) if self.sharded else None,
         )
         self.saver: StateFile | None = None
         self.save_every = 10.0
@@ -156,7 +164,7 @@ class _Verifier:
             self.diffs.append(difference)
         if order is not None and not self.diffs.total:
             self.diffs.append(order)  # otherwise a consequence of what was found
-        report.differences = self.diffs.items
+        report.differences = [self._attributed(d) for d in self.diffs.items]
         report.differences_total = self.diffs.total
         report.seconds = spent + time.monotonic() - started
         report.events_per_second = (
@@ -165,6 +173,19 @@ class _Verifier:
         if self.saver:
             self.saver.remove()
         return report
+
+    def _shard_of(self, stream: str) -> int | None:
+        return self.plan.shard_of(stream) if self.plan and stream != _ALL else None
+
+    def _count(self, stream: str, n: int = 1) -> None:
+        shard = self._shard_of(stream)
+        if shard is not None and n:
+            by = self.report.differences_by_shard
+            by[shard] = by.get(shard, 0) + n
+
+    def _attributed(self, difference: Difference) -> Difference:
+        shard = self._shard_of(difference.stream)
+        return difference if shard is None else difference.model_copy(update={"shard": shard})
 
     def _discover(self, sample: int | None, seed: int) -> list[str]:
         """The streams to check, in order; with no sample, also the extra target streams."""
@@ -191,6 +212,18 @@ class _Verifier:
             report.notes.append(
                 f"transform {self.job.transform} applied to the source events before comparing"
             )
+        if self.sharded:
+            report.notes.append(
+                f"sharded job ({report.shards} shards): each stream is compared, events in "
+                "order; the order of $all across streams is not, as shards do not keep it"
+                + (
+                    ""
+                    if self.plan
+                    else " (no shard plan is stored yet: differences are not attributed to shards)"
+                )
+            )
+        for difference in self.pending_all.values():
+            self._count(difference.stream)
         return ordered
 
     def _save(self, ordered: list[str], done: int, seconds: float) -> None:
@@ -240,7 +273,9 @@ class _Verifier:
         report.streams_checked += 1
         if check.diffs.total:
             report.streams_differing += 1
-            self.pending_all.pop(check.name, None)  # found already, by the stream's reads
+            if self.pending_all.pop(check.name, None) is not None:  # found by the reads too
+                self._count(check.name, -1)
+            self._count(check.name, check.diffs.total)
         else:
             report.streams_equal += 1
         report.events_compared += check.events_compared
@@ -287,7 +322,7 @@ class _Verifier:
             return [output.event_id for output in outputs]
 
         # Shards keep each stream's order, never the order across shards.
-        ordered = self.job.mode == "ordered" and self.job.shards == 1
+        ordered = self.job.mode == "ordered" and self.job.shards == 1 and not self.sharded
         return AllRecords(copied_ids, ordered)
 
     def _user_streams(
@@ -313,6 +348,7 @@ class _Verifier:
             if name is None or name in expected or name in seen:
                 continue
             seen.add(name)
+            self._count(name)
             self.extras.add(
                 name,
                 DifferenceKind.EXTRA_STREAM,

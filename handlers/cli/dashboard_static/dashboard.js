@@ -80,6 +80,36 @@ function showProgress(p) {
   }));
   $("last-error").hidden = !p.last_error;
   text("last-error", p.last_error ? `last error: ${p.last_error}` : "");
+  showShards(p);
+}
+
+// a sharded job: one row per shard (core/progress.py's ShardProgress)
+function showShards(p) {
+  const shards = p.shards || [];
+  $("shards-section").hidden = shards.length === 0;
+  $("shards").replaceChildren(...shards.map((s) => {
+    const row = document.createElement("tr");
+    row.dataset.shard = String(s.index);
+    const cells = [
+      String(s.index),
+      s.state,
+      s.position === null ? "start of $all" : num(s.position),
+      s.lag_events === null ? "unknown" : (p.lag_events_exact ? "" : "~") + num(s.lag_events),
+      s.copy_rate === null ? "unknown" : `${num(s.copy_rate)} events/s`,
+      s.caught_up ? "caught up" : s.eta_seconds === null ? "unknown" : duration(s.eta_seconds),
+      s.lease ? `held by ${s.lease.owner} until ${when(s.lease.expires_at)}` : "free",
+      s.last_slice_at === null ? "never" : when(s.last_slice_at)
+        + (s.last_error ? ` (failed: ${s.last_error})` : ""),
+      num(s.events_written),
+    ];
+    for (const [i, value] of cells.entries()) {
+      const cell = document.createElement("td");
+      cell.textContent = value;
+      if (i === 1) cell.className = "state-cell";
+      row.appendChild(cell);
+    }
+    return row;
+  }));
 }
 
 function el(name, attributes) {
@@ -116,12 +146,17 @@ function chart(svg, points, colour, { line = null, unit = "" } = {}) {
     svg.appendChild(el("line", { x1: PAD.left, y1: y(line), x2: W - PAD.right, y2: y(line),
       stroke: COLOURS.head, "stroke-dasharray": "6 4", class: "head" }));
   }
-  if (good.length) {
+  // one line per series: a sharded job's shards each have their own (p.s, the shard's key)
+  const series = new Map();
+  for (const p of good) series.set(p.s ?? "", [...(series.get(p.s ?? "") || []), p]);
+  for (const line of series.values()) {
     svg.appendChild(el("polyline", {
-      points: good.map((p) => `${x(p.t).toFixed(1)},${y(p.v).toFixed(1)}`).join(" "),
+      points: line.map((p) => `${x(p.t).toFixed(1)},${y(p.v).toFixed(1)}`).join(" "),
       fill: "none", stroke: colour, "stroke-width": 3, "stroke-linejoin": "round",
       class: "series",
     }));
+  }
+  if (good.length) {
     for (const p of good) {
       svg.appendChild(el("circle", { cx: x(p.t), cy: y(p.v), r: 3, fill: colour, class: "point" }));
     }
@@ -137,20 +172,22 @@ function showHistory(history, progress) {
   const t = (h) => Date.parse(h.finished_at);
   chart($("chart-position"), oldestFirst.map((h) => ({
     t: t(h), v: h.to_position ? h.to_position.commit : null, failed: Boolean(h.error),
+    s: h.job_id,
   })), COLOURS.position, { line: progress ? progress.head_position : null });
   // the lag the slice measured when it ended (none for failed slices and older records)
   chart($("chart-lag"), oldestFirst.map((h) => ({
-    t: t(h), v: h.lag_bytes ?? null, failed: Boolean(h.error),
+    t: t(h), v: h.lag_bytes ?? null, failed: Boolean(h.error), s: h.job_id,
   })), COLOURS.lag);
   chart($("chart-rate"), oldestFirst.map((h) => {
     const seconds = (Date.parse(h.finished_at) - Date.parse(h.started_at)) / 1000;
     return { t: t(h), v: h.error || seconds <= 0 ? null : h.events_read / seconds,
-             failed: Boolean(h.error) };
+             failed: Boolean(h.error), s: h.job_id };
   }), COLOURS.rate, { unit: "/s" });
   const failed = history.filter((h) => h.error).slice(0, 10);
   $("failures").replaceChildren(...failed.map((h) => {
     const row = document.createElement("tr");
-    for (const [value, cls] of [[when(h.finished_at), ""], [h.owner, ""], [h.error, "error-text"]]) {
+    const relay = h.job_id === (progress && progress.job_id) ? h.owner : `${h.owner} (${h.job_id})`;
+    for (const [value, cls] of [[when(h.finished_at), ""], [relay, ""], [h.error, "error-text"]]) {
       const cell = document.createElement("td");
       cell.textContent = value;
       if (cls) cell.className = cls;

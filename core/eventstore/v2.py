@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import grpc
 from google.protobuf import empty_pb2, struct_pb2
 
+import core.eventstore.internals as internals
 from core.model import is_schema_name
 from core.protocol import serverfeatures_pb2_grpc
 from core.protocol.google.rpc import status_pb2
@@ -39,6 +40,7 @@ from core.protocol.kurrentdb.protocol.v2.streams import (
 SERVICE_NAME = "kurrentdb.protocol.v2.streams.streamsservice"  # as GetSupportedMethods lists it
 METHOD_NAME = "appendsession"
 RECORDS_METHOD_NAME = "appendrecords"  # 26.1
+APPEND_SESSION_METHOD = "/kurrentdb.protocol.v2.streams.StreamsService/AppendSession"
 # ConsistencyViolation.StreamStateViolation.actual_state sentinels (errors.proto).
 STATE_NO_STREAM, STATE_DELETED, STATE_TOMBSTONED = -1, -5, -6
 JSON_CONTENT_TYPE = "application/json"
@@ -268,6 +270,7 @@ class Client:
         credentials: grpc.CallCredentials | None,
         metadata: tuple[tuple[str, str], ...],
     ) -> None:
+        self._channel = channel
         self._streams = streams_pb2_grpc.StreamsServiceStub(channel)
         self._features = serverfeatures_pb2_grpc.ServerFeaturesStub(channel)
         self._credentials = credentials
@@ -292,12 +295,17 @@ class Client:
     def append_session(
         self, messages: list[streams_pb2.AppendRequest], timeout: float
     ) -> streams_pb2.AppendSessionResponse:
-        return self._streams.AppendSession(
-            iter(messages),
+        """One AppendSession call, its messages sent on this thread (grpcio's own call starts
+        a thread per call and switches threads twice a message: internals)."""
+        answer = internals.stream_unary_on_calling_thread(
+            self._channel,
+            APPEND_SESSION_METHOD,
+            [message.SerializeToString() for message in messages],
             timeout=timeout,
             metadata=(*self._metadata, ("requires-leader", "true")),
             credentials=self._credentials,
         )
+        return streams_pb2.AppendSessionResponse.FromString(answer)
 
     def append_records(
         self, request: streams_pb2.AppendRecordsRequest, timeout: float

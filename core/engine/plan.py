@@ -125,8 +125,10 @@ class SliceIndex:
     id search needs all of it, so it waits for the whole read."""
 
     def __init__(self) -> None:
-        # (position, revision) of each planned event: an Origin is made only when asked for.
-        self.origins: dict[tuple[str, uuid.UUID], tuple[int, int]] = {}
+        # (position, revision) of each planned event by (stream, the event id's integer: a
+        # UUID hashes through a Python method, an int does not): an Origin is made only
+        # when asked for.
+        self.origins: dict[tuple[str, int], tuple[int, int]] = {}
         self.events_per_stream: Counter[str] = Counter()
         self.first_revision: dict[str, int] = {}
         self._complete = threading.Event()
@@ -152,12 +154,12 @@ class SliceIndex:
                 continue
             origin = (source.commit_position, source.revision)
             for e in events:
-                origins[(stream, e.event_id)] = origin
+                origins[(stream, e.event_id.int)] = origin
 
     def origin(self, stream: str, event_id: uuid.UUID) -> Origin | None:
         """Where in this slice the target event `event_id` of `stream` (or of a `$$` metadata
         stream) comes from, if the slice has read it yet."""
-        found = self.origins.get((stream, event_id))
+        found = self.origins.get((stream, event_id.int))
         return Origin(*found) if found is not None else None
 
     def finish(self, ok: bool) -> None:

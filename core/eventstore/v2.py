@@ -97,7 +97,7 @@ def event_problem(event: EventLike) -> str | None:
         )
     if not event.metadata:
         return None
-    value = _metadata_object(event.metadata)
+    value = _event_object(event)
     if value is None:
         # Parsed again only here, on the rare refusal, to say why.
         if _holds_inexact_number(event.metadata):
@@ -137,16 +137,28 @@ def _holds_inexact_number(metadata: bytes) -> bool:
 
 
 def _has_inexact_number(value: object) -> bool:
-    if isinstance(value, bool):
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
         return False
-    if isinstance(value, int):
-        return abs(value) > 2**53
+    if kind is int:
+        return abs(value) > 2**53  # type: ignore[arg-type]
+    if kind is float:
+        return not math.isfinite(value)  # type: ignore[arg-type]  # (NaN, Infinity: not JSON)
+    if kind is dict:
+        return _any_inexact(value.values())  # type: ignore[attr-defined]
+    if kind is list:
+        return _any_inexact(value)  # type: ignore[arg-type]
+    if isinstance(value, int):  # subclasses, as before (json.loads makes none)
+        return not isinstance(value, bool) and abs(value) > 2**53
     if isinstance(value, float):
-        return not math.isfinite(value)  # json.loads takes NaN and Infinity; JSON has neither
-    if isinstance(value, dict):
-        return any(_has_inexact_number(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_inexact_number(v) for v in value)
+        return not math.isfinite(value)
+    return False
+
+
+def _any_inexact(values: Iterable[object]) -> bool:
+    for item in values:  # noqa: SIM110 (a loop: no generator per call, this runs per event)
+        if type(item) is not str and _has_inexact_number(item):  # strings: the common case
+            return True
     return False
 
 
@@ -159,11 +171,22 @@ def _metadata_object(metadata: bytes) -> dict[str, object] | None:
         value = json.loads(metadata.decode("utf-8"))  # (json.loads would take UTF-16 too)
     except (ValueError, UnicodeDecodeError):
         return None
-    if not isinstance(value, dict) or any(not key for key in value):
-        return None
-    if _has_inexact_number(value):
-        return None
-    return value
+    return value if isinstance(value, dict) and _carried(value) else None
+
+
+def _carried(value: dict[str, object]) -> bool:
+    """Can properties carry this JSON object as it is? No empty key (the server refuses one),
+    no number a double would change."""
+    return "" not in value and not _any_inexact(value.values())
+
+
+def _event_object(event: EventLike) -> dict[str, object] | None:
+    """`_metadata_object` of the event's metadata, from the object the planner parsed it into
+    when it did (core/rules.py: `OutEvent.parsed`), else parsed here."""
+    parsed = getattr(event, "parsed", None)
+    if parsed is None or not event.metadata:
+        return _metadata_object(event.metadata)
+    return parsed if _carried(parsed) else None
 
 
 def _properties(metadata: bytes) -> struct_pb2.Struct | None:
@@ -187,7 +210,7 @@ def add_record(records: Any, event: EventLike, stream: str | None = None) -> Non
     """Add the v2 record of an event to a message's repeated `records` field, built in place
     (a tenth of the CPU of building a record and copying it in); ValueError, saying why, if
     the v2 API cannot carry the event (nothing is added then)."""
-    value = _metadata_object(event.metadata) if _is_schema_name(event.type) else None
+    value = _event_object(event) if _is_schema_name(event.type) else None
     if value is None or _schema_keys_changed(value, event):
         raise ValueError(event_problem(event))
     message = records.add()

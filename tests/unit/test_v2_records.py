@@ -5,14 +5,17 @@ carries each record's stream and a check per stream."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 from google.protobuf import struct_pb2
 
 import core.eventstore.v2 as v2
-from core.model import OutEvent
+from core import rules
+from core.model import Event, OutEvent
 from core.protocol.kurrentdb.protocol.v2.streams import shared_pb2, streams_pb2
 
 METADATA = [
@@ -63,3 +66,67 @@ def test_records_request_names_each_record_s_stream_and_checks_each_stream():
     ]
     with pytest.raises(ValueError, match="not empty or a JSON object"):
         v2.records_request([("s1", OutEvent(uuid.uuid4(), "T", "x", b"", b"[1]"))], [])
+
+
+ODD_METADATA = [
+    *METADATA,
+    b"   ",
+    b"\x00\xffbinary-metadata",
+    b"[1, 2]",
+    b'"a string"',
+    '{"u": "utf-16"}'.encode("utf-16"),
+    b'\xef\xbb\xbf{"bom": 1}',
+    b'{"n": NaN}',
+    b'{"big": 9007199254740993}',
+    b'{"big": -9007199254740993, "ok": 9007199254740992}',
+    b'{"inf": Infinity}',
+    b'{"nested": {"deep": [1, {"x": 1e400}]}}',
+    b'{"$schema.name": "Other"}',
+    b'{"": 1}',
+    b'{"dup": 1, "dup": "second"}',
+    b'{"$originalPosition": 5}',
+    '{"ünï": "cödé", "emoji": "\U0001f600"}'.encode(),
+    b'{"b": true, "f": false, "z": null, "x": 0.1}',
+]
+
+
+def _source(metadata: bytes, created: datetime | None) -> Event:
+    return Event("orders-1", 3, uuid.uuid4(), "T", "application/json", b"{}", metadata, created,
+                 9_876, 9_876)  # fmt: skip
+
+
+@pytest.mark.parametrize("created", [None, datetime(2026, 12, 7, 10, 0, 0, 123456, tzinfo=UTC)])
+@pytest.mark.parametrize("metadata", ODD_METADATA)
+def test_the_planners_parsed_metadata_builds_the_same_record(metadata: bytes, created):
+    """What the planner parsed (OutEvent.parsed) is the object the metadata holds, and the v2
+    builder makes the same decision and the same record from it as from the bytes."""
+    planned = rules.out_event(_source(metadata, created), with_original=True)
+    if planned.parsed is not None:
+        assert json.dumps(planned.parsed) == json.dumps(json.loads(planned.metadata))
+    unparsed = dataclasses.replace(planned, parsed=None)
+    assert planned == unparsed
+    assert v2.event_problem(planned) == v2.event_problem(unparsed)
+    if v2.event_problem(planned) is None:
+        assert v2.record(planned) == v2.record(unparsed)
+    else:
+        with pytest.raises(ValueError):
+            v2.record(planned)
+
+
+def test_a_copied_events_metadata_is_parsed_once_on_its_way_out(monkeypatch):
+    """The planner parses the metadata (to insert the `$original*` keys); the batching's v2
+    check and the record builder use what it found instead of parsing it twice again."""
+    planned = rules.out_event(_source(b'{"correlationId": "c-1"}', None), with_original=True)
+    parses: list[bytes] = []
+    loads = json.loads
+
+    def counting(text, *args, **kwargs):
+        parses.append(text)
+        return loads(text, *args, **kwargs)
+
+    monkeypatch.setattr(v2.json, "loads", counting)
+    assert v2.event_problem(planned) is None
+    record = v2.record(planned, "orders-1")
+    assert parses == []
+    assert record.properties["correlationId"].string_value == "c-1"
+    assert record.properties[rules.ORIGINAL_POSITION].number_value == 9_876

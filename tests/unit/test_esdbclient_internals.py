@@ -91,7 +91,9 @@ def test_a_stream_unary_call_on_the_calling_thread_sends_every_message_and_raise
 
     def message(stream: str, expected: int) -> bytes:
         request = streams_pb2.AppendRequest(stream=stream, expected_revision=expected)
-        v2.add_record(request.records, OutEvent(uuid.uuid4(), "T", "application/json", b"{}", b""))
+        request.records.append(
+            v2.record(OutEvent(uuid.uuid4(), "T", "application/json", b"{}", b""))
+        )
         return request.SerializeToString()
 
     with Emulator() as db:

@@ -29,12 +29,13 @@ _FRAME = re.compile(r" \((?:.*/)?([^/]+)\.py:\d+\)")
 # (part, path fragments of its modules); the first part whose fragment a frame's path holds.
 PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("start-up (imports)", ("<frozen importlib",)),
-    ("gRPC (channel, calls, threads)", ("grpc/",)),
+    ("gRPC (channel, calls, threads)", ("grpc/", "core/eventstore/internals.py")),
     ("read: decode `$all` records", ("esdbclient/", "core/eventstore/client.py",
                                      "core/eventstore/reads.py", "core/engine/reader.py")),
     ("plan: rules, provenance metadata", ("core/engine/plan.py", "core/rules.py",
                                           "core/scavenge.py", "core/model.py")),
-    ("append requests (v2 records)", ("core/eventstore/v2.py", "core/eventstore/multi.py")),
+    ("append requests (v2 records)", ("core/eventstore/v2.py", "core/eventstore/v2_wire.py",
+                                      "core/eventstore/multi.py")),
     ("engine: batching, writers, watermark", ("core/engine/",)),
     ("checkpoint store, retries, other", ("core/", "tenacity", "sqlite")),
 )  # fmt: skip

@@ -37,9 +37,13 @@ class Op:
     size: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.stream = self.source.stream
-        self.position = self.source.commit_position
-        self.size = sum(e.size for e in self.events) if self.events else 0
+        source = self.source
+        self.stream = source.stream
+        self.position = source.commit_position
+        size = 0
+        for event in self.events:  # (a loop: no generator per op)
+            size += event.size
+        self.size = size
 
 
 class EventOp(Op):
@@ -75,12 +79,24 @@ class Planner:
         self, job: JobConfig, source: EventStore, transform: rules.Transform | None
     ) -> None:
         self.filters = job.filters
+        matcher = job.filters.matcher
+        # No stream or event-type filter: every record is what rules.classify makes it.
+        self.filtered = any(
+            (
+                matcher.include_streams,
+                matcher.exclude_streams,
+                matcher.include_prefixes,
+                matcher.exclude_prefixes,
+                matcher.include_types,
+                matcher.exclude_types,
+            )
+        )
         self.with_original = job.original_metadata
         self.transform = transform
         self.scavenge = ScavengeFilter(source) if job.filters.scavenge else None
 
     def plan(self, event: Event) -> Op:
-        kind = rules.copied_kind(self.filters, event)
+        kind = rules.copied_kind(self.filters, event) if self.filtered else rules.classify(event)
         if kind is rules.Kind.TOMBSTONE:
             return TombstoneOp(event)
         if kind is rules.Kind.METADATA:

@@ -4,8 +4,8 @@ is not a project dependency: install it in a throwaway venv (`python -m venv /tm
 /tmp/spy/bin/pip install py-spy`) and pass `--py-spy /tmp/spy/bin/py-spy`.
 
     python -m bench.profile_relay --py-spy PATH [--mode partitioned --partitions 64]
-        [--latency-ms 5] [--shape random] [--events 20000] [--streams 2000] [--seconds 60]
-        [--parts] [--raw FILE]
+        [--no-multi-append] [--server-version 26.1] [--latency-ms 5] [--shape random]
+        [--events 20000] [--streams 2000] [--seconds 60] [--rate 100] [--parts] [--raw FILE]
 
 `--parts` adds where the time goes by part of the relay (`parts`): each sample goes to the
 innermost frame of a module the table names, so a JSON parse counts for whoever asked for it.
@@ -29,12 +29,13 @@ _FRAME = re.compile(r" \((?:.*/)?([^/]+)\.py:\d+\)")
 # (part, path fragments of its modules); the first part whose fragment a frame's path holds.
 PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("start-up (imports)", ("<frozen importlib",)),
-    ("gRPC (channel, calls, threads)", ("grpc/",)),
+    ("gRPC (channel, calls, threads)", ("grpc/", "core/eventstore/internals.py")),
     ("read: decode `$all` records", ("esdbclient/", "core/eventstore/client.py",
                                      "core/eventstore/reads.py", "core/engine/reader.py")),
     ("plan: rules, provenance metadata", ("core/engine/plan.py", "core/rules.py",
                                           "core/scavenge.py", "core/model.py")),
-    ("append requests (v2 records)", ("core/eventstore/v2.py", "core/eventstore/multi.py")),
+    ("append requests (v2 records)", ("core/eventstore/v2.py", "core/eventstore/v2_wire.py",
+                                      "core/eventstore/multi.py")),
     ("engine: batching, writers, watermark", ("core/engine/",)),
     ("checkpoint store, retries, other", ("core/", "tenacity", "sqlite")),
 )  # fmt: skip
@@ -81,12 +82,22 @@ def main() -> None:
     parser.add_argument("--py-spy", required=True, help="path to a py-spy executable")
     parser.add_argument("--mode", default="partitioned", choices=("ordered", "partitioned"))
     parser.add_argument("--partitions", type=int, default=64)
+    parser.add_argument(
+        "--no-multi-append",
+        dest="multi_append",
+        action="store_false",
+        help="the target offers no multi-stream append (by default it offers 25.1's)",
+    )
+    parser.add_argument(
+        "--server-version", help="the target emulator's KurrentDB version (26.1: AppendRecords)"
+    )
     parser.add_argument("--latency-ms", type=float, default=5.0)
     parser.add_argument("--shape", default="random", choices=("random", "realistic"))
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--streams", type=int, default=2_000)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--rate", type=int, default=100, help="py-spy's samples per second")
     parser.add_argument(
         "--wall", action="store_true", help="sample every thread, waiting or not (wall time)"
     )
@@ -96,16 +107,27 @@ def main() -> None:
     args = parser.parse_args()
     workload = BenchWorkload(shape=args.shape, events=args.events, streams=args.streams)
     partitions = args.partitions if args.mode == "partitioned" else 1
-    strategy = Strategy("profiled", "relay", mode=args.mode, partitions=partitions)
+    strategy = Strategy(
+        "profiled",
+        "relay",
+        mode=args.mode,
+        partitions=partitions,
+        multi_append=args.multi_append,
+        target_version=args.server_version,
+    )
     with (
         served_emulator(workload) as source,
-        served_emulator(latency_ms=args.latency_ms) as target,
+        served_emulator(
+            latency_ms=args.latency_ms,
+            multi_append=args.multi_append,
+            server_version=args.server_version,
+        ) as target,
         tempfile.TemporaryDirectory(prefix="relay-profile-") as tmp,
     ):
         config = relay_job(source, target, strategy, Path(tmp))
         raw = args.raw or Path(tmp) / "samples.txt"
         runner = ["-m", "bench.relay_runner", "--config", str(config)]
-        spy = [args.py_spy, "record", "--format", "raw", "--rate", "100"]
+        spy = [args.py_spy, "record", "--format", "raw", "--rate", str(args.rate)]
         spy += [] if args.wall else ["--gil"]
         subprocess.run(
             [

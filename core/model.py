@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
@@ -55,7 +55,10 @@ class OutEvent:
     """An event to append: ids, types, payloads and content types kept byte for byte.
 
     `plain` is the user's metadata when the relay inserted its provenance keys into it
-    (core/rules.py), None when `metadata` is the user's own bytes."""
+    (core/rules.py), None when `metadata` is the user's own bytes. `parsed` is the JSON
+    object `metadata` holds, when the planner parsed it on the way (core/rules.py), so the v2
+    request builder does not parse it again (core/eventstore/v2.py); None when not known. It
+    is never changed after."""
 
     event_id: UUID
     type: str
@@ -63,6 +66,7 @@ class OutEvent:
     data: bytes
     metadata: bytes
     plain: bytes | None = None
+    parsed: dict[str, object] | None = field(default=None, compare=False, repr=False)
 
     @property
     def size(self) -> int:

@@ -64,16 +64,24 @@ def copied_kind(filters: FilterConfig, event: Event) -> Kind:
 PROVENANCE_KEYS = (ORIGINAL_REVISION, ORIGINAL_POSITION, ORIGINAL_CREATED)
 
 
-def _provenance(event: Event) -> bytes:
+def _provenance(event: Event) -> tuple[bytes, dict[str, object]]:
     """The relay's keys as JSON members, byte for byte what `json.dumps` gives for them
     (compact separators, the keys in this order): integers, and an ISO 8601 instant (ASCII,
-    nothing to escape) or null. Formatted directly: this runs once per copied event."""
-    created = f'"{event.created.isoformat()}"' if event.created else "null"
-    return (
-        f'"{ORIGINAL_REVISION}":{int(event.revision)},'
-        f'"{ORIGINAL_POSITION}":{int(event.commit_position)},'
-        f'"{ORIGINAL_CREATED}":{created}'
+    nothing to escape) or null; and the same keys as the values JSON gives them back.
+    Formatted directly: this runs once per copied event."""
+    revision, position = int(event.revision), int(event.commit_position)
+    created = event.created.isoformat() if event.created else None
+    text = f'"{created}"' if created is not None else "null"
+    members = (
+        f'"{ORIGINAL_REVISION}":{revision},'
+        f'"{ORIGINAL_POSITION}":{position},'
+        f'"{ORIGINAL_CREATED}":{text}'
     ).encode()
+    return members, {
+        ORIGINAL_REVISION: revision,
+        ORIGINAL_POSITION: position,
+        ORIGINAL_CREATED: created,
+    }
 
 
 def json_object(metadata: bytes) -> dict[str, object] | None:
@@ -91,14 +99,25 @@ def add_original_metadata(metadata: bytes, event: Event) -> bytes:
     them. Unchanged when the metadata is not a JSON object (whitespace alone included), or
     already holds an `$original*` key: those describe the event's origin (data migrated
     before), and a mix of the user's keys and the relay's would describe two origins."""
+    return _with_original(metadata, event)[0]
+
+
+def _with_original(metadata: bytes, event: Event) -> tuple[bytes, dict[str, object] | None]:
+    """`add_original_metadata`, and the JSON object the result holds when it was parsed on the
+    way (None when the metadata is not a JSON object): what `json.loads` gives for the result,
+    since the inserted keys are not among the user's and go last."""
     if not metadata:
-        return b"{" + _provenance(event) + b"}"
+        members, keys = _provenance(event)
+        return b"{" + members + b"}", keys
     existing = json_object(metadata)
-    if existing is None or not existing.keys().isdisjoint(PROVENANCE_KEYS):
-        return metadata
+    if existing is None:
+        return metadata, None
+    if not existing.keys().isdisjoint(PROVENANCE_KEYS):
+        return metadata, existing
     end = metadata.rindex(b"}")
     separator = b"," if existing else b""
-    return metadata[:end] + separator + _provenance(event) + metadata[end:]
+    members, keys = _provenance(event)
+    return metadata[:end] + separator + members + metadata[end:], existing | keys
 
 
 def read_original_position(metadata: bytes) -> int | None:
@@ -123,9 +142,11 @@ def _metadata_value(metadata: bytes, key: str) -> object:
 def out_event(event: Event, *, with_original: bool) -> OutEvent:
     if not with_original:
         return OutEvent(event.event_id, event.type, event.content_type, event.data, event.metadata)
-    metadata = add_original_metadata(event.metadata, event)
-    plain = None if metadata == event.metadata else event.metadata
-    return OutEvent(event.event_id, event.type, event.content_type, event.data, metadata, plain)
+    metadata, parsed = _with_original(event.metadata, event)
+    plain = None if metadata is event.metadata else event.metadata
+    return OutEvent(
+        event.event_id, event.type, event.content_type, event.data, metadata, plain, parsed
+    )
 
 
 def dead_letter_stream(job_id: str) -> str:

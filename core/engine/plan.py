@@ -37,9 +37,13 @@ class Op:
     size: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.stream = self.source.stream
-        self.position = self.source.commit_position
-        self.size = sum(e.size for e in self.events) if self.events else 0
+        source = self.source
+        self.stream = source.stream
+        self.position = source.commit_position
+        size = 0
+        for event in self.events:  # (a loop: no generator per op)
+            size += event.size
+        self.size = size
 
 
 class EventOp(Op):
@@ -75,12 +79,24 @@ class Planner:
         self, job: JobConfig, source: EventStore, transform: rules.Transform | None
     ) -> None:
         self.filters = job.filters
+        matcher = job.filters.matcher
+        # No stream or event-type filter: every record is what rules.classify makes it.
+        self.filtered = any(
+            (
+                matcher.include_streams,
+                matcher.exclude_streams,
+                matcher.include_prefixes,
+                matcher.exclude_prefixes,
+                matcher.include_types,
+                matcher.exclude_types,
+            )
+        )
         self.with_original = job.original_metadata
         self.transform = transform
         self.scavenge = ScavengeFilter(source) if job.filters.scavenge else None
 
     def plan(self, event: Event) -> Op:
-        kind = rules.copied_kind(self.filters, event)
+        kind = rules.copied_kind(self.filters, event) if self.filtered else rules.classify(event)
         if kind is rules.Kind.TOMBSTONE:
             return TombstoneOp(event)
         if kind is rules.Kind.METADATA:
@@ -125,8 +141,10 @@ class SliceIndex:
     id search needs all of it, so it waits for the whole read."""
 
     def __init__(self) -> None:
-        # (position, revision) of each planned event: an Origin is made only when asked for.
-        self.origins: dict[tuple[str, uuid.UUID], tuple[int, int]] = {}
+        # (position, revision) of each planned event by (stream, the event id's integer: a
+        # UUID hashes through a Python method, an int does not): an Origin is made only
+        # when asked for.
+        self.origins: dict[tuple[str, int], tuple[int, int]] = {}
         self.events_per_stream: Counter[str] = Counter()
         self.first_revision: dict[str, int] = {}
         self._complete = threading.Event()
@@ -152,12 +170,12 @@ class SliceIndex:
                 continue
             origin = (source.commit_position, source.revision)
             for e in events:
-                origins[(stream, e.event_id)] = origin
+                origins[(stream, e.event_id.int)] = origin
 
     def origin(self, stream: str, event_id: uuid.UUID) -> Origin | None:
         """Where in this slice the target event `event_id` of `stream` (or of a `$$` metadata
         stream) comes from, if the slice has read it yet."""
-        found = self.origins.get((stream, event_id))
+        found = self.origins.get((stream, event_id.int))
         return Origin(*found) if found is not None else None
 
     def finish(self, ok: bool) -> None:

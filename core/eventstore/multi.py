@@ -92,7 +92,7 @@ def _record_streams_problem(
 class PreparedRecords:
     """An AppendRecords request, built, and what it does (for messages)."""
 
-    request: streams_pb2.AppendRecordsRequest
+    request: bytes  # serialized (core/eventstore/v2_wire.py)
     action: str
 
 
@@ -196,7 +196,11 @@ class MultiAppender:
                     self._client.reconnect(f"{found.leader[0]}:{found.leader[1]}")
                 if found.kind == "unimplemented":
                     self._forget_method(v2.METHOD_NAME)
-                size = sum(v2.record_size(r) for m in messages for r in m.records)
+                size = sum(
+                    v2.record_size(r)
+                    for m in messages
+                    for r in streams_pb2.AppendRequest.FromString(m).records
+                )
                 raise self._v2_error(found, e, action, size) from None
 
         return self._call(action, attempt)
@@ -287,7 +291,8 @@ class MultiAppender:
             self._client.reconnect(f"{found.leader[0]}:{found.leader[1]}")
         if found.kind == "unimplemented":
             self._forget_method(v2.RECORDS_METHOD_NAME)
-        size = sum(v2.record_size(r) for r in prepared.request.records)
+        records = streams_pb2.AppendRecordsRequest.FromString(prepared.request).records
+        size = sum(v2.record_size(r) for r in records)
         return self._v2_error(found, error, prepared.action, size)
 
     def _may_follow_leader(self) -> bool:

@@ -20,11 +20,13 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import grpc
 from google.protobuf import empty_pb2, struct_pb2
 
+import core.eventstore.internals as internals
+import core.eventstore.v2_wire as wire
 from core.model import is_schema_name
 from core.protocol import serverfeatures_pb2_grpc
 from core.protocol.google.rpc import status_pb2
@@ -33,12 +35,13 @@ from core.protocol.kurrentdb.protocol.v2.streams import (
     errors_pb2,
     shared_pb2,
     streams_pb2,
-    streams_pb2_grpc,
 )
 
 SERVICE_NAME = "kurrentdb.protocol.v2.streams.streamsservice"  # as GetSupportedMethods lists it
 METHOD_NAME = "appendsession"
 RECORDS_METHOD_NAME = "appendrecords"  # 26.1
+APPEND_SESSION_METHOD = "/kurrentdb.protocol.v2.streams.StreamsService/AppendSession"
+APPEND_RECORDS_METHOD = "/kurrentdb.protocol.v2.streams.StreamsService/AppendRecords"
 # ConsistencyViolation.StreamStateViolation.actual_state sentinels (errors.proto).
 STATE_NO_STREAM, STATE_DELETED, STATE_TOMBSTONED = -1, -5, -6
 JSON_CONTENT_TYPE = "application/json"
@@ -95,7 +98,7 @@ def event_problem(event: EventLike) -> str | None:
         )
     if not event.metadata:
         return None
-    value = _metadata_object(event.metadata)
+    value = _event_object(event)
     if value is None:
         # Parsed again only here, on the rare refusal, to say why.
         if _holds_inexact_number(event.metadata):
@@ -135,16 +138,28 @@ def _holds_inexact_number(metadata: bytes) -> bool:
 
 
 def _has_inexact_number(value: object) -> bool:
-    if isinstance(value, bool):
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
         return False
-    if isinstance(value, int):
-        return abs(value) > 2**53
+    if kind is int:
+        return abs(value) > 2**53  # type: ignore[arg-type]
+    if kind is float:
+        return not math.isfinite(value)  # type: ignore[arg-type]  # (NaN, Infinity: not JSON)
+    if kind is dict:
+        return _any_inexact(value.values())  # type: ignore[attr-defined]
+    if kind is list:
+        return _any_inexact(value)  # type: ignore[arg-type]
+    if isinstance(value, int):  # subclasses, as before (json.loads makes none)
+        return not isinstance(value, bool) and abs(value) > 2**53
     if isinstance(value, float):
-        return not math.isfinite(value)  # json.loads takes NaN and Infinity; JSON has neither
-    if isinstance(value, dict):
-        return any(_has_inexact_number(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_inexact_number(v) for v in value)
+        return not math.isfinite(value)
+    return False
+
+
+def _any_inexact(values: Iterable[object]) -> bool:
+    for item in values:  # noqa: SIM110 (a loop: no generator per call, this runs per event)
+        if type(item) is not str and _has_inexact_number(item):  # strings: the common case
+            return True
     return False
 
 
@@ -157,11 +172,22 @@ def _metadata_object(metadata: bytes) -> dict[str, object] | None:
         value = json.loads(metadata.decode("utf-8"))  # (json.loads would take UTF-16 too)
     except (ValueError, UnicodeDecodeError):
         return None
-    if not isinstance(value, dict) or any(not key for key in value):
-        return None
-    if _has_inexact_number(value):
-        return None
-    return value
+    return value if isinstance(value, dict) and _carried(value) else None
+
+
+def _carried(value: dict[str, object]) -> bool:
+    """Can properties carry this JSON object as it is? No empty key (the server refuses one),
+    no number a double would change."""
+    return "" not in value and not _any_inexact(value.values())
+
+
+def _event_object(event: EventLike) -> dict[str, object] | None:
+    """`_metadata_object` of the event's metadata, from the object the planner parsed it into
+    when it did (core/rules.py: `OutEvent.parsed`), else parsed here."""
+    parsed = getattr(event, "parsed", None)
+    if parsed is None or not event.metadata:
+        return _metadata_object(event.metadata)
+    return parsed if _carried(parsed) else None
 
 
 def _properties(metadata: bytes) -> struct_pb2.Struct | None:
@@ -176,46 +202,32 @@ def _properties(metadata: bytes) -> struct_pb2.Struct | None:
 def record(event: EventLike, stream: str | None = None) -> streams_pb2.AppendRecord:
     """The v2 record of an event (ValueError, saying why, if the v2 API cannot carry it);
     `stream` names its stream (AppendRecords; AppendSession names it in the request)."""
-    holder = streams_pb2.AppendRequest()
-    add_record(holder.records, event, stream)
-    return holder.records[0]
+    return streams_pb2.AppendRecord.FromString(record_bytes(event, stream))
 
 
-def add_record(records: Any, event: EventLike, stream: str | None = None) -> None:
-    """Add the v2 record of an event to a message's repeated `records` field, built in place
-    (a tenth of the CPU of building a record and copying it in); ValueError, saying why, if
-    the v2 API cannot carry the event (nothing is added then)."""
-    value = _metadata_object(event.metadata) if _is_schema_name(event.type) else None
+def record_bytes(event: EventLike, stream: str | None = None) -> bytes:
+    """The v2 record of an event as its wire bytes (core/eventstore/v2_wire.py); ValueError,
+    saying why, if the v2 API cannot carry the event."""
+    return b"".join(_record(event, stream))
+
+
+def _record(event: EventLike, stream: str | None = None) -> wire.Record:
+    value = _event_object(event) if _is_schema_name(event.type) else None
     if value is None or _schema_keys_changed(value, event):
         raise ValueError(event_problem(event))
-    message = records.add()
-    message.record_id = str(event.event_id)
-    if value:
-        _set_properties(message.properties, value)
-    schema = message.schema
-    is_json = event.content_type == JSON_CONTENT_TYPE
-    schema.format = shared_pb2.SCHEMA_FORMAT_JSON if is_json else shared_pb2.SCHEMA_FORMAT_BYTES
-    schema.name = event.type
-    message.data = event.data
-    if stream is not None:
-        message.stream = stream
+    return wire.record(
+        str(event.event_id),
+        wire.properties(value) if value else b"",
+        _schema(event.content_type == JSON_CONTENT_TYPE, event.type),
+        event.data,
+        stream,
+    )
 
 
-def _set_properties(properties: Any, value: dict[str, object]) -> None:
-    """JSON values onto protobuf Values one to one (as Struct.update / ParseDict)."""
-    for key, item in value.items():
-        if isinstance(item, str):
-            properties[key].string_value = item
-        elif isinstance(item, bool):
-            properties[key].bool_value = item
-        elif isinstance(item, int | float):
-            properties[key].number_value = item
-        elif item is None:
-            properties[key].null_value = struct_pb2.NULL_VALUE
-        else:  # an object or an array
-            nested = struct_pb2.Struct()
-            nested.update({key: item})
-            properties[key].CopyFrom(nested.fields[key])
+@functools.lru_cache(maxsize=4096)  # (format, type) pairs repeat
+def _schema(is_json: bool, name: str) -> bytes:
+    number = shared_pb2.SCHEMA_FORMAT_JSON if is_json else shared_pb2.SCHEMA_FORMAT_BYTES
+    return wire.schema(number, name)
 
 
 # Event types repeat: each is checked once.
@@ -232,31 +244,20 @@ def record_size(message: streams_pb2.AppendRecord) -> int:
     return len(message.data) + properties.ByteSize() + len(message.schema.name.encode())
 
 
-def requests(
-    appends: Iterable[tuple[str, int, Sequence[EventLike]]],
-) -> list[streams_pb2.AppendRequest]:
-    messages = []
-    for stream, expected, events in appends:
-        message = streams_pb2.AppendRequest(stream=stream, expected_revision=expected)
-        for event in events:
-            add_record(message.records, event)
-        messages.append(message)
-    return messages
+def requests(appends: Iterable[tuple[str, int, Sequence[EventLike]]]) -> list[bytes]:
+    """The AppendSession messages, serialized: one per (stream, expected revision, events)."""
+    return [
+        wire.append_request(stream, expected, [_record(event) for event in events])
+        for stream, expected, events in appends
+    ]
 
 
 def records_request(
     records: Iterable[tuple[str, EventLike]], checks: Iterable[tuple[str, int]]
-) -> streams_pb2.AppendRecordsRequest:
-    """One AppendRecords request: the records in the order given (the order they take in
-    `$all`), and a stream state check per (stream, expected revision or NO_STREAM)."""
-    request = streams_pb2.AppendRecordsRequest()
-    for stream, event in records:
-        add_record(request.records, event, stream)
-    for stream, expected in checks:
-        state = request.checks.add().stream_state
-        state.stream = stream
-        state.expected_state = expected
-    return request
+) -> bytes:
+    """One AppendRecords request, serialized: the records in the order given (the order they
+    take in `$all`), and a stream state check per (stream, expected revision or NO_STREAM)."""
+    return wire.records_request([_record(event, stream) for stream, event in records], checks)
 
 
 class Client:
@@ -268,7 +269,13 @@ class Client:
         credentials: grpc.CallCredentials | None,
         metadata: tuple[tuple[str, str], ...],
     ) -> None:
-        self._streams = streams_pb2_grpc.StreamsServiceStub(channel)
+        self._channel = channel
+        # AppendRecords with its request serialized already (v2_wire): sent as it is.
+        self._append_records = channel.unary_unary(
+            APPEND_RECORDS_METHOD,
+            request_serializer=None,
+            response_deserializer=streams_pb2.AppendRecordsResponse.FromString,
+        )
         self._features = serverfeatures_pb2_grpc.ServerFeaturesStub(channel)
         self._credentials = credentials
         self._metadata = metadata
@@ -290,30 +297,31 @@ class Client:
         return {(m.service_name, m.method_name) for m in reply.methods}
 
     def append_session(
-        self, messages: list[streams_pb2.AppendRequest], timeout: float
+        self, messages: list[bytes], timeout: float
     ) -> streams_pb2.AppendSessionResponse:
-        return self._streams.AppendSession(
-            iter(messages),
+        """One AppendSession call, its messages sent on this thread (grpcio's own call starts
+        a thread per call and switches threads twice a message: internals)."""
+        answer = internals.stream_unary_on_calling_thread(
+            self._channel,
+            APPEND_SESSION_METHOD,
+            messages,
             timeout=timeout,
             metadata=(*self._metadata, ("requires-leader", "true")),
             credentials=self._credentials,
         )
+        return streams_pb2.AppendSessionResponse.FromString(answer)
 
-    def append_records(
-        self, request: streams_pb2.AppendRecordsRequest, timeout: float
-    ) -> streams_pb2.AppendRecordsResponse:
-        return self._streams.AppendRecords(
+    def append_records(self, request: bytes, timeout: float) -> streams_pb2.AppendRecordsResponse:
+        return self._append_records(  # type: ignore[no-any-return]
             request,
             timeout=timeout,
             metadata=(*self._metadata, ("requires-leader", "true")),
             credentials=self._credentials,
         )
 
-    def append_records_future(
-        self, request: streams_pb2.AppendRecordsRequest, timeout: float
-    ) -> grpc.Future:
+    def append_records_future(self, request: bytes, timeout: float) -> grpc.Future:
         """The same call, started: its `result()` is the response or raises its RpcError."""
-        return self._streams.AppendRecords.future(
+        return self._append_records.future(
             request,
             timeout=timeout,
             metadata=(*self._metadata, ("requires-leader", "true")),

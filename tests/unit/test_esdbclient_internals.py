@@ -3,6 +3,8 @@ real connection: an esdbclient upgrade that moves one fails here, naming what wo
 
 from __future__ import annotations
 
+import uuid
+
 import grpc
 import pytest
 from esdbclient import EventStoreDBClient
@@ -78,5 +80,56 @@ def test_a_single_threaded_stream_call_runs_on_esdbclients_channel_and_ends_when
             assert raised.value.code() == grpc.StatusCode.CANCELLED, (
                 "a read cut by a reconnect would not be told from a finished one"
             )
+        finally:
+            client.close()
+
+
+def test_a_stream_unary_call_on_the_calling_thread_sends_every_message_and_raises_grpcs_error():
+    from core.eventstore import v2
+    from core.model import NO_STREAM, OutEvent
+    from core.protocol.kurrentdb.protocol.v2.streams import streams_pb2
+
+    def message(stream: str, expected: int) -> bytes:
+        request = streams_pb2.AppendRequest(stream=stream, expected_revision=expected)
+        request.records.append(
+            v2.record(OutEvent(uuid.uuid4(), "T", "application/json", b"{}", b""))
+        )
+        return request.SerializeToString()
+
+    with Emulator() as db:
+        client = EventStoreDBClient(db.uri)
+        try:
+
+            def call(requests: list[bytes]) -> bytes:
+                return internals.stream_unary_on_calling_thread(
+                    internals.channel(client),
+                    v2.APPEND_SESSION_METHOD,
+                    requests,
+                    timeout=10,
+                    metadata=internals.call_metadata(client),
+                    credentials=internals.call_credentials(client),
+                )
+
+            names = [f"calling-thread-{uuid.uuid4().hex}" for _ in range(5)]
+            answer = streams_pb2.AppendSessionResponse.FromString(
+                call([message(name, NO_STREAM) for name in names])
+            )
+            assert [o.stream for o in answer.output] == names, "every message was sent, in order"
+            assert all(len(client.get_stream(name)) == 1 for name in names)
+
+            with pytest.raises(grpc.RpcError) as raised:
+                call([message(names[0], NO_STREAM), message(names[1], 0)])
+            error = raised.value
+            assert isinstance(error, grpc.Call), "v2.parse_error reads the error as a grpc.Call"
+            assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+            trailers = dict(error.trailing_metadata() or ())
+            assert isinstance(trailers.get("grpc-status-details-bin"), bytes), (
+                "the rich status (which stream, which revision) would be lost"
+            )
+            assert v2.parse_error(error).kind == "revision_conflict"
+
+            with pytest.raises(grpc.RpcError) as raised:
+                call([])  # a session without messages: the server's answer, not a hang
+            assert "no append requests" in (raised.value.details() or "")
         finally:
             client.close()

@@ -40,7 +40,9 @@ def _reference(event: Event) -> bytes:
 def test_the_keys_are_the_bytes_the_json_encoder_gave(created, revision, position):
     event = Event("s", revision, uuid.uuid4(), "T", "application/json", b"{}", b"", created,
                   position, position)  # fmt: skip
-    assert rules._provenance(event) == _reference(event)
+    members, keys = rules._provenance(event)
+    assert members == _reference(event)
+    assert keys == json.loads(b"{" + members + b"}"), "the object the v2 builder is handed"
     metadata = rules.add_original_metadata(b'{"a": 1}', event)
     assert metadata == b'{"a": 1,' + _reference(event) + b"}"
     assert json.loads(metadata)[rules.ORIGINAL_POSITION] == position

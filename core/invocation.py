@@ -381,16 +381,20 @@ def _slice(
 
 
 def _failed(request: InvocationRequest, relay: Relay) -> Shard | None:
-    """The shard whose slice failed, by the stored plan (None: the job's own, or unknown)."""
+    """The shard whose slice failed, by the stored plan of the job (or of the backfill range
+    the request names): None for the job's own chain, or when it cannot be told."""
     if request.shard is None:
         return None
+    job_id = relay.job.job_id
+    if request.from_position is not None and request.to_position is not None:
+        job_id = f"{job_id}.backfill-{request.from_position}-{request.to_position}"
     try:
-        plan = stored_plan(relay.store, relay.job.job_id)
+        plan = stored_plan(relay.store, job_id)
     except RelayError:
         return None
     if plan is None or request.shard >= plan.count:
         return None
-    return plan.shard(relay.job.job_id, request.shard)
+    return plan.shard(job_id, request.shard)
 
 
 def _what(shard: Shard | None) -> str:

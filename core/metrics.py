@@ -395,6 +395,7 @@ def measure_failure(relay: Relay | None, job_id: str, shard: Shard | None = None
     shard's: its own streak and lag, under the job's id."""
     key = shard.key if shard is not None else job_id
     at = {} if shard is None else {"shard": shard.index}
+    job_id = shard.job_id if shard is not None else job_id  # a backfill range's shard: the range
     if relay is None:
         return from_failure(job_id).model_copy(update=at)
     sample = from_failure(job_id, history=_history(relay, key)).model_copy(update=at)

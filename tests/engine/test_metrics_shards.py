@@ -39,3 +39,36 @@ def test_a_shard_slice_emits_under_the_job_with_its_own_lag(pair, tmp_path):
     document = emf(sample)
     assert document["Shard"] == 1 and document["JobId"] == job.job_id
     assert document["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["JobId"]]
+
+
+def test_a_failing_shard_slice_emits_its_own_failure_under_the_job(pair, tmp_path):
+    """The target answers UNAVAILABLE once the relay is connected (the emulator's own fault
+    injection): the failed slice's sample is the job's, with the shard and its streak."""
+    import pytest
+
+    from core.errors import RelayError
+    from core.relay import Relay
+
+    source, target = pair
+    generate(source.store, Workload(events=60, streams=12, links=False))
+    job = make_job(source, target, tmp_path, shards=3, budget={"max_events": 10})
+    fan_out = invoke(parse_request({}), job, remaining_seconds=60).fan_out
+
+    def failing_target(j):
+        relay = Relay(j)
+        target.faults.update(unavailable_rate=1.0)
+        return relay
+
+    samples: list[Sample] = []
+    with pytest.raises(RelayError):
+        invoke(
+            parse_request(fan_out[2]),
+            job,
+            remaining_seconds=20,
+            metrics=samples.append,
+            relay_factory=failing_target,
+        )
+    target.faults.reset()
+    (sample,) = samples
+    assert (sample.job_id, sample.shard) == (job.job_id, 2)
+    assert sample.values["failed_slices"] == 1 and sample.values["consecutive_failures"] >= 1

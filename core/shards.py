@@ -110,7 +110,12 @@ class ShardPlan(BaseModel):
         return [i for i, p in enumerate(self.compiled) if p.search(stream)]
 
     def shard_of(self, stream: str) -> int:
-        return self.matching(stream)[0]
+        # The last shard's regex (a lookahead over every other shard's suffixes) is the costly
+        # one, and a name no other shard takes is its: the same answer as `matching`.
+        for i, pattern in enumerate(self.compiled[:-1]):
+            if pattern.search(stream):
+                return i
+        return self.count - 1
 
     def shard(self, job_id: str, index: int) -> Shard:
         if not 0 <= index < self.count:

@@ -140,7 +140,7 @@ bench: setup
 	$(BIN)/python -m bench.verify_bench
 	$(BIN)/python -m bench.multi_append_bench
 	$(BIN)/python -m bench.replication_bench --write-doc docs/benchmarks.md --cost-doc docs/cost-model.md $(BENCH_ARGS)
-	$(BIN)/python -m bench.shards_bench
+	$(BIN)/python -m bench.shards_bench --events 120000 --streams 6000 --target-version 26.1 --sequential
 
 format: setup
 	$(BIN)/ruff format .

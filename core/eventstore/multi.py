@@ -175,8 +175,8 @@ class MultiAppender:
         if not problem:
             try:
                 messages = v2.requests((a.stream, a.expected_revision, a.events) for a in appends)
-            except ValueError:
-                problem = multi_append_problem(appends)
+            except ValueError as e:
+                problem = multi_append_problem(appends) or str(e)
         if problem:
             raise MultiAppendUnsupported(
                 f"{self.side}: cannot multi-append: {problem}",
@@ -233,8 +233,8 @@ class MultiAppender:
         if not problem:
             try:
                 request = v2.records_request(records, [(s, expected[s]) for s in streams])
-            except ValueError:
-                problem = records_problem(records, expected)
+            except ValueError as e:
+                problem = records_problem(records, expected) or str(e)
         if problem:
             raise MultiAppendUnsupported(
                 f"{self.side}: cannot append these records in one call: {problem}",

@@ -215,9 +215,16 @@ def _record(event: EventLike, stream: str | None = None) -> wire.Record:
     value = _event_object(event) if _is_schema_name(event.type) else None
     if value is None or _schema_keys_changed(value, event):
         raise ValueError(event_problem(event))
+    try:
+        props = wire.properties(value) if value else b""
+    except UnicodeEncodeError:  # (a ValueError too, but `event_problem` would not say why)
+        raise ValueError(
+            "event metadata holds a string with a lone surrogate (a JSON \\ud800-style escape), "
+            "which a v2 append cannot carry"
+        ) from None
     return wire.record(
         str(event.event_id),
-        wire.properties(value) if value else b"",
+        props,
         _schema(event.content_type == JSON_CONTENT_TYPE, event.type),
         event.data,
         stream,

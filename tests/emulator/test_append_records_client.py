@@ -9,7 +9,7 @@ import pytest
 
 from core.errors import AppendTooLarge, MultiAppendConflict, MultiAppendUnsupported
 from core.eventstore import EventStore
-from core.model import NO_STREAM, OutEvent
+from core.model import NO_STREAM, OutEvent, StreamAppend
 from esdb_emulator import Emulator
 from esdb_emulator.faults import FaultConfig
 
@@ -106,3 +106,22 @@ def test_too_large_and_unsupported() -> None:
             es.append_records([(a, _event())], {a: NO_STREAM})
         assert es.supports_append_records() is False
         assert es.read_stream(a) == []
+
+
+@pytest.mark.parametrize("version", ["25.1", "26.1"])
+def test_metadata_no_v2_append_can_carry_is_unsupported_and_says_why(version: str) -> None:
+    """A JSON string escaping half a surrogate pair parses, and no UTF-8 string holds it: the
+    adapter refuses the multi-stream append saying why (the engine then goes by the v1 append,
+    byte for byte), rather than failing on its own request (AppendRecords: an unbound name;
+    AppendSession: a session sent without messages)."""
+    lone = _event(b'{"lone": "\\ud800"}')
+    with Emulator(server_version=version) as db, EventStore(db.uri, side="target") as es:
+        a, b = _name("a"), _name("b")
+        with pytest.raises(MultiAppendUnsupported, match="lone surrogate"):
+            if version == "26.1":
+                es.append_records([(a, _event()), (b, lone)], {a: NO_STREAM, b: NO_STREAM})
+            else:
+                es.multi_append(
+                    [StreamAppend(a, NO_STREAM, [_event()]), StreamAppend(b, NO_STREAM, [lone])]
+                )
+        assert es.read_stream(a) == [] and es.read_stream(b) == []

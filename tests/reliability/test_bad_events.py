@@ -44,6 +44,7 @@ METADATA = [
     b"{not json",
     b"{\xff\xfe}",
     b'  {"padded": true}  ',
+    b'{"lone": "\\ud800"}',  # a JSON object whose string no v2 append can carry: v1, as is
 ]
 DATA = [b"", b"\x00\x01\xfe\xff" * 64, b"{not json", bytes(range(256))]
 

@@ -186,3 +186,14 @@ def test_wire_bytes_are_the_messages_the_protobuf_runtime_builds(
         (stream, expected),
         ("other", -1),
     ]
+
+
+def test_a_lone_surrogate_in_metadata_is_a_reason_not_a_crash():
+    """JSON may escape half a surrogate pair; no UTF-8 string holds it. The builder says why
+    (the engine then writes the event by the v1 append, byte for byte:
+    tests/reliability/test_bad_events.py)."""
+    event = OutEvent(uuid.uuid4(), "T", "application/json", b"{}", b'{"lone": "\\ud800"}')
+    with pytest.raises(ValueError, match="lone surrogate"):
+        v2.records_request([("s", event)], [("s", -1)])
+    with pytest.raises(ValueError, match="lone surrogate"):
+        v2.requests([("s", -1, [event])])

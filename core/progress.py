@@ -23,6 +23,7 @@ models live in core/progress_facts.py.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from core.checkpoint import CheckpointStore, SliceRecord
 from core.config import JobConfig
@@ -134,13 +135,7 @@ def measure(
         allowed_gap_seconds=chain.gap,
         relay_stopped_at=chain.stopped_at,
         lease=LeaseInfo(owner=lease.owner, expires_at=lease.expires_at) if lease else None,
-        last_slice_at=newest.finished_at if newest else None,
-        last_success_at=success.finished_at if success else None,
-        last_success_age_seconds=(now - success.finished_at).total_seconds() if success else None,
-        last_slice_seconds=slice_seconds(newest) if newest else None,
-        consecutive_failures=liveness.failing_slices,
-        stalled=liveness.stalled,
-        last_error=liveness.last_error,
+        **_slice_facts(newest, success, liveness, now),
         events_read=chain.total("events_read"),
         events_written=chain.total("events_written"),
         events_skipped=chain.total("events_skipped"),
@@ -148,6 +143,23 @@ def measure(
         dead_lettered=chain.total("events_dead_lettered"),
         warnings=warnings,
     )
+
+
+def _slice_facts(
+    newest: SliceRecord | None, success: SliceRecord | None, liveness: Liveness, now: datetime
+) -> dict[str, Any]:
+    """What the newest slice, the newest successful one and the run of failures say."""
+    return {
+        "last_slice_at": newest.finished_at if newest else None,
+        "last_success_at": success.finished_at if success else None,
+        "last_success_age_seconds": (now - success.finished_at).total_seconds()
+        if success
+        else None,
+        "last_slice_seconds": slice_seconds(newest) if newest else None,
+        "consecutive_failures": liveness.failing_slices,
+        "stalled": liveness.stalled,
+        "last_error": liveness.last_error,
+    }
 
 
 def measure_sharded(
@@ -258,13 +270,7 @@ def measure_sharded(
         lease=LeaseInfo(owner=job_lease.owner, expires_at=job_lease.expires_at)
         if job_lease
         else None,
-        last_slice_at=newest.finished_at if newest else None,
-        last_success_at=success.finished_at if success else None,
-        last_success_age_seconds=(now - success.finished_at).total_seconds() if success else None,
-        last_slice_seconds=slice_seconds(newest) if newest else None,
-        consecutive_failures=liveness.failing_slices,
-        stalled=liveness.stalled,
-        last_error=liveness.last_error,
+        **_slice_facts(newest, success, liveness, now),
         events_read=sum(c.total("events_read") for c in chains),
         events_written=sum(c.total("events_written") for c in chains),
         events_skipped=sum(c.total("events_skipped") for c in chains),

@@ -74,27 +74,8 @@ def count_store(
     source cannot be read)."""
     head = source.head_position()
     start = _Sample()
-    after: int | None = None
-    while start.records < count_up_to and start.bytes < max_bytes:
-        want = min(PAGE, count_up_to - start.records)
-        page = list(source.read_all_after(after, want))
-        for event in page:
-            start.add(job, event)
-        if len(page) < want:  # the end of $all: every record counted
-            return StoreCount(
-                records=start.records,
-                events=start.copied,
-                exact=True,
-                basis=f"counted: all {start.records:,} records of $all read",
-                head_position=head,
-            )
-        after = page[-1].commit_position
-    end = _Sample()
-    for event in source.read_all_backwards(None, tail):
-        if start.last is not None and event.commit_position <= start.last:
-            break  # the two samples meet: the end holds nothing more
-        end.add(job, event)
-    if end.records == 0:
+
+    def counted() -> StoreCount:  # every record of `$all` was read
         return StoreCount(
             records=start.records,
             events=start.copied,
@@ -102,6 +83,23 @@ def count_store(
             basis=f"counted: all {start.records:,} records of $all read",
             head_position=head,
         )
+
+    after: int | None = None
+    while start.records < count_up_to and start.bytes < max_bytes:
+        want = min(PAGE, count_up_to - start.records)
+        page = list(source.read_all_after(after, want))
+        for event in page:
+            start.add(job, event)
+        if len(page) < want:  # the end of $all: every record counted
+            return counted()
+        after = page[-1].commit_position
+    end = _Sample()
+    for event in source.read_all_backwards(None, tail):
+        if start.last is not None and event.commit_position <= start.last:
+            break  # the two samples meet: the end holds nothing more
+        end.add(job, event)
+    if end.records == 0:
+        return counted()
     spacing_records = max(1, start.records - 1) + max(0, end.records - 1)
     spacing = (start.span + end.span) / spacing_records  # bytes of log a record takes
     gap = max(0, (end.first or 0) - (start.last or 0))  # log bytes between the samples

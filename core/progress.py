@@ -48,6 +48,7 @@ from core.progress_facts import (
     copy_rate_of,
     estimate_lag,
     job_warnings,
+    live_lease,
     pending_after,
     scan_all,
     slice_seconds,
@@ -234,7 +235,7 @@ def measure_sharded(
     success = max(successes, key=_finished, default=None)
     stops = [c.stopped_at for c in chains]
     stopped_at = None if None in stops else max(t for t in stops if t is not None)
-    job_lease = ChainFacts.read(job, store, job.job_id, now).lease  # held while planning
+    job_lease = live_lease(store, job.job_id, now)  # held while planning
     dead = sum(c.total("events_dead_lettered") for c in chains)
     warnings = job_warnings(
         state,

@@ -216,6 +216,12 @@ def copied(job: JobConfig, event: Event) -> bool:
     return rules.copied_kind(job.filters, event) is not rules.Kind.SKIP
 
 
+def live_lease(store: CheckpointStore, key: str, now: datetime) -> Lease | None:
+    """The lease held under `key` now (None: free, or expired)."""
+    lease = store.lease_info(key)
+    return lease if lease is not None and not lease.expired(now) else None
+
+
 @dataclass(frozen=True)
 class ChainFacts:
     """What the store says of one chain of slices (a job's, or one shard's)."""
@@ -244,8 +250,7 @@ class ChainFacts:
         records = store.history(key, limit=HISTORY_READ)
         stopped_at = records[0].finished_at if records and records[0].stopped else None
         history = slices_of(records)
-        stored_lease = store.lease_info(key)
-        lease = stored_lease if stored_lease is not None and not stored_lease.expired(now) else None
+        lease = live_lease(store, key, now)
         gap = allowed_gap(job, history)
         recent = (
             stopped_at is None

@@ -3,7 +3,7 @@
 esdbclient turns each `ReadResp` into a `RecordedEvent` (asserts, a link, retry counts,
 position checks) that `EventStore` then copies into an `Event`; and gRPC's default streaming
 call hands every message from the channel's spin thread to the reading thread. Here the call
-runs on the reading thread (grpc's single-threaded unary-stream call, internals.py) and each
+runs on the reading thread (internals.unary_stream_on_calling_thread) and each
 record is decoded once, straight into an `Event`, with only the fields the relay uses: ~40%
 less CPU per record than esdbclient's read (docs/benchmarks.md, "A leaner process").
 
@@ -114,20 +114,17 @@ def read_all_forwards(
     esdbclient's exception for a failed call (a cut one included)."""
     spec = client.connection_spec
     requires_leader = "true" if spec.options.NodePreference == "leader" else "false"
-    read = internals.single_threaded_stream(
+    messages = internals.unary_stream_on_calling_thread(
         internals.channel(client),
         READ_METHOD,
-        _encode_request,
-        _decode_response,
-    )
-    call = read(
-        read_request(position, limit, stream_regex),
+        _encode_request(read_request(position, limit, stream_regex)),
         timeout=timeout,
         metadata=(*internals.call_metadata(client), ("requires-leader", requires_leader)),
         credentials=internals.call_credentials(client),
     )
     try:
-        for response in call:
+        for message in messages:
+            response = _decode_response(message)
             if response.HasField("event"):
                 event = event_of(response.event)
                 if event is not None:
@@ -135,4 +132,4 @@ def read_all_forwards(
     except grpc.RpcError as e:
         raise handle_rpc_error(e) from None
     finally:
-        call.cancel()  # a consumer that stops early ends the call (no-op once finished)
+        messages.close()  # a consumer that stops early ends the call (no-op once finished)

@@ -4,10 +4,11 @@ real connection: an esdbclient upgrade that moves one fails here, naming what wo
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
 import grpc
 import pytest
-from esdbclient import EventStoreDBClient
+from esdbclient import EventStoreDBClient, NewEvent, StreamState
 
 from core.eventstore import internals
 from esdb_emulator import Emulator
@@ -50,7 +51,7 @@ def test_a_finished_read_tells_whether_esdbclient_cancelled_it():
             client.close()
 
 
-def test_a_single_threaded_stream_call_runs_on_esdbclients_channel_and_ends_when_it_closes():
+def test_a_unary_stream_call_on_the_calling_thread_reads_every_message_and_ends_when_cut():
     from esdbclient.protos.Grpc import streams_pb2
 
     from core.eventstore.reads import READ_METHOD, read_request
@@ -58,25 +59,47 @@ def test_a_single_threaded_stream_call_runs_on_esdbclients_channel_and_ends_when
     with Emulator() as db:
         client = EventStoreDBClient(db.uri)
         try:
-            read = internals.single_threaded_stream(
-                internals.channel(client),
-                READ_METHOD,
-                streams_pb2.ReadReq.SerializeToString,
-                streams_pb2.ReadResp.FromString,
-            )
-            assert isinstance(read, grpc.UnaryStreamMultiCallable), (
-                "the relay's `$all` read would fall back to nothing: grpcio moved its "
-                "single-threaded unary-stream call (core/eventstore/internals.py)"
-            )
-            call = read(
-                read_request(None, 10), timeout=10, metadata=internals.call_metadata(client)
-            )
-            assert all(isinstance(r, streams_pb2.ReadResp) for r in call)
+            names = [f"unary-stream-{uuid.uuid4().hex}" for _ in range(3)]
+            for name in names:
+                client.append_to_stream(
+                    name, current_version=StreamState.NO_STREAM, events=[NewEvent("T", b"{}")]
+                )
+
+            def read(limit: int, timeout: float = 10) -> Iterator[bytes]:
+                return internals.unary_stream_on_calling_thread(
+                    internals.channel(client),
+                    READ_METHOD,
+                    read_request(None, limit).SerializeToString(),
+                    timeout=timeout,
+                    metadata=internals.call_metadata(client),
+                    credentials=internals.call_credentials(client),
+                )
+
+            responses = [streams_pb2.ReadResp.FromString(m) for m in read(10_000)]
+            read_names = [
+                r.event.event.stream_identifier.stream_name.decode()
+                for r in responses
+                if r.HasField("event")
+            ]
+            assert [n for n in read_names if n in names] == names, "every record, in order"
+            assert read_names == [
+                e.stream_name for e in client.read_all(filter_exclude=[]) if e.id
+            ], "the same records as esdbclient's read"
+
+            early = read(10_000)
+            next(early)
+            early.close()  # the call is cancelled: the next one on the channel works
+            assert len(list(read(2))) >= 2
+
             db.faults.update(latency_ms=1000, methods={"Read"})  # the call waits in the server
-            cut = read(read_request(None, 10), timeout=10, metadata=internals.call_metadata(client))
+            with pytest.raises(grpc.RpcError) as late:
+                list(read(10, timeout=0.2))
+            assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            cut = read(10)
             client.reconnect()
             with pytest.raises(grpc.RpcError) as raised:
                 list(cut)
+            assert isinstance(raised.value, grpc.Call)
             assert raised.value.code() == grpc.StatusCode.CANCELLED, (
                 "a read cut by a reconnect would not be told from a finished one"
             )

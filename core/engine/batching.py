@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from core.engine.plan import EventOp, Op, SkipOp
-from core.eventstore.v2 import event_problem
 
 
 def runs(ops: Iterable[Op], max_events: int, max_bytes: int) -> Iterator[list[Op]]:
@@ -39,8 +38,9 @@ def runs(ops: Iterable[Op], max_events: int, max_bytes: int) -> Iterator[list[Op
 def ordered_batches(ops: Iterable[Op], max_events: int, max_bytes: int) -> Iterator[list[Op]]:
     """For a target with multi-stream append: consecutive event ops of any streams, in `$all`
     order, up to the batch limits; a stream that comes back after another one ends the batch
-    (one multi-stream append names a stream once). Metadata, tombstones and events the v2 API
-    cannot carry (non-JSON metadata) are barriers, written alone."""
+    (one multi-stream append names a stream once). Metadata and tombstones are barriers,
+    written alone. Events the v2 API cannot carry (non-JSON metadata) are found, and written
+    alone, as the batch's request is built (StreamWriter._multi): each event is checked once."""
     group: list[Op] = []
     group_alone = False
     seen: set[str] = set()
@@ -48,7 +48,7 @@ def ordered_batches(ops: Iterable[Op], max_events: int, max_bytes: int) -> Itera
     for op in ops:
         n, b = len(op.events), op.size
         key = op.source.stream.casefold()
-        alone = not isinstance(op, EventOp) or any(event_problem(e) for e in op.events)
+        alone = not isinstance(op, EventOp)
         fits = (
             group
             and not alone
@@ -109,9 +109,9 @@ def packed_batches(
 ) -> Iterator[list[list[Op]]]:
     """For a target with multi-stream append: `stream_batches`' groups, several streams' at a
     time, for one atomic append each, up to the batch limits. A stream's groups keep their
-    order: one that is not plain events the v2 API can carry (metadata, tombstone, non-JSON
-    metadata) is written alone, and a stream already in the pack ends it (one multi-stream
-    append names a stream once)."""
+    order: one that is not plain events (metadata, tombstone) is written alone, and a stream
+    already in the pack ends it (one multi-stream append names a stream once). Events the v2
+    API cannot carry are found, and written alone, as the pack's request is built."""
     pack: list[list[Op]] = []
     names: set[str] = set()
     events = size = 0
@@ -119,9 +119,7 @@ def packed_batches(
         n = sum(len(op.events) for op in group)
         b = sum(op.size for op in group)
         key = group[0].source.stream.casefold()
-        alone = not isinstance(group[0], EventOp) or any(
-            event_problem(e) for op in group for e in op.events
-        )
+        alone = not isinstance(group[0], EventOp)
         if pack and (alone or key in names or events + n > max_events or size + b > max_bytes):
             yield pack
             pack, names, events, size = [], set(), 0, 0

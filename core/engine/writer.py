@@ -44,6 +44,7 @@ from core.errors import (
     WrongExpectedRevision,
 )
 from core.eventstore import EventStore
+from core.eventstore.v2 import event_problem
 from core.model import DELETED_STREAM, NO_STREAM, OutEvent, StreamAppend
 
 __all__ = ["Op", "SliceIndex", "StreamWriter", "TargetStream", "WriteContext"]
@@ -386,7 +387,7 @@ class StreamWriter:
             n2, b2 = self._multi([(s, ops) for s, _, ops in plans[half:]], resynced)
             return n1 + n2, b1 + b2
         except MultiAppendUnsupported:
-            return self._one_by_one(plans)
+            return self._apart(plans, resynced)
         written = size = 0
         for (_, state, ops), append in zip(plans, appends, strict=True):
             state.revision = (state.revision if state.revision >= 0 else -1) + len(append.events)
@@ -399,6 +400,28 @@ class StreamWriter:
                 state.exact = False
             return 0, 0
         self.records_copied += sum(len(ops) for _, _, ops in plans)
+        return written, size
+
+    def _apart(
+        self, plans: list[tuple[str, TargetStream, list[Op]]], resynced: frozenset[str]
+    ) -> tuple[int, int]:
+        """The streams could not go as one multi-stream append. Those with events the v2 API
+        cannot carry (metadata that is not a JSON object, ...) go alone by the v1 append, byte
+        for byte, and the stretches between them by multi-stream append, in order; without
+        such streams (the server lacks the call, ...) every stream goes alone."""
+        odd = [i for i, (_, _, ops) in enumerate(plans) if _any_problem(ops)]
+        if not odd or len(odd) == len(plans):
+            return self._one_by_one(plans)
+        written = size = start = 0
+        for i in [*odd, len(plans)]:
+            stretch = [(stream, ops) for stream, _, ops in plans[start:i]]
+            parts = [self._multi(stretch, resynced)] if stretch else []
+            if i < len(plans):
+                parts.append(self._one_by_one([plans[i]]))
+            for n, b in parts:
+                written += n
+                size += b
+            start = i + 1
         return written, size
 
     def _one_by_one(self, plans: list[tuple[str, TargetStream, list[Op]]]) -> tuple[int, int]:
@@ -565,3 +588,7 @@ def _tb(metadata: bytes) -> object:
     except (ValueError, UnicodeDecodeError):
         return None
     return value.get("$tb") if isinstance(value, dict) else None
+
+
+def _any_problem(ops: list[Op]) -> bool:
+    return any(event_problem(e) for op in ops for e in op.events)

@@ -165,3 +165,26 @@ def test_metadata_a_double_would_round_is_copied_byte_for_byte(tmp_path):
         assert run(job, source, target).caught_up
         copied = [r.metadata for r in target.store.iter_all() if r.stream.startswith("acct-")]
         assert copied == [big] * 3
+
+
+def test_events_the_v2_api_cannot_carry_go_alone_byte_for_byte(tmp_path):
+    """The batch's request cannot be built (nothing is sent): the streams before the odd one
+    by one multi-stream append, the odd one alone by the v1 append, the rest by another."""
+    odd = b"[1, 2]"
+    with Emulator() as source, Emulator() as target:
+        for n in range(5):
+            metadata = odd if n == 2 else b""
+            event = ProposedEvent(str(uuid.uuid4()), "Posted", "application/json", b"{}", metadata)
+            source.store.append(f"acct-{n}", ANY, [event])
+        job = multi_job(source, target, tmp_path, original_metadata=False)
+        steps: list[str] = []
+        result = run(job, source, target, steps.append)
+        assert result.caught_up
+        # The whole batch, refused as its request is built (nothing sent) | [acct-0, acct-1]
+        # by AppendSession | acct-2 by the v1 append | [acct-3, acct-4] by AppendSession.
+        assert steps.count("append") == 4
+        copied = [r.metadata for r in target.store.iter_all() if r.stream.startswith("acct-")]
+        assert copied[2] == odd  # byte for byte, by the v1 append
+        assert all(b"$schema.name" in m for i, m in enumerate(copied) if i != 2)
+        assert user_order(target.store) == user_order(source.store)
+        assert differences(source.store, target.store) == []

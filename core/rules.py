@@ -71,17 +71,15 @@ def _provenance(event: Event) -> tuple[bytes, dict[str, object]]:
     Formatted directly: this runs once per copied event."""
     revision, position = int(event.revision), int(event.commit_position)
     created = event.created.isoformat() if event.created else None
-    text = f'"{created}"' if created is not None else "null"
-    members = (
-        f'"{ORIGINAL_REVISION}":{revision},'
-        f'"{ORIGINAL_POSITION}":{position},'
-        f'"{ORIGINAL_CREATED}":{text}'
-    ).encode()
+    members = _MEMBERS % (revision, position, b'"%s"' % created.encode() if created else b"null")
     return members, {
         ORIGINAL_REVISION: revision,
         ORIGINAL_POSITION: position,
         ORIGINAL_CREATED: created,
     }
+
+
+_MEMBERS = f'"{ORIGINAL_REVISION}":%d,"{ORIGINAL_POSITION}":%d,"{ORIGINAL_CREATED}":%s'.encode()
 
 
 def json_object(metadata: bytes) -> dict[str, object] | None:

@@ -420,11 +420,23 @@ class JobConfig(BaseSettings):
             logger.warning(warning)
         return job
 
+    def for_range(self, from_position: int, to_position: int) -> JobConfig:
+        """The job of a backfill of `$all` from `from_position` to `to_position`: the same
+        settings under its own key (lease, checkpoint, history, and a sharded range's plan)."""
+        return self.model_copy(
+            update={"job_id": range_job_id(self.job_id, from_position, to_position)}
+        )
+
     def security_warnings(self) -> list[str]:
         """Plaintext or an ignored tlsVerifyCert=false, per side; logged whenever a job loads."""
         return connection_warnings(self.source.get_secret_value(), "source") + connection_warnings(
             self.target.get_secret_value(), "target"
         )
+
+
+def range_job_id(job_id: str, from_position: int, to_position: int) -> str:
+    """The key a backfill range of the job is kept under."""
+    return f"{job_id}.backfill-{from_position}-{to_position}"
 
 
 __all__ = [

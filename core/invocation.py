@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from core.checkpoint import Checkpoint, LeasesUntil
-from core.config import JobConfig
+from core.config import JobConfig, range_job_id
 from core.config_errors import format_validation_error
 from core.engine import SliceResult
 from core.errors import ConfigError, LeaseLostError, RelayError
@@ -325,9 +325,7 @@ def _slice(
         stop_at = (
             request.to_position if request.to_position is not None else relay.source.head_position()
         )
-        range_job = job.model_copy(
-            update={"job_id": f"{job.job_id}.backfill-{request.from_position}-{stop_at}"}
-        )
+        range_job = job.for_range(request.from_position, stop_at)
         start_after = request.from_position - 1 if request.from_position > 0 else None
     if job.shards > 1 and request.shard is None:
         if request.dry_run:
@@ -387,7 +385,7 @@ def _failed(request: InvocationRequest, relay: Relay) -> Shard | None:
         return None
     job_id = relay.job.job_id
     if request.from_position is not None and request.to_position is not None:
-        job_id = f"{job_id}.backfill-{request.from_position}-{request.to_position}"
+        job_id = range_job_id(job_id, request.from_position, request.to_position)
     try:
         plan = stored_plan(relay.store, job_id)
     except RelayError:

@@ -218,9 +218,7 @@ def backfill(
         if end < from_position:
             err.print(f"[red]--to {end} is before --from {from_position}[/]")
             raise typer.Exit(2)
-        range_job = job.model_copy(
-            update={"job_id": f"{job.job_id}.backfill-{from_position}-{end}"}
-        )
+        range_job = job.for_range(from_position, end)
         start_after = from_position - 1 if from_position > 0 else None
         # A sharded job's range has its own plan, in its own record (key RANGE.shard-I).
         shard = _shard(relay, shard_index, range_job)

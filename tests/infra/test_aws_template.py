@@ -793,7 +793,8 @@ def test_dynamodb_grant_covers_exactly_what_the_store_calls(template: dict[str, 
 
 
 def test_dynamodb_grant_is_limited_to_the_jobs_partitions(template: dict[str, Any]) -> None:
-    from core.invocation import _slice
+    from core.config import range_job_id
+    from core.shards import shard_job_id
 
     checkpoints = next(
         s for s in statements(template, "FunctionRole") if s.get("Sid") == "Checkpoints"
@@ -804,10 +805,11 @@ def test_dynamodb_grant_is_limited_to_the_jobs_partitions(template: dict[str, An
     def allowed(pk: str) -> bool:
         return any(re.fullmatch(re.escape(p).replace(r"\*", ".*"), pk) for p in patterns)
 
-    # the job and its backfill ranges (core.invocation names them JOB.backfill-FROM-TO)
-    assert '.backfill-{request.from_position}-{stop_at}"' in inspect.getsource(_slice)
+    # the job, its backfill ranges and its shards, under the keys core names them by
     assert allowed("job#orders")
-    assert allowed("job#orders.backfill-0-12345")
+    assert allowed(f"job#{range_job_id('orders', 0, 12345)}")
+    assert allowed(f"job#{shard_job_id(range_job_id('orders', 0, 12345), 3)}")
+    assert allowed(f"job#{shard_job_id('orders', 3)}")
     assert not allowed("job#other")
     assert not allowed("job#orders2")
 

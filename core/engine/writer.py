@@ -350,17 +350,17 @@ class StreamWriter:
         self, parts: list[tuple[str, list[Op]]], resynced: frozenset[str]
     ) -> tuple[int, int]:
         plans: list[tuple[str, TargetStream, list[Op]]] = []
-        for stream, ops in parts:
+        appends: list[StreamAppend] = []
+        for stream, ops in parts:  # (loops, no generators: this runs once per stream)
             state = self.state(stream, ops[0])
-            pending = [op for op in ops if op.position > state.marker]
-            if any(op.events for op in pending):
+            marker = state.marker
+            pending = ops if ops[0].position > marker else [o for o in ops if o.position > marker]
+            events = [e for op in pending for e in op.events]
+            if events:
                 plans.append((stream, state, pending))
+                appends.append(StreamAppend(stream, state.revision, events))
         if len(plans) <= 1:
             return self._one_by_one(plans)
-        appends = [
-            StreamAppend(stream, state.revision, [e for op in ops for e in op.events])
-            for stream, state, ops in plans
-        ]
         try:
             self.ctx.on_step(Step.APPEND)
             position = self.target.multi_append(appends)
@@ -388,18 +388,21 @@ class StreamWriter:
             return n1 + n2, b1 + b2
         except MultiAppendUnsupported:
             return self._apart(plans, resynced)
-        written = size = 0
+        written = size = records = 0
         for (_, state, ops), append in zip(plans, appends, strict=True):
-            state.revision = (state.revision if state.revision >= 0 else -1) + len(append.events)
+            n = len(append.events)
+            state.revision = (state.revision if state.revision >= 0 else -1) + n
             state.marker = ops[-1].position
             state.exact = True
-            written += len(append.events)
-            size += sum(e.size for e in append.events)
+            written += n
+            records += len(ops)
+            for op in ops:
+                size += op.size  # its events' sizes
         if self.ctx.wrote_nothing(position):
             for _, state, _ in plans:
                 state.exact = False
             return 0, 0
-        self.records_copied += sum(len(ops) for _, _, ops in plans)
+        self.records_copied += records
         return written, size
 
     def _apart(

@@ -105,8 +105,10 @@ class Planner:
             return MetadataOp(event, [rules.out_event(event, with_original=True)])
         if kind is rules.Kind.SKIP or (self.scavenge and self.scavenge.removes(event)):
             return SkipOp(event)
-        outputs = rules.apply_transform(self.transform, event) if self.transform else [event]
         with_original = self.with_original
+        if self.transform is None:
+            return EventOp(event, [rules.out_event(event, with_original=with_original)])
+        outputs = rules.apply_transform(self.transform, event)
         return EventOp(event, [rules.out_event(o, with_original=with_original) for o in outputs])
 
     def copies(self, event: Event) -> int:

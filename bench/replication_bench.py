@@ -317,6 +317,13 @@ def targets(report: Report, plan: Plan) -> list[str]:
         records / best.rate if records and best and best.rate else None,
         0.9,
     )
+    check(
+        "issue 18: our fastest partitioned"
+        + (f" ({best.strategy.name.removeprefix('ours, ')})" if best else "")
+        + " / Replicator partitioned-6",
+        best.rate / base_p6 if best and base_p6 else None,
+        10,
+    )
     for row in report.rows:  # issue 18: ≤ 90 CPU s per million events in our batch modes
         if (
             row.workload == rnd

@@ -165,6 +165,7 @@ def test_issue_18_ratios_are_taken_within_the_run() -> None:
     report = Report(
         rows=[
             _row(rnd.label, BASELINE_ORDERED, 1_000),
+            _row(rnd.label, BASELINE_PARTITIONED, 3_500),
             _row(rnd.label, records, 27_000),
             _row(rnd.label, p8, 32_000),
             _row(rnd.label, p64, 28_000),
@@ -174,6 +175,10 @@ def test_issue_18_ratios_are_taken_within_the_run() -> None:
     assert "AppendRecords (26.1) / Replicator ordered: **27.00** (target ≥ 25) — PASS" in lines
     # against the fastest of our partitioned rows
     assert "our fastest partitioned (partitioned 8): **0.84** (target ≥ 0.9) — MISS" in lines
+    assert (
+        "issue 18: our fastest partitioned (partitioned 8) / Replicator partitioned-6: **9.14** "
+        "(target ≥ 10) — MISS"
+    ) in lines
 
 
 def test_write_doc_replaces_only_its_section(tmp_path: Path) -> None:

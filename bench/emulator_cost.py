@@ -10,7 +10,8 @@ Each process's CPU is its own (`/proc/PID/stat` utime + stime around the run for
         [--seconds 10] [--partitions 8] [--repeat 1] [--no-baseline] [--spy DIR]
 
 `--spy DIR`: also record each emulator with py-spy (`/tmp/spy/bin/py-spy`, or $PY_SPY) in
-raw (collapsed stacks) format, one file per process and run.
+raw (collapsed stacks) format, only the threads holding the GIL (what costs CPU in
+Python), one file per process and run.
 """
 
 from __future__ import annotations
@@ -55,8 +56,10 @@ class Cost:
 
 def _spy(pid: int, out: Path, seconds: float) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [PY_SPY, "record", "--format", "raw", "--nonblocking", "-r", "200"]
-        + ["-d", str(int(seconds) + 1), "-p", str(pid), "-o", str(out)],
+        [
+            *(PY_SPY, "record", "--format", "raw", "--nonblocking", "--gil", "-r", "200"),
+            *("-d", str(int(seconds) + 1), "-p", str(pid), "-o", str(out)),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

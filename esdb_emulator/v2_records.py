@@ -28,6 +28,7 @@ MAX_RECORD_SIZE = 16 * 1024 * 1024
 _JSON = "application/json"
 _OCTET_STREAM = "application/octet-stream"
 _JSON_FORMAT = struct_pb2.Value(string_value="Json")
+_FORMAT_KEY = "$schema.format"
 _FORMAT_NAMES = {
     shared_pb2.SCHEMA_FORMAT_JSON: "Json",
     shared_pb2.SCHEMA_FORMAT_PROTOBUF: "Protobuf",
@@ -155,12 +156,16 @@ def prepare(record: streams_pb2.AppendRecord) -> Prepared:
     if schema.HasField("id"):
         properties["$schema.id"] = struct_pb2.Value(string_value=schema.id)
     size = len(record.data) + _struct_size(properties) + len(schema.name.encode())
-    if properties:
-        shown = dict(properties)
+    if properties and ("$schema.name" in properties or (is_json and _FORMAT_KEY in properties)):
+        shown = dict(properties)  # a property of that name keeps its place, with the new value
         shown["$schema.name"] = struct_pb2.Value(string_value=schema.name)
         if is_json:
             shown["$schema.format"] = struct_pb2.Value(string_value="Json")
         metadata = _format_fields(shown)
+    elif properties:  # the same text, the two `$schema` entries rendered once per name
+        items = _rendered_items(properties)
+        items.append(_schema_items(schema.name, is_json))
+        metadata = "{ " + ", ".join(items) + " }"
     else:
         metadata = _bare_metadata(schema.name)
     event = ProposedEvent(
@@ -202,8 +207,21 @@ def _format_fields(fields: dict[str, struct_pb2.Value]) -> str:
     """Google.Protobuf's JsonFormatter.Default rendering of a Struct: `{ "k": v, ... }`."""
     if not fields:
         return "{ }"
-    items = ", ".join([f"{_json_key(k)}: {_format_value(v)}" for k, v in fields.items()])
-    return "{ " + items + " }"
+    return "{ " + ", ".join(_rendered_items(fields)) + " }"
+
+
+def _rendered_items(fields: dict[str, struct_pb2.Value]) -> list[str]:
+    return [f"{_json_key(k)}: {_format_value(v)}" for k, v in fields.items()]
+
+
+@functools.lru_cache(maxsize=4096)
+def _schema_items(schema_name: str, is_json: bool) -> str:
+    """The rendered `$schema.name` (and, for Json, `$schema.format`) entries that end the
+    metadata of a record whose properties have neither."""
+    items = [f"{_json_key('$schema.name')}: {_json_string(schema_name)}"]
+    if is_json:
+        items.append(f"{_json_key(_FORMAT_KEY)}: {_json_string('Json')}")
+    return ", ".join(items)
 
 
 def _format_value(value: struct_pb2.Value) -> str:

@@ -141,7 +141,9 @@ def _nested(children: st.SearchStrategy) -> st.SearchStrategy:
 
 _VALUES = st.recursive(_SCALARS, _nested, max_leaves=6)
 _KEYS = st.one_of(
-    st.sampled_from(["$originalPosition", "$originalCreated", "$correlationId", "a<b>&", ""]),
+    st.sampled_from(
+        ["$originalPosition", "$correlationId", "a<b>&", "", "$schema.name", "$schema.format"]
+    ),
     st.text(max_size=10),
 )
 
@@ -169,7 +171,11 @@ def _records(draw: st.DrawFn, valid: bool = False) -> streams_pb2.AppendRecord:
     ids = _VALID_IDS if valid else _IDS
     if draw(st.booleans()):
         record.record_id = draw(ids)
-    keys = st.text(min_size=1, max_size=10) if valid else _KEYS
+    keys = (
+        st.one_of(st.sampled_from(["$schema.name", "$schema.format"]), st.text(min_size=1))
+        if valid
+        else _KEYS
+    )
     for key, value in draw(
         st.dictionaries(keys, _VALID_VALUES if valid else _VALUES, max_size=5)
     ).items():

@@ -19,6 +19,9 @@ from typing import IO, Any
 from bench.workloads import BenchWorkload
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The process id of each emulator `served_emulator` is serving, by its connection string, for
+# measuring the emulators' own CPU (bench/emulator_cost.py).
+SERVED_PIDS: dict[str, int] = {}
 
 
 def python_module(module: str, *args: str) -> list[str]:
@@ -64,10 +67,14 @@ def served_emulator(
         cwd=ROOT,
     )
     assert proc.stdout is not None
+    uri = ""
     try:
         port = _wait_ready(proc, proc.stdout, start_timeout)
-        yield f"esdb://127.0.0.1:{port}?Tls=false"
+        uri = f"esdb://127.0.0.1:{port}?Tls=false"
+        SERVED_PIDS[uri] = proc.pid
+        yield uri
     finally:
+        SERVED_PIDS.pop(uri, None)
         proc.terminate()
         try:
             proc.wait(timeout=20)

@@ -7,6 +7,7 @@ kernel's accounting for that child). Ratios are taken inside this one run.
     python -m bench.replication_bench                  # default, about 10-15 minutes
     python -m bench.replication_bench --full           # 100k events per workload, RSS at 1M
     python -m bench.replication_bench --write-doc docs/benchmarks.md
+    python -m bench.replication_bench --latencies 5 --no-rss --only "partitioned 8,6 partitions"
 """
 
 from __future__ import annotations
@@ -134,9 +135,14 @@ def _say(message: str) -> None:
 
 
 def measure_workload(
-    report: Report, workload: BenchWorkload, latencies: tuple[float, ...], seconds: float
+    report: Report,
+    workload: BenchWorkload,
+    latencies: tuple[float, ...],
+    seconds: float,
+    only: tuple[str, ...] = (),
 ) -> None:
-    strategies = STRATEGIES
+    """`only`: run just the strategies whose names contain one of these (all if empty)."""
+    strategies = [s for s in STRATEGIES if not only or any(o in s.name for o in only)]
     _say(f"workload: {workload.label}")
     with served_emulator(workload) as source:
         ceilings: list[Ceiling] = []
@@ -479,6 +485,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latencies", default="0,1,5,20", help="ms, comma-separated")
     parser.add_argument("--rss-seconds", type=float, help="time bound of each RSS run")
     parser.add_argument("--no-rss", action="store_true", help="skip the RSS-by-size runs")
+    parser.add_argument(
+        "--only",
+        help="comma-separated parts of strategy names: run only those strategies "
+        "(e.g. 'partitioned 8,6 partitions'); the ceilings still run",
+    )
     parser.add_argument("--write-doc", type=Path, help="replace the generated section here")
     parser.add_argument("--cost-doc", type=Path, help="write the cost model here")
     args = parser.parse_args(argv)
@@ -489,8 +500,9 @@ def main(argv: list[str] | None = None) -> None:
     report = Report()
     started = time.monotonic()
     report.loads.append(f"start {_load()}")
-    measure_workload(report, plan.random, plan.latencies, plan.seconds)
-    measure_workload(report, plan.realistic, plan.realistic_latencies, plan.seconds)
+    only = tuple(o for o in (args.only or "").split(",") if o)
+    measure_workload(report, plan.random, plan.latencies, plan.seconds, only)
+    measure_workload(report, plan.realistic, plan.realistic_latencies, plan.seconds, only)
     report.loads.append(f"mid {_load()}")
     if not args.no_rss:
         measure_rss(report, plan)

@@ -14,6 +14,8 @@ Illegal header value"): the call never ends and the client waits for its deadlin
 without one. That was the wedged `ünï.strm-…` stream of issue 17 (a tombstoned stream with a
 non-ASCII name: every read of it, and of its metastream, ends with a `stream-name` trailer).
 `HeaderGuard` wraps every handler's context so such a call ends as it does on a real node.
+It also lets a handler send a response it encoded itself (bytes) through any method's
+serializer.
 """
 
 from __future__ import annotations
@@ -93,6 +95,18 @@ def _streaming(behaviour: Callable[..., Iterator[Any]]) -> Callable[..., Iterato
     return handle
 
 
+def _bytes_or(serializer: Callable[[Any], bytes] | None) -> Callable[[Any], bytes] | None:
+    """The handler's serializer, except that a response already encoded (bytes: a read's
+    events, esdb_emulator.streams.read_wire) is sent as it is."""
+    if serializer is None:
+        return None
+
+    def serialize(message: Any) -> bytes:
+        return message if type(message) is bytes else serializer(message)
+
+    return serialize
+
+
 class HeaderGuard(grpc.ServerInterceptor):
     """Applies GuardedContext to every method of every service."""
 
@@ -106,7 +120,7 @@ class HeaderGuard(grpc.ServerInterceptor):
             return None
         codecs = {
             "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
+            "response_serializer": _bytes_or(handler.response_serializer),
         }
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(_unary(handler.unary_unary), **codecs)

@@ -28,6 +28,7 @@ MAX_RECORD_SIZE = 16 * 1024 * 1024
 _JSON = "application/json"
 _OCTET_STREAM = "application/octet-stream"
 _JSON_FORMAT = struct_pb2.Value(string_value="Json")
+_FORMAT_KEY = "$schema.format"
 _FORMAT_NAMES = {
     shared_pb2.SCHEMA_FORMAT_JSON: "Json",
     shared_pb2.SCHEMA_FORMAT_PROTOBUF: "Protobuf",
@@ -54,14 +55,36 @@ def stream_name_failures(stream: str, field: str = "Stream") -> Failures:
     return []
 
 
+# The form `str(uuid.UUID(...))` gives; every client sends ids so. Others go through uuid.UUID.
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_NIL_UUID = "00000000-0000-0000-0000-000000000000"
+
+
 def _is_guid(text: str) -> bool:
+    if _CANONICAL_UUID.fullmatch(text):
+        return text != _NIL_UUID
     try:
         return uuid.UUID(text).int != 0
     except ValueError:
         return False
 
 
+def _uuid_text(text: str) -> str:
+    """str(uuid.UUID(text)), without the parse for an id already in that form."""
+    return text if _CANONICAL_UUID.fullmatch(text) else str(uuid.UUID(text))
+
+
 def _schema_name_failures(name: str, rules: Rules) -> Failures:
+    return list(_cached_schema_name_failures(name, rules))
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_schema_name_failures(name: str, rules: Rules) -> tuple[tuple[str, str], ...]:
+    """A schema name's failures: few distinct names, each checked once."""
+    return tuple(_checked_schema_name_failures(name, rules))
+
+
+def _checked_schema_name_failures(name: str, rules: Rules) -> Failures:
     field = "Schema.Name"
     if rules.unicode_schema_names:
         failures = [] if name else [(field, "Schema name must not be empty")]
@@ -104,7 +127,9 @@ def record_failures(record: streams_pb2.AppendRecord, rules: Rules) -> Failures:
     failures += _schema_name_failures(schema.name, rules)
     if schema.HasField("id") and not _is_guid(schema.id):
         failures.append(("Schema.Id", "Schema ID must be a valid and non-empty UUID"))
-    for i, (key, value) in enumerate(record.properties.items()):
+    properties = record.properties
+    for i, key in enumerate(properties):  # the map's own order, as items() gives it
+        value = properties[key]
         if not key:
             failures.append((f"Properties[{i}].Key", "Property keys must not be empty."))
         if not _has_kind(value):  # as newer servers check (after 26.1)
@@ -123,23 +148,28 @@ def prepare(record: streams_pb2.AppendRecord) -> Prepared:
     properties), MapToEvent and the size; the record must have passed record_failures."""
     record_id = record.record_id if record.HasField("record_id") else str(uuid.uuid4())
     schema = record.schema
-    properties: dict[str, struct_pb2.Value] = dict(record.properties.items())
+    given = record.properties
+    properties: dict[str, struct_pb2.Value] = {key: given[key] for key in given}
     is_json = schema.format == shared_pb2.SCHEMA_FORMAT_JSON
     if not is_json:
         properties["$schema.format"] = struct_pb2.Value(string_value=_FORMAT_NAMES[schema.format])
     if schema.HasField("id"):
         properties["$schema.id"] = struct_pb2.Value(string_value=schema.id)
     size = len(record.data) + _struct_size(properties) + len(schema.name.encode())
-    if properties:
-        shown = dict(properties)
+    if properties and ("$schema.name" in properties or (is_json and _FORMAT_KEY in properties)):
+        shown = dict(properties)  # a property of that name keeps its place, with the new value
         shown["$schema.name"] = struct_pb2.Value(string_value=schema.name)
         if is_json:
             shown["$schema.format"] = struct_pb2.Value(string_value="Json")
         metadata = _format_fields(shown)
+    elif properties:  # the same text, the two `$schema` entries rendered once per name
+        items = _rendered_items(properties)
+        items.append(_schema_items(schema.name, is_json))
+        metadata = "{ " + ", ".join(items) + " }"
     else:
         metadata = _bare_metadata(schema.name)
     event = ProposedEvent(
-        event_id=str(uuid.UUID(record_id)),
+        event_id=_uuid_text(record_id),
         type=schema.name,
         content_type=_JSON if is_json else _OCTET_STREAM,
         data=record.data,
@@ -177,8 +207,21 @@ def _format_fields(fields: dict[str, struct_pb2.Value]) -> str:
     """Google.Protobuf's JsonFormatter.Default rendering of a Struct: `{ "k": v, ... }`."""
     if not fields:
         return "{ }"
-    items = ", ".join(f"{_json_string(k)}: {_format_value(v)}" for k, v in fields.items())
-    return "{ " + items + " }"
+    return "{ " + ", ".join(_rendered_items(fields)) + " }"
+
+
+def _rendered_items(fields: dict[str, struct_pb2.Value]) -> list[str]:
+    return [f"{_json_key(k)}: {_format_value(v)}" for k, v in fields.items()]
+
+
+@functools.lru_cache(maxsize=4096)
+def _schema_items(schema_name: str, is_json: bool) -> str:
+    """The rendered `$schema.name` (and, for Json, `$schema.format`) entries that end the
+    metadata of a record whose properties have neither."""
+    items = [f"{_json_key('$schema.name')}: {_json_string(schema_name)}"]
+    if is_json:
+        items.append(f"{_json_key(_FORMAT_KEY)}: {_json_string('Json')}")
+    return ", ".join(items)
 
 
 def _format_value(value: struct_pb2.Value) -> str:
@@ -218,3 +261,7 @@ def _escape(match: re.Match[str]) -> str:
 
 def _json_string(text: str) -> str:
     return '"' + _NEEDS_ESCAPE.sub(_escape, text) + '"'
+
+
+# Property keys repeat from record to record (`$originalPosition`, ...): each rendered once.
+_json_key = functools.lru_cache(maxsize=4096)(_json_string)

@@ -11,6 +11,7 @@ import grpc
 from esdbclient.protos.Grpc import shared_pb2, streams_pb2
 
 from esdb_emulator.store import Record, Store, StreamDeleted, StreamNotFound, visible_in_all
+from esdb_emulator.streams.read_wire import read_event_bytes
 
 _PAGE = 500  # records copied out of the store per lock acquisition
 _LIVE_WAIT_SECONDS = 0.5
@@ -90,14 +91,16 @@ class Reads:
 
     def read(
         self, options: streams_pb2.ReadReq.Options, context: grpc.ServicerContext
-    ) -> Iterator[streams_pb2.ReadResp]:
+    ) -> Iterator[streams_pb2.ReadResp | bytes]:
+        """The responses of a read: an event as its serialized `ReadResp` (read_wire), the
+        others as messages; subscriptions send every response as a message."""
         if options.WhichOneof("stream_option") == "stream":
             return self._read_stream(options, context)
         return self._read_all(options, context)
 
     def _read_stream(
         self, options: streams_pb2.ReadReq.Options, context: grpc.ServicerContext
-    ) -> Iterator[streams_pb2.ReadResp]:
+    ) -> Iterator[streams_pb2.ReadResp | bytes]:
         stream_options = options.stream
         name = stream_options.stream_identifier.stream_name.decode()
         backwards = options.read_direction == streams_pb2.ReadReq.Options.Backwards
@@ -132,11 +135,11 @@ class Reads:
                 records = []
             selected = records[:count]
         for record in selected:
-            yield read_event(self.store, record, options.resolve_links)
+            yield read_event_bytes(self.store, record, options.resolve_links)
 
     def _read_all(
         self, options: streams_pb2.ReadReq.Options, context: grpc.ServicerContext
-    ) -> Iterator[streams_pb2.ReadResp]:
+    ) -> Iterator[streams_pb2.ReadResp | bytes]:
         all_options = options.all
         which = all_options.WhichOneof("all_option")
         backwards = options.read_direction == streams_pb2.ReadReq.Options.Backwards
@@ -162,7 +165,7 @@ class Reads:
                 index -= len(page)
                 for record in reversed(page):
                     if event_filter.matches(record):
-                        yield read_event(self.store, record, options.resolve_links)
+                        yield read_event_bytes(self.store, record, options.resolve_links)
                         remaining -= 1
                         if remaining == 0:
                             return
@@ -180,7 +183,7 @@ class Reads:
             index += len(page)
             for record in page:
                 if event_filter.matches(record):
-                    yield read_event(self.store, record, options.resolve_links)
+                    yield read_event_bytes(self.store, record, options.resolve_links)
                     remaining -= 1
                     if remaining == 0:
                         return

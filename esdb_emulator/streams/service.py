@@ -32,13 +32,18 @@ class StreamsService(streams_pb2_grpc.StreamsServicer):
     # ------------------------------------------------------------------ Read
     def Read(
         self, request: streams_pb2.ReadReq, context: grpc.ServicerContext
-    ) -> Iterator[streams_pb2.ReadResp]:
+    ) -> Iterator[streams_pb2.ReadResp | bytes]:
         self.guard("Read", context)
         reset_after = self.faults.read_reset_point("Read")  # type: ignore[attr-defined]
         responses = self._reads.read(request.options, context)
+        if reset_after is None:
+            yield from responses
+            return
         sent = 0
         for response in responses:
-            if reset_after is not None and response.WhichOneof("content") == "event":
+            # An event is sent as its encoded ReadResp (reads.py), or as a message by a
+            # subscription.
+            if isinstance(response, bytes) or response.WhichOneof("content") == "event":
                 if sent >= reset_after:
                     self.faults.count("reset")  # type: ignore[attr-defined]
                     context.abort(grpc.StatusCode.UNAVAILABLE, "Connection reset by peer")

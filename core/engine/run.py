@@ -13,8 +13,8 @@ from typing import Any
 from core import rules
 from core.checkpoint import Checkpoint, CheckpointStore, Lease, Position, SliceRecord
 from core.config import JobConfig
-from core.engine import collector
 from core.engine.budget import Budget, Request
+from core.engine.collector import tune_once as tune_collector
 from core.engine.known_streams import KnownStreams
 from core.engine.ordered import OrderedSlice
 from core.engine.partitioned import PartitionedSlice
@@ -58,7 +58,7 @@ def run_slice(
     key (lease, checkpoint, history), reads only the shard's streams, and its checkpoint
     moves past the records of other shards it passed over. Without one, a job split into
     shards is refused (its own record holds the plan, no position)."""
-    collector.tune_once()
+    tune_collector()
     owner = owner or f"relay-{uuid.uuid4().hex[:12]}"
     started_at = datetime.now(UTC)
     started = time.monotonic()

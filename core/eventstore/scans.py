@@ -5,7 +5,7 @@ A filtered *read* (`ReadReq` with `count`, core/eventstore/reads.py) scans page 
 until `count` records passed the filter or `$all` ended, and says nothing meanwhile: a shard
 whose streams are rare in a long stretch of the log learns nothing from a read cut by its
 deadline. A filtered *subscription* (`ReadReq.Options.subscription`) sends, as it scans,
-`checkpoint` messages (every `window × multiplier` records scanned, also where nothing
+`checkpoint` messages (every `window * multiplier` records scanned, also where nothing
 passed) and, on servers that have it, `caught_up` when it reaches the end of `$all`.
 
 What the server guarantees (KurrentDB's Enumerator.AllSubscriptionFiltered and
@@ -39,7 +39,7 @@ from core.model import Event
 
 _Options = streams_pb2.ReadReq.Options
 # The records the server scans per page of the subscription (its `maxSearchWindow`) and how
-# many pages between checkpoints: a checkpoint every SCAN_WINDOW × SCAN_CHECKPOINT_PAGES
+# many pages between checkpoints: a checkpoint every SCAN_WINDOW * SCAN_CHECKPOINT_PAGES
 # records scanned. A page also ends at 32 matching records (the server's
 # DefaultReadBatchSize). Tests lower the window to see many checkpoints on a small log.
 SCAN_WINDOW = 1024

@@ -147,6 +147,12 @@ class ChunkReader:
                 if self._stop.is_set():
                     return False
                 if isinstance(item, Scanned):
+                    if chunk:
+                        # The records before a mark go to the writer now, not when the chunk
+                        # fills: the scan may find no more before the deadline, and the mark
+                        # counts only once they are written.
+                        self._hand_over(chunk)
+                        chunk, chunk_size = [], 0
                     position = item.position
                     if item.caught_up:
                         position = max(position or 0, head) or None  # 0: nothing was scanned

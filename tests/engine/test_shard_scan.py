@@ -1,0 +1,155 @@
+"""A shard whose streams are absent from a long stretch of `$all` moves through it slice by
+slice: its read is a filtered catch-up subscription (core/eventstore/scans.py) whose
+checkpoints say how far the server scanned, committed once the records before them are
+written (ChunkReader._scan, Slice.run). Before, the shard's one filtered read scanned on
+until it found a slice's records or the end of `$all`, said nothing meanwhile, and a read cut
+by its deadline left the shard where it was, every slice.
+
+The stretch is made long in time rather than in records: the source emulator's filtered
+scans are slowed (each record a filtered read or subscription considers costs
+`SCAN_COST` seconds, as a large log on a real server would), since a log long enough to
+outlast a slice's deadline at the emulator's speed would not fit a test. Everything else is
+real: the emulator speaks gRPC to the relay, the checkpoint store is SQLite, the comparison is
+tests/oracle.py's."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+import core.eventstore.scans as scans
+from core.checkpoint import CheckpointStore, open_store
+from core.config import JobConfig
+from core.engine import Budget, SliceResult, run_slice
+from core.eventstore import EventStore
+from core.shards import Shard, ShardPlan, plan_shards
+from esdb_emulator import Emulator
+from esdb_emulator.store import ANY, JSON, ProposedEvent, Store
+from esdb_emulator.streams import reads as emulator_reads
+from tests import oracle
+from tests.engine.test_shards import commit_plan, sharded_job
+
+SCAN_COST = 0.0003  # seconds per record a filtered scan considers on the slowed source
+SLICE_SECONDS = 0.8  # each slice's deadline, and the source's call timeout
+OWN = 150  # records of the scanning shard's streams, before the stretch
+STRETCH = 8000  # records of the other shard's streams after them
+
+
+def event() -> ProposedEvent:
+    return ProposedEvent(str(uuid.uuid4()), "Happened", JSON, b"{}", b"{}")
+
+
+def history(store: Store) -> None:
+    """Shard 0's streams (names ending in `q`) interleaved with shard 1's, then a long
+    stretch of shard 1's streams only, then one more record of shard 0's."""
+    for i in range(OWN):
+        store.append(f"own-{i % 5}-q", ANY, [event()])
+        store.append(f"other-{i % 7}", ANY, [event()])
+    for i in range(STRETCH // 100):
+        store.append(f"other-{i % 7}", ANY, [event() for _ in range(100)])
+
+
+def slow_filtered_scans(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each record a forward filtered read or subscription of `$all` considers costs
+    SCAN_COST (backward reads, such as the search for a stream's records by the resume
+    check, keep their speed: this test is about the forward scan)."""
+    init = emulator_reads._Filter.__init__
+    matches = emulator_reads._Filter.matches
+
+    def forwards(self: emulator_reads._Filter, options: Any) -> None:
+        init(self, options)
+        self.slow = self.active and options.read_direction == options.Forwards  # type: ignore[attr-defined]
+
+    def slow(self: emulator_reads._Filter, record: Any) -> bool:
+        if getattr(self, "slow", False):
+            time.sleep(SCAN_COST)
+        return matches(self, record)
+
+    monkeypatch.setattr(emulator_reads._Filter, "__init__", forwards)
+    monkeypatch.setattr(emulator_reads._Filter, "matches", slow)
+
+
+def the_plan() -> ShardPlan:
+    plan = plan_shards({"x-q": 100, "x-1": 60, "x-2": 40}, 2, exact=False)
+    assert plan.keys[0] == "q"
+    return plan
+
+
+def one_slice(
+    job: JobConfig, store: CheckpointStore, shard: Shard, seconds: float, **kwargs: object
+) -> SliceResult:
+    with (
+        EventStore(job.source.get_secret_value(), side="source", timeout=seconds) as s,
+        EventStore(job.target.get_secret_value(), side="target") as t,
+    ):
+        budget = Budget(job.budget.max_events, job.budget.max_bytes, time.monotonic() + seconds)
+        return run_slice(job, s, t, store, budget, shard=shard, **kwargs)  # type: ignore[arg-type]
+
+
+def committed(store: CheckpointStore, shard: Shard) -> int | None:
+    checkpoint = store.load(shard.key)
+    return checkpoint.position.commit if checkpoint and checkpoint.position else None
+
+
+def written_up_to(source: Store, target: Store, regex: str, position: int) -> None:
+    """Every record of the shard's streams at or before `position` is on the target."""
+    pattern = re.compile(regex)
+    on_target = {r.event_id for r in target.iter_all()}
+    missing = [
+        r.position
+        for r in source.iter_all()
+        if r.position <= position and pattern.search(r.stream) and r.event_id not in on_target
+    ]
+    assert not missing, f"committed {position} past records never written: {missing[:5]}"
+
+
+def test_a_shard_moves_through_a_long_stretch_of_other_shards_records(tmp_path, monkeypatch):
+    monkeypatch.setattr(scans, "SCAN_WINDOW", 50)  # a checkpoint every 50 records scanned
+    with Emulator() as source, Emulator() as target:
+        history(source.store)
+        own_last = max(r.position for r in source.store.iter_all() if r.stream.endswith("-q"))
+        job = sharded_job(source, target, tmp_path, 2, budget={"max_events": 100})
+        plan = the_plan()
+        commit_plan(job, plan)
+        store = open_store(job.checkpoint_store)
+        shard = plan.shard(job.job_id, 0)
+        slow_filtered_scans(monkeypatch)
+        positions: list[int] = []  # committed after each slice
+        results: list[SliceResult] = []
+        for _ in range(40):
+            result = one_slice(job, store, shard, SLICE_SECONDS)
+            assert result.status == "ok", result.error
+            results.append(result)
+            position = committed(store, shard)
+            assert position is not None
+            written_up_to(source.store, target.store, shard.regex, position)
+            positions.append(position)
+            if result.caught_up:
+                break
+        else:
+            raise AssertionError(f"shard 0 did not catch up: {positions}")
+        # Past its own records, each slice moved on through the stretch, and only the last
+        # one said it was caught up; the stretch took more than one slice.
+        past = [i for i, p in enumerate(positions) if p > own_last]
+        assert past, positions
+        scanning = positions[past[0] - 1 :]
+        assert all(b > a for a, b in itertools.pairwise(scanning)), positions
+        assert len(past) >= 2, positions
+        assert not any(r.caught_up for r in results[:-1])
+        assert all(r.next_action == "continue" for r in results[:-1])
+        assert results[-1].next_action == "idle" and results[-1].lag_bytes == 0
+        assert positions[-1] == source.store.last_position
+        # The other shard, at full speed, then the whole copy compared.
+        monkeypatch.undo()
+        other = plan.shard(job.job_id, 1)
+        for _ in range(200):
+            if one_slice(job, store, other, 30.0).caught_up:
+                break
+        expected = oracle.Job(ordered=False, multi_append=True)
+        report = oracle.compare(source.store, target.store, expected)
+        assert report.clean, report

@@ -15,7 +15,11 @@ tests/oracle.py's."""
 from __future__ import annotations
 
 import itertools
+import os
 import re
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from typing import Any
@@ -32,7 +36,7 @@ from esdb_emulator import Emulator
 from esdb_emulator.store import ANY, JSON, ProposedEvent, Store
 from esdb_emulator.streams import reads as emulator_reads
 from tests import oracle
-from tests.engine.test_shards import commit_plan, sharded_job
+from tests.engine.test_shards import CHILD, ROOT, commit_plan, sharded_job
 
 SCAN_COST = 0.0003  # seconds per record a filtered scan considers on the slowed source
 SLICE_SECONDS = 0.8  # each slice's deadline, and the source's call timeout
@@ -55,15 +59,20 @@ def history(store: Store) -> None:
 
 
 def slow_filtered_scans(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each record a forward filtered read or subscription of `$all` considers costs
-    SCAN_COST (backward reads, such as the search for a stream's records by the resume
-    check, keep their speed: this test is about the forward scan)."""
+    """Each record a forward read or subscription of `$all` filtered by shard 0's regex
+    considers costs SCAN_COST. Other filtered reads (the resume check's search for one
+    stream's records, `^name$`) keep their speed: this test is about the shard's scan."""
     init = emulator_reads._Filter.__init__
     matches = emulator_reads._Filter.matches
+    regex = the_plan().regexes[0]
 
     def forwards(self: emulator_reads._Filter, options: Any) -> None:
         init(self, options)
-        self.slow = self.active and options.read_direction == options.Forwards  # type: ignore[attr-defined]
+        self.slow = (  # type: ignore[attr-defined]
+            self.active
+            and options.read_direction == options.Forwards
+            and options.filter.stream_identifier.regex == regex
+        )
 
     def slow(self: emulator_reads._Filter, record: Any) -> bool:
         if getattr(self, "slow", False):
@@ -150,6 +159,93 @@ def test_a_shard_moves_through_a_long_stretch_of_other_shards_records(tmp_path, 
         for _ in range(200):
             if one_slice(job, store, other, 30.0).caught_up:
                 break
+        expected = oracle.Job(ordered=False, multi_append=True)
+        report = oracle.compare(source.store, target.store, expected)
+        assert report.clean, report
+
+
+def test_a_backfill_range_ending_inside_the_stretch_never_commits_past_its_end(
+    tmp_path, monkeypatch
+):
+    """`backfill --to B --shard I` with B inside the stretch: the shard's marks are clamped
+    to B; a mark at or past B ends the range (caught up) at B exactly."""
+    monkeypatch.setattr(scans, "SCAN_WINDOW", 50)
+    with Emulator() as source, Emulator() as target:
+        history(source.store)
+        records = list(source.store.iter_all())
+        own_last = max(r.position for r in records if r.stream.endswith("-q"))
+        stretch = [r.position for r in records if r.position > own_last]
+        stop_at = stretch[len(stretch) // 2]  # a record of the other shard, mid-stretch
+        job = sharded_job(source, target, tmp_path, 2, budget={"max_events": 100})
+        plan = the_plan()
+        commit_plan(job, plan)
+        store = open_store(job.checkpoint_store)
+        shard = plan.shard(job.job_id, 0)
+        slow_filtered_scans(monkeypatch)
+        positions: list[int] = []
+        for _ in range(40):
+            result = one_slice(job, store, shard, SLICE_SECONDS, stop_at=stop_at)
+            assert result.status == "ok", result.error
+            position = committed(store, shard)
+            assert position is not None and position <= stop_at, (position, stop_at)
+            written_up_to(source.store, target.store, shard.regex, position)
+            positions.append(position)
+            if result.caught_up:
+                break
+        else:
+            raise AssertionError(f"the range did not end: {positions}")
+        assert positions[-1] == stop_at, positions
+        assert len([p for p in positions if p > own_last]) >= 2, positions
+
+
+@pytest.mark.parametrize(("step", "occurrence"), [("commit", 3), ("chunk", 3)])
+def test_a_shard_killed_between_a_checkpoint_and_its_commit_loses_and_repeats_nothing(
+    tmp_path, monkeypatch, step, occurrence
+):
+    """A real relay process for shard 0 (tests/crash/relay_child.py) SIGKILLed at a step
+    boundary while it scans the stretch (slices of 0.8 s, a checkpoint every 1,024 records
+    scanned: the default window), started again to the end; then shard 1; 0 differences."""
+    with Emulator() as source, Emulator() as target:
+        history(source.store)
+        job = sharded_job(source, target, tmp_path, 2, budget={"max_events": 100})
+        plan = the_plan()
+        commit_plan(job, plan)
+        slow_filtered_scans(monkeypatch)
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "ESDB_RELAY_JOB_ID": job.job_id,
+            "ESDB_RELAY_SOURCE": source.uri,
+            "ESDB_RELAY_TARGET": target.uri,
+            "ESDB_RELAY_CHECKPOINT_STORE": job.checkpoint_store,
+            "ESDB_RELAY_SHARDS": "2",
+            "ESDB_RELAY_BUDGET__MAX_EVENTS": "100",
+            "ESDB_RELAY_BUDGET__DEADLINE_SECONDS": str(SLICE_SECONDS),
+            "ESDB_RELAY_BATCH__MAX_EVENTS": "20",
+            "ESDB_RELAY_LEASE_TTL_SECONDS": "2",
+        }
+
+        def child(index: int, *args: str) -> int:
+            proc = subprocess.run(
+                [sys.executable, str(CHILD), *args, str(index)],
+                env=env,
+                cwd=ROOT,
+                capture_output=True,
+                timeout=180,
+            )
+            assert proc.returncode in (0, -signal.SIGKILL), proc.stderr.decode()[-3000:]
+            return proc.returncode
+
+        store = open_store(job.checkpoint_store)
+        shard = plan.shard(job.job_id, 0)
+        assert child(0, step, str(occurrence), "0") == -signal.SIGKILL
+        killed_at = committed(store, shard)
+        time.sleep(2.1)  # the killed process's lease expires
+        assert child(0, "none", "0", "0") == 0
+        assert committed(store, shard) == source.store.last_position
+        assert killed_at is None or killed_at < source.store.last_position  # killed mid-way
+        monkeypatch.undo()
+        assert child(1, "none", "0", "0") == 0
         expected = oracle.Job(ordered=False, multi_append=True)
         report = oracle.compare(source.store, target.store, expected)
         assert report.clean, report

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -51,6 +52,7 @@ class ChunkReader:
         stop_at: int | None = None,
         on_chunk: Callable[[], None] = lambda: None,
         stream_regex: str | None = None,
+        read_share: float = 1.0,
     ) -> None:
         """Reads `$all` after `after` (exclusive; None = its start) up to `stop_at`
         (inclusive; None = its end) within the budget, in chunks of one append's size; only
@@ -67,6 +69,9 @@ class ChunkReader:
         self.last_position: int | None = after
         self.exhausted = False  # the read reached the end of `$all` (or stop_at)
         self.stream_regex = stream_regex
+        # The part of the slice's time a shard's scan may spend once it holds records: less
+        # than all of it when they are written only after the read (partitioned mode).
+        self.read_share = read_share
         # A shard's scan: how far the server scanned `$all` for it (records it skipped
         # included), at each of its marks (`_scan`), in order.
         self.marks: list[ScanMark] = []
@@ -141,6 +146,8 @@ class ChunkReader:
         chunk_size = total_size = count = 0
         head = self.source.head_position()
         stop_at = self.stop_at
+        now = time.monotonic()
+        read_until = now + max(0.0, budget.deadline - now) * self.read_share
         items = self.source.scan_all_after(self.after, stream_regex, budget.deadline)
         try:
             for item in items:
@@ -164,7 +171,7 @@ class ChunkReader:
                     if end:
                         self.exhausted = True
                         break
-                    if budget.expired():
+                    if budget.expired() or (count and time.monotonic() > read_until):
                         break
                     continue
                 if stop_at is not None and item.commit_position > stop_at:
@@ -180,7 +187,7 @@ class ChunkReader:
                 total_size += size
                 if count >= budget.max_events or total_size >= budget.max_bytes:
                     break
-                if budget.expired():
+                if budget.expired() or time.monotonic() > read_until:
                     break
                 if len(chunk) >= self.chunk.max_events or chunk_size >= self.chunk.max_bytes:
                     self._hand_over(chunk)

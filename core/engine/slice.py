@@ -123,6 +123,9 @@ class Slice:
             stop_at=self.request.stop_at,
             on_chunk=lambda: ctx.on_step(Step.CHUNK),
             stream_regex=self.stream_regex,
+            # Partitioned writers write once the read is over: a shard's scan, which may run
+            # to the deadline, leaves them half the slice once it holds records.
+            read_share=0.5 if ctx.job.mode == "partitioned" else 1.0,
         )
         try:
             if self.request.dry_run:

@@ -117,12 +117,22 @@ def written_up_to(source: Store, target: Store, regex: str, position: int) -> No
     assert not missing, f"committed {position} past records never written: {missing[:5]}"
 
 
-def test_a_shard_moves_through_a_long_stretch_of_other_shards_records(tmp_path, monkeypatch):
+@pytest.mark.parametrize("mode", ["ordered", "partitioned"])
+def test_a_shard_moves_through_a_long_stretch_of_other_shards_records(tmp_path, monkeypatch, mode):
     monkeypatch.setattr(scans, "SCAN_WINDOW", 50)  # a checkpoint every 50 records scanned
     with Emulator() as source, Emulator() as target:
         history(source.store)
         own_last = max(r.position for r in source.store.iter_all() if r.stream.endswith("-q"))
-        job = sharded_job(source, target, tmp_path, 2, budget={"max_events": 100})
+        partitions = 3 if mode == "partitioned" else 1
+        job = sharded_job(
+            source,
+            target,
+            tmp_path,
+            2,
+            budget={"max_events": 100},
+            mode=mode,
+            partitions=partitions,
+        )
         plan = the_plan()
         commit_plan(job, plan)
         store = open_store(job.checkpoint_store)

@@ -31,6 +31,7 @@ from core.checkpoint import CheckpointStore, open_store
 from core.config import JobConfig
 from core.engine import Budget, SliceResult, run_slice
 from core.eventstore import EventStore
+from core.model import Event
 from core.shards import Shard, ShardPlan, plan_shards
 from esdb_emulator import Emulator
 from esdb_emulator.store import ANY, JSON, ProposedEvent, Store
@@ -259,3 +260,25 @@ def test_a_shard_killed_between_a_checkpoint_and_its_commit_loses_and_repeats_no
         expected = oracle.Job(ordered=False, multi_append=True)
         report = oracle.compare(source.store, target.store, expected)
         assert report.clean, report
+
+
+def test_the_scan_ends_quietly_at_its_deadline_and_retries_the_servers_own_deadline():
+    """EventStore.scan_all_after: a scan that finds nothing (the log's end reached, or the
+    server sending nothing) ends at the caller's deadline without an error (the call's own
+    timeout); a DEADLINE_EXCEEDED the server answers before that is an error, retried."""
+    with Emulator() as source:
+        for i in range(300):
+            source.store.append(f"other-{i % 7}", ANY, [event()])
+        head = source.store.last_position
+        with EventStore(source.uri, side="source") as s:
+            # From the head: nothing to scan; caught_up once, then nothing until the deadline.
+            items = list(s.scan_all_after(head, "-q$", time.monotonic() + 0.3))
+            assert all(isinstance(i, scans.Scanned) for i in items), items
+            assert [i for i in items if i.caught_up] == [items[-1]]
+            # The server's own DEADLINE_EXCEEDED on the first call: retried, then the scan.
+            source.faults.update(deadline_next=1, methods={"Read"})
+            items = list(s.scan_all_after(None, "-q$", time.monotonic() + 2.0))
+            assert source.faults.injected.get("deadline") == 1
+            assert s.retries == 1
+            marks = [i for i in items if isinstance(i, scans.Scanned)]
+            assert marks[-1].caught_up and not any(isinstance(i, Event) for i in items)

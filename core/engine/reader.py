@@ -143,7 +143,7 @@ class ChunkReader:
         at its deadline, with its last checkpoint."""
         budget = self.budget
         chunk: list[Event] = []
-        chunk_size = total_size = count = 0
+        chunk_size = total_size = count = since_mark = 0
         head = self.source.head_position()
         stop_at = self.stop_at
         now = time.monotonic()
@@ -154,12 +154,15 @@ class ChunkReader:
                 if self._stop.is_set():
                     return False
                 if isinstance(item, Scanned):
-                    if chunk:
-                        # The records before a mark go to the writer now, not when the chunk
-                        # fills: the scan may find no more before the deadline, and the mark
-                        # counts only once they are written.
+                    if chunk and not since_mark:
+                        # A whole checkpoint interval without a record of the shard: the
+                        # records held go to the writer now, not when the chunk fills (the
+                        # scan may find no more before the deadline, and a mark counts only
+                        # once the records before it are written). Where records keep coming,
+                        # chunks fill as usual and appends stay as large.
                         self._hand_over(chunk)
                         chunk, chunk_size = [], 0
+                    since_mark = 0
                     position = item.position
                     if item.caught_up:
                         position = max(position or 0, head) or None  # 0: nothing was scanned
@@ -182,6 +185,7 @@ class ChunkReader:
                 chunk.append(item)
                 self._last_read = item.commit_position
                 count += 1
+                since_mark += 1
                 size = item.size
                 chunk_size += size
                 total_size += size

@@ -6,18 +6,31 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from core.config import BatchConfig
 from core.engine.budget import Budget
 from core.engine.plan import Op, SliceIndex
-from core.eventstore import EventStore
+from core.eventstore import EventStore, Scanned
 from core.model import Event
 
 _DONE = object()
 # Chunks the reader may be ahead of the writer. Beyond them it waits, so a slice's events are
 # not all in memory at once (the slice budget still bounds the whole read).
 READ_AHEAD_CHUNKS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class ScanMark:
+    """The server scanned `$all` up to `scanned_to` (inclusive) for a shard; every record of
+    its streams up to there was read before the mark, the last of them at `last_record`
+    (None: none in this slice). `end`: the scan reached the end of `$all` or `stop_at`."""
+
+    scanned_to: int
+    last_record: int | None
+    end: bool
 
 
 class ChunkReader:
@@ -39,6 +52,7 @@ class ChunkReader:
         stop_at: int | None = None,
         on_chunk: Callable[[], None] = lambda: None,
         stream_regex: str | None = None,
+        read_share: float = 1.0,
     ) -> None:
         """Reads `$all` after `after` (exclusive; None = its start) up to `stop_at`
         (inclusive; None = its end) within the budget, in chunks of one append's size; only
@@ -55,9 +69,13 @@ class ChunkReader:
         self.last_position: int | None = after
         self.exhausted = False  # the read reached the end of `$all` (or stop_at)
         self.stream_regex = stream_regex
-        # A filtered read that reached the end: the position up to which the server scanned
-        # `$all` for it (records it skipped included), see `_read`.
-        self.scanned_to: int | None = None
+        # The part of the slice's time a shard's scan may spend once it holds records: less
+        # than all of it when they are written only after the read (partitioned mode).
+        self.read_share = read_share
+        # A shard's scan: how far the server scanned `$all` for it (records it skipped
+        # included), at each of its marks (`_scan`), in order.
+        self.marks: list[ScanMark] = []
+        self._last_read: int | None = None  # the last record read, on the reader thread
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._room = threading.Condition()  # the consumer took a chunk
         self._stop = threading.Event()
@@ -78,26 +96,18 @@ class ChunkReader:
             self._put(_DONE)
 
     def _read(self) -> bool:
+        if self.stream_regex is not None:
+            return self._scan(self.stream_regex)
         budget = self.budget
         chunk: list[Event] = []
         chunk_size = total_size = count = 0
-        # A filtered read that gives fewer records than asked ran to the end of `$all` as it
-        # stood when the server got to it, which is at or past the head read before it: every
-        # record up to that head was scanned, and none of them past the last one given passed
-        # the filter. So a shard may commit that head though none of its records stands there:
-        # no record of its streams lies between its last record and the head, and records
-        # appended later come after the head. Without this, a shard whose streams are quiet
-        # would stay at its last record, scanning the same stretch of `$all` every slice.
-        head = self.source.head_position() if self.stream_regex is not None else None
-        events = self.source.read_all_after(self.after, budget.max_events, self.stream_regex)
+        events = self.source.read_all_after(self.after, budget.max_events)
         try:
             for event in events:
                 if self._stop.is_set():
                     return False
                 if self.stop_at is not None and event.commit_position > self.stop_at:
-                    # A record past `stop_at` (filtered or not): all up to it were scanned.
-                    self.exhausted = True
-                    self.scanned_to = self.stop_at if head is not None else None
+                    self.exhausted = True  # a record past `stop_at`: all up to it were read
                     break
                 chunk.append(event)
                 count += 1
@@ -111,8 +121,6 @@ class ChunkReader:
                     chunk, chunk_size = [], 0
             else:
                 self.exhausted = count < budget.max_events
-                if self.exhausted and head:  # 0: the log was empty, nothing was scanned
-                    self.scanned_to = head if self.stop_at is None else min(head, self.stop_at)
         finally:
             close = getattr(events, "close", None)
             if close is not None:
@@ -120,6 +128,100 @@ class ChunkReader:
         if chunk:
             self._hand_over(chunk)
         return not self._stop.is_set()
+
+    def _scan(self, stream_regex: str) -> bool:
+        """A shard's read: a filtered catch-up subscription (EventStore.scan_all_after), which
+        says how far the server scanned even where none of the shard's records stand. Each
+        mark becomes a `ScanMark`: the slice may commit its position once every record read
+        before it is written. The read ends at the budget (events, bytes, deadline: the
+        call's own timeout, so a scan that finds nothing cannot outlive the slice), at a
+        record past `stop_at`, or when the server caught up with the end of `$all`
+        (`exhausted`). `caught_up` comes after a checkpoint at the start of the server's
+        last page, not at the head, so the head read before the subscription is what it
+        proves scanned then: every record up to that head was scanned, and records appended
+        later come after it. Old servers send no `caught_up`: a shard there ends each slice
+        at its deadline, with its last checkpoint."""
+        budget = self.budget
+        chunk: list[Event] = []
+        chunk_size = total_size = count = since_mark = 0
+        head = self.source.head_position()
+        stop_at = self.stop_at
+        now = time.monotonic()
+        read_until = now + max(0.0, budget.deadline - now) * self.read_share
+        items = self.source.scan_all_after(self.after, stream_regex, budget.deadline)
+        try:
+            for item in items:
+                if self._stop.is_set():
+                    return False
+                if isinstance(item, Scanned):
+                    if chunk and not since_mark:
+                        # A whole checkpoint interval without a record of the shard: the
+                        # records held go to the writer now, not when the chunk fills (the
+                        # scan may find no more before the deadline, and a mark counts only
+                        # once the records before it are written). Where records keep coming,
+                        # chunks fill as usual and appends stay as large.
+                        self._hand_over(chunk)
+                        chunk, chunk_size = [], 0
+                    since_mark = 0
+                    position = item.position
+                    if item.caught_up:
+                        position = max(position or 0, head) or None  # 0: nothing was scanned
+                    end = item.caught_up or (
+                        stop_at is not None and position is not None and position >= stop_at
+                    )
+                    if position is not None:
+                        self._mark(position if stop_at is None else min(position, stop_at), end)
+                    if end:
+                        self.exhausted = True
+                        break
+                    if budget.expired() or (count and time.monotonic() > read_until):
+                        break
+                    continue
+                if stop_at is not None and item.commit_position > stop_at:
+                    # A record past `stop_at`: every one up to it was scanned.
+                    self.exhausted = True
+                    self._mark(stop_at, True)
+                    break
+                chunk.append(item)
+                self._last_read = item.commit_position
+                count += 1
+                since_mark += 1
+                size = item.size
+                chunk_size += size
+                total_size += size
+                if count >= budget.max_events or total_size >= budget.max_bytes:
+                    break
+                if budget.expired() or time.monotonic() > read_until:
+                    break
+                if len(chunk) >= self.chunk.max_events or chunk_size >= self.chunk.max_bytes:
+                    self._hand_over(chunk)
+                    chunk, chunk_size = [], 0
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+        if chunk:
+            self._hand_over(chunk)
+        return not self._stop.is_set()
+
+    def _mark(self, position: int, end: bool) -> None:
+        """Record that the server scanned up to `position` (only ever up)."""
+        if self.marks and position <= self.marks[-1].scanned_to:
+            return
+        self.marks.append(ScanMark(position, self._last_read, end))
+
+    def committable(self, done_position: int | None) -> int | None:
+        """The furthest position a slice that wrote every record up to `done_position` may
+        commit: the highest mark whose records read before it are all written (never past
+        `stop_at`: marks are clamped to it), or `done_position` when higher or none holds."""
+        best = done_position
+        for mark in list(self.marks):
+            written = mark.last_record is None or (
+                done_position is not None and mark.last_record <= done_position
+            )
+            if written and (best is None or mark.scanned_to > best):
+                best = mark.scanned_to
+        return best
 
     def _hand_over(self, chunk: list[Event]) -> None:
         ops = [self.plan(e) for e in chunk]

@@ -123,6 +123,9 @@ class Slice:
             stop_at=self.request.stop_at,
             on_chunk=lambda: ctx.on_step(Step.CHUNK),
             stream_regex=self.stream_regex,
+            # Partitioned writers write once the read is over: a shard's scan, which may run
+            # to the deadline, leaves them half the slice once it holds records.
+            read_share=0.5 if ctx.job.mode == "partitioned" else 1.0,
         )
         try:
             if self.request.dry_run:
@@ -133,10 +136,12 @@ class Slice:
                 return
             done_position, stopped = self.write_all(reader, after)
             caught_up = reader.exhausted and not stopped and done_position == reader.last_position
-            if caught_up and reader.scanned_to is not None:
-                # A shard's filtered read reached the end of `$all`: past its last record, up
-                # to the head it read first, lie only other shards' records (ChunkReader._read).
-                done_position = max(done_position or 0, reader.scanned_to)
+            # A shard's scan says how far the server scanned for it (ChunkReader._scan): past
+            # a mark whose records are all written lie, up to it, only other shards' records.
+            # Committed whenever that holds, caught up or not, so a shard whose streams are
+            # rare in a long stretch of `$all` moves on each slice instead of scanning the
+            # same stretch again. Marks never pass `stop_at`.
+            done_position = reader.committable(done_position)
             self.finish(reader, after, done_position)
         except BaseException:
             # An append whose outcome is unknown may have moved a stream: forget them all.

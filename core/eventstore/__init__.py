@@ -10,5 +10,6 @@ Moving to kurrentdbclient (needed once grpcio must pass 1.71) changes this packa
 """
 
 from core.eventstore.client import EventStore
+from core.eventstore.scans import Scanned
 
-__all__ = ["EventStore"]
+__all__ = ["EventStore", "Scanned"]

@@ -20,6 +20,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exp
 
 import core.eventstore.internals as internals
 import core.eventstore.reads as reads
+import core.eventstore.scans as scans
 import core.eventstore.v2 as v2
 from core.errors import (
     PermanentError,
@@ -35,6 +36,8 @@ from core.model import DELETED_STREAM, NO_STREAM, Event, OutEvent, StreamTail
 T = TypeVar("T")
 _PROBE_REVISION = 2**62  # a revision no stream reaches: appends expecting it always fail
 _DEFAULT_ATTEMPTS = 4
+# A scan's call never outlives a day, whatever deadline it is given (a budget without one).
+_MAX_SCAN_SECONDS = 86_400.0
 
 
 def _event(recorded: Any) -> Event:
@@ -185,6 +188,39 @@ class EventStore(Admin, MultiAppender):
                     if "hannel closed" not in str(e) and "closed channel" not in str(e):
                         raise
                     raise TransientError(f"{self.side}: read $all: the channel was reset") from None
+
+    def scan_all_after(
+        self, position: int | None, stream_regex: str, deadline: float
+    ) -> Iterator[Event | scans.Scanned]:
+        """The records of `$all` strictly after `position` whose stream `stream_regex`
+        passes, with a `Scanned` mark each time the server says how far it scanned (also
+        where nothing passed) and when it caught up with the end of `$all`, until the caller
+        stops or `deadline` (a `time.monotonic()` value) passes: a filtered catch-up
+        subscription (core/eventstore/scans.py), a shard's read. A scan broken off by a
+        transient error resumes after the last record or mark it yielded, within the same
+        deadline."""
+        last = position
+        for attempt in self._retrying():
+            with attempt:
+                try:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return
+                    for item in scans.scan_all_filtered(
+                        self._client, last, stream_regex, min(remaining, _MAX_SCAN_SECONDS)
+                    ):
+                        if isinstance(item, Event):
+                            last = item.commit_position
+                        elif item.position is not None and (last is None or item.position > last):
+                            last = item.position
+                        yield item
+                    return
+                except esdb.EventStoreDBClientException as e:
+                    raise translate(e, self.side, "scan $all") from None
+                except ValueError as e:  # begun on a channel another thread's reconnect closed
+                    if "hannel closed" not in str(e) and "closed channel" not in str(e):
+                        raise
+                    raise TransientError(f"{self.side}: scan $all: the channel was reset") from None
 
     def _read_all_once(
         self, position: int | None, limit: int, stream_regex: str | None

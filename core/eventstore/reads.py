@@ -40,7 +40,7 @@ _Options = streams_pb2.ReadReq.Options
 FILTER_WINDOW = 1024
 _TICKS_PER_SECOND = 10_000_000.0  # the server's `created`: .NET ticks since the Unix epoch
 _encode_request = streams_pb2.ReadReq.SerializeToString
-_decode_response = streams_pb2.ReadResp.FromString
+decode_response = streams_pb2.ReadResp.FromString
 
 
 def read_request(
@@ -124,7 +124,7 @@ def read_all_forwards(
     )
     try:
         for message in messages:
-            response = _decode_response(message)
+            response = decode_response(message)
             if response.HasField("event"):
                 event = event_of(response.event)
                 if event is not None:

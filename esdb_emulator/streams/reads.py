@@ -5,16 +5,26 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import grpc
 from esdbclient.protos.Grpc import shared_pb2, streams_pb2
 
-from esdb_emulator.store import Record, Store, StreamDeleted, StreamNotFound, visible_in_all
+from esdb_emulator.store import (
+    Record,
+    Store,
+    StreamDeleted,
+    StreamNotFound,
+    _record_size,
+    visible_in_all,
+)
 from esdb_emulator.streams.read_wire import read_event_bytes
 
 _PAGE = 500  # records copied out of the store per lock acquisition
 _LIVE_WAIT_SECONDS = 0.5
+# The matching records a catch-up subscription's page holds at most (Enumerator.cs
+# DefaultReadBatchSize, passed as the page read's maxCount).
+_CATCH_UP_PAGE_EVENTS = 32
 
 
 def recorded_event(record: Record) -> streams_pb2.ReadResp.ReadEvent.RecordedEvent:
@@ -219,6 +229,15 @@ class Reads:
         # one ("possible to receive the same checkpoint twice"), e.g. when the interval ends on
         # the last record and the going-live checkpoint would repeat it.
         checkpointed = -1
+        if event_filter.active and which != "end":
+            start = position.commit_position if which == "position" else -1
+            # The first page reads from the position itself (AllReader: records at or after
+            # it), counting the record there as scanned; the enumerator skips sending it.
+            first = self.store.all_index_from(start) if which == "position" else 0
+            index, checkpointed = yield from self._catch_up_filtered(
+                first, start, event_filter, options, context
+            )
+            caught_up = True
         while context.is_active():
             page = self.store.log_slice(index, index + min(_PAGE, event_filter.window))
             if not page:
@@ -247,6 +266,58 @@ class Reads:
                         considered = 0
                         checkpointed = record.position
                         yield _checkpoint(record.position)
+
+    def _catch_up_filtered(
+        self,
+        index: int,
+        start: int,
+        event_filter: _Filter,
+        options: streams_pb2.ReadReq.Options,
+        context: grpc.ServicerContext,
+    ) -> Generator[streams_pb2.ReadResp, None, tuple[int, int]]:
+        """A filtered subscription's catch-up, page by page as Enumerator.AllSubscriptionFiltered
+        reads it: a page scans up to `window` records (AllReader's maxSearchWindow) or stops at
+        32 matching ones (DefaultReadBatchSize), sends them, then takes as its checkpoint the
+        later of the last record sent and the page's start (`CurrentPos`, the post-position of
+        the last record the previous page scanned; the subscription's position for the
+        first). Every `window * multiplier` records scanned it sends that checkpoint; at the
+        end of `$all` it sends it, then `caught_up`. A checkpoint not after the previous one
+        is dropped. Returns (the index to go live from, the last checkpoint sent)."""
+        checkpoint = start  # -1: HeadOfTf, no checkpoint to send yet
+        page_start = max(start, 0)  # ReadPage reads from (0, 0) for HeadOfTf
+        counter = 0
+        sent = -1
+        while context.is_active():
+            page = self.store.log_slice(index, index + event_filter.window)
+            scanned = matched = 0
+            for record in page:
+                scanned += 1
+                if event_filter.matches(record):
+                    matched += 1
+                    if record.position <= start:
+                        continue  # the subscription's own position: only the first page's
+                    yield read_event(self.store, record, options.resolve_links)
+                    checkpoint = record.position
+                    if matched >= _CATCH_UP_PAGE_EVENTS:
+                        break
+            index += scanned
+            end = scanned < event_filter.window and matched < _CATCH_UP_PAGE_EVENTS
+            if scanned and checkpoint < page_start:
+                checkpoint = page_start  # CurrentPos < NextPos: the page moved on
+            counter += scanned
+            if scanned:
+                last = page[scanned - 1]
+                page_start = last.position + _record_size(last)  # this page's NextPos
+            if end or counter >= event_filter.checkpoint_interval:
+                if not end:
+                    counter %= event_filter.checkpoint_interval
+                if checkpoint > sent:
+                    sent = checkpoint
+                    yield _checkpoint(checkpoint)
+            if end:
+                yield streams_pb2.ReadResp(caught_up=streams_pb2.ReadResp.CaughtUp())
+                return index, sent
+        return index, sent
 
     def _subscribe_stream(
         self,

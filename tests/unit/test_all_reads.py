@@ -87,7 +87,7 @@ def test_records_are_decoded_on_the_reading_thread(db, monkeypatch):
         threads.add(threading.get_ident())
         return decode(data)
 
-    monkeypatch.setattr(reads, "_decode_response", spying)
+    monkeypatch.setattr(reads, "decode_response", spying)
     with EventStore(db.uri, side="source") as store:
         assert len(list(store.read_all_after(None, 50))) == 50
     assert threads == {threading.get_ident()}

@@ -6,6 +6,7 @@ appear in a message.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
@@ -175,19 +176,12 @@ class EventStore(Admin, MultiAppender):
         sent = 0
         last = position
         for attempt in self._retrying():
-            with attempt:
-                try:
-                    for event in self._read_all_once(last, limit - sent, stream_regex):
-                        sent += 1
-                        last = event.commit_position
-                        yield event
-                    return
-                except esdb.EventStoreDBClientException as e:
-                    raise translate(e, self.side, "read $all") from None
-                except ValueError as e:  # begun on a channel another thread's reconnect closed
-                    if "hannel closed" not in str(e) and "closed channel" not in str(e):
-                        raise
-                    raise TransientError(f"{self.side}: read $all: the channel was reset") from None
+            with attempt, self._read_errors("read $all"):
+                for event in self._read_all_once(last, limit - sent, stream_regex):
+                    sent += 1
+                    last = event.commit_position
+                    yield event
+                return
 
     def scan_all_after(
         self, position: int | None, stream_regex: str, deadline: float
@@ -201,26 +195,31 @@ class EventStore(Admin, MultiAppender):
         deadline."""
         last = position
         for attempt in self._retrying():
-            with attempt:
-                try:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return
-                    for item in scans.scan_all_filtered(
-                        self._client, last, stream_regex, min(remaining, _MAX_SCAN_SECONDS)
-                    ):
-                        if isinstance(item, Event):
-                            last = item.commit_position
-                        elif item.position is not None and (last is None or item.position > last):
-                            last = item.position
-                        yield item
+            with attempt, self._read_errors("scan $all"):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
                     return
-                except esdb.EventStoreDBClientException as e:
-                    raise translate(e, self.side, "scan $all") from None
-                except ValueError as e:  # begun on a channel another thread's reconnect closed
-                    if "hannel closed" not in str(e) and "closed channel" not in str(e):
-                        raise
-                    raise TransientError(f"{self.side}: scan $all: the channel was reset") from None
+                for item in scans.scan_all_filtered(
+                    self._client, last, stream_regex, min(remaining, _MAX_SCAN_SECONDS)
+                ):
+                    if isinstance(item, Event):
+                        last = item.commit_position
+                    elif item.position is not None and (last is None or item.position > last):
+                        last = item.position
+                    yield item
+                return
+
+    @contextlib.contextmanager
+    def _read_errors(self, action: str) -> Iterator[None]:
+        """A `$all` read's errors as the relay's: transient ones retried by `_retrying`."""
+        try:
+            yield
+        except esdb.EventStoreDBClientException as e:
+            raise translate(e, self.side, action) from None
+        except ValueError as e:  # begun on a channel another thread's reconnect closed
+            if "hannel closed" not in str(e) and "closed channel" not in str(e):
+                raise
+            raise TransientError(f"{self.side}: {action}: the channel was reset") from None
 
     def _read_all_once(
         self, position: int | None, limit: int, stream_regex: str | None

@@ -67,6 +67,13 @@ def read_request(
                 checkpointIntervalMultiplier=DEFAULT_CHECKPOINT_INTERVAL_MULTIPLIER,
             )
         )
+    return from_position(options, position)
+
+
+def from_position(
+    options: streams_pb2.ReadReq.Options, position: int | None
+) -> streams_pb2.ReadReq:
+    """The request reading `$all` with these options from `position` (None = its start)."""
     if position is None:
         options.all.start.CopyFrom(shared_pb2.Empty())
     else:

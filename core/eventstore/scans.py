@@ -76,12 +76,7 @@ def subscription_request(
             checkpointIntervalMultiplier=multiplier,
         ),
     )
-    if position is None:
-        options.all.start.CopyFrom(shared_pb2.Empty())
-    else:
-        options.all.position.commit_position = position
-        options.all.position.prepare_position = position
-    return streams_pb2.ReadReq(options=options)
+    return reads.from_position(options, position)
 
 
 def scan_all_filtered(

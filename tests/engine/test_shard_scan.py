@@ -39,7 +39,11 @@ from esdb_emulator.streams import reads as emulator_reads
 from tests import oracle
 from tests.engine.test_shards import CHILD, ROOT, commit_plan, sharded_job
 
-SCAN_COST = 0.0003  # seconds per record a filtered scan considers on the slowed source
+SCAN_COST = 0.0002  # seconds per record a filtered scan considers on the slowed source
+# Slept once per SLEEP_EVERY records: one short sleep per record overshoots by up to a
+# millisecond on a loaded machine, which would make a page (1,024 records) outlast a slice
+# and the shard rescan the same page forever; a page costs ~0.2 s, a slice holds several.
+SLEEP_EVERY = 64
 SLICE_SECONDS = 0.8  # each slice's deadline, and the source's call timeout
 OWN = 150  # records of the scanning shard's streams, before the stretch
 STRETCH = 8000  # records of the other shard's streams after them
@@ -77,7 +81,9 @@ def slow_filtered_scans(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def slow(self: emulator_reads._Filter, record: Any) -> bool:
         if getattr(self, "slow", False):
-            time.sleep(SCAN_COST)
+            self.considered = getattr(self, "considered", 0) + 1  # type: ignore[attr-defined]
+            if self.considered % SLEEP_EVERY == 0:  # type: ignore[attr-defined]
+                time.sleep(SCAN_COST * SLEEP_EVERY)
         return matches(self, record)
 
     monkeypatch.setattr(emulator_reads._Filter, "__init__", forwards)

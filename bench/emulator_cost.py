@@ -24,8 +24,8 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.processes import SERVED_PIDS, python_module, run_measured, served_emulator
-from bench.strategies import BASELINE_PARTITIONED, Strategy, relay_job
+from bench.processes import SERVED_PIDS, run_measured, served_emulator
+from bench.strategies import BASELINE_PARTITIONED, Strategy, strategy_argv
 from bench.workloads import BenchWorkload
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -78,20 +78,7 @@ def measure(
         served_emulator(latency_ms=latency_ms, multi_append=strategy.multi_append) as target,
         tempfile.TemporaryDirectory(prefix="emulator-cost-") as tmp,
     ):
-        if strategy.kind == "baseline":
-            argv = python_module(
-                "bench.baselines",
-                "--source", source,
-                "--target", target,
-                "--writers", str(strategy.writers),
-                "--events", str(events),
-                "--seconds", str(seconds),
-            )  # fmt: skip
-        else:
-            config = relay_job(source, target, strategy, Path(tmp))
-            argv = python_module(
-                "bench.relay_runner", "--config", str(config), "--seconds", str(seconds)
-            )
+        argv = strategy_argv(strategy, source, target, events, seconds, Path(tmp))
         pids = {"source": SERVED_PIDS[source], "target": SERVED_PIDS[target]}
         spies = []
         if spy is not None:

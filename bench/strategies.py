@@ -82,18 +82,23 @@ def run_strategy(
         ) as target,
         tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp,
     ):
-        if strategy.kind == "baseline":
-            argv = python_module(
-                "bench.baselines",
-                "--source", source,
-                "--target", target,
-                "--writers", str(strategy.writers),
-                "--events", str(events),
-                "--seconds", str(seconds),
-            )  # fmt: skip
-        else:
-            config = relay_job(source, target, strategy, Path(tmp))
-            argv = python_module(
-                "bench.relay_runner", "--config", str(config), "--seconds", str(seconds)
-            )
+        argv = strategy_argv(strategy, source, target, events, seconds, Path(tmp))
         return run_measured(argv, timeout=seconds + 300)
+
+
+def strategy_argv(
+    strategy: Strategy, source: str, target: str, events: int, seconds: float, folder: Path
+) -> list[str]:
+    """The command that runs one bounded run of `strategy` from `source` into `target` (a
+    relay's job file goes in `folder`)."""
+    if strategy.kind == "baseline":
+        return python_module(
+            "bench.baselines",
+            "--source", source,
+            "--target", target,
+            "--writers", str(strategy.writers),
+            "--events", str(events),
+            "--seconds", str(seconds),
+        )  # fmt: skip
+    config = relay_job(source, target, strategy, folder)
+    return python_module("bench.relay_runner", "--config", str(config), "--seconds", str(seconds))

@@ -57,7 +57,8 @@ def unary_stream_on_calling_thread(
     trailing metadata) grpcio's call raises when it ends with a status other than OK. The same
     operations as grpcio's single-threaded unary-stream call (its `SingleThreadedUnaryStream`
     channel option, which esdbclient's channel lacks), without its per-message bookkeeping
-    (a condition, a set of due operations, callbacks): ~4 µs of CPU per `$all` record here.
+    (a condition, a set of due operations, callbacks); the saving measured within noise
+    (docs/benchmarks.md, "Issue 18, evening"), and the shard scan uses it too.
     The call starts here; the caller iterates the messages (closing the iterator early cancels
     the call; so does closing the channel: CANCELLED)."""
     flags = grpc_channel._EMPTY_FLAGS

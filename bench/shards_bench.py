@@ -49,6 +49,7 @@ class Result:
     per_shard: list[int]
     expected_share: float  # the plan's: largest shard over the mean, from its sample
     differences: int
+    peak_rss_mib: float  # the largest of the shard processes' own peaks
 
     @property
     def rate(self) -> float:
@@ -130,6 +131,7 @@ def run_shards(
         per_shard,
         expected_share,
         checked.differences_total,
+        max(m.peak_rss_mib for m in runs),
     )
 
 

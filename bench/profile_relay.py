@@ -14,6 +14,7 @@ innermost frame of a module the table names, so a JSON parse counts for whoever 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -129,6 +130,7 @@ def main() -> None:
         runner = ["-m", "bench.relay_runner", "--config", str(config)]
         spy = [args.py_spy, "record", "--format", "raw", "--rate", str(args.rate)]
         spy += [] if args.wall else ["--gil"]
+        spy += ["--native", "--threads"] if os.environ.get("SPY_NATIVE") else []
         subprocess.run(
             [
                 *spy,

@@ -230,8 +230,29 @@ def sample_counts(source: _Reads, limit: int = 100_000) -> tuple[dict[str, int],
         counts[event.stream] += 1
     if len(first) < limit:
         return dict(counts), True
-    last_seen = first[-1].commit_position
-    tail = [e for e in source.read_all_backwards(None, limit) if e.commit_position > last_seen]
+    tail = _tail(source, limit, after=first[-1].commit_position)
     for event in tail:
         counts[event.stream] += 1
     return dict(counts), len(tail) < limit
+
+
+# Records per backwards call: one call of a whole 100,000-record tail outlasted its deadline.
+SAMPLE_PAGE = 4_096
+
+
+def _tail(source: _Reads, limit: int, after: int) -> list[Event]:
+    """The last `limit` records of `$all` (newest first), down to `after` (exclusive), read in
+    pages."""
+    tail: list[Event] = []
+    before: int | None = None
+    while len(tail) < limit:
+        want = min(SAMPLE_PAGE, limit - len(tail))
+        page = source.read_all_backwards(before, want)
+        for event in page:
+            if event.commit_position <= after:
+                return tail
+            tail.append(event)
+        if len(page) < want:
+            return tail
+        before = page[-1].commit_position
+    return tail

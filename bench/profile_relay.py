@@ -5,7 +5,8 @@ is not a project dependency: install it in a throwaway venv (`python -m venv /tm
 
     python -m bench.profile_relay --py-spy PATH [--mode partitioned --partitions 64]
         [--no-multi-append] [--server-version 26.1] [--latency-ms 5] [--shape random]
-        [--events 20000] [--streams 2000] [--seconds 60] [--rate 100] [--parts] [--raw FILE]
+        [--events 20000] [--streams 2000] [--seconds 60] [--rate 100] [--parts] [--native]
+        [--raw FILE]
 
 `--parts` adds where the time goes by part of the relay (`parts`): each sample goes to the
 innermost frame of a module the table names, so a JSON parse counts for whoever asked for it.
@@ -14,7 +15,6 @@ innermost frame of a module the table names, so a JSON parse counts for whoever 
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import subprocess
 import sys
@@ -104,6 +104,9 @@ def main() -> None:
     )
     parser.add_argument("--own", action="store_true", help="own time, not inclusive")
     parser.add_argument("--parts", action="store_true", help="also by part of the relay")
+    parser.add_argument(
+        "--native", action="store_true", help="with native frames and thread names (raw file)"
+    )
     parser.add_argument("--raw", type=Path, help="keep py-spy's raw samples in this file")
     args = parser.parse_args()
     workload = BenchWorkload(shape=args.shape, events=args.events, streams=args.streams)
@@ -130,7 +133,7 @@ def main() -> None:
         runner = ["-m", "bench.relay_runner", "--config", str(config)]
         spy = [args.py_spy, "record", "--format", "raw", "--rate", str(args.rate)]
         spy += [] if args.wall else ["--gil"]
-        spy += ["--native", "--threads"] if os.environ.get("SPY_NATIVE") else []
+        spy += ["--native", "--threads"] if args.native else []
         subprocess.run(
             [
                 *spy,

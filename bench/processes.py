@@ -90,6 +90,14 @@ class Measured:
     peak_rss_mib: float
     cpu_seconds: float
 
+    @property
+    def running_cpu_per_million(self) -> float:
+        """CPU seconds per million events after the child's start-up (imports, fixed), of a
+        child that reports `events` and `startup_cpu_seconds` (bench/relay_runner.py)."""
+        events = int(self.output["events"])
+        running = self.cpu_seconds - float(self.output.get("startup_cpu_seconds", 0.0))
+        return running / events * 1e6 if events else float("nan")
+
 
 def run_measured(argv: list[str], timeout: float) -> Measured:
     """Run `argv`, which prints one JSON object as its last stdout line; measure its peak RSS

@@ -53,9 +53,7 @@ def _single(name: str, source: str, size: int, seconds: float) -> Run:
     strategy = next(s for s in MODES if s.name == name)
     m = run_strategy(strategy, source, size, seconds, 0.0)
     events = int(m.output["events"])
-    running = m.cpu_seconds - float(m.output.get("startup_cpu_seconds", 0.0))
-    cpu = running / events * 1e6 if events else 0.0
-    return Run(events, float(m.output["seconds"]), cpu, m.peak_rss_mib)
+    return Run(events, float(m.output["seconds"]), m.running_cpu_per_million, m.peak_rss_mib)
 
 
 def measure(sizes: list[int], names: list[str], seconds: float) -> dict[str, list[Run]]:

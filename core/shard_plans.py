@@ -76,7 +76,9 @@ def fix_plan(
             time.sleep(min(1.0, lease_seconds / 4))  # read its plan when it is stored
             continue
         try:
-            plan = _plan_under(store, lease, shards, source, sample_records, lease_seconds)
+            plan = _plan_under(
+                store, lease, shards, source, sample_records, lease_seconds, wait_seconds
+            )
         except LeaseLostError:
             if time.monotonic() > deadline:
                 raise
@@ -91,10 +93,12 @@ def _plan_under(
     source: EventStore,
     sample_records: int,
     lease_seconds: float,
+    max_seconds: float,
 ) -> ShardPlan:
-    """Sample and store the plan while `lease` is renewed; the plan stored (by this call or
-    by the shard that planned first). LeaseLostError when fenced out."""
-    renewer = _Renewer(store, lease, lease_seconds)
+    """Sample and store the plan while `lease` is renewed (for `max_seconds` at most: a
+    planner stuck longer lets another take over); the plan stored (by this call or by the
+    shard that planned first). LeaseLostError when fenced out."""
+    renewer = _Renewer(store, lease, lease_seconds, max_seconds)
     try:
         checkpoint = store.load(lease.job_id) or Checkpoint(job_id=lease.job_id)
         check_unsharded(checkpoint, shards)
@@ -112,13 +116,17 @@ def _plan_under(
 
 
 class _Renewer:
-    """Renews a lease every third of its length on a thread until stopped; stops renewing
-    once the lease is lost (the holder's commit then fails, fenced out)."""
+    """Renews a lease every third of its length on a thread until stopped, for `max_seconds`
+    at most; stops renewing once the lease is lost (the holder's commit then fails, fenced
+    out)."""
 
-    def __init__(self, store: CheckpointStore, lease: Lease, seconds: float) -> None:
+    def __init__(
+        self, store: CheckpointStore, lease: Lease, seconds: float, max_seconds: float
+    ) -> None:
         self.store = store
         self.lease = lease
         self.seconds = seconds
+        self.max_seconds = max_seconds
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="plan-lease", daemon=True)
@@ -135,7 +143,8 @@ class _Renewer:
             return self.lease
 
     def _run(self) -> None:
-        while not self._stop.wait(self.seconds / 3):
+        until = time.monotonic() + self.max_seconds
+        while not self._stop.wait(self.seconds / 3) and time.monotonic() < until:
             with self._lock:
                 try:
                     self.lease = self.store.renew(self.lease, self.seconds)

@@ -256,6 +256,17 @@ class Store:
         """IndexWriter.CheckCommit: (current version, soft deleted), or an idempotent result."""
         if s is not None and s.tombstoned:
             raise StreamDeleted(stream)
+        if is_metastream(stream) and (s is None or s.last_revision < 0):
+            # The metastream of a tombstoned stream, never written: IndexWriter's
+            # GetStreamLastEventNumber finds no version of it in its cache and asks the
+            # IndexReader, whose GetStreamLastEventNumberCached answers "if this is metastream
+            # -- check if original stream was deleted, if yes -- metastream is deleted as
+            # well": a write to it is refused, StreamDeleted. (A metastream written before the
+            # tombstone is in the writer's cache of versions and is still written, as a real
+            # node does; tests/emulator/test_streams.py pins both.)
+            original = self._streams.get(original_stream_of(stream))
+            if original is not None and original.tombstoned:
+                raise StreamDeleted(stream)
         current = s.last_revision if s else -1
         soft_deleted = self._is_soft_deleted(stream)
         if expected == STREAM_EXISTS:

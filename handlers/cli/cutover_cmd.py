@@ -19,6 +19,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -43,6 +44,7 @@ from core.tools.cutover import (
     QuietWatch,
     StepRecord,
 )
+from core.tools.cutover.report import configured_job_id, not_started, write_reports
 
 
 def cutover(
@@ -111,36 +113,44 @@ def cutover(
     """
     out = Console(highlight=False)
     err = Console(stderr=True, highlight=False)
-    if checkpoints is not None and not checkpoints.is_file():
-        err.print(f"[red]--checkpoints: no such file {escape(str(checkpoints))}[/]", soft_wrap=True)
-        raise typer.Exit(EXIT_ERROR)
     if report_dir.exists() and not report_dir.is_dir():
         err.print(
-            f"[red]--report-dir {escape(str(report_dir))} is a file, not a directory[/]",
+            f"[red]--report-dir {escape(str(report_dir))} is a file, not a directory: the "
+            "cutover did not start, nothing was done[/]",
             soft_wrap=True,
         )
         raise typer.Exit(EXIT_ERROR)
+    flags = {
+        "wait": wait,
+        "lag_timeout": lag_timeout,
+        "quiet_seconds": quiet_seconds,
+        "quiet_timeout": quiet_timeout,
+        "copy_timeout": copy_timeout,
+        "poll_seconds": poll_seconds,
+        "run_relay": run_relay,
+        "sample": sample,
+        "seed": seed,
+        "verify_workers": workers,
+        "checkpoints_file": checkpoints,
+        "apply_subscriptions": apply_subscriptions,
+        "report_dir": report_dir,
+    }
     try:
+        if checkpoints is not None and not checkpoints.is_file():
+            raise ConfigError(
+                f"--checkpoints: no such file {checkpoints}",
+                hint="give the file of catch-up checkpoints to translate (translate --file format)",
+            )
         job = JobConfig.load(file=config)
         register_provider(job.checkpoint_store)
-        options = CutoverOptions(
-            wait=wait,
-            lag_timeout=lag_timeout,
-            quiet_seconds=quiet_seconds,
-            quiet_timeout=quiet_timeout,
-            copy_timeout=copy_timeout,
-            poll_seconds=poll_seconds,
-            run_relay=run_relay,
-            sample=sample,
-            seed=seed,
-            verify_workers=workers,
-            checkpoints_file=checkpoints,
-            apply_subscriptions=apply_subscriptions,
-            report_dir=report_dir,
-        )
+        options = CutoverOptions.model_validate(flags)
     except (ConfigError, ValidationError) as e:
-        err.print(f"[red]configuration error:[/] {escape(str(e))}", soft_wrap=True)
-        raise typer.Exit(EXIT_ERROR) from None
+        refused = not_started(
+            f"configuration error: {e}",
+            job_id=configured_job_id(config),
+            options={k: str(v) if isinstance(v, Path) else v for k, v in flags.items()},
+        )
+        _finish(out, err, refused, report_dir)
     out.print(f"cutover of job [bold]{escape(job.job_id)}[/]")
     observer = RichObserver(out, assume_yes=yes)
     procedure = Cutover(job, options, observer=observer)
@@ -152,6 +162,17 @@ def cutover(
         raise typer.Exit(EXIT_ERROR) from None
     finally:
         observer.close()
+    _print_result(out, report)
+    raise typer.Exit(report.exit_code)
+
+
+def _finish(out: Console, err: Console, report: CutoverReport, report_dir: Path) -> NoReturn:
+    """A cutover that did not start: its report written (when the directory can be), its
+    result printed, its exit code."""
+    try:
+        write_reports(report, report_dir)
+    except OSError as e:
+        err.print(f"[red]cannot write the report: {escape(str(e))}[/]", soft_wrap=True)
     _print_result(out, report)
     raise typer.Exit(report.exit_code)
 

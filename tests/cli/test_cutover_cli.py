@@ -189,3 +189,30 @@ def test_sigint_stops_the_cutover_with_a_report(setup, tmp_path):
     assert PASSWORD not in output
     (data,) = reports(tmp_path)
     assert data["outcome"] == "aborted" and data["steps"][-1]["name"] == "writers"
+
+
+def test_a_configuration_error_writes_a_report_that_nothing_was_done(setup, tmp_path):
+    """The configuration given to cutover is wrong (a ConfigError before the first step): the
+    result printed and the report written say the cutover did not start and why, whole (no
+    temporary file left), with no password in either."""
+    _, job, env = setup
+    bad = {**env, "ESDB_RELAY_SOURCE": f"http://admin:{PASSWORD}@nope:2113"}
+    result = invoke(["--yes"], bad, tmp_path)
+    assert result.exit_code == 2, result.output
+    assert "the cutover did not start, nothing was done: configuration error" in result.output
+    assert "report: " in result.output
+    (data,) = reports(tmp_path)
+    assert data["job_id"] == job.job_id
+    assert (data["outcome"], data["exit_code"], data["steps"]) == ("error", 2, [])
+    assert "invalid job configuration" in data["message"] and "source" in data["message"]
+    assert data["next_steps"][0].startswith("keep the clients on the source")
+    assert "run cutover again" in data["next_steps"][-1]
+    written = sorted((tmp_path / "reports").iterdir())
+    assert [p.suffix for p in written] == [".json", ".md"]
+    for path in written:
+        assert PASSWORD not in path.read_text()
+    assert "did not start" in written[0].with_suffix(".md").read_text()
+    # A missing --checkpoints file is refused the same way, with its own report.
+    missing = invoke(["--yes", "--checkpoints", str(tmp_path / "none.jsonl")], env, tmp_path)
+    assert missing.exit_code == 2 and "no such file" in missing.output
+    assert "did not start" in missing.output

@@ -627,6 +627,49 @@ def test_metadata_of_tombstoned_stream(client: EventStoreDBClient) -> None:
         client.get_stream_metadata(stream)
 
 
+def test_metadata_of_a_stream_tombstoned_before_any_cannot_be_written(
+    client: EventStoreDBClient,
+) -> None:
+    """`$$X` after `X` was tombstoned, `$$X` never written: a real node refuses the write.
+
+    KurrentDB src/KurrentDB.Core/Services/Storage/StorageWriterService.cs (WritePrepares) runs
+    IndexWriter.CheckCommit (src/KurrentDB.Core/Services/Storage/ReaderIndex/IndexWriter.cs),
+    whose GetStreamLastEventNumber looks in its cache of versions (`_streamVersions`, filled by
+    the writes it made) and else asks the IndexReader
+    (src/KurrentDB.Core/Services/Storage/ReaderIndex/IndexReader.cs,
+    GetStreamLastEventNumberCached): "if this is metastream -- check if original stream was
+    deleted, if yes -- metastream is deleted as well" — EventNumber.DeletedStream, so the
+    append is refused as to a tombstoned stream (StreamDeleted). Reads of `$$X` answer
+    StreamDeleted by the same rule (ReadStreamEventsForward/Backward). A `$$X` the writer
+    wrote before the tombstone is found in its cache and is still written
+    (test_metadata_of_tombstoned_stream, from esdbclient's own test against a real node)."""
+    stream = new_stream()
+    client.append_to_stream(stream, current_version=StreamState.NO_STREAM, events=[ev()])
+    client.tombstone_stream(stream, current_version=StreamState.ANY)
+    head = client.get_commit_position(filter_exclude=[])
+    # esdbclient's set_stream_metadata: the Append RPC, RpcExceptions.StreamDeleted.
+    with pytest.raises(FailedPrecondition, match=f"Event stream '\\$\\${stream}' is deleted."):
+        client.set_stream_metadata(stream, metadata={"foo": 1})
+    with pytest.raises(FailedPrecondition, match="is deleted"):
+        client.set_stream_metadata(
+            stream, metadata={"foo": 1}, current_version=StreamState.NO_STREAM
+        )
+    # BatchAppend: a StreamDeleted status detail.
+    for version in (StreamState.ANY, StreamState.NO_STREAM, 0):
+        with pytest.raises(StreamIsDeleted):
+            client.append_to_stream(
+                f"$${stream}", current_version=version, events=[ev("$metadata")]
+            )
+    with pytest.raises(StreamIsDeleted):
+        client.get_stream_metadata(stream)
+    with pytest.raises(StreamIsDeleted):
+        client.get_stream(f"$${stream}")
+    with pytest.raises(StreamIsDeleted):
+        client.get_stream(f"$${stream}", backwards=True)
+    after = list(client.read_all(commit_position=head + 1, filter_exclude=[]))
+    assert [e.stream_name for e in after if e.stream_name == f"$${stream}"] == []
+
+
 # ----------------------------------------------------------------------- metadata
 
 

@@ -13,7 +13,8 @@
 5. subscriptions: every persistent subscription's target start (core.tools.subscriptions plan,
    applied with `apply_subscriptions`) and the catch-up checkpoints of a file translated
    (core.tools.translate batch mode);
-6. report: markdown and JSON in `report_dir`, whatever the outcome.
+6. report: markdown and JSON in `report_dir`, whatever the outcome, each file whole or absent
+   (a configuration the command cannot load gets one too: `not_started`, exit 2).
 
 "Replicable" means what the relay copies: user events its filters accept, stream metadata and
 deletes of accepted streams. System records (a real server writes `$stats` and projection

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
-from datetime import datetime
+import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from core.config_files import read_config_file
+from core.errors import ConfigError
 from core.tools.subscriptions import GroupPlan
 from core.tools.verify import VerifyReport
 
@@ -157,16 +161,66 @@ class CutoverReport(BaseModel):
 
 
 def write_reports(report: CutoverReport, directory: Path) -> list[Path]:
-    """report.md and report.json, named after the job and the start time."""
+    """report.md and report.json, named after the job and the start time. Both are written to
+    temporary files first and then renamed into place, so a report is whole or absent: never
+    a half-written file, nor a JSON report without its markdown one."""
     directory.mkdir(parents=True, exist_ok=True)
     job = re.sub(r"[^A-Za-z0-9_.-]+", "_", report.job_id)
     stamp = report.started_at.strftime("%Y%m%dT%H%M%SZ")
     base = directory / f"cutover-{job}-{stamp}"
     paths = [base.with_suffix(".md"), base.with_suffix(".json")]
     report.report_files = [str(p) for p in paths]
-    paths[0].write_text(report_markdown(report), encoding="utf-8")
-    paths[1].write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    texts = [report_markdown(report), report.model_dump_json(indent=2) + "\n"]
+    temporary: list[Path] = []
+    try:
+        for path, text in zip(paths, texts, strict=True):
+            with tempfile.NamedTemporaryFile(
+                "w", encoding="utf-8", dir=directory, prefix=f".{path.name}.", delete=False
+            ) as file:
+                temporary.append(Path(file.name))
+                file.write(text)
+        for written, path in zip(temporary, paths, strict=True):
+            os.replace(written, path)
+    finally:
+        for written in temporary:
+            written.unlink(missing_ok=True)
     return paths
+
+
+def not_started(
+    reason: str, *, job_id: str | None, options: dict, started_at: datetime | None = None
+) -> CutoverReport:
+    """The report of a cutover refused before its first step (the configuration given to it
+    is wrong): nothing was checked, stopped or changed, and the clients stay on the source."""
+    now = datetime.now(UTC)
+    return CutoverReport(
+        job_id=job_id or "unknown-job",
+        outcome="error",
+        exit_code=EXIT_ERROR,
+        message=f"the cutover did not start, nothing was done: {reason}",
+        started_at=started_at or now,
+        finished_at=now,
+        source="-",
+        target="-",
+        options=options,
+        next_steps=[
+            "keep the clients on the source: nothing was checked, stopped or changed",
+            "fix the configuration as the message says (ESDB_RELAY_* env vars, --config file, "
+            "options), then run cutover again",
+        ],
+    )
+
+
+def configured_job_id(file: Path | None) -> str | None:
+    """The job id a configuration names when it can be read, the env var over the file: the
+    name of the report of a cutover whose configuration as a whole is wrong."""
+    value = next((v for k, v in os.environ.items() if k.upper() == "ESDB_RELAY_JOB_ID"), None)
+    if not value and file is not None:
+        try:
+            value = read_config_file(file).get("job_id")
+        except (ConfigError, OSError):
+            return None
+    return str(value) if value else None
 
 
 def read_translated(path: Path) -> list[dict]:

@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -70,12 +71,16 @@ def history(store: Store) -> None:
 
 
 def slow_filtered_scans(
-    monkeypatch: pytest.MonkeyPatch, cost: float = SCAN_COST, after: int = -1
+    monkeypatch: pytest.MonkeyPatch,
+    cost: float = SCAN_COST,
+    after: int = -1,
+    fast_again: threading.Event | None = None,
 ) -> list[int]:
     """Each record past `after` a forward read or subscription of `$all` filtered by shard
-    0's regex considers costs `cost`. Other filtered reads (the resume check's search for one
-    stream's records, `^name$`) keep their speed: this test is about the shard's scan.
-    Returns a counter: [records past `after` the slowed scans considered]."""
+    0's regex considers costs `cost` (until `fast_again` is set). Other filtered reads (the
+    resume check's search for one stream's records, `^name$`) keep their speed: this test is
+    about the shard's scan. Returns a counter: [records past `after` the slowed scans
+    considered]."""
     init = emulator_reads._Filter.__init__
     matches = emulator_reads._Filter.matches
     regex = the_plan().regexes[0]
@@ -94,7 +99,10 @@ def slow_filtered_scans(
             considered[0] += 1
             self.considered = getattr(self, "considered", 0) + 1  # type: ignore[attr-defined]
             if self.considered % SLEEP_EVERY == 0:  # type: ignore[attr-defined]
-                time.sleep(cost * SLEEP_EVERY)
+                if fast_again is None:
+                    time.sleep(cost * SLEEP_EVERY)
+                else:
+                    fast_again.wait(cost * SLEEP_EVERY)
         return matches(self, record)
 
     monkeypatch.setattr(emulator_reads._Filter, "__init__", forwards)
@@ -304,37 +312,53 @@ def test_the_scan_ends_quietly_at_its_deadline_and_retries_the_servers_own_deadl
 
 # A quiet stretch: the server scans it in pages of 50 records (and looks, between pages,
 # whether the call was cancelled) but sends no checkpoint before its end, and scanning it takes
-# longer than the scan's deadline (8,000 records at 10 ms: 80 s).
+# longer than the scan's deadline (8,000 records at 10 ms: 80 s). A relay in its own process
+# scans with the default window, a checkpoint every 1,024 records: 100 ms each there (102 s).
 QUIET_COST = 0.01
+QUIET_PROCESS_COST = 0.1
 QUIET_DEADLINE = 60.0  # the scan's (the slice's) deadline: a scan not closed would run to it
 PROMPT = 10.0  # how long a closed scan may take to end: far below the deadline
 
 
-def quiet_stretch(monkeypatch: pytest.MonkeyPatch, source: Store) -> tuple[int, list[int]]:
-    """The history, its stretch slowed and without checkpoints for shard 0's scan; (the last
-    record of shard 0's streams, the slowed-records counter)."""
+@pytest.fixture
+def fast_again() -> Iterator[threading.Event]:
+    """Set at the end of a test: the server's scans, slowed, then end at full speed (a
+    cancelled one is noticed only between pages)."""
+    event = threading.Event()
+    yield event
+    event.set()
+
+
+def quiet_stretch(
+    monkeypatch: pytest.MonkeyPatch,
+    source: Store,
+    fast_again: threading.Event,
+    cost: float = QUIET_COST,
+) -> tuple[int, list[int]]:
+    """The history, its stretch slowed and without checkpoints for shard 0's scan (in this
+    process); (the last record of shard 0's streams, the slowed-records counter)."""
     monkeypatch.setattr(scans, "SCAN_WINDOW", 50)
     monkeypatch.setattr(scans, "SCAN_CHECKPOINT_PAGES", 100_000)
     history(source)
     own_last = max(r.position for r in source.iter_all() if r.stream.endswith("-q"))
-    return own_last, slow_filtered_scans(monkeypatch, QUIET_COST, after=own_last)
+    return own_last, slow_filtered_scans(monkeypatch, cost, own_last, fast_again)
 
 
-def into_the_stretch(considered: list[int]) -> None:
-    """Wait until the server is scanning the quiet stretch for shard 0."""
+def into_the_stretch(considered: list[int], records: int = 2 * SLEEP_EVERY) -> None:
+    """Wait until the server is scanning the quiet stretch for shard 0 (`records` of it)."""
     for _ in range(600):
-        if considered[0] >= 2 * SLEEP_EVERY:
+        if considered[0] >= records:
             return
         time.sleep(0.05)
     raise AssertionError("the scan never reached the stretch")
 
 
-def test_a_quiet_scan_closed_from_another_thread_ends_at_once(monkeypatch):
+def test_a_quiet_scan_closed_from_another_thread_ends_at_once(monkeypatch, fast_again):
     """EventStore.scan_all_after's `close()`, from another thread than the one waiting in the
     scan, cancels the call in flight: the waiting thread's iteration ends quietly (no error,
     no retry), long before the server's next checkpoint or the deadline."""
     with Emulator() as source:
-        own_last, considered = quiet_stretch(monkeypatch, source.store)
+        own_last, considered = quiet_stretch(monkeypatch, source.store, fast_again)
         with EventStore(source.uri, side="source") as s:
             scan = s.scan_all_after(None, the_plan().regexes[0], time.monotonic() + QUIET_DEADLINE)
             items: list[object] = []
@@ -351,6 +375,7 @@ def test_a_quiet_scan_closed_from_another_thread_ends_at_once(monkeypatch):
             into_the_stretch(considered)
             scan.close()
             thread.join(PROMPT)
+            fast_again.set()
             assert not thread.is_alive(), "the closed scan waited for a checkpoint or its deadline"
             assert not errors, errors
             assert s.retries == 0
@@ -360,13 +385,13 @@ def test_a_quiet_scan_closed_from_another_thread_ends_at_once(monkeypatch):
 
 
 @pytest.mark.parametrize("mode", ["ordered", "partitioned"])
-def test_a_stop_ends_a_shard_slice_waiting_on_a_quiet_scan(tmp_path, monkeypatch, mode):
+def test_a_stop_ends_a_shard_slice_waiting_on_a_quiet_scan(tmp_path, monkeypatch, fast_again, mode):
     """SIGTERM and Ctrl-C set the budget's `stop` (handlers/cli/common.py's stop_on_signals):
     a shard's slice whose writers wait on a quiet scan ends at once, committing only what is
     written (its writes up to the stop), not at the server's next checkpoint or the
     deadline."""
     with Emulator() as source, Emulator() as target:
-        own_last, considered = quiet_stretch(monkeypatch, source.store)
+        own_last, considered = quiet_stretch(monkeypatch, source.store, fast_again)
         job = sharded_job(
             source,
             target,
@@ -406,6 +431,7 @@ def test_a_stop_ends_a_shard_slice_waiting_on_a_quiet_scan(tmp_path, monkeypatch
                 time.sleep(0.05)
         stop.set()
         thread.join(PROMPT)
+        fast_again.set()
         assert not thread.is_alive(), "the stopped slice waited for a checkpoint or its deadline"
         (result,) = outcome
         assert isinstance(result, SliceResult), result
@@ -425,12 +451,12 @@ def own_records(store: Store) -> int:
     return sum(1 for r in store.iter_all() if r.stream.endswith("-q"))
 
 
-def test_a_slice_failing_while_its_scan_is_quiet_ends_at_once(tmp_path, monkeypatch):
+def test_a_slice_failing_while_its_scan_is_quiet_ends_at_once(tmp_path, monkeypatch, fast_again):
     """A slice that stops on an error while its reader waits on a quiet scan closes the
     reader (ChunkReader.close, from the writer's thread), which cancels the scan: the error
     reaches the caller at once, not at the server's next checkpoint or the deadline."""
     with Emulator() as source, Emulator() as target:
-        _, considered = quiet_stretch(monkeypatch, source.store)
+        _, considered = quiet_stretch(monkeypatch, source.store, fast_again)
         job = sharded_job(source, target, tmp_path, 2, budget={"max_events": 10_000})
         plan = the_plan()
         commit_plan(job, plan)
@@ -468,6 +494,54 @@ def test_a_slice_failing_while_its_scan_is_quiet_ends_at_once(tmp_path, monkeypa
                 break
             time.sleep(0.05)
         thread.join(PROMPT)
+        fast_again.set()
         assert not thread.is_alive(), "the failed slice waited for a checkpoint or its deadline"
         (error,) = outcome
         assert isinstance(error, RuntimeError) and str(error) == "a writer's failure", error
+
+
+def test_sigterm_stops_a_shard_process_waiting_on_a_quiet_scan(tmp_path, monkeypatch, fast_again):
+    """`esdb-relay run --shard 0` in a real process (its scan's default window: a checkpoint
+    every 1,024 records, 102 s apart here), its slice's deadline 60 s, SIGTERMed while its
+    scan is quiet: it exits 143 at once with what it wrote committed, not at the deadline."""
+    with Emulator() as source, Emulator() as target:
+        _, considered = quiet_stretch(monkeypatch, source.store, fast_again, QUIET_PROCESS_COST)
+        job = sharded_job(source, target, tmp_path, 2, budget={"max_events": 10_000})
+        plan = the_plan()
+        commit_plan(job, plan)
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "ESDB_RELAY_JOB_ID": job.job_id,
+            "ESDB_RELAY_SOURCE": source.uri,
+            "ESDB_RELAY_TARGET": target.uri,
+            "ESDB_RELAY_CHECKPOINT_STORE": job.checkpoint_store,
+            "ESDB_RELAY_SHARDS": "2",
+            "ESDB_RELAY_BUDGET__MAX_EVENTS": "10000",
+            "ESDB_RELAY_BUDGET__DEADLINE_SECONDS": str(QUIET_DEADLINE),
+            "ESDB_RELAY_BATCH__MAX_EVENTS": "20",
+            "COLUMNS": "300",
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "handlers.cli.main", "run", "--shard", "0",
+             "--until-caught-up", "--no-progress", "--log-format", "json"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            into_the_stretch(considered, SLEEP_EVERY)
+            assert proc.poll() is None, proc.communicate()
+            proc.send_signal(signal.SIGTERM)
+            out, errs = proc.communicate(timeout=PROMPT)  # not the slice's 60 s deadline
+        finally:
+            fast_again.set()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 143, out + errs
+        assert "Traceback" not in errs
+        store = open_store(job.checkpoint_store)
+        shard = plan.shard(job.job_id, 0)
+        position = committed(store, shard)
+        if position is not None:
+            written_up_to(source.store, target.store, shard.regex, position)
+        store.release(store.acquire(shard.key, "the-next-run", 60))  # the lease is free

@@ -8,9 +8,9 @@ record is decoded once, straight into an `Event`, with only the fields the relay
 less CPU per record than esdbclient's read (docs/benchmarks.md, "A leaner process").
 
 What stays as esdbclient has it: the request (the same `ReadReq`, `$all` from a position,
-no filter, ids as strings), the call metadata and
-credentials, the node preference's `requires-leader`, and the errors (esdbclient's own
-translation of the gRPC status, so core/eventstore/failures.py sees the same exceptions).
+no filter, ids as strings), the call metadata and credentials, the node preference's
+`requires-leader`, and the errors (esdbclient's own translation of the gRPC status, so
+core/eventstore/failures.py sees the same exceptions).
 What differs: a read cut by a reconnect (esdbclient closing the channel under it) raises
 instead of ending as if the server had sent its last record, and a read begun on a closed
 channel raises ValueError (EventStore.read_all_after retries both).

@@ -14,12 +14,15 @@ from core.config import BatchConfig
 from core.engine.budget import Budget
 from core.engine.plan import Op, SliceIndex
 from core.eventstore import EventStore, Scanned
+from core.eventstore.scans import Scan
 from core.model import Event
 
 _DONE = object()
 # Chunks the reader may be ahead of the writer. Beyond them it waits, so a slice's events are
 # not all in memory at once (the slice budget still bounds the whole read).
 READ_AHEAD_CHUNKS = 8
+# How often a consumer waiting for a shard's scan looks at the process's stop.
+_STOP_POLL_SECONDS = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,10 @@ class ChunkReader:
         # included), at each of its marks (`_scan`), in order.
         self.marks: list[ScanMark] = []
         self._last_read: int | None = None  # the last record read, on the reader thread
+        # A shard's scan in flight: `close()` and a stop (SIGTERM, Ctrl-C: the budget's)
+        # close it from the consumer's thread, since between the server's checkpoints it may
+        # say nothing for long and the reader thread waits inside it.
+        self._scan_items: Scan | None = None
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._room = threading.Condition()  # the consumer took a chunk
         self._stop = threading.Event()
@@ -149,6 +156,9 @@ class ChunkReader:
         now = time.monotonic()
         read_until = now + max(0.0, budget.deadline - now) * self.read_share
         items = self.source.scan_all_after(self.after, stream_regex, budget.deadline)
+        self._scan_items = items
+        if self._stop.is_set() or budget.expired():
+            items.close()  # closed or stopped before the scan was there to close
         try:
             for item in items:
                 if self._stop.is_set():
@@ -197,12 +207,18 @@ class ChunkReader:
                     self._hand_over(chunk)
                     chunk, chunk_size = [], 0
         finally:
-            close = getattr(items, "close", None)
-            if close is not None:
-                close()
+            items.close()
         if chunk:
             self._hand_over(chunk)
         return not self._stop.is_set()
+
+    def _close_scan(self) -> None:
+        """End a shard's scan in flight now, from the consumer's thread: the reader thread
+        then hands over what it holds and finishes (a scan's marks and records stay as they
+        were: the slice commits what is written, as at its deadline)."""
+        items = self._scan_items
+        if items is not None:
+            items.close()
 
     def _mark(self, position: int, end: bool) -> None:
         """Record that the server scanned up to `position` (only ever up)."""
@@ -251,7 +267,7 @@ class ChunkReader:
         over as much as the read is ahead). None when the slice's read is over."""
         if self._finished:
             return None
-        ops = self._take(self._queue.get())
+        ops = self._take(self._get())
         while ops is not None and not self._finished:
             try:
                 more = self._take(self._queue.get_nowait())
@@ -260,6 +276,23 @@ class ChunkReader:
             if more:
                 ops.extend(more)
         return ops
+
+    def _get(self) -> object:
+        """The next chunk (or the end). A shard's scan may say nothing until its deadline:
+        while waiting, a stop of the process (the budget's `stop`: SIGTERM, Ctrl-C) closes
+        it, so the slice ends after the append in flight, not at the server's next
+        checkpoint or the deadline."""
+        stop = self.budget.stop
+        if self.stream_regex is None or stop is None:
+            return self._queue.get()
+        closed = False
+        while True:
+            try:
+                return self._queue.get(timeout=_STOP_POLL_SECONDS)
+            except queue.Empty:
+                if stop.is_set() and not closed:
+                    self._close_scan()  # (one not begun yet is closed as it begins: `_scan`)
+                    closed = True
 
     def _take(self, item: object) -> list[Op] | None:
         with self._room:
@@ -280,8 +313,10 @@ class ChunkReader:
         return ops
 
     def close(self) -> None:
-        """Stop reading (if still reading) and let the thread end."""
+        """Stop reading (if still reading) and let the thread end (a shard's scan closed,
+        however long the server would have said nothing)."""
         self._stop.set()
+        self._close_scan()
         while not self._finished:
             try:
                 item = self._queue.get(timeout=0.1)

@@ -160,24 +160,20 @@ class EventStore(Admin, MultiAppender):
             if internals.read_cancelled(response):
                 raise TransientError(f"{self.side}: a read was cut short by a reconnect")
 
-    def read_all_after(
-        self, position: int | None, limit: int, stream_regex: str | None = None
-    ) -> Iterator[Event]:
+    def read_all_after(self, position: int | None, limit: int) -> Iterator[Event]:
         """Up to `limit` records of `$all` strictly after `position` (None = from the start).
 
-        Nothing is filtered server-side (system records, $metadata, tombstones are needed),
-        except by `stream_regex`: then only the records of the streams it passes (a shard's,
-        core/shards.py), every kind of record of them, and `limit` counts those; the server
-        scans on until `limit` of them passed or `$all` ended. A
-        read broken off by a transient error (a reconnect's cut included) resumes after the
-        last record it yielded. Read through core/eventstore/reads.py, not esdbclient's
-        `read_all`: the relay's hot path.
+        Nothing is filtered server-side (system records, $metadata, tombstones are needed;
+        a shard reads only its streams through `scan_all_after`). A read broken off by a
+        transient error (a reconnect's cut included) resumes after the last record it
+        yielded. Read through core/eventstore/reads.py, not esdbclient's `read_all`: the
+        relay's hot path.
         """
         sent = 0
         last = position
         for attempt in self._retrying():
             with attempt, self._read_errors("read $all"):
-                for event in self._read_all_once(last, limit - sent, stream_regex):
+                for event in self._read_all_once(last, limit - sent):
                     sent += 1
                     last = event.commit_position
                     yield event
@@ -185,23 +181,32 @@ class EventStore(Admin, MultiAppender):
 
     def scan_all_after(
         self, position: int | None, stream_regex: str, deadline: float
-    ) -> Iterator[Event | scans.Scanned]:
+    ) -> scans.Scan:
         """The records of `$all` strictly after `position` whose stream `stream_regex`
         passes, with a `Scanned` mark each time the server says how far it scanned (also
         where nothing passed) and when it caught up with the end of `$all`, until the caller
-        stops or `deadline` (a `time.monotonic()` value) passes: a filtered catch-up
-        subscription (core/eventstore/scans.py), a shard's read. A scan broken off by a
-        transient error resumes after the last record or mark it yielded, within the same
-        deadline."""
+        stops, `deadline` (a `time.monotonic()` value) passes, or the scan is closed (from
+        any thread: `Scan.close`): a filtered catch-up subscription (core/eventstore/
+        scans.py), a shard's read. A scan broken off by a transient error resumes after the
+        last record or mark it yielded, within the same deadline."""
+        scan = scans.Scan()
+        scan.items = self._scan(scan, position, stream_regex, deadline)
+        return scan
+
+    def _scan(
+        self, scan: scans.Scan, position: int | None, stream_regex: str, deadline: float
+    ) -> Iterator[Event | scans.Scanned]:
         last = position
         for attempt in self._retrying():
             with attempt, self._read_errors("scan $all"):
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 or scan.closed:
                     return
-                for item in scans.scan_all_filtered(
+                call = scans.ScanCall(
                     self._client, last, stream_regex, min(remaining, _MAX_SCAN_SECONDS)
-                ):
+                )
+                scan.started(call)
+                for item in call:
                     if isinstance(item, Event):
                         last = item.commit_position
                     elif item.position is not None and (last is None or item.position > last):
@@ -221,22 +226,15 @@ class EventStore(Admin, MultiAppender):
                 raise
             raise TransientError(f"{self.side}: {action}: the channel was reset") from None
 
-    def _read_all_once(
-        self, position: int | None, limit: int, stream_regex: str | None
-    ) -> Iterator[Event]:
+    def _read_all_once(self, position: int | None, limit: int) -> Iterator[Event]:
         if limit <= 0:
             return
         if position is None:
-            yield from reads.read_all_forwards(
-                self._client, None, limit, self.timeout, stream_regex
-            )
+            yield from reads.read_all_forwards(self._client, None, limit, self.timeout)
             return
-        # The read is inclusive of the given position (when its record passes the filter);
-        # ask for one more and drop it.
+        # The read is inclusive of the given position: ask for one more and drop it.
         sent = 0
-        for event in reads.read_all_forwards(
-            self._client, position, limit + 1, self.timeout, stream_regex
-        ):
+        for event in reads.read_all_forwards(self._client, position, limit + 1, self.timeout):
             if event.commit_position == position:
                 continue
             if sent == limit:

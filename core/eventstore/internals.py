@@ -51,16 +51,17 @@ def unary_stream_on_calling_thread(
     timeout: float,
     metadata: tuple[tuple[str, str], ...],
     credentials: grpc.CallCredentials | None,
-) -> Iterator[bytes]:
+) -> Messages:
     """A unary-stream call with the serialized `request`, its messages received on the calling
-    thread and yielded serialized; raises the `grpc.RpcError` (a `grpc.Call`: code, details,
-    trailing metadata) grpcio's call raises when it ends with a status other than OK. The same
-    operations as grpcio's single-threaded unary-stream call (its `SingleThreadedUnaryStream`
-    channel option, which esdbclient's channel lacks), without its per-message bookkeeping
-    (a condition, a set of due operations, callbacks); the saving measured within noise
-    (docs/benchmarks.md, "Issue 18, evening"), and the shard scan uses it too.
-    The call starts here; the caller iterates the messages (closing the iterator early cancels
-    the call; so does closing the channel: CANCELLED)."""
+    thread and yielded serialized (iterate the `Messages`); raises the `grpc.RpcError` (a
+    `grpc.Call`: code, details, trailing metadata) grpcio's call raises when it ends with a
+    status other than OK. The same operations as grpcio's single-threaded unary-stream call
+    (its `SingleThreadedUnaryStream` channel option, which esdbclient's channel lacks),
+    without its per-message bookkeeping (a condition, a set of due operations, callbacks);
+    the saving measured within noise (docs/benchmarks.md, "Issue 18, evening"), and the
+    shard scan uses it too.
+    The call starts here; the caller iterates the messages (closing them early cancels the
+    call; so does closing the channel, or `Messages.cancel()` from another thread: CANCELLED)."""
     flags = grpc_channel._EMPTY_FLAGS
     initial = grpc_channel._InitialMetadataFlags().with_wait_for_ready(None)
     call = channel._channel.segregated_call(  # type: ignore[attr-defined]
@@ -85,7 +86,33 @@ def unary_stream_on_calling_thread(
         cygrpc.build_census_context(),
         None,
     )
-    return _messages(call)
+    return Messages(call)
+
+
+class Messages:
+    """A call's serialized messages, iterated once on one thread (`close()` there ends the
+    call early). `cancel()`, from any thread, ends the call at once: a receive blocked on the
+    iterating thread returns and the iteration raises CANCELLED (gRPC core's cancel is
+    thread-safe; cygrpc's does nothing once the call is over). Iterating yields from the
+    generator itself: nothing is added per message."""
+
+    __slots__ = ("_call", "_messages")
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+        self._messages = _messages(call)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._messages
+
+    def __next__(self) -> bytes:
+        return next(self._messages)
+
+    def close(self) -> None:
+        self._messages.close()
+
+    def cancel(self) -> None:
+        self._call.cancel(cygrpc.StatusCode.cancelled, "cancelled by the client")
 
 
 def _messages(call: Any) -> Iterator[bytes]:

@@ -8,9 +8,9 @@ record is decoded once, straight into an `Event`, with only the fields the relay
 less CPU per record than esdbclient's read (docs/benchmarks.md, "A leaner process").
 
 What stays as esdbclient has it: the request (the same `ReadReq`, `$all` from a position,
-no filter or a stream-name regex filter, ids as strings), the call metadata and
-credentials, the node preference's `requires-leader`, and the errors (esdbclient's own
-translation of the gRPC status, so core/eventstore/failures.py sees the same exceptions).
+no filter, ids as strings), the call metadata and credentials, the node preference's
+`requires-leader`, and the errors (esdbclient's own translation of the gRPC status, so
+core/eventstore/failures.py sees the same exceptions).
 What differs: a read cut by a reconnect (esdbclient closing the channel under it) raises
 instead of ending as if the server had sent its last record, and a read begun on a closed
 channel raises ValueError (EventStore.read_all_after retries both).
@@ -24,7 +24,7 @@ from typing import Any
 from uuid import UUID
 
 import grpc
-from esdbclient.common import DEFAULT_CHECKPOINT_INTERVAL_MULTIPLIER, handle_rpc_error
+from esdbclient.common import handle_rpc_error
 from esdbclient.protos.Grpc import shared_pb2, streams_pb2
 
 import core.eventstore.internals as internals
@@ -32,41 +32,22 @@ from core.model import Event
 
 READ_METHOD = "/event_store.client.streams.Streams/Read"
 _Options = streams_pb2.ReadReq.Options
-# A filtered read's search window: the records the server scans per internal page (its
-# `FilteredReadAllEventsForward`); the read goes on page after page until `count` records
-# matched or `$all` ended, so the window bounds only a page, never the read (KurrentDB's
-# Enumerator.ReadAllForwardsFiltered). Larger than esdbclient's 30: fewer pages for a filter
-# that passes few records.
-FILTER_WINDOW = 1024
 _TICKS_PER_SECOND = 10_000_000.0  # the server's `created`: .NET ticks since the Unix epoch
 _encode_request = streams_pb2.ReadReq.SerializeToString
 decode_response = streams_pb2.ReadResp.FromString
 
 
-def read_request(
-    position: int | None, limit: int, stream_regex: str | None = None
-) -> streams_pb2.ReadReq:
-    """`$all` forwards from `position` (inclusive; None = its start), up to `limit` records:
-    every record (esdbclient's `_construct_read_request` with `filter_exclude=[]`), or only
-    those of the streams `stream_regex` passes (searched, not matched whole, as .NET's
-    `Regex.IsMatch`), built as esdbclient's `filter_include=..., filter_by_stream_name=True`
-    builds it. With a filter, `limit` counts the records that pass."""
+def read_request(position: int | None, limit: int) -> streams_pb2.ReadReq:
+    """`$all` forwards from `position` (inclusive; None = its start), up to `limit` records,
+    every one of them (esdbclient's `_construct_read_request` with `filter_exclude=[]`). A
+    shard reads only its streams through a filtered subscription instead (scans.py)."""
     options = _Options(
         read_direction=_Options.Forwards,
         resolve_links=False,
         count=limit,
         uuid_option=_Options.UUIDOption(string=shared_pb2.Empty()),
+        no_filter=shared_pb2.Empty(),
     )
-    if stream_regex is None:
-        options.no_filter.CopyFrom(shared_pb2.Empty())
-    else:
-        options.filter.CopyFrom(
-            _Options.FilterOptions(
-                stream_identifier=_Options.FilterOptions.Expression(regex=stream_regex),
-                max=FILTER_WINDOW,
-                checkpointIntervalMultiplier=DEFAULT_CHECKPOINT_INTERVAL_MULTIPLIER,
-            )
-        )
     return from_position(options, position)
 
 
@@ -110,21 +91,16 @@ def event_of(read_event: Any) -> Event | None:
 
 
 def read_all_forwards(
-    client: Any,
-    position: int | None,
-    limit: int,
-    timeout: float,
-    stream_regex: str | None = None,
+    client: Any, position: int | None, limit: int, timeout: float
 ) -> Iterator[Event]:
-    """The records of `$all` from `position` (inclusive), up to `limit` (of those
-    `stream_regex` passes, when given), over the client's current channel. Raises
-    esdbclient's exception for a failed call (a cut one included)."""
+    """The records of `$all` from `position` (inclusive), up to `limit`, over the client's
+    current channel. Raises esdbclient's exception for a failed call (a cut one included)."""
     spec = client.connection_spec
     requires_leader = "true" if spec.options.NodePreference == "leader" else "false"
     messages = internals.unary_stream_on_calling_thread(
         internals.channel(client),
         READ_METHOD,
-        _encode_request(read_request(position, limit, stream_regex)),
+        _encode_request(read_request(position, limit)),
         timeout=timeout,
         metadata=(*internals.call_metadata(client), ("requires-leader", requires_leader)),
         credentials=internals.call_credentials(client),

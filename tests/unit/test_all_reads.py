@@ -1,11 +1,15 @@
 """The relay's `$all` read through the generated stub (core/eventstore/reads.py), against the
 emulator over real gRPC: the same `Event`s as esdbclient's read, decoded on the reading
-thread, and a read cut by esdbclient's reconnect read again rather than taken as the end."""
+thread, and a read cut by esdbclient's reconnect read again rather than taken as the end. And
+a shard's scan (core/eventstore/scans.py, `EventStore.scan_all_after`): which streams a
+stream-name regex passes, every kind of record of them, odd names included, and a shard
+plan's regexes splitting the log exactly."""
 
 from __future__ import annotations
 
 import re
 import threading
+import time
 import uuid
 
 import pytest
@@ -13,12 +17,15 @@ from esdbclient import EventStoreDBClient
 
 import core.eventstore.internals as internals
 import core.eventstore.reads as reads
-from core.eventstore import EventStore
+import core.eventstore.scans as scans
+from core.eventstore import EventStore, Scanned
 from core.eventstore.client import _event
+from core.model import Event
 from core.shards import plan_shards
 from esdb_emulator import Emulator
-from esdb_emulator.store import ProposedEvent
+from esdb_emulator.store import ANY, ProposedEvent
 from esdb_emulator.workload import Workload, generate
+from tests.engine.test_shards import ODD_NAMES
 
 ODD_METADATA = (
     b"",
@@ -52,6 +59,11 @@ def db():
             )
         emulator.store.tombstone("odd-ström-0", 0)
         emulator.store.set_metadata("odd-ström-1", {"$maxCount": 5, "custom": "ü"})
+        for name in ODD_NAMES:  # regex metacharacters, control characters, `$`, one letter
+            emulator.store.set_metadata(name, {"custom": name})
+            emulator.store.append(
+                name, ANY, [ProposedEvent(str(uuid.uuid4()), "Odd", "application/json", b"{}")]
+            )
         yield emulator
 
 
@@ -127,35 +139,69 @@ def test_a_read_begun_on_a_channel_a_reconnect_just_closed_is_read_again(db, mon
         assert store.retries == 1
 
 
-def test_a_filtered_read_gives_the_records_of_the_streams_its_regex_passes(db):
-    """A stream-name regex (searched, as the server's .NET `Regex.IsMatch`) passes every kind
-    of record of its streams — metadata streams, tombstones, system streams — and `limit`
-    counts the records that pass, however far apart in `$all` (the server scans on until
-    `count` passed or `$all` ended: KurrentDB's Enumerator.ReadAllForwardsFiltered)."""
+def scanned(store: EventStore, regex: str, after: int | None = None) -> list[Event]:
+    """Every record a shard's scan of `$all` after `after` gives, up to its caught-up mark
+    (the emulator sends one, as KurrentDB does)."""
+    scan = store.scan_all_after(after, regex, time.monotonic() + 60)
+    found: list[Event] = []
+    try:
+        for item in scan:
+            if isinstance(item, Scanned):
+                if item.caught_up:
+                    return found
+            else:
+                found.append(item)
+    finally:
+        scan.close()
+    raise AssertionError(f"the scan by {regex!r} ended before it caught up: {len(found)} read")
+
+
+@pytest.mark.parametrize("window", [7, scans.SCAN_WINDOW])
+def test_a_scan_gives_the_records_of_the_streams_its_regex_passes(db, monkeypatch, window):
+    """A stream-name regex (searched, not matched whole: the server's .NET `Regex.IsMatch`)
+    passes every kind of record of its streams — metadata streams, tombstones, system
+    streams, odd names — however far apart in `$all`, over many of the server's pages and
+    checkpoints (a small window) or one; a scan after a position resumes strictly after it."""
+    monkeypatch.setattr(scans, "SCAN_WINDOW", window)
     with EventStore(db.uri, side="source") as store:
         everything = list(store.read_all_after(None, 10_000))
-        for regex in (r"ström\-[13]$", r"^\$", r"^(?![\s\S]*(?:1|3)$)", "(?!)"):
+        for regex in (
+            r"ström\-[13]$",
+            r"^\$",
+            r"^(?![\s\S]*(?:1|3)$)",
+            "(?!)",
+            r"\(\.\*\)",  # the stream named `regex(.*)[a]{2}|^$`, by its metacharacters
+            "\n$",
+            "\t",
+        ):
             wanted = [e for e in everything if re.search(regex, e.stream)]
-            assert list(store.read_all_after(None, 10_000, regex)) == wanted
+            assert scanned(store, regex) == wanted, regex
             if len(wanted) > 2:
                 first = wanted[0].commit_position
-                assert list(store.read_all_after(first, 2, regex)) == wanted[1:3]
-        assert {e.type for e in store.read_all_after(None, 10_000, "ström")} >= {
-            "$metadata",
-            "$streamDeleted",
-            "Odd",
+                assert scanned(store, regex, first) == wanted[1:], regex
+        # Searched: a regex that matches inside names, none of them whole.
+        assert not [e for e in everything if re.fullmatch("ström", e.stream)]
+        passed = scanned(store, "ström")
+        assert passed == [e for e in everything if "ström" in e.stream]
+        assert {e.type for e in passed} >= {"$metadata", "$streamDeleted", "Odd"}
+        assert {e.stream for e in scanned(store, "ünï|Ω$")} == {
+            "ünï-çødé-1",
+            "naïve-Ω",
+            "$$ünï-çødé-1",
+            "$$naïve-Ω",
         }
 
 
 def test_a_shard_plans_regexes_split_the_log_exactly(db):
-    """Every record is read by exactly one shard of a plan made from the log's counts."""
+    """Every record, odd names and system records included, is scanned by exactly one shard
+    of a plan made from the log's counts."""
     with EventStore(db.uri, side="source") as store:
         everything = list(store.read_all_after(None, 10_000))
         counts: dict[str, int] = {}
         for e in everything:
             counts[e.stream] = counts.get(e.stream, 0) + 1
         plan = plan_shards(counts, 3, exact=True)
-        read = [list(store.read_all_after(None, 10_000, r)) for r in plan.regexes]
+        read = [scanned(store, r) for r in plan.regexes]
         assert sorted((e for shard in read for e in shard), key=lambda e: e.commit_position) == (
             everything
         )

@@ -3,6 +3,7 @@ real connection: an esdbclient upgrade that moves one fails here, naming what wo
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 
@@ -103,6 +104,15 @@ def test_a_unary_stream_call_on_the_calling_thread_reads_every_message_and_ends_
             assert raised.value.code() == grpc.StatusCode.CANCELLED, (
                 "a read cut by a reconnect would not be told from a finished one"
             )
+            db.faults.update(latency_ms=2000, methods={"Read"})
+            waiting = read(10)  # the server says nothing for 2 s
+            threading.Timer(0.1, waiting.cancel).start()  # from another thread
+            with pytest.raises(grpc.RpcError) as cancelled:
+                list(waiting)
+            assert cancelled.value.code() == grpc.StatusCode.CANCELLED, (
+                "a stopped shard would wait for its scan's next message (up to its deadline)"
+            )
+            waiting.cancel()  # the call is over: nothing to cancel, no error
         finally:
             client.close()
 

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 from esdbclient import EventStoreDBClient, NewEvent, StreamState
 
+from bench.processes import own_peak_rss_mib
+
 CHANNEL_CAPACITY = 50_000  # Replicator.Capacity
 _DONE = None
 
@@ -138,7 +140,8 @@ def main() -> None:
     args = parser.parse_args()
     startup = time.process_time()  # imports and the interpreter: not per event
     result = replicate(args.source, args.target, args.writers, args.events, args.seconds)
-    print(json.dumps({**result, "startup_cpu_seconds": startup}), flush=True)
+    result = {**result, "startup_cpu_seconds": startup, "peak_rss_mib": own_peak_rss_mib()}
+    print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Child processes of the benchmark: emulators, and the measured replicators.
 
 Every replicator (ours and the baselines) runs in its own process, so its peak RSS and CPU time
-are its own: they come from `os.wait4`, the kernel's accounting for exactly that child.
+are its own: CPU time from `os.wait4`, the kernel's accounting for exactly that child; peak RSS
+from the child itself (`own_peak_rss_mib`), since the kernel's `ru_maxrss` of a forked child
+starts at its parent's resident size.
 """
 
 from __future__ import annotations
@@ -84,6 +86,18 @@ def served_emulator(
         proc.stdout.close()
 
 
+def own_peak_rss_mib() -> float:
+    """This process's peak resident memory (Linux `VmHWM`, reset by exec). The kernel's
+    `ru_maxrss` of a child is not: it starts at its parent's resident size when forked, so a
+    large parent (the shards bench after sampling the source: ~180 MiB) showed in every child
+    (~75 MiB each of their own)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
+
+
 @dataclass(frozen=True)
 class Measured:
     output: dict[str, Any]  # the JSON object the child printed last
@@ -122,8 +136,10 @@ def run_measured(argv: list[str], timeout: float) -> Measured:
     lines = [line for line in out.splitlines() if line.startswith("{")]
     if not lines:
         raise RuntimeError(f"{' '.join(argv[2:4])} printed no result")
+    result = json.loads(lines[-1])
     return Measured(
-        output=json.loads(lines[-1]),
-        peak_rss_mib=usage.ru_maxrss / 1024,  # KiB on Linux
+        output=result,
+        # the child's own when it reports it; ru_maxrss (KiB) counts the parent's at fork
+        peak_rss_mib=float(result.get("peak_rss_mib", usage.ru_maxrss / 1024)),
         cpu_seconds=usage.ru_utime + usage.ru_stime,
     )

@@ -16,6 +16,7 @@ import logging
 import time
 from pathlib import Path
 
+from bench.processes import own_peak_rss_mib
 from core.config import JobConfig
 from core.relay import Relay
 
@@ -46,6 +47,7 @@ def run(job: JobConfig, seconds: float, shard_index: int | None = None) -> dict[
         "seconds": elapsed,
         "slices": slices,
         "startup_cpu_seconds": startup,
+        "peak_rss_mib": own_peak_rss_mib(),
     }
 
 

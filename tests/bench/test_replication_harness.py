@@ -238,3 +238,24 @@ def test_cost_model_has_the_fixed_monthly_costs_per_cloud_and_topology() -> None
     assert ep1.monthly > 100  # the largest fixed cost: one instance at all times
     doc = (Path(__file__).resolve().parents[2] / "docs" / "cost-model.md").read_text()
     assert "\n".join(section) in doc
+
+
+def test_a_runners_peak_memory_is_its_own_not_its_parents(source: Emulator) -> None:
+    """The kernel's `ru_maxrss` of a forked child starts at the parent's resident size: a
+    bench process holding a large sample made every shard look as large (bench/processes.py).
+    The runners report their own peak, which the measurement uses."""
+    ballast = bytearray(400 * 2**20)
+    ballast[::4096] = b"x" * len(ballast[::4096])  # touched: resident, not just reserved
+    with Emulator() as target:
+        measured = run_measured(
+            python_module(
+                "bench.baselines",
+                "--source", source.uri,
+                "--target", target.uri,
+                "--events", "50",
+                "--seconds", "60",
+            ),
+            timeout=120,
+        )  # fmt: skip
+    del ballast
+    assert 20 < measured.peak_rss_mib < 300, measured.peak_rss_mib

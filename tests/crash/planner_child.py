@@ -28,10 +28,8 @@ def main() -> None:
     with EventStore(job.source.get_secret_value(), side="source") as source:
         read = source.read_all_after
 
-        def dying(
-            position: int | None, limit: int, stream_regex: str | None = None
-        ) -> Iterator[Event]:
-            for seen, event in enumerate(read(position, limit, stream_regex), start=1):
+        def dying(position: int | None, limit: int) -> Iterator[Event]:
+            for seen, event in enumerate(read(position, limit), start=1):
                 if seen == records:
                     print("sampling", flush=True)
                     os.kill(os.getpid(), signal.SIGKILL)

@@ -78,11 +78,9 @@ def test_a_live_planner_slower_than_its_lease_keeps_it_and_stores_the_one_plan(t
         reads: list[int | None] = []
         read = slow.read_all_after
 
-        def slow_read(
-            position: int | None, limit: int, regex: str | None = None
-        ) -> Iterator[Event]:
+        def slow_read(position: int | None, limit: int) -> Iterator[Event]:
             reads.append(position)
-            for seen, event in enumerate(read(position, limit, regex)):
+            for seen, event in enumerate(read(position, limit)):
                 if seen == 5:
                     time.sleep(5.0)  # a slow source: longer than two 2-second leases
                 yield event

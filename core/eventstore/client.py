@@ -25,12 +25,13 @@ import core.eventstore.scans as scans
 import core.eventstore.v2 as v2
 from core.errors import (
     PermanentError,
+    RelayError,
     TransientError,
     WrongExpectedRevision,
 )
 from core.eventstore.admin import Admin
 from core.eventstore.connection import esdbclient_uri, first_line
-from core.eventstore.failures import translate
+from core.eventstore.failures import trailer_refused, translate
 from core.eventstore.multi import MultiAppender
 from core.model import DELETED_STREAM, NO_STREAM, Event, OutEvent, StreamTail
 
@@ -144,7 +145,41 @@ class EventStore(Admin, MultiAppender):
         return self._whole(self._client.read_all(**kwargs))
 
     def _get_stream(self, stream: str, **kwargs: Any) -> tuple[Any, ...]:
-        return tuple(self._whole(self._client.read_stream(stream, **kwargs)))
+        """A stream read's records; esdb.StreamIsDeleted for a tombstoned stream, also where a
+        real node cannot say so (a non-ASCII name: failures.trailer_refused) and `$all`
+        shows the tombstone."""
+        try:
+            return tuple(self._whole(self._client.read_stream(stream, **kwargs)))
+        except (esdb.UnknownError, esdb.InternalError) as e:
+            if self._tombstone_unsaid(e, stream):
+                raise esdb.StreamIsDeleted(f"{stream!r} is tombstoned (found in $all)") from None
+            raise
+
+    def _tombstone_unsaid(self, error: Exception, stream: str) -> bool:
+        """Whether `error` is StreamDeleted as a real node fails to send it for this name:
+        the failure it makes of such a call (failures.trailer_refused), and `$all` shows the
+        stream's tombstone."""
+        return trailer_refused(error, stream) and self._tombstoned(stream)
+
+    def _tombstoned(self, stream: str) -> bool:
+        """Whether `$all` ends the stream (the stream of a `$$` metastream: its own reads fail
+        once the stream is tombstoned) with its tombstone: a `$streamDeleted` record at
+        revision long.MaxValue, the server's hard delete (nothing can follow it; a scavenge
+        keeps it). A filtered backwards read of `$all` carries no stream name in its trailers.
+        A failure to tell other than a transient one (which retries the whole read): False,
+        and the read's own error stands."""
+        name = stream[2:] if stream.startswith("$$") else stream
+        try:
+            last = self.stream_records_backwards(name, None, 1)
+        except TransientError:
+            raise
+        except RelayError:
+            return False
+        return bool(last) and (last[0].stream, last[0].type, last[0].revision) == (
+            name,
+            "$streamDeleted",
+            DELETED_STREAM,
+        )
 
     def _whole(self, response: Any) -> Iterator[Any]:
         """The records of an esdbclient read, every one of them, or TransientError.
@@ -455,6 +490,10 @@ class EventStore(Admin, MultiAppender):
                 )
             except esdb.NotFound:
                 return
+            except (esdb.UnknownError, esdb.InternalError) as e:
+                if self._tombstone_unsaid(e, stream):
+                    raise esdb.StreamIsDeleted(f"{stream!r} is tombstoned") from None
+                raise
 
         self._call(f"delete {stream!r}", delete)
 
@@ -468,5 +507,8 @@ class EventStore(Admin, MultiAppender):
                 )
             except esdb.StreamIsDeleted:
                 return
+            except (esdb.UnknownError, esdb.InternalError) as e:
+                if not self._tombstone_unsaid(e, stream):
+                    raise
 
         self._call(f"tombstone {stream!r}", tombstone)

@@ -59,6 +59,23 @@ def translate(error: Exception, side: str, action: str) -> Exception:
     return PermanentError(f"{side}: {action} failed: {type(error).__name__}: {error}")
 
 
+def trailer_refused(error: Exception, stream: str) -> bool:
+    """Whether a stream read's `error` is how a real node ends a call whose `stream-name`
+    trailer it cannot send: Kestrel refuses a header value with a character other than a tab
+    or printable ASCII (a name like `ünï.strm-1`) and answers HTTP 500 (UNKNOWN "Received
+    http2 header with status: 500") or, messages already sent, resets the stream (INTERNAL).
+    The server sends that trailer with StreamDeleted: such a read may be of a tombstoned
+    stream (esdb_emulator/headers.py), which only `$all` can tell (EventStore._tombstoned)."""
+    if all(c == "\t" or " " <= c <= "~" for c in stream):
+        return False  # the trailer can be sent: the error is what it says
+    if isinstance(error, esdb.InternalError):
+        return True  # esdbclient keeps only the details of INTERNAL
+    return (
+        isinstance(error, esdb.UnknownError)
+        and internals.grpc_code(error) == grpc.StatusCode.UNKNOWN
+    )
+
+
 def actual_revision(message: str) -> int | None:
     # esdbclient words the server's WrongExpectedVersion.current_revision into its message:
     # "Stream position of last event is N not X" or "Stream 'x' does not exist".

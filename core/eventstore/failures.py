@@ -56,7 +56,16 @@ def translate(error: Exception, side: str, action: str) -> Exception:
         grpc.StatusCode.CANCELLED,
     ):
         return TransientError(f"{side}: {action}: {code.name}")
-    return PermanentError(f"{side}: {action} failed: {type(error).__name__}: {error}")
+    return PermanentError(f"{side}: {action} failed: {described(error)}")
+
+
+def described(error: Exception) -> str:
+    """The gRPC status an esdbclient exception wraps, as code and details (its repr would
+    dump the call object and the transport's debug string), else its type and message."""
+    for arg in getattr(error, "args", ()):
+        if isinstance(arg, grpc.Call):
+            return f"{arg.code().name}: {arg.details()}"
+    return f"{type(error).__name__}: {error}"
 
 
 def trailer_refused(error: Exception, stream: str) -> bool:

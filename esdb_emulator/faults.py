@@ -29,7 +29,8 @@ class FaultConfig:
     deadline_rate: float = 0.0
     deadline_next: int = 0  # the next N matching calls answer DEADLINE_EXCEEDED
     not_leader_next: int = 0  # the next N matching calls answer "Leader info available"
-    # The next N matching calls end as Kestrel ends one whose trailer it refused (headers.py).
+    # The next N matching calls end as Kestrel ends one whose trailer it refused (headers.py);
+    # before the other `_next` faults (with deadline_next: a 500, then deadlines).
     http_500_next: int = 0
     reset_read_after: int | None = None  # reads are reset after this many events ...
     reset_reads_next: int = 0  # ... for the next N reads (0 with reset_read_after = every read)
@@ -93,7 +94,10 @@ class FaultInjector:
             c = self._config
             delay = c.latency_ms + (self._random.uniform(0, c.jitter_ms) if c.jitter_ms else 0.0)
             outcome = None
-            if c.unavailable_next > 0:
+            if c.http_500_next > 0:
+                self._config = replace(c, http_500_next=c.http_500_next - 1)
+                outcome = "http_500"
+            elif c.unavailable_next > 0:
                 self._config = replace(c, unavailable_next=c.unavailable_next - 1)
                 outcome = "unavailable"
             elif c.deadline_next > 0:
@@ -102,9 +106,6 @@ class FaultInjector:
             elif c.not_leader_next > 0:
                 self._config = replace(c, not_leader_next=c.not_leader_next - 1)
                 outcome = "not_leader"
-            elif c.http_500_next > 0:
-                self._config = replace(c, http_500_next=c.http_500_next - 1)
-                outcome = "http_500"
             elif c.unavailable_rate and self._random.random() < c.unavailable_rate:
                 outcome = "unavailable"
             elif c.deadline_rate and self._random.random() < c.deadline_rate:

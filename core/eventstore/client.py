@@ -25,13 +25,12 @@ import core.eventstore.scans as scans
 import core.eventstore.v2 as v2
 from core.errors import (
     PermanentError,
-    RelayError,
     TransientError,
     WrongExpectedRevision,
 )
 from core.eventstore.admin import Admin
 from core.eventstore.connection import esdbclient_uri, first_line
-from core.eventstore.failures import trailer_refused, translate
+from core.eventstore.failures import described, trailer_refused, translate
 from core.eventstore.multi import MultiAppender
 from core.model import DELETED_STREAM, NO_STREAM, Event, OutEvent, StreamTail
 
@@ -40,6 +39,11 @@ _PROBE_REVISION = 2**62  # a revision no stream reaches: appends expecting it al
 _DEFAULT_ATTEMPTS = 4
 # A scan's call never outlives a day, whatever deadline it is given (a budget without one).
 _MAX_SCAN_SECONDS = 86_400.0
+
+
+def _base(stream: str) -> str:
+    """The stream a `$$` metastream belongs to; any other stream itself."""
+    return stream[2:] if stream.startswith("$$") else stream
 
 
 def _event(recorded: Any) -> Event:
@@ -82,6 +86,9 @@ class EventStore(Admin, MultiAppender):
         self.stop: threading.Event | None = None
         self.retries = 0
         self._v2: tuple[object, v2.Client, frozenset[tuple[str, str]] | None] | None = None
+        # Streams found tombstoned in `$all` after a read a real node could not answer
+        # (`_refused`): their reads answer StreamIsDeleted without asking again.
+        self._tombstones: set[str] = set()
         try:
             self._client = EventStoreDBClient(esdbclient_uri(connection_string))
         except ValueError as e:
@@ -146,39 +153,55 @@ class EventStore(Admin, MultiAppender):
 
     def _get_stream(self, stream: str, **kwargs: Any) -> tuple[Any, ...]:
         """A stream read's records; esdb.StreamIsDeleted for a tombstoned stream, also where a
-        real node cannot say so (a non-ASCII name: failures.trailer_refused) and `$all`
-        shows the tombstone."""
+        real node cannot say so (a non-ASCII name: `_refused`)."""
+        if _base(stream) in self._tombstones:
+            raise esdb.StreamIsDeleted(f"{stream!r} is tombstoned")
         try:
             return tuple(self._whole(self._client.read_stream(stream, **kwargs)))
         except (esdb.UnknownError, esdb.InternalError) as e:
-            if self._tombstone_unsaid(e, stream):
-                raise esdb.StreamIsDeleted(f"{stream!r} is tombstoned (found in $all)") from None
-            raise
+            raise self._refused(e, stream, f"read {stream!r}") from None
 
-    def _tombstone_unsaid(self, error: Exception, stream: str) -> bool:
-        """Whether `error` is StreamDeleted as a real node fails to send it for this name:
-        the failure it makes of such a call (failures.trailer_refused), and `$all` shows the
-        stream's tombstone."""
-        return trailer_refused(error, stream) and self._tombstoned(stream)
-
-    def _tombstoned(self, stream: str) -> bool:
-        """Whether `$all` ends the stream (the stream of a `$$` metastream: its own reads fail
-        once the stream is tombstoned) with its tombstone: a `$streamDeleted` record at
-        revision long.MaxValue, the server's hard delete (nothing can follow it; a scavenge
-        keeps it). A filtered backwards read of `$all` carries no stream name in its trailers.
-        A failure to tell other than a transient one (which retries the whole read): False,
-        and the read's own error stands."""
-        name = stream[2:] if stream.startswith("$$") else stream
+    def _refused(self, error: Exception, stream: str, action: str) -> Exception:
+        """What a call on `stream` that failed with UNKNOWN/INTERNAL means. A real node fails
+        so when it cannot send the `stream-name` trailer of StreamDeleted (a non-ASCII name:
+        failures.trailer_refused); `$all`, whose records carry no name in a trailer, tells
+        whether the stream ends with its tombstone: a `$streamDeleted` record at revision
+        long.MaxValue, the server's hard delete (nothing follows it; a scavenge keeps it).
+        esdb.StreamIsDeleted if it does (remembered: a tombstone is for ever), else the
+        error as it is, with what `$all` showed; `error` itself for any other name."""
+        if not trailer_refused(error, stream):
+            return error
+        name = _base(stream)  # a tombstoned stream's metastream fails as the stream does
         try:
-            last = self.stream_records_backwards(name, None, 1)
-        except TransientError:
-            raise
-        except RelayError:
-            return False
-        return bool(last) and (last[0].stream, last[0].type, last[0].revision) == (
-            name,
-            "$streamDeleted",
-            DELETED_STREAM,
+            records = self._read_all(
+                backwards=True,
+                filter_include=[re.escape(name)],
+                filter_by_stream_name=True,
+                limit=1,
+                timeout=self.timeout,
+            )
+            found = [_event(r) for r in records]
+        except esdb.DeadlineExceeded:
+            shown = f"the search of $all for its tombstone outlasted the {self.timeout:g} s timeout"
+        except esdb.EventStoreDBClientException as e:
+            failed = translate(e, self.side, f"search $all for the tombstone of {name!r}")
+            if isinstance(failed, TransientError):
+                return failed  # the call is tried again, and the search with it
+            shown = f"the search of $all for its tombstone failed ({failed})"
+        else:
+            if found and (found[0].stream, found[0].type, found[0].revision) == (
+                name,
+                "$streamDeleted",
+                DELETED_STREAM,
+            ):
+                self._tombstones.add(name)
+                return esdb.StreamIsDeleted(f"{stream!r} is tombstoned (its tombstone in $all)")
+            shown = "$all holds no tombstone of it"
+        return PermanentError(
+            f"{self.side}: {action} failed: {described(error)}",
+            hint="a KurrentDB node answers so for a stream whose name it cannot send back "
+            f"(non-ASCII) when the stream is tombstoned, but {shown}: see the server's log "
+            "for what failed",
         )
 
     def _whole(self, response: Any) -> Iterator[Any]:
@@ -491,9 +514,7 @@ class EventStore(Admin, MultiAppender):
             except esdb.NotFound:
                 return
             except (esdb.UnknownError, esdb.InternalError) as e:
-                if self._tombstone_unsaid(e, stream):
-                    raise esdb.StreamIsDeleted(f"{stream!r} is tombstoned") from None
-                raise
+                raise self._refused(e, stream, f"delete {stream!r}") from None
 
         self._call(f"delete {stream!r}", delete)
 
@@ -508,7 +529,8 @@ class EventStore(Admin, MultiAppender):
             except esdb.StreamIsDeleted:
                 return
             except (esdb.UnknownError, esdb.InternalError) as e:
-                if not self._tombstone_unsaid(e, stream):
-                    raise
+                found = self._refused(e, stream, f"tombstone {stream!r}")
+                if not isinstance(found, esdb.StreamIsDeleted):
+                    raise found from None
 
         self._call(f"tombstone {stream!r}", tombstone)

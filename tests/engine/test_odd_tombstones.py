@@ -96,26 +96,42 @@ def test_an_http_500_stays_an_error_unless_all_shows_the_tombstone(pair):
     tombstoned(source.store, PLAIN)
     faults = source.faults
 
-    def reads(call) -> int:
-        """The Read calls `call` made; it must fail with the HTTP 500 as it is."""
+    def reads(call, shown: str | None) -> int:
+        """The Read calls `call` made; it must fail with the HTTP 500 as it is, saying what
+        `$all` showed (None: `$all` not asked)."""
         before = faults.calls.get("Read", 0)
         with pytest.raises(PermanentError) as raised:
             call()
-        assert str(raised.value).endswith(f"failed: UNKNOWN: {HTTP_500}")  # not the call's repr
+        assert raised.value.message.endswith(f"failed: UNKNOWN: {HTTP_500}")  # not a repr
+        if shown is None:
+            assert not raised.value.hint
+        else:
+            assert f"tombstoned, but {shown}" in raised.value.hint
         return faults.calls["Read"] - before
 
-    with EventStore(source.uri, side="source") as es:
+    with EventStore(source.uri, side="source", timeout=5) as es:
         for name in (ODD, "ünï.soft-1"):
             faults.update(http_500_next=1, methods={"Read"})
-            assert reads(lambda n=name: es.read_stream(n)) == 2  # the stream, then `$all`
-        # The check itself fails: the read's own error stands.
+            # The stream, then `$all`.
+            assert reads(lambda n=name: es.read_stream(n), "$all holds no tombstone") == 2
+        # The search itself fails, or outlasts the read's timeout: the read's error stands.
         faults.update(http_500_next=2, methods={"Read"})
-        assert reads(lambda: es.stream_tail("ünï.gone-1", 1)) == 2
+        shown = "the search of $all for its tombstone failed (source: search $all"
+        assert reads(lambda: es.stream_tail("ünï.gone-1", 1), shown) == 2
+        faults.update(http_500_next=1, deadline_next=1, methods={"Read"})
+        shown = "the search of $all for its tombstone outlasted the 5 s timeout"
+        assert reads(lambda: es.read_stream_backwards("ünï.gone-1", None, 1), shown) == 2
         # A name the server can send in a trailer: a 500 is not about it, nothing is checked.
         faults.update(http_500_next=1, methods={"Read"})
-        assert reads(lambda: es.read_stream(PLAIN)) == 1
+        assert reads(lambda: es.read_stream(PLAIN), None) == 1
         assert es.read_stream(ODD)[-1].revision == 2
+        # Found once, a tombstone is remembered: the server is not asked again.
         assert es.stream_tail("ünï.gone-1", 1).tombstoned
+        before = faults.calls["Read"]
+        with pytest.raises(StreamTombstoned):
+            es.read_stream("ünï.gone-1")
+        assert es.stream_metadata("ünï.soft-1") == {"$tb": DELETED_STREAM}
+        assert faults.calls["Read"] - before == 1  # the metadata of the soft-deleted one
 
 
 def odd_history(store: Store) -> None:

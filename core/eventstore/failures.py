@@ -69,12 +69,12 @@ def described(error: Exception) -> str:
 
 
 def trailer_refused(error: Exception, stream: str) -> bool:
-    """Whether a stream read's `error` is how a real node ends a call whose `stream-name`
+    """Whether a call's `error` on `stream` is how a real node ends a call whose `stream-name`
     trailer it cannot send: Kestrel refuses a header value with a character other than a tab
     or printable ASCII (a name like `ünï.strm-1`) and answers HTTP 500 (UNKNOWN "Received
     http2 header with status: 500") or, messages already sent, resets the stream (INTERNAL).
-    The server sends that trailer with StreamDeleted: such a read may be of a tombstoned
-    stream (esdb_emulator/headers.py), which only `$all` can tell (EventStore._tombstoned)."""
+    The server sends that trailer with StreamDeleted: such a call may be on a tombstoned
+    stream (esdb_emulator/headers.py), which only `$all` can tell (EventStore._refused)."""
     if all(c == "\t" or " " <= c <= "~" for c in stream):
         return False  # the trailer can be sent: the error is what it says
     if isinstance(error, esdb.InternalError):

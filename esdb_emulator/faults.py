@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields, replace
 
 import grpc
 
+from esdb_emulator.headers import HTTP_500
+
 # The real server's default maximum append size (ClusterVNodeOptions.MaxAppendSize).
 DEFAULT_MAX_APPEND_SIZE = 1_048_576
 
@@ -27,6 +29,9 @@ class FaultConfig:
     deadline_rate: float = 0.0
     deadline_next: int = 0  # the next N matching calls answer DEADLINE_EXCEEDED
     not_leader_next: int = 0  # the next N matching calls answer "Leader info available"
+    # The next N matching calls end as Kestrel ends one whose trailer it refused (headers.py);
+    # before the other `_next` faults (with deadline_next: a 500, then deadlines).
+    http_500_next: int = 0
     reset_read_after: int | None = None  # reads are reset after this many events ...
     reset_reads_next: int = 0  # ... for the next N reads (0 with reset_read_after = every read)
     max_append_size: int = DEFAULT_MAX_APPEND_SIZE
@@ -89,7 +94,10 @@ class FaultInjector:
             c = self._config
             delay = c.latency_ms + (self._random.uniform(0, c.jitter_ms) if c.jitter_ms else 0.0)
             outcome = None
-            if c.unavailable_next > 0:
+            if c.http_500_next > 0:
+                self._config = replace(c, http_500_next=c.http_500_next - 1)
+                outcome = "http_500"
+            elif c.unavailable_next > 0:
                 self._config = replace(c, unavailable_next=c.unavailable_next - 1)
                 outcome = "unavailable"
             elif c.deadline_next > 0:
@@ -110,6 +118,8 @@ class FaultInjector:
             context.abort(grpc.StatusCode.UNAVAILABLE, "Server Is Not Ready")
         elif outcome == "deadline":
             context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        elif outcome == "http_500":
+            context.abort(grpc.StatusCode.UNKNOWN, HTTP_500)
         elif outcome == "not_leader":
             # RpcExceptions.LeaderInfo in the real server: NOT_FOUND with the leader's endpoint.
             host, port = leader

@@ -30,7 +30,7 @@ from core.errors import (
 )
 from core.eventstore.admin import Admin
 from core.eventstore.connection import esdbclient_uri, first_line
-from core.eventstore.failures import translate
+from core.eventstore.failures import described, trailer_refused, translate
 from core.eventstore.multi import MultiAppender
 from core.model import DELETED_STREAM, NO_STREAM, Event, OutEvent, StreamTail
 
@@ -39,6 +39,11 @@ _PROBE_REVISION = 2**62  # a revision no stream reaches: appends expecting it al
 _DEFAULT_ATTEMPTS = 4
 # A scan's call never outlives a day, whatever deadline it is given (a budget without one).
 _MAX_SCAN_SECONDS = 86_400.0
+
+
+def _base(stream: str) -> str:
+    """The stream a `$$` metastream belongs to; any other stream itself."""
+    return stream[2:] if stream.startswith("$$") else stream
 
 
 def _event(recorded: Any) -> Event:
@@ -81,6 +86,9 @@ class EventStore(Admin, MultiAppender):
         self.stop: threading.Event | None = None
         self.retries = 0
         self._v2: tuple[object, v2.Client, frozenset[tuple[str, str]] | None] | None = None
+        # Streams found tombstoned in `$all` after a read a real node could not answer
+        # (`_refused`): their reads answer StreamIsDeleted without asking again.
+        self._tombstones: set[str] = set()
         try:
             self._client = EventStoreDBClient(esdbclient_uri(connection_string))
         except ValueError as e:
@@ -144,7 +152,57 @@ class EventStore(Admin, MultiAppender):
         return self._whole(self._client.read_all(**kwargs))
 
     def _get_stream(self, stream: str, **kwargs: Any) -> tuple[Any, ...]:
-        return tuple(self._whole(self._client.read_stream(stream, **kwargs)))
+        """A stream read's records; esdb.StreamIsDeleted for a tombstoned stream, also where a
+        real node cannot say so (a non-ASCII name: `_refused`)."""
+        if _base(stream) in self._tombstones:
+            raise esdb.StreamIsDeleted(f"{stream!r} is tombstoned")
+        try:
+            return tuple(self._whole(self._client.read_stream(stream, **kwargs)))
+        except (esdb.UnknownError, esdb.InternalError) as e:
+            raise self._refused(e, stream, f"read {stream!r}") from None
+
+    def _refused(self, error: Exception, stream: str, action: str) -> Exception:
+        """What a call on `stream` that failed with UNKNOWN/INTERNAL means. A real node fails
+        so when it cannot send the `stream-name` trailer of StreamDeleted (a non-ASCII name:
+        failures.trailer_refused); `$all`, whose records carry no name in a trailer, tells
+        whether the stream ends with its tombstone: a `$streamDeleted` record at revision
+        long.MaxValue, the server's hard delete (nothing follows it; a scavenge keeps it).
+        esdb.StreamIsDeleted if it does (remembered: a tombstone is for ever), else the
+        error as it is, with what `$all` showed; `error` itself for any other name."""
+        if not trailer_refused(error, stream):
+            return error
+        name = _base(stream)  # a tombstoned stream's metastream fails as the stream does
+        try:
+            records = self._read_all(
+                backwards=True,
+                filter_include=[re.escape(name)],
+                filter_by_stream_name=True,
+                limit=1,
+                timeout=self.timeout,
+            )
+            found = [_event(r) for r in records]
+        except esdb.DeadlineExceeded:
+            shown = f"the search of $all for its tombstone outlasted the {self.timeout:g} s timeout"
+        except esdb.EventStoreDBClientException as e:
+            failed = translate(e, self.side, f"search $all for the tombstone of {name!r}")
+            if isinstance(failed, TransientError):
+                return failed  # the call is tried again, and the search with it
+            shown = f"the search of $all for its tombstone failed ({failed})"
+        else:
+            if found and (found[0].stream, found[0].type, found[0].revision) == (
+                name,
+                "$streamDeleted",
+                DELETED_STREAM,
+            ):
+                self._tombstones.add(name)
+                return esdb.StreamIsDeleted(f"{stream!r} is tombstoned (its tombstone in $all)")
+            shown = "$all holds no tombstone of it"
+        return PermanentError(
+            f"{self.side}: {action} failed: {described(error)}",
+            hint="a KurrentDB node answers so for a stream whose name it cannot send back "
+            f"(non-ASCII) when the stream is tombstoned, but {shown}: see the server's log "
+            "for what failed",
+        )
 
     def _whole(self, response: Any) -> Iterator[Any]:
         """The records of an esdbclient read, every one of them, or TransientError.
@@ -453,6 +511,8 @@ class EventStore(Admin, MultiAppender):
                 )
             except esdb.NotFound:
                 return
+            except (esdb.UnknownError, esdb.InternalError) as e:
+                raise self._refused(e, stream, f"delete {stream!r}") from None
 
         self._call(f"delete {stream!r}", delete)
 
@@ -466,5 +526,9 @@ class EventStore(Admin, MultiAppender):
                 )
             except esdb.StreamIsDeleted:
                 return
+            except (esdb.UnknownError, esdb.InternalError) as e:
+                found = self._refused(e, stream, f"tombstone {stream!r}")
+                if not isinstance(found, esdb.StreamIsDeleted):
+                    raise found from None
 
         self._call(f"tombstone {stream!r}", tombstone)

@@ -56,7 +56,33 @@ def translate(error: Exception, side: str, action: str) -> Exception:
         grpc.StatusCode.CANCELLED,
     ):
         return TransientError(f"{side}: {action}: {code.name}")
-    return PermanentError(f"{side}: {action} failed: {type(error).__name__}: {error}")
+    return PermanentError(f"{side}: {action} failed: {described(error)}")
+
+
+def described(error: Exception) -> str:
+    """The gRPC status an esdbclient exception wraps, as code and details (its repr would
+    dump the call object and the transport's debug string), else its type and message."""
+    for arg in getattr(error, "args", ()):
+        if isinstance(arg, grpc.Call):
+            return f"{arg.code().name}: {arg.details()}"
+    return f"{type(error).__name__}: {error}"
+
+
+def trailer_refused(error: Exception, stream: str) -> bool:
+    """Whether a call's `error` on `stream` is how a real node ends a call whose `stream-name`
+    trailer it cannot send: Kestrel refuses a header value with a character other than a tab
+    or printable ASCII (a name like `ünï.strm-1`) and answers HTTP 500 (UNKNOWN "Received
+    http2 header with status: 500") or, messages already sent, resets the stream (INTERNAL).
+    The server sends that trailer with StreamDeleted: such a call may be on a tombstoned
+    stream (esdb_emulator/headers.py), which only `$all` can tell (EventStore._refused)."""
+    if all(c == "\t" or " " <= c <= "~" for c in stream):
+        return False  # the trailer can be sent: the error is what it says
+    if isinstance(error, esdb.InternalError):
+        return True  # esdbclient keeps only the details of INTERNAL
+    return (
+        isinstance(error, esdb.UnknownError)
+        and internals.grpc_code(error) == grpc.StatusCode.UNKNOWN
+    )
 
 
 def actual_revision(message: str) -> int | None:

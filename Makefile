@@ -133,14 +133,17 @@ soak: setup
 	$(BIN)/python -m tests.reliability.soak --kills 200 --seed 7 --chain --target-version 26.1
 	$(BIN)/python -m tests.reliability.soak --kills 200 --seed 3 --shards 4
 
-# All benchmarks (about 15 minutes on 2 cores); the replication run rewrites its section of
-# docs/benchmarks.md and docs/cost-model.md. `make bench BENCH_ARGS=--full` for 100k-1M events.
+# All benchmarks (about 40 minutes on 2 cores); the replication run rewrites its section of
+# docs/benchmarks.md and docs/cost-model.md. `make bench BENCH_ARGS=--full` for 100k-1M events
+# per workload. The RSS run copies 100k and 1M events in every mode (about 20 minutes):
+# `RSS_ARGS="--sizes 40000,100000"` for a quick one.
 bench: setup
 	$(BIN)/python -m bench.emulator_bench
 	$(BIN)/python -m bench.verify_bench
 	$(BIN)/python -m bench.multi_append_bench
 	$(BIN)/python -m bench.replication_bench --write-doc docs/benchmarks.md --cost-doc docs/cost-model.md $(BENCH_ARGS)
 	$(BIN)/python -m bench.shards_bench --events 120000 --streams 6000 --target-version 26.1 --sequential
+	$(BIN)/python -m bench.rss_bench $(RSS_ARGS)
 
 format: setup
 	$(BIN)/ruff format .

@@ -79,15 +79,20 @@ class ChecksFailed(Exception):
 
 
 def _last_event_number(store: Store, stream: str) -> int:
-    # IndexReader.GetStreamLastEventNumber: a metastream of a tombstoned stream is deleted too.
+    """IndexWriter.GetStreamLastEventNumber: its cache of the versions it wrote, else
+    IndexReader.GetStreamLastEventNumberCached, which answers a metastream of a tombstoned
+    stream as deleted too. A metastream written before is taken as in the cache (as
+    Store.append's check: tests/emulator/test_streams.py pins both paths)."""
     s = store._streams.get(stream)
     if s is not None and s.tombstoned:
         return DELETED_STREAM
+    if s is not None and s.last_revision >= 0:
+        return s.last_revision
     if is_metastream(stream):
         original = store._streams.get(original_stream_of(stream))
         if original is not None and original.tombstoned:
             return DELETED_STREAM
-    return s.last_revision if s is not None else -1
+    return -1
 
 
 def _written(store: Store, event_id: str, stream: str) -> Record | None:

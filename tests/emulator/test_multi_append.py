@@ -204,6 +204,27 @@ def test_a_tombstoned_stream_fails_the_whole_append(target: tuple[Emulator, Even
     assert es.read_stream(other) == []
 
 
+def test_the_metastream_of_a_tombstoned_stream_as_the_single_stream_append_has_it(
+    target: tuple[Emulator, EventStore],
+) -> None:
+    """A multi-stream append checks `$$X` after `X` was tombstoned as a one-stream append does
+    (IndexWriter.CheckCommit, one check for both; tests/emulator/test_streams.py has the
+    server's sources): written before the tombstone, it is written again; never written, it is
+    deleted with its stream."""
+    _, es = target
+    kept, bare = _name("kept"), _name("bare")
+    for stream in (kept, bare):
+        es.append(stream, NO_STREAM, [_event()])
+    meta = OutEvent(uuid.uuid4(), "$metadata", "application/json", b'{"a":1}', b"")
+    es.multi_append([StreamAppend("$$" + kept, NO_STREAM, [meta])])
+    es.tombstone(kept)
+    es.tombstone(bare)
+    again = OutEvent(uuid.uuid4(), "$metadata", "application/json", b'{"a":2}', b"")
+    es.multi_append([StreamAppend("$$" + kept, 0, [again])])
+    with pytest.raises(StreamTombstoned):
+        es.multi_append([StreamAppend("$$" + bare, NO_STREAM, [again])])
+
+
 def test_a_soft_deleted_stream_is_written_again() -> None:
     with Emulator() as db, EventStore(db.uri, side="target") as es:
         a = _name("soft")

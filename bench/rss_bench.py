@@ -6,7 +6,8 @@ similar number of them: what grows is only what outlives a slice (a cache per st
 show). Each of our modes copies it to the end into a fresh target (0 ms), in its own process,
 measured by the kernel (`os.wait4`: peak RSS, CPU seconds). Sharded: K relay processes at
 once, each ordered through AppendRecords; its row gives the largest shard process's peak
-and every shard's CPU summed, and verify's verdict on the target.
+and every shard's CPU summed. Not verified here (verify takes 11+ minutes at 1M events):
+bench/shards_bench.py verifies its sharded copies, the soaks and tests every mode's.
 
     python -m bench.rss_bench [--sizes 100000,1000000] [--seconds 1500] [--only "partitioned 8"]
 """
@@ -43,9 +44,7 @@ class Run:
 
 
 def _sharded(source: str, seconds: float) -> Run:
-    r = run_shards(source, SHARDS, 0.0, "ordered", seconds, target_version="26.1")
-    if r.differences:
-        raise RuntimeError(f"sharded copy differs from the source: {r.differences} differences")
+    r = run_shards(source, SHARDS, 0.0, "ordered", seconds, "26.1", verify_copy=False)
     return Run(r.events, r.wall_seconds, r.running_cpu_per_million, r.peak_rss_mib)
 
 

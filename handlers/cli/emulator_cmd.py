@@ -47,6 +47,9 @@ def emulator(
     deadline_rate: float = typer.Option(0.0, help="Fraction of calls answered DEADLINE_EXCEEDED."),
     deadline_next: int = typer.Option(0, help="The next N calls answer DEADLINE_EXCEEDED."),
     not_leader_next: int = typer.Option(0, help="The next N calls answer 'not leader'."),
+    http_500_next: int = typer.Option(
+        0, help="The next N calls end in HTTP 500, as a node ends one it cannot name a stream in."
+    ),
     reset_read_after: int | None = typer.Option(
         None, help="Reset reads after this many events (UNAVAILABLE mid-read)."
     ),
@@ -73,6 +76,7 @@ def emulator(
         deadline_rate=deadline_rate,
         deadline_next=deadline_next,
         not_leader_next=not_leader_next,
+        http_500_next=http_500_next,
         reset_read_after=reset_read_after,
         reset_reads_next=reset_reads_next,
         max_append_size=max_append_size or DEFAULT_MAX_APPEND_SIZE,

@@ -104,7 +104,11 @@ def test_latency_and_jitter_with_seed() -> None:
 
 @pytest.mark.parametrize(
     ("flag", "code"),
-    [("--unavailable-next", grpc.StatusCode.UNAVAILABLE), ("--deadline-next", None)],
+    [
+        ("--unavailable-next", grpc.StatusCode.UNAVAILABLE),
+        ("--deadline-next", None),
+        ("--http-500-next", grpc.StatusCode.UNKNOWN),  # as grpcio sees Kestrel's HTTP 500
+    ],
 )
 def test_next_n_calls_fail(flag: str, code: grpc.StatusCode | None) -> None:
     expected = code or grpc.StatusCode.DEADLINE_EXCEEDED

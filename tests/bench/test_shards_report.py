@@ -1,0 +1,32 @@
+"""The shards bench's verdicts (bench/shards_bench.py `report`): the CPU goal is judged after
+start-up, on the shards run one after another when that was measured (each process alone, as
+on K machines), with the run at once shown as context."""
+
+from __future__ import annotations
+
+from bench.shards_bench import Result, report
+from bench.workloads import BenchWorkload
+
+WORKLOAD = BenchWorkload(shape="skewed", events=120_000, streams=6_000)
+
+
+def _result(shards: int, sequential: bool, cpu: float, running: float) -> Result:
+    """A result whose CPU per million events is `cpu` with start-up, `running` without."""
+    events = 120_000
+    per = [events // shards] * shards
+    start = (cpu - running) * events / 1e6
+    return Result(shards, sequential, events, 10.0, cpu * events / 1e6, start, per, 1.0, 0, 90.0)
+
+
+def test_the_cpu_goal_is_judged_on_the_shards_alone_after_start_up() -> None:
+    results = [_result(1, False, 63, 59), _result(4, False, 95, 76), _result(4, True, 81, 64)]
+    text = report(WORKLOAD, results, 5.0, "ordered", "26.1")
+    assert "CPU per event after start-up one after another 1.08x K=1 (met: <= 1.15x)" in text
+    assert "(context): 1.29x after start-up, 1.51x with the 4 start-ups" in text
+
+
+def test_without_the_run_one_after_another_the_run_at_once_is_judged() -> None:
+    results = [_result(1, False, 63, 59), _result(4, False, 95, 76)]
+    text = report(WORKLOAD, results, 5.0, "ordered", "26.1")
+    assert "CPU per event after start-up at once 1.29x K=1 (MISSED: <= 1.15x)" in text
+    assert "(context)" not in text

@@ -90,12 +90,11 @@ def measure(
         for p in spies:
             p.wait(timeout=seconds + 60)
     n = int(m.output["events"]) or 1
-    running = m.cpu_seconds - float(m.output.get("startup_cpu_seconds", 0.0))
     return Cost(
         strategy.name,
         int(m.output["events"]),
         float(m.output["seconds"]),
-        running / n * 1e6,
+        m.running_cpu_per_million,
         (after["source"] - before["source"]) / n * 1e6,
         (after["target"] - before["target"]) / n * 1e6,
         os.getloadavg()[0],

@@ -106,11 +106,18 @@ class Measured:
 
     @property
     def running_cpu_per_million(self) -> float:
-        """CPU seconds per million events after the child's start-up (imports, fixed), of a
-        child that reports `events` and `startup_cpu_seconds` (bench/relay_runner.py)."""
-        events = int(self.output["events"])
-        running = self.cpu_seconds - float(self.output.get("startup_cpu_seconds", 0.0))
-        return running / events * 1e6 if events else float("nan")
+        """Of a child that reports `events` and `startup_cpu_seconds` (bench/relay_runner.py)."""
+        return running_cpu_per_million(
+            self.cpu_seconds,
+            float(self.output.get("startup_cpu_seconds", 0.0)),
+            int(self.output["events"]),
+        )
+
+
+def running_cpu_per_million(cpu_seconds: float, startup_cpu_seconds: float, events: int) -> float:
+    """CPU seconds per million events after the process's start-up (imports: fixed, which a
+    short run spreads over few events): the per-event cost a long job pays."""
+    return (cpu_seconds - startup_cpu_seconds) / events * 1e6 if events else float("nan")
 
 
 def run_measured(argv: list[str], timeout: float) -> Measured:

@@ -26,7 +26,13 @@ from importlib.metadata import version
 from pathlib import Path
 
 from bench import cost_model
-from bench.processes import Measured, python_module, run_measured, served_emulator
+from bench.processes import (
+    Measured,
+    python_module,
+    run_measured,
+    running_cpu_per_million,
+    served_emulator,
+)
 from bench.strategies import (
     BASELINE_ORDERED,
     BASELINE_PARTITIONED,
@@ -76,10 +82,7 @@ class Row:
 
     @property
     def running_cpu_per_million(self) -> float:
-        """CPU per million events without the process's start-up (imports: ~1 s, fixed),
-        which a short run spreads over few events: the per-event cost a long job pays."""
-        running = self.cpu_seconds - self.startup_cpu_seconds
-        return running / self.events * 1e6 if self.events else float("nan")
+        return running_cpu_per_million(self.cpu_seconds, self.startup_cpu_seconds, self.events)
 
 
 @dataclass

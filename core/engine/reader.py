@@ -21,8 +21,9 @@ _DONE = object()
 # Chunks the reader may be ahead of the writer. Beyond them it waits, so a slice's events are
 # not all in memory at once (the slice budget still bounds the whole read).
 READ_AHEAD_CHUNKS = 8
-# How often a consumer waiting for a shard's scan looks at the process's stop.
-_STOP_POLL_SECONDS = 0.1
+# How often a consumer waiting for the reader looks at what else may end the wait (a stop of
+# the process, for a shard's scan; the reader's end, when closing).
+_POLL_SECONDS = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,14 +286,23 @@ class ChunkReader:
         stop = self.budget.stop
         if self.stream_regex is None or stop is None:
             return self._queue.get()
-        closed = False
+
+        def close_on_stop() -> bool:
+            if stop.is_set():
+                self._close_scan()  # (one not begun yet is closed as it begins: `_scan`)
+            return True  # the closed scan's reader hands over what it holds, then _DONE
+
+        return self._wait(close_on_stop)
+
+    def _wait(self, idle: Callable[[], bool]) -> object | None:
+        """The next item of the queue; while none comes, `idle()` at each poll, until it
+        says to wait no more (then None)."""
         while True:
             try:
-                return self._queue.get(timeout=_STOP_POLL_SECONDS)
+                return self._queue.get(timeout=_POLL_SECONDS)
             except queue.Empty:
-                if stop.is_set() and not closed:
-                    self._close_scan()  # (one not begun yet is closed as it begins: `_scan`)
-                    closed = True
+                if not idle():
+                    return None
 
     def _take(self, item: object) -> list[Op] | None:
         with self._room:
@@ -318,12 +328,9 @@ class ChunkReader:
         self._stop.set()
         self._close_scan()
         while not self._finished:
-            try:
-                item = self._queue.get(timeout=0.1)
-            except queue.Empty:
-                if not self._thread.is_alive():
-                    break
-                continue
+            item = self._wait(self._thread.is_alive)
+            if item is None:
+                break
             if item is _DONE:
                 self._finished = True
         self._thread.join(timeout=30)

@@ -115,16 +115,31 @@ class Messages:
         self._call.cancel(cygrpc.StatusCode.cancelled, "cancelled by the client")
 
 
+# A long read whose receive had to wait for the server lets the server's next messages gather
+# in the channel for a moment before it receives again: they are then taken without a wait,
+# and a wake-up of the thread, each. With the server slower than the reader (busy, or serving
+# many readers), the reader otherwise wakes for every message or two, and each wake-up costs
+# CPU (docs/benchmarks.md, "Issue 18, December 8": shards at once 1.25x -> 1.0x K = 1's CPU
+# per event). What the server sends meanwhile waits in the HTTP/2 window (64 KiB at first,
+# grown by gRPC's bandwidth probe); a read that never waits never gathers.
+BULK_MESSAGES = 64  # reads shorter than this never gather: a tool's few records come at once
+WAITED_SECONDS = 50e-6  # a receive longer than this waited (one whose message was there: ~10 us)
+GATHER_SECONDS = 0.004
+
+
 def _messages(call: Any) -> Iterator[bytes]:
     state = grpc_channel._RPCState((), None, None, None, None)
     due = 3  # batches started and not completed
     flags = grpc_channel._EMPTY_FLAGS
+    clock = time.perf_counter
+    received = 0
     try:
         while state.code is None and call.operate(
             (cygrpc.ReceiveMessageOperation(flags),), _MESSAGE
         ):
             due += 1
             message = None
+            asked = clock()
             while True:  # until this message's batch completes
                 event = call.next_event()
                 due -= 1
@@ -134,7 +149,11 @@ def _messages(call: Any) -> Iterator[bytes]:
                 _take_status(event, state)
             if message is None:
                 break  # the server's last message came before
+            received += 1
+            gather = received > BULK_MESSAGES and clock() - asked > WAITED_SECONDS
             yield message
+            if gather:
+                time.sleep(GATHER_SECONDS)
         while due:  # the status, and whatever else is still due
             _take_status(call.next_event(), state)
             due -= 1

@@ -25,6 +25,7 @@ _LIVE_WAIT_SECONDS = 0.5
 # The matching records a catch-up subscription's page holds at most (Enumerator.cs
 # DefaultReadBatchSize, passed as the page read's maxCount).
 _CATCH_UP_PAGE_EVENTS = 32
+_VERDICTS = 100_000  # a filter's remembered verdicts per stream, at most
 
 
 def recorded_event(record: Record) -> streams_pb2.ReadResp.ReadEvent.RecordedEvent:
@@ -68,6 +69,7 @@ class _Filter:
         self.active = options.WhichOneof("filter_option") == "filter"
         self.window = 32
         self.checkpoint_interval = 32
+        self._verdicts: dict[str, bool] = {}
         if not self.active:
             return
         f = options.filter
@@ -81,6 +83,18 @@ class _Filter:
         self.checkpoint_interval = self.window * multiplier
 
     def matches(self, record: Record) -> bool:
+        if self.active and self.by_stream:
+            # A scan asks about the same streams again and again: one verdict per stream.
+            stream = record.stream
+            verdict = self._verdicts.get(stream)
+            if verdict is None:
+                if len(self._verdicts) >= _VERDICTS:
+                    self._verdicts.clear()
+                verdict = self._verdicts[stream] = self._matches(record)
+            return verdict
+        return self._matches(record)
+
+    def _matches(self, record: Record) -> bool:
         if not visible_in_all(record):
             return False
         if not self.active:
@@ -103,7 +117,7 @@ class Reads:
         self, options: streams_pb2.ReadReq.Options, context: grpc.ServicerContext
     ) -> Iterator[streams_pb2.ReadResp | bytes]:
         """The responses of a read: an event as its serialized `ReadResp` (read_wire), the
-        others as messages; subscriptions send every response as a message."""
+        others as messages."""
         if options.WhichOneof("stream_option") == "stream":
             return self._read_stream(options, context)
         return self._read_all(options, context)
@@ -259,7 +273,7 @@ class Reads:
             for record in page:
                 last_position = record.position
                 if event_filter.matches(record):
-                    yield read_event(self.store, record, options.resolve_links)
+                    yield read_event_bytes(self.store, record, options.resolve_links)
                 if event_filter.active:
                     considered += 1
                     if considered >= event_filter.checkpoint_interval:
@@ -296,7 +310,7 @@ class Reads:
                     matched += 1
                     if record.position <= start:
                         continue  # the subscription's own position: only the first page's
-                    yield read_event(self.store, record, options.resolve_links)
+                    yield read_event_bytes(self.store, record, options.resolve_links)
                     checkpoint = record.position
                     if matched >= _CATCH_UP_PAGE_EVENTS:
                         break
@@ -357,7 +371,7 @@ class Reads:
                 continue
             for record in records:
                 after = record.revision
-                yield read_event(self.store, record, options.resolve_links)
+                yield read_event_bytes(self.store, record, options.resolve_links)
 
 
 def _checkpoint(position: int) -> streams_pb2.ReadResp:

@@ -41,8 +41,7 @@ class StreamsService(streams_pb2_grpc.StreamsServicer):
             return
         sent = 0
         for response in responses:
-            # An event is sent as its encoded ReadResp (reads.py), or as a message by a
-            # subscription.
+            # An event is sent as its encoded ReadResp (reads.py).
             if isinstance(response, bytes) or response.WhichOneof("content") == "event":
                 if sent >= reset_after:
                     self.faults.count("reset")  # type: ignore[attr-defined]

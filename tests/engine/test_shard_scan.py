@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -406,22 +406,7 @@ def test_a_stop_ends_a_shard_slice_waiting_on_a_quiet_scan(tmp_path, monkeypatch
         store = open_store(job.checkpoint_store)
         shard = plan.shard(job.job_id, 0)
         stop = threading.Event()
-        outcome: list[SliceResult | BaseException] = []
-
-        def run() -> None:
-            try:
-                with (
-                    EventStore(source.uri, side="source", timeout=QUIET_DEADLINE) as s,
-                    EventStore(target.uri, side="target") as t,
-                ):
-                    deadline = time.monotonic() + QUIET_DEADLINE
-                    budget = Budget(job.budget.max_events, job.budget.max_bytes, deadline, stop)
-                    outcome.append(run_slice(job, s, t, store, budget, shard=shard))
-            except BaseException as e:
-                outcome.append(e)
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
+        thread, outcome = slice_in_a_thread(job, source, target, store, shard, stop=stop)
         into_the_stretch(considered)
         held = OWN % 20  # the last chunk's records: in the reader, waiting for more or a mark
         if mode == "ordered":  # written as read, in chunks of 20 (the job's batch)
@@ -445,6 +430,37 @@ def test_a_stop_ends_a_shard_slice_waiting_on_a_quiet_scan(tmp_path, monkeypatch
             assert position is not None and position < own_last
         else:  # partitioned writers write once the read is over: after the stop, nothing
             assert position is None and own_records(target.store) == 0
+
+
+def slice_in_a_thread(
+    job: JobConfig,
+    source: Emulator,
+    target: Emulator,
+    store: CheckpointStore,
+    shard: Shard,
+    *,
+    stop: threading.Event | None = None,
+    on_step: Callable[[Step], None] = lambda step: None,
+) -> tuple[threading.Thread, list[SliceResult | BaseException]]:
+    """One slice of `shard` on a thread of its own, with the quiet stretch's deadline; its
+    result (or the exception it raised) lands in the list."""
+    outcome: list[SliceResult | BaseException] = []
+
+    def run() -> None:
+        try:
+            with (
+                EventStore(source.uri, side="source", timeout=QUIET_DEADLINE) as s,
+                EventStore(target.uri, side="target") as t,
+            ):
+                deadline = time.monotonic() + QUIET_DEADLINE
+                budget = Budget(job.budget.max_events, job.budget.max_bytes, deadline, stop)
+                outcome.append(run_slice(job, s, t, store, budget, shard=shard, on_step=on_step))
+        except BaseException as e:
+            outcome.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
 
 
 def own_records(store: Store) -> int:
@@ -471,24 +487,7 @@ def test_a_slice_failing_while_its_scan_is_quiet_ends_at_once(tmp_path, monkeypa
                     into_the_stretch(considered)
                     raise RuntimeError("a writer's failure")
 
-        outcome: list[SliceResult | BaseException] = []
-
-        def run() -> None:
-            try:
-                with (
-                    EventStore(source.uri, side="source", timeout=QUIET_DEADLINE) as s,
-                    EventStore(target.uri, side="target") as t,
-                ):
-                    deadline = time.monotonic() + QUIET_DEADLINE
-                    budget = Budget(job.budget.max_events, job.budget.max_bytes, deadline)
-                    outcome.append(
-                        run_slice(job, s, t, store, budget, shard=shard, on_step=on_step)
-                    )
-            except BaseException as e:
-                outcome.append(e)
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
+        thread, outcome = slice_in_a_thread(job, source, target, store, shard, on_step=on_step)
         for _ in range(600):
             if written[0] >= OWN // 20:
                 break

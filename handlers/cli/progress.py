@@ -166,11 +166,15 @@ def status_view(p: JobProgress) -> RenderableType:
     table.add_row("ETA", _eta(p))
     table.add_row("relay", _relay(p))
     table.add_row("last success", _when(p.last_success_at, p.last_success_age_seconds))
-    table.add_row("events written", f"{p.events_written:,} (of {p.events_read:,} read)")
     table.add_row(
-        "not copied",
-        f"{p.events_skipped:,} already on the target, {p.events_filtered:,} filtered",
+        "events written", f"{p.events_written:,} (of {p.events_read:,} read), by committed slices"
     )
+    table.add_row(
+        "already on the target",
+        f"{p.events_skipped:,}, not written again: there before the job, or written by a slice "
+        "stopped before its commit and found by the next",
+    )
+    table.add_row("filtered", f"{p.events_filtered:,}, not copied by the job's rules")
     table.add_row("dead-lettered", f"{p.dead_lettered:,}")
     if p.last_error:
         table.add_row("last error", Text(p.last_error))

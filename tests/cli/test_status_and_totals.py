@@ -151,6 +151,15 @@ def test_totals_add_up_over_a_whole_run_and_a_rerun_says_it_copied_nothing(pair,
     read, skipped, filtered = (int(g.replace(",", "")) for g in totals.groups())
     assert read == skipped + filtered and skipped == 1000
 
+    # `status` says what its counts are (the job's: a backfill keeps its own): the records a
+    # slice stopped before its commit had written are counted as found, not as written.
+    shown = flat(invoke(["status"], env).output.replace("│", " "))
+    assert "events written 1,000 (of 1,003 read), by committed slices" in shown
+    assert (
+        "already on the target 0, not written again: there before the job, or written by a "
+        "slice stopped before its commit and found by the next"
+    ) in shown
+
 
 def test_a_second_run_names_the_lease_holder_once_and_waits_quietly(pair, tmp_path):
     """Finding 8 (busy): `INFO slice busy` every second, no word of who holds the lease."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from core.tools.cutover import (
     CutoverReport,
     QuietWatch,
 )
+from core.tools.cutover.report import not_started, write_reports
 from core.tools.translate import translate_position, translate_stream
 from esdb_emulator import Emulator
 from esdb_emulator.store import ANY, ProposedEvent
@@ -392,3 +394,23 @@ def test_a_checkpoint_that_cannot_be_translated_fails_after_the_rest(migrated, t
     assert "point every writer" not in md and "point every writer" not in report.next_steps[0]
     assert "keep the clients on the source" in report.next_steps[0]
     assert any(str(checkpoints.name) in step or "catch-up" in step for step in report.next_steps)
+
+
+def test_two_reports_of_the_same_second_are_both_kept(tmp_path):
+    """Two cutovers refused within one second (a retrying script): the second report gets
+    its own files, and the first stays as it was."""
+    started = datetime(2026, 12, 8, 1, 2, 3, tzinfo=UTC)
+    first = not_started("no job file", job_id="orders", options={}, started_at=started)
+    second = not_started("still no job file", job_id="orders", options={}, started_at=started)
+    first_paths = write_reports(first, tmp_path)
+    second_paths = write_reports(second, tmp_path)
+    assert [p.name for p in first_paths] == [
+        "cutover-orders-20261208T010203Z.md",
+        "cutover-orders-20261208T010203Z.json",
+    ]
+    assert [p.name for p in second_paths] == [
+        "cutover-orders-20261208T010203Z-2.md",
+        "cutover-orders-20261208T010203Z-2.json",
+    ]
+    assert "still no job file" not in first_paths[0].read_text()
+    assert json.loads(second_paths[1].read_text())["report_files"] == [str(p) for p in second_paths]

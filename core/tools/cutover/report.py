@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import re
@@ -161,14 +162,18 @@ class CutoverReport(BaseModel):
 
 
 def write_reports(report: CutoverReport, directory: Path) -> list[Path]:
-    """report.md and report.json, named after the job and the start time. Both are written to
-    temporary files first and then renamed into place, so a report is whole or absent: never
-    a half-written file, nor a JSON report without its markdown one."""
+    """report.md and report.json, named after the job and the start time (to the second; a
+    second report of the same second gets `-2`, and so on, rather than replacing the first).
+    Both are written to temporary files first and then renamed into place, so a report is
+    whole or absent: never a half-written file, nor a JSON report without its markdown one."""
     directory.mkdir(parents=True, exist_ok=True)
     job = re.sub(r"[^A-Za-z0-9_.-]+", "_", report.job_id)
     stamp = report.started_at.strftime("%Y%m%dT%H%M%SZ")
-    base = directory / f"cutover-{job}-{stamp}"
-    paths = [base.with_suffix(".md"), base.with_suffix(".json")]
+    for n in itertools.count(1):
+        base = directory / f"cutover-{job}-{stamp}{'' if n == 1 else f'-{n}'}"
+        paths = [base.with_suffix(".md"), base.with_suffix(".json")]
+        if not any(p.exists() for p in paths):
+            break
     report.report_files = [str(p) for p in paths]
     texts = [report_markdown(report), report.model_dump_json(indent=2) + "\n"]
     temporary: list[Path] = []

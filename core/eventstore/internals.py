@@ -119,9 +119,9 @@ class Messages:
 # in the channel for a moment before it receives again: they are then taken without a wait,
 # and a wake-up of the thread, each. With the server slower than the reader (busy, or serving
 # many readers), the reader otherwise wakes for every message or two, and each wake-up costs
-# CPU (docs/benchmarks.md, "Issue 18, December 8": shards at once 1.25x -> 1.0x K = 1's CPU
-# per event). What the server sends meanwhile waits in the HTTP/2 window (64 KiB at first,
-# grown by gRPC's bandwidth probe); a read that never waits never gathers.
+# CPU (docs/benchmarks.md, "Issue 18, December 8": 4 shards at once went from 1.25x to 1.13x
+# K = 1's CPU per event in an A/B). What the server sends meanwhile waits in the HTTP/2 window
+# (64 KiB at first, grown by gRPC's bandwidth probe); a read that never waits never gathers.
 BULK_MESSAGES = 64  # reads shorter than this never gather: a tool's few records come at once
 WAITED_SECONDS = 50e-6  # a receive longer than this waited (one whose message was there: ~10 us)
 GATHER_SECONDS = 0.004

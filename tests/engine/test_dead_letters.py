@@ -5,6 +5,7 @@ oversize event, not the first of its batch, and its hint names the options that 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 import pytest
@@ -68,7 +69,7 @@ def test_dead_letters_are_counted_shown_and_not_missing(pair, tmp_path):
     assert json.loads(shown.stdout)["dead_lettered"] == 1
     text = CliRunner().invoke(app, ["status"], env=env)
     assert text.exit_code == 0, text.output
-    assert "│ dead-lettered     │ 1 " in text.output
+    assert re.search(r"│ dead-lettered +│ 1 ", text.output), text.output
     assert "$esdb-relay-dead-letters-test-job" in " ".join(text.output.split())
 
 
